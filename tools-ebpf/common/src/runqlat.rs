@@ -1,0 +1,52 @@
+//! runqlat's configuration, written by user space before load.
+
+/// How samples are grouped.
+pub mod key_mode {
+    pub const NONE: u32 = 0;
+    /// Per process (TGID), `-P`.
+    pub const PID: u32 = 1;
+    /// Per thread (TID), `-L`.
+    pub const TID: u32 = 2;
+    /// Per PID namespace (inode number), `--pidnss`.
+    pub const PIDNS: u32 = 3;
+}
+
+/// Read-only configuration of the runqlat programs. Struct offsets are
+/// resolved at start-up from the running kernel (BTF or tracepoint format
+/// files); none is a literal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Only tasks of this process (TGID); 0 = all.
+    pub target_tgid: u32,
+    /// One of [`key_mode`].
+    pub key_mode: u32,
+    /// Nanoseconds per output unit (1000 for usecs, 1000000 for msecs).
+    pub unit_ns: u64,
+
+    /// `task_struct` members.
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `__state` (5.14+) or `state`; read as 32 bits (the low half of the
+    /// older `long`: x86 and arm64 are little-endian, and state bits fit).
+    pub task_state: u32,
+    pub task_thread_pid: u32,
+    /// `struct pid` / `struct upid` / `struct pid_namespace` members for `--pidnss`.
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_ns: u32,
+    pub pidns_inum: u32,
+
+    /// Raw `sched_switch` passes `prev_state` as its 4th argument (5.18+);
+    /// otherwise the state is read from the task.
+    pub switch_has_prev_state: u32,
+
+    /// Plain-tracepoint record offsets, from the events' format files.
+    pub tp_wakeup_pid: u32,
+    pub tp_switch_prev_pid: u32,
+    pub tp_switch_prev_state: u32,
+    pub tp_switch_next_pid: u32,
+    /// The `prev_state` bit that marks a preempted (still runnable) task, `R+`.
+    pub tp_preempt_bit: u64,
+}

@@ -1,0 +1,271 @@
+//! runqlat: run-queue latency, from a task becoming runnable (woken, new, or
+//! preempted while runnable) to it running on a CPU.
+//!
+//! Rungs, best first: raw tracepoints with task pointers (4.17+), plain
+//! `sched:` tracepoints with TIDs only (4.7+), kprobes (older kernels).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+mod bpf {
+    use aya_ebpf::{
+        helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+        macros::{kprobe, map, raw_tracepoint, tracepoint},
+        maps::HashMap,
+        programs::{ProbeContext, RawTracePointContext, TracePointContext},
+    };
+    use tools_common::runqlat::{key_mode, Config};
+    use tools_ebpf::{config, histogram_maps, read_field};
+
+    #[unsafe(no_mangle)]
+    static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+    histogram_maps!(keyed_entries = 16384);
+
+    /// TID → when it became runnable (ns). A task is in here only between
+    /// becoming runnable and running, so the table never holds more than
+    /// the tasks waiting at once; a full table is counted, not ignored.
+    #[map]
+    static START: HashMap<u32, u64> = HashMap::with_max_entries(10240, 0);
+
+    /// Tracepoint rung only: TID → latency measured at switch-in, recorded
+    /// at the task's next switch-out, when it is the current task and its
+    /// process and namespace are known.
+    #[map]
+    static PENDING: HashMap<u32, u64> = HashMap::with_max_entries(10240, 0);
+
+    type Task = *const u8;
+
+    #[inline(always)]
+    fn stamp(tid: u32) {
+        let now = unsafe { bpf_ktime_get_ns() };
+        if START.insert(&tid, &now, 0).is_err() {
+            count_drop(|d| &mut d.inflight_full);
+        }
+    }
+
+    /// Latency of `tid` if it was stamped, in the output unit.
+    #[inline(always)]
+    fn take_latency(tid: u32) -> Option<u64> {
+        let start = unsafe { *START.get(&tid)? };
+        let _ = START.remove(&tid);
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now < start {
+            return None;
+        }
+        // checked: a plain division would carry a panic path the verifier rejects.
+        (now - start).checked_div(config!(unit_ns))
+    }
+
+    fn task_pid_ns(task: Task) -> Option<u32> {
+        let pid: Task = read_field(task, config!(task_thread_pid))?;
+        let level: u32 = read_field(pid, config!(pid_level))?;
+        let upid = config!(pid_numbers) + level.min(32) * config!(upid_size);
+        let ns: Task = read_field(pid, upid + config!(upid_ns))?;
+        read_field(ns, config!(pidns_inum))
+    }
+
+    /// Records a latency under the key the flags ask for; `tid`, `tgid` and
+    /// `task` describe the task it was measured for.
+    #[inline(always)]
+    fn record_for(task: Task, tid: u32, tgid: u32, latency: u64) {
+        match config!(key_mode) {
+            key_mode::NONE => record(latency),
+            key_mode::PID => record_keyed(tgid, latency),
+            key_mode::TID => record_keyed(tid, latency),
+            _ => match task_pid_ns(task) {
+                Some(ns) => record_keyed(ns, latency),
+                None => count_drop(|d| &mut d.read_failed),
+            },
+        }
+    }
+
+    // ---- Rungs with a task pointer: raw tracepoints and kprobes ----
+
+    #[inline(always)]
+    fn runnable_task(task: Task) {
+        let Some(tid) = read_field::<u32>(task, config!(task_pid)) else {
+            return count_drop(|d| &mut d.read_failed);
+        };
+        if tid == 0 {
+            return; // the idle task
+        }
+        let target = config!(target_tgid);
+        if target != 0 && read_field::<u32>(task, config!(task_tgid)) != Some(target) {
+            return;
+        }
+        stamp(tid);
+    }
+
+    #[inline(always)]
+    fn switch_tasks(prev: Task, prev_runnable: bool, next: Task) {
+        if prev_runnable {
+            runnable_task(prev);
+        }
+        let Some(tid) = read_field::<u32>(next, config!(task_pid)) else {
+            return count_drop(|d| &mut d.read_failed);
+        };
+        if tid == 0 {
+            return;
+        }
+        if let Some(latency) = take_latency(tid) {
+            let tgid = read_field::<u32>(next, config!(task_tgid)).unwrap_or(0);
+            record_for(next, tid, tgid, latency);
+        }
+    }
+
+    #[raw_tracepoint(tracepoint = "sched_wakeup")]
+    pub fn runqlat_raw_wakeup(ctx: RawTracePointContext) -> i32 {
+        runnable_task(ctx.arg::<Task>(0));
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+    pub fn runqlat_raw_wakeup_new(ctx: RawTracePointContext) -> i32 {
+        runnable_task(ctx.arg::<Task>(0));
+        0
+    }
+
+    /// `sched_switch(preempt, prev, next)` before 5.18: the state is read from
+    /// the task. A preempted task stays runnable whatever its state says.
+    #[raw_tracepoint(tracepoint = "sched_switch")]
+    pub fn runqlat_raw_switch(ctx: RawTracePointContext) -> i32 {
+        let preempt = ctx.arg::<u64>(0) & 0xff != 0;
+        let prev = ctx.arg::<Task>(1);
+        let runnable = preempt || read_field::<u32>(prev, config!(task_state)) == Some(0);
+        switch_tasks(prev, runnable, ctx.arg::<Task>(2));
+        0
+    }
+
+    /// `sched_switch(preempt, prev, next, prev_state)` from 5.18: the state
+    /// the scheduler saw, free of the race of re-reading it from the task.
+    /// A separate program because reading a 4th argument fails to attach
+    /// where the tracepoint has three.
+    #[raw_tracepoint(tracepoint = "sched_switch")]
+    pub fn runqlat_raw_switch4(ctx: RawTracePointContext) -> i32 {
+        let preempt = ctx.arg::<u64>(0) & 0xff != 0;
+        let runnable = preempt || ctx.arg::<u64>(3) as u32 == 0;
+        switch_tasks(ctx.arg::<Task>(1), runnable, ctx.arg::<Task>(2));
+        0
+    }
+
+    /// `ttwu_do_wakeup(rq, p, ...)` or, where that is gone (6.4+),
+    /// `ttwu_do_activate(rq, p, ...)`: the task is the second argument.
+    #[kprobe]
+    pub fn runqlat_kp_wakeup(ctx: ProbeContext) -> u32 {
+        if let Some(task) = ctx.arg::<Task>(1) {
+            runnable_task(task);
+        }
+        0
+    }
+
+    #[kprobe]
+    pub fn runqlat_kp_wakeup_new(ctx: ProbeContext) -> u32 {
+        if let Some(task) = ctx.arg::<Task>(0) {
+            runnable_task(task);
+        }
+        0
+    }
+
+    /// `finish_task_switch(prev)` runs in the next task: current is next.
+    #[kprobe]
+    pub fn runqlat_kp_switch(ctx: ProbeContext) -> u32 {
+        let Some(prev) = ctx.arg::<Task>(0) else {
+            return 0;
+        };
+        let runnable = read_field::<u32>(prev, config!(task_state)) == Some(0);
+        let next = unsafe { bpf_get_current_task() } as Task;
+        switch_tasks(prev, runnable, next);
+        0
+    }
+
+    // ---- Plain tracepoints: TIDs only, the current task at switch is prev ----
+
+    #[inline(always)]
+    fn tp_read_u32(ctx: &TracePointContext, offset: u32) -> Option<u32> {
+        unsafe { ctx.read_at::<u32>(offset as usize).ok() }
+    }
+
+    /// Whether a recorded sample must wait for the task's process or
+    /// namespace, known only when it is current (at its next switch-out).
+    #[inline(always)]
+    fn needs_current_task() -> bool {
+        config!(target_tgid) != 0 || matches!(config!(key_mode), key_mode::PID | key_mode::PIDNS)
+    }
+
+    #[inline(always)]
+    fn tp_wakeup(ctx: &TracePointContext) {
+        match tp_read_u32(ctx, config!(tp_wakeup_pid)) {
+            // No TGID here: with -p every task is stamped and filtered when
+            // its sample is recorded.
+            Some(0) => {}
+            Some(tid) => stamp(tid),
+            None => count_drop(|d| &mut d.read_failed),
+        }
+    }
+
+    #[tracepoint(category = "sched", name = "sched_wakeup")]
+    pub fn runqlat_tp_wakeup(ctx: TracePointContext) -> u32 {
+        tp_wakeup(&ctx);
+        0
+    }
+
+    #[tracepoint(category = "sched", name = "sched_wakeup_new")]
+    pub fn runqlat_tp_wakeup_new(ctx: TracePointContext) -> u32 {
+        tp_wakeup(&ctx);
+        0
+    }
+
+    #[tracepoint(category = "sched", name = "sched_switch")]
+    pub fn runqlat_tp_switch(ctx: TracePointContext) -> u32 {
+        let (Some(prev), Some(next)) = (
+            tp_read_u32(&ctx, config!(tp_switch_prev_pid)),
+            tp_read_u32(&ctx, config!(tp_switch_next_pid)),
+        ) else {
+            count_drop(|d| &mut d.read_failed);
+            return 0;
+        };
+        let Ok(state) = (unsafe { ctx.read_at::<u64>(config!(tp_switch_prev_state) as usize) })
+        else {
+            count_drop(|d| &mut d.read_failed);
+            return 0;
+        };
+        // prev is the current task: its process is known here.
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let target = config!(target_tgid);
+        let deferred = needs_current_task();
+        if prev != 0 {
+            if deferred {
+                if let Some(latency) = unsafe { PENDING.get(&prev) }.copied() {
+                    let _ = PENDING.remove(&prev);
+                    if target == 0 || target == tgid {
+                        record_for(
+                            unsafe { bpf_get_current_task() } as Task,
+                            prev,
+                            tgid,
+                            latency,
+                        );
+                    }
+                }
+            }
+            // Runnable: state 0 (R), or only the preempted bit set (R+).
+            let preempt_bit = config!(tp_preempt_bit);
+            if (state & !preempt_bit) == 0 && (target == 0 || target == tgid) {
+                stamp(prev);
+            }
+        }
+        if next != 0 {
+            if let Some(latency) = take_latency(next) {
+                if !deferred {
+                    record_for(core::ptr::null(), next, 0, latency);
+                } else if PENDING.insert(&next, &latency, 0).is_err() {
+                    count_drop(|d| &mut d.inflight_full);
+                }
+            }
+        }
+        0
+    }
+}

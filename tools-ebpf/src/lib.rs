@@ -1,0 +1,96 @@
+//! Kernel-side helpers shared by every tool: struct reads at offsets
+//! resolved in user space, histogram recording with drop accounting, and
+//! read-only configuration.
+#![no_std]
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+/// Reads a `T` at `offset` bytes into a kernel struct. Offsets come from the
+/// running kernel's BTF via the tool's configuration, never from literals.
+#[inline(always)]
+pub fn read_field<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T).ok() }
+}
+
+/// Reads one field of the tool's read-only configuration global `CONFIG`.
+/// The volatile read keeps the compiler from folding the all-zero initial
+/// value into the code: user space rewrites it before load.
+#[macro_export]
+macro_rules! config {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const CONFIG.$field) }
+    };
+}
+
+/// Declares the maps of a histogram tool (`HIST`, `KEYED_HIST`, `DROPS`,
+/// named as in `tools_common::map_names`) and the functions that record into them.
+#[macro_export]
+macro_rules! histogram_maps {
+    (keyed_entries = $keyed_entries:expr) => {
+        #[aya_ebpf::macros::map]
+        static HIST: aya_ebpf::maps::PerCpuArray<tools_common::histogram::Histogram> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        #[aya_ebpf::macros::map]
+        static KEYED_HIST: aya_ebpf::maps::PerCpuHashMap<tools_common::histogram::HistKey, u64> =
+            aya_ebpf::maps::PerCpuHashMap::with_max_entries($keyed_entries, 0);
+
+        #[aya_ebpf::macros::map]
+        static DROPS: aya_ebpf::maps::PerCpuArray<tools_common::Drops> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        /// Counts one value in the unkeyed histogram.
+        #[inline(always)]
+        fn record(value: u64) {
+            let slot = tools_common::histogram::slot(value) as usize;
+            if let Some(hist) = HIST.get_ptr_mut(0) {
+                if slot < tools_common::histogram::SLOTS {
+                    // SAFETY: per-CPU value, bounds checked above.
+                    unsafe { (*hist).slots[slot] += 1 };
+                }
+            }
+        }
+
+        /// Counts one value in the histogram of `key`.
+        #[inline(always)]
+        fn record_keyed(key: u32, value: u64) {
+            let key = tools_common::histogram::HistKey {
+                key,
+                slot: tools_common::histogram::slot(value),
+            };
+            match KEYED_HIST.get_ptr_mut(&key) {
+                // SAFETY: per-CPU value of a live entry.
+                Some(count) => unsafe { *count += 1 },
+                None => {
+                    // BPF_NOEXIST: another CPU may have created it meanwhile (its
+                    // per-CPU slot for us is then zero, so retry the lookup).
+                    if KEYED_HIST.insert(&key, &1, 1).is_err() {
+                        match KEYED_HIST.get_ptr_mut(&key) {
+                            Some(count) => unsafe { *count += 1 },
+                            None => count_drop(|d| &mut d.hist_full),
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Counts something the kernel side could not record.
+        #[inline(always)]
+        fn count_drop(field: impl FnOnce(&mut tools_common::Drops) -> &mut u64) {
+            if let Some(drops) = DROPS.get_ptr_mut(0) {
+                // SAFETY: per-CPU value.
+                unsafe { *field(&mut *drops) += 1 };
+            }
+        }
+    };
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

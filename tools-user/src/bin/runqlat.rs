@@ -1,0 +1,203 @@
+//! runqlat: summarize scheduler run-queue latency as a histogram, as BCC's
+//! runqlat does: time from a task becoming runnable (woken, new, or
+//! preempted) to it running on a CPU.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use tools_common::runqlat::{key_mode, Config};
+use tools_user::{
+    btf::Btf,
+    cli::{HistogramArgs, PidArg, RuntimeArgs},
+    ebpf_object,
+    lifetime::{self, HistogramTool},
+    loader::{self, Attach, Rung},
+    tracefs::Format,
+};
+
+/// Summarize run queue (scheduler) latency as a histogram.
+#[derive(Parser, Debug)]
+#[command(name = "runqlat", after_help = EXAMPLES)]
+struct Args {
+    #[command(flatten)]
+    hist: HistogramArgs,
+    /// Print a histogram per process ID.
+    #[arg(short = 'P', long = "pids", conflicts_with_all = ["tids", "pidnss"])]
+    pids: bool,
+    /// Print a histogram per thread ID.
+    #[arg(short = 'L', long = "tids", conflicts_with = "pidnss")]
+    tids: bool,
+    /// Print a histogram per PID namespace.
+    #[arg(long = "pidnss")]
+    pidnss: bool,
+    #[command(flatten)]
+    pid: PidArg,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+const EXAMPLES: &str = "examples:
+    ./runqlat            # summarize run queue latency as a histogram
+    ./runqlat 1 10       # print 1 second summaries, 10 times
+    ./runqlat -mT 1      # 1s summaries, milliseconds, and timestamps
+    ./runqlat -P         # show each PID separately
+    ./runqlat -p 185     # trace PID 185 only";
+
+fn main() -> ExitCode {
+    lifetime::main_with(|| {
+        let args = Args::parse();
+        loader::init_logging(&args.runtime);
+        let (config, rungs) = plan(&args)?;
+        let loaded = loader::load(ebpf_object!("runqlat"), &config, &[], rungs, &args.runtime)?;
+        let section = match config.key_mode {
+            key_mode::PID => Some("pid"),
+            key_mode::TID => Some("tid"),
+            key_mode::PIDNS => Some("pidns"),
+            _ => None,
+        };
+        let tool = HistogramTool {
+            banner: "Tracing run queue latency... Hit Ctrl-C to end.",
+            section,
+            key_name: &|key| key.to_string(),
+            hist: &args.hist,
+            runtime: &args.runtime,
+        };
+        lifetime::run_histograms(tool, loaded)
+    })
+}
+
+/// The configuration and the rungs, best first.
+fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
+    let mut config = Config {
+        target_tgid: args.pid.pid.unwrap_or(0),
+        key_mode: match (args.pids, args.tids, args.pidnss) {
+            (true, _, _) => key_mode::PID,
+            (_, true, _) => key_mode::TID,
+            (_, _, true) => key_mode::PIDNS,
+            _ => key_mode::NONE,
+        },
+        unit_ns: args.hist.unit().1,
+        ..Config::default()
+    };
+
+    // Task struct offsets, for every rung that reads a task.
+    let btf = Btf::from_sys_fs();
+    let no_task_offsets = match &btf {
+        Ok(btf) => task_offsets(btf, &mut config)
+            .err()
+            .map(|err| format!("{err:#}")),
+        Err(err) => Some(format!("{err:#}")),
+    }
+    .map(|err| format!("no task_struct offsets: {err}"));
+    let switch4 = btf
+        .as_ref()
+        .ok()
+        .and_then(|b| b.raw_tracepoint_args("sched_switch"))
+        == Some(4);
+    config.switch_has_prev_state = switch4 as u32;
+
+    let no_tracepoint_fields = tracepoint_fields(&mut config)
+        .err()
+        .map(|err| format!("{err:#}"));
+    let pidnss_needs_task = (args.pidnss && no_task_offsets.is_some()).then(|| {
+        "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned()
+    });
+
+    let switch = if switch4 {
+        "runqlat_raw_switch4"
+    } else {
+        "runqlat_raw_switch"
+    };
+    let rungs = vec![
+        Rung::new(
+            "raw_tracepoint",
+            vec![
+                ("runqlat_raw_wakeup", Attach::RawTracepoint("sched_wakeup")),
+                (
+                    "runqlat_raw_wakeup_new",
+                    Attach::RawTracepoint("sched_wakeup_new"),
+                ),
+                (switch, Attach::RawTracepoint("sched_switch")),
+            ],
+        )
+        .unusable_if(no_task_offsets.clone()),
+        Rung::new(
+            "tracepoint",
+            vec![
+                (
+                    "runqlat_tp_wakeup",
+                    Attach::Tracepoint {
+                        category: "sched",
+                        name: "sched_wakeup",
+                    },
+                ),
+                (
+                    "runqlat_tp_wakeup_new",
+                    Attach::Tracepoint {
+                        category: "sched",
+                        name: "sched_wakeup_new",
+                    },
+                ),
+                (
+                    "runqlat_tp_switch",
+                    Attach::Tracepoint {
+                        category: "sched",
+                        name: "sched_switch",
+                    },
+                ),
+            ],
+        )
+        .unusable_if(no_tracepoint_fields)
+        .unusable_if(pidnss_needs_task),
+        Rung::new(
+            "kprobe",
+            vec![
+                (
+                    "runqlat_kp_wakeup",
+                    Attach::Kprobe(&["ttwu_do_wakeup", "ttwu_do_activate"]),
+                ),
+                (
+                    "runqlat_kp_wakeup_new",
+                    Attach::Kprobe(&["wake_up_new_task"]),
+                ),
+                ("runqlat_kp_switch", Attach::Kprobe(&["finish_task_switch"])),
+            ],
+        )
+        .unusable_if(no_task_offsets),
+    ];
+    Ok((config, rungs))
+}
+
+fn task_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
+    config.task_pid = btf.member_any("task_struct", &["pid"])?.offset;
+    config.task_tgid = btf.member_any("task_struct", &["tgid"])?.offset;
+    config.task_state = btf.member_any("task_struct", &["__state", "state"])?.offset;
+    config.task_thread_pid = btf.member_any("task_struct", &["thread_pid"])?.offset;
+    config.pid_level = btf.member_any("pid", &["level"])?.offset;
+    config.pid_numbers = btf.member_any("pid", &["numbers"])?.offset;
+    config.upid_size = btf.struct_size("upid")?;
+    config.upid_ns = btf.member_any("upid", &["ns"])?.offset;
+    config.pidns_inum = btf.member_any("pid_namespace", &["ns.inum"])?.offset;
+    Ok(())
+}
+
+fn tracepoint_fields(config: &mut Config) -> Result<()> {
+    let wakeup = Format::read("sched", "sched_wakeup")?;
+    config.tp_wakeup_pid = wakeup.field_u32("pid")?;
+    if Format::read("sched", "sched_wakeup_new")?.field_u32("pid")? != config.tp_wakeup_pid {
+        anyhow::bail!("sched_wakeup and sched_wakeup_new records differ");
+    }
+    let switch = Format::read("sched", "sched_switch")?;
+    config.tp_switch_prev_pid = switch.field_u32("prev_pid")?;
+    config.tp_switch_next_pid = switch.field_u32("next_pid")?;
+    config.tp_switch_prev_state = match switch.field("prev_state")? {
+        (offset, 8) => offset,
+        (_, size) => anyhow::bail!("sched_switch prev_state is {size} bytes, expected 8"),
+    };
+    let highest_state = switch
+        .highest_printed_flag()
+        .context("sched_switch format names no task states")?;
+    config.tp_preempt_bit = highest_state << 1;
+    Ok(())
+}

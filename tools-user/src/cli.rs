@@ -1,0 +1,68 @@
+//! Flags every tool shares, flattened into each tool's own clap parser.
+
+use clap::Args;
+
+/// `[interval] [count]`, `-T`, `-m` of the histogram tools.
+#[derive(Args, Debug, Clone)]
+pub struct HistogramArgs {
+    /// Include a timestamp (HH:MM:SS) before each histogram.
+    #[arg(short = 'T', long = "timestamp")]
+    pub timestamp: bool,
+
+    /// Millisecond histogram instead of microseconds.
+    #[arg(short = 'm', long = "milliseconds")]
+    pub milliseconds: bool,
+
+    /// Output interval, in seconds.
+    #[arg(default_value_t = 99_999_999)]
+    pub interval: u64,
+
+    /// Number of outputs.
+    #[arg(default_value_t = 99_999_999)]
+    pub count: u64,
+}
+
+impl HistogramArgs {
+    pub fn unit(&self) -> (&'static str, u64) {
+        if self.milliseconds {
+            ("msecs", 1_000_000)
+        } else {
+            ("usecs", 1_000)
+        }
+    }
+}
+
+/// `-p PID`: a process that must exist when the tool starts.
+#[derive(Args, Debug, Clone)]
+pub struct PidArg {
+    /// Trace this PID only.
+    #[arg(short = 'p', long = "pid", value_parser = parse_pid)]
+    pub pid: Option<u32>,
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    let pid: u32 = s.parse().map_err(|_| format!("'{s}' is not a PID"))?;
+    if pid == 0 {
+        return Err("PID 0 is the idle task, not a process".into());
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("no process with PID {pid}"));
+    }
+    Ok(pid)
+}
+
+/// Output format, diagnostics, and the hidden switch that forces a rung.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Print JSON Lines (one object per histogram or event, with a schema version).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Say which kernel paths were probed and taken, and why.
+    #[arg(long)]
+    pub verbose: bool,
+
+    /// Use only this rung of the attach ladder (for tests). Also EBPF_TOOLS_RUNG.
+    #[arg(long, hide = true, env = "EBPF_TOOLS_RUNG")]
+    pub rung: Option<String>,
+}

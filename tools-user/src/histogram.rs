@@ -1,0 +1,353 @@
+//! Histograms: read from the kernel maps once per interval, printed as BCC's
+//! log2 table (byte for byte) with count, percentiles and max beside it.
+//!
+//! The kernel counts into fine log-linear slots (`tools_common::histogram`)
+//! and never clears them: each interval is the difference from the previous
+//! read, so nothing recorded between a read and a clear can be lost.
+
+use std::{collections::BTreeMap, io::Write};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    Ebpf,
+};
+use hdrhistogram::Histogram as Hdr;
+use serde_json::{json, Map, Value};
+use tools_common::{
+    histogram::{slot_bounds, HistKey, Histogram, SLOTS},
+    map_names, Drops,
+};
+
+/// Counts per fine slot of one histogram over one interval.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct Counts(Vec<u64>);
+
+/// BCC's log2 row of a value: row k ≥ 1 covers [2^(k-1), 2^k - 1]; row 1 also holds 0.
+fn log2_row(value: u64) -> usize {
+    if value == 0 {
+        1
+    } else {
+        64 - value.leading_zeros() as usize
+    }
+}
+
+/// Percentiles reported beside every table.
+pub const PERCENTILES: [(&str, f64); 4] =
+    [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
+
+pub struct Summary {
+    pub count: u64,
+    /// Values at [`PERCENTILES`] and the maximum, within the fine slots' 0.8 %.
+    pub percentiles: [u64; 4],
+    pub max: u64,
+}
+
+impl Counts {
+    pub fn new() -> Self {
+        Counts(vec![0; SLOTS])
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Counts per BCC log2 row, index = row (index 0 unused, as in BCC).
+    pub fn log2_rows(&self) -> Vec<u64> {
+        let mut rows = vec![0u64; 66];
+        for (slot, &count) in self.0.iter().enumerate() {
+            if count > 0 {
+                rows[log2_row(slot_bounds(slot as u32).0)] += count;
+            }
+        }
+        rows
+    }
+
+    /// Count, percentiles and max, or None for an empty histogram.
+    pub fn summary(&self) -> Option<Summary> {
+        let count = self.total();
+        if count == 0 {
+            return None;
+        }
+        // Each slot enters hdrhistogram at its midpoint; 3 significant digits
+        // keep hdrhistogram's own error (0.1 %) well below the slots'.
+        let mut hdr = Hdr::<u64>::new(3).ok()?;
+        for (slot, &n) in self.0.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let (low, high) = slot_bounds(slot as u32);
+            hdr.record_n(low + (high - low) / 2, n).ok()?;
+        }
+        let at = |q: f64| {
+            hdr.highest_equivalent(hdr.value_at_percentile(q))
+                .min(hdr.max())
+        };
+        Some(Summary {
+            count,
+            percentiles: PERCENTILES.map(|(_, q)| at(q)),
+            max: hdr.max(),
+        })
+    }
+}
+
+/// The rows BCC prints: from row 1 to the last non-zero row, as (low, high, count).
+fn printed_rows(rows: &[u64]) -> Vec<(u64, u64, u64)> {
+    let last = rows.iter().rposition(|&c| c > 0).unwrap_or(0);
+    (1..=last)
+        .map(|i| {
+            let (mut low, high) = ((1u64 << i) >> 1, ((1u128 << i) - 1) as u64);
+            if low == high {
+                low -= 1;
+            }
+            (low, high, rows[i])
+        })
+        .collect()
+}
+
+/// BCC's star bar: floor(width × count / max) stars, padded to width.
+fn stars(count: u64, max: u64, width: usize) -> String {
+    let n = if max == 0 {
+        0
+    } else {
+        ((width as u128 * count as u128) / max as u128) as usize
+    };
+    let mut bar = "*".repeat(n.min(width));
+    if count > max {
+        bar.pop();
+        bar.push('+');
+    }
+    format!("{bar:<width$}")
+}
+
+/// Writes the log2 table exactly as BCC's Python `print_log2_hist` does,
+/// then the summary line. An empty histogram prints nothing, as in BCC.
+pub fn write_table(out: &mut impl Write, counts: &Counts, unit: &str) -> std::io::Result<()> {
+    let rows = counts.log2_rows();
+    let printed = printed_rows(&rows);
+    if printed.is_empty() {
+        return Ok(());
+    }
+    let max = printed.iter().map(|r| r.2).max().unwrap_or(0);
+    let wide = printed.len() > 32;
+    if wide {
+        writeln!(out, "               {unit:<29} : count     distribution")?;
+    } else {
+        writeln!(out, "     {unit:<19} : count     distribution")?;
+    }
+    for (low, high, count) in printed {
+        if wide {
+            writeln!(
+                out,
+                "{low:>20} -> {high:<20} : {count:<8} |{}|",
+                stars(count, max, 20)
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{low:>10} -> {high:<10} : {count:<8} |{}|",
+                stars(count, max, 40)
+            )?;
+        }
+    }
+    if let Some(s) = counts.summary() {
+        let [p50, p90, p99, p999] = s.percentiles;
+        writeln!(
+            out,
+            "     count {}, p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {} ({unit})",
+            s.count, s.max
+        )?;
+    }
+    Ok(())
+}
+
+/// One histogram as a JSON object: the table's rows as inclusive buckets,
+/// and the summary. The caller adds schema, tool, time and key.
+pub fn json_fields(counts: &Counts, unit: &str) -> Map<String, Value> {
+    let rows = printed_rows(&counts.log2_rows());
+    let summary = counts.summary();
+    let mut obj = Map::new();
+    obj.insert("unit".into(), json!(unit));
+    obj.insert("count".into(), json!(counts.total()));
+    obj.insert(
+        "buckets".into(),
+        rows.iter()
+            .map(|&(low, high, count)| json!({"low": low, "high": high, "count": count}))
+            .collect(),
+    );
+    for (i, (name, _)) in PERCENTILES.iter().enumerate() {
+        obj.insert(
+            (*name).into(),
+            json!(summary.as_ref().map(|s| s.percentiles[i])),
+        );
+    }
+    obj.insert("max".into(), json!(summary.as_ref().map(|s| s.max)));
+    obj
+}
+
+/// One interval's worth of histograms.
+pub struct Interval {
+    /// Unkeyed: one entry with key None (possibly empty). Keyed: one per key seen, sorted.
+    pub histograms: Vec<(Option<u32>, Counts)>,
+    /// What the kernel could not record during the interval.
+    pub dropped: Drops,
+}
+
+/// The histogram maps of a loaded tool, read as interval deltas.
+pub struct HistogramMaps {
+    hist: PerCpuArray<MapData, Histogram>,
+    keyed: PerCpuHashMap<MapData, HistKey, u64>,
+    drops: PerCpuArray<MapData, Drops>,
+    keyed_mode: bool,
+    seen: Counts,
+    seen_keyed: BTreeMap<HistKey, u64>,
+    seen_drops: Drops,
+}
+
+impl HistogramMaps {
+    pub fn take(ebpf: &mut Ebpf, keyed_mode: bool) -> Result<Self> {
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("eBPF object has no map {name}"))
+        };
+        Ok(HistogramMaps {
+            hist: PerCpuArray::try_from(take(map_names::HIST)?)?,
+            keyed: PerCpuHashMap::try_from(take(map_names::KEYED_HIST)?)?,
+            drops: PerCpuArray::try_from(take(map_names::DROPS)?)?,
+            keyed_mode,
+            seen: Counts::new(),
+            seen_keyed: BTreeMap::new(),
+            seen_drops: Drops::default(),
+        })
+    }
+
+    pub fn read_interval(&mut self) -> Result<Interval> {
+        let mut histograms = Vec::new();
+        if self.keyed_mode {
+            let mut by_key: BTreeMap<u32, Counts> = BTreeMap::new();
+            for entry in self.keyed.iter() {
+                let (key, per_cpu) = entry.context("reading the keyed histogram")?;
+                let now: u64 = per_cpu.iter().sum();
+                let before = self.seen_keyed.insert(key, now).unwrap_or(0);
+                if now > before && (key.slot as usize) < SLOTS {
+                    by_key.entry(key.key).or_insert_with(Counts::new).0[key.slot as usize] +=
+                        now - before;
+                }
+            }
+            histograms.extend(by_key.into_iter().map(|(k, c)| (Some(k), c)));
+        } else {
+            let per_cpu = self.hist.get(&0, 0).context("reading the histogram")?;
+            let mut now = Counts::new();
+            for cpu in per_cpu.iter() {
+                for (total, n) in now.0.iter_mut().zip(cpu.slots.iter()) {
+                    *total += n;
+                }
+            }
+            let delta = Counts(now.0.iter().zip(&self.seen.0).map(|(n, s)| n - s).collect());
+            self.seen = now;
+            histograms.push((None, delta));
+        }
+        let drops = self.drops.get(&0, 0).context("reading drop counters")?;
+        let now = drops.iter().fold(Drops::default(), |a, d| Drops {
+            inflight_full: a.inflight_full + d.inflight_full,
+            hist_full: a.hist_full + d.hist_full,
+            read_failed: a.read_failed + d.read_failed,
+        });
+        let dropped = Drops {
+            inflight_full: now.inflight_full - self.seen_drops.inflight_full,
+            hist_full: now.hist_full - self.seen_drops.hist_full,
+            read_failed: now.read_failed - self.seen_drops.read_failed,
+        };
+        self.seen_drops = now;
+        Ok(Interval {
+            histograms,
+            dropped,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tools_common::histogram::slot;
+
+    fn counts(values: &[(u64, u64)]) -> Counts {
+        let mut c = Counts::new();
+        for &(v, n) in values {
+            c.0[slot(v) as usize] += n;
+        }
+        c
+    }
+
+    fn table(c: &Counts) -> String {
+        let mut out = Vec::new();
+        write_table(&mut out, c, "usecs").unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn slots_nest_in_powers_of_two_and_stay_within_one_percent() {
+        for v in (0..200_000u64).chain([1 << 20, (1 << 30) + 12345, (1 << 37) + 1]) {
+            let (low, high) = slot_bounds(slot(v));
+            assert!(low <= v && v <= high, "{v} not in [{low}, {high}]");
+            assert_eq!(
+                log2_row(low),
+                log2_row(high),
+                "slot of {v} spans two log2 rows"
+            );
+            assert!((high - low) as f64 <= low as f64 / 100.0 || high - low == 0);
+        }
+    }
+
+    #[test]
+    fn table_matches_bcc_python_byte_for_byte() {
+        // Rows and stars as BCC's table.py prints them: header with five
+        // spaces before "distribution", leading zero rows, none after the last.
+        let c = counts(&[(0, 233), (3, 742), (5, 10)]);
+        let expected = "     usecs               : count     distribution\n\
+                        \x20        0 -> 1          : 233      |************                            |\n\
+                        \x20        2 -> 3          : 742      |****************************************|\n\
+                        \x20        4 -> 7          : 10       |                                        |\n";
+        let got = table(&c);
+        assert!(got.starts_with(expected), "got:\n{got}");
+        assert_eq!(got.lines().count(), 4);
+        assert_eq!(
+            got.lines().last().unwrap(),
+            "     count 985, p50 3, p90 3, p99 5, p99.9 5, max 5 (usecs)"
+        );
+    }
+
+    #[test]
+    fn leading_zero_rows_are_printed_and_empty_prints_nothing() {
+        let got = table(&counts(&[(3000, 5)]));
+        let lines: Vec<_> = got.lines().collect();
+        assert_eq!(
+            lines[1],
+            "         0 -> 1          : 0        |                                        |"
+        );
+        assert_eq!(
+            lines[12],
+            "      2048 -> 4095       : 5        |****************************************|"
+        );
+        assert_eq!(lines.len(), 14);
+        assert_eq!(table(&Counts::new()), "");
+    }
+
+    #[test]
+    fn wide_layout_above_32_rows() {
+        let got = table(&counts(&[(1 << 33, 1)]));
+        assert!(got.starts_with(
+            "               usecs                         : count     distribution\n"
+        ));
+        assert!(got.contains(
+            "          4294967296 -> 8589934591           : 1        |********************|\n"
+        ));
+    }
+
+    #[test]
+    fn percentiles_within_one_percent() {
+        let values: Vec<(u64, u64)> = (1..=10_000).map(|v| (v, 1)).collect();
+        let s = counts(&values).summary().unwrap();
+        for (got, want) in s.percentiles.iter().zip([5000.0, 9000.0, 9900.0, 9990.0]) {
+            assert!((*got as f64 - want).abs() / want < 0.01, "{got} vs {want}");
+        }
+        assert!((s.max as f64 - 10_000.0).abs() / 10_000.0 < 0.01);
+    }
+}

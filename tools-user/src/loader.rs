@@ -1,0 +1,284 @@
+//! Loading with a ladder of attach paths.
+//!
+//! A tool describes its rungs, best first (raw tracepoint, plain
+//! tracepoint, kprobe, ...). The loader creates the maps once, then tries
+//! each rung by loading and attaching its programs: the kernel's answer is
+//! the probe, never its version string. The first rung whose programs all
+//! attach is kept; every failure is remembered, so a kernel with no usable
+//! rung gets an error naming each path tried and why it failed.
+
+use std::{fmt::Write as _, fs, io, time::Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    programs::{KProbe, ProgramError, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader, Pod,
+};
+
+use crate::{cli::RuntimeArgs, tracefs};
+
+/// How one program attaches.
+#[derive(Clone, Debug)]
+pub enum Attach {
+    RawTracepoint(&'static str),
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    /// The first of these kernel functions that /proc/kallsyms lists
+    /// (looked up only when the rung is tried).
+    Kprobe(&'static [&'static str]),
+}
+
+impl std::fmt::Display for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attach::RawTracepoint(tp) => write!(f, "raw_tp/{tp}"),
+            Attach::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            Attach::Kprobe(funcs) => write!(f, "kprobe/{}", funcs.join("|")),
+        }
+    }
+}
+
+/// One step of the ladder: programs that together implement the tool.
+pub struct Rung {
+    pub name: &'static str,
+    /// (program name in the object, where it attaches)
+    pub programs: Vec<(&'static str, Attach)>,
+    /// Why this rung cannot work before trying (an offset missing from BTF, a
+    /// flag it cannot serve, no candidate kernel function); None to try it.
+    pub unusable: Option<String>,
+}
+
+impl Rung {
+    pub fn new(name: &'static str, programs: Vec<(&'static str, Attach)>) -> Self {
+        Rung {
+            name,
+            programs,
+            unusable: None,
+        }
+    }
+
+    /// Marks the rung unusable for `reason` unless it already is.
+    pub fn unusable_if(mut self, reason: Option<String>) -> Self {
+        self.unusable = self.unusable.or(reason);
+        self
+    }
+}
+
+/// A loaded tool: its object (maps, attached programs) and the rung taken.
+/// Dropping it detaches every program and closes every map.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub rung: &'static str,
+}
+
+/// Sets up diagnostics (`--verbose` → info-level log on stderr).
+pub fn init_logging(runtime: &RuntimeArgs) {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.target().starts_with("tools_user")
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                eprintln!("{}: {}", tool_name(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(if runtime.verbose {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Warn
+    });
+}
+
+/// The name the tool was run as.
+pub fn tool_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "tool".into())
+}
+
+/// Lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps to it. Where
+/// the hard limit cannot be lifted, the soft limit is raised to it.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscalls with valid structs.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
+            return;
+        }
+        let mut current: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) == 0
+            && current.rlim_cur < current.rlim_max
+        {
+            current.rlim_cur = current.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &current);
+        }
+    }
+    log::info!(
+        "RLIMIT_MEMLOCK stays limited: {}",
+        io::Error::last_os_error()
+    );
+}
+
+/// Loads `object` with `config` as its read-only `CONFIG` global, then takes
+/// the first rung (or only `runtime.rung`, when forced) that loads and attaches.
+pub fn load<C: Pod>(
+    object: &[u8],
+    config: &C,
+    max_entries: &[(&'static str, u32)],
+    rungs: Vec<Rung>,
+    runtime: &RuntimeArgs,
+) -> Result<Loaded> {
+    raise_memlock();
+    let started = Instant::now();
+    let mut loader = EbpfLoader::new();
+    loader.override_global("CONFIG", config, true);
+    for &(map, n) in max_entries {
+        loader.map_max_entries(map, n);
+    }
+    let mut ebpf = loader.load(object).context("creating the eBPF maps")?;
+    log::info!(
+        "object loaded, maps created in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+
+    if let Some(forced) = &runtime.rung {
+        if !rungs.iter().any(|r| r.name == forced) {
+            let names: Vec<_> = rungs.iter().map(|r| r.name).collect();
+            return Err(anyhow!(
+                "unknown rung {forced:?}; this tool has {}",
+                names.join(", ")
+            ));
+        }
+    }
+
+    let mut tried = String::new();
+    for rung in rungs {
+        if runtime
+            .rung
+            .as_deref()
+            .is_some_and(|forced| forced != rung.name)
+        {
+            continue;
+        }
+        if let Some(reason) = &rung.unusable {
+            log::info!("rung {}: not usable: {reason}", rung.name);
+            let _ = write!(tried, "\n  {}: {reason}", rung.name);
+            continue;
+        }
+        match attach_rung(&mut ebpf, &rung) {
+            Ok(()) => {
+                log::info!(
+                    "rung {}: all {} programs attached",
+                    rung.name,
+                    rung.programs.len()
+                );
+                return Ok(Loaded {
+                    ebpf,
+                    rung: rung.name,
+                });
+            }
+            Err(err) => {
+                log::info!("rung {}: failed: {err:#}", rung.name);
+                let _ = write!(tried, "\n  {}: {}", rung.name, first_line(&err));
+            }
+        }
+    }
+    Err(anyhow!(
+        "no kernel path to trace with works here; tried:{tried}"
+    ))
+}
+
+fn first_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Loads and attaches every program of a rung; on any failure, unloads what
+/// this rung loaded (detaching its links) so the next rung starts clean.
+fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
+    let mut done = Vec::new();
+    for (program, attach) in &rung.programs {
+        match attach_one(ebpf, program, attach) {
+            Ok(id) => {
+                log::info!("  {program} (id {id}) -> {attach}");
+                done.push(*program);
+            }
+            Err(err) => {
+                for loaded in done.into_iter().chain([*program]) {
+                    if let Some(p) = ebpf.program_mut(loaded) {
+                        let _ = unload(p);
+                    }
+                }
+                return Err(err.context(format!("{program} -> {attach}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
+    use aya::programs::Program;
+    match program {
+        Program::RawTracePoint(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        _ => Ok(()),
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    match attach {
+        Attach::RawTracepoint(tp) => {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load()?;
+            p.attach(tp)?;
+        }
+        Attach::Tracepoint { category, name } => {
+            tracefs::root()?;
+            let p: &mut TracePoint = program.try_into()?;
+            p.load()?;
+            p.attach(category, name)?;
+        }
+        Attach::Kprobe(funcs) => {
+            let func = kallsyms_find(funcs)
+                .with_context(|| format!("no {} in /proc/kallsyms", funcs.join(" or ")))?;
+            let p: &mut KProbe = program.try_into()?;
+            p.load()?;
+            p.attach(&func, 0)?;
+            log::info!("  kprobe on {func}");
+        }
+    }
+    Ok(program.info().map(|info| info.id()).unwrap_or(0))
+}
+
+/// The first of `functions` the kernel has, as named in /proc/kallsyms
+/// (which may carry a compiler suffix: `finish_task_switch.isra.0`).
+pub fn kallsyms_find(functions: &[&str]) -> Option<String> {
+    let syms = fs::read_to_string("/proc/kallsyms").ok()?;
+    functions.iter().find_map(|&want| {
+        syms.lines().find_map(|line| {
+            let name = line.split_whitespace().nth(2)?;
+            let base = name.split('.').next()?;
+            (base == want && (name == want || name[want.len()..].starts_with('.')))
+                .then(|| name.to_owned())
+        })
+    })
+}

@@ -1,0 +1,165 @@
+//! Output: text as BCC prints it, JSON Lines, time stamps, and escaping of
+//! every untrusted string so no traced process can forge a line or reach
+//! the terminal with an escape sequence.
+
+use std::io::{self, BufWriter, Stdout, Write};
+
+use serde_json::{Map, Value};
+
+/// Version of the JSON Lines records; bumped on any incompatible change.
+pub const JSON_SCHEMA: u32 = 1;
+
+/// Buffered stdout, flushed at the end of each interval or event batch.
+/// A closed pipe (`tool | head`) surfaces as [`Closed`], which ends the tool quietly.
+pub struct Out {
+    inner: BufWriter<Stdout>,
+}
+
+/// The reader of stdout went away.
+#[derive(Debug)]
+pub struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+impl Out {
+    pub fn stdout() -> Self {
+        Out {
+            inner: BufWriter::with_capacity(64 * 1024, io::stdout()),
+        }
+    }
+
+    pub fn text(&mut self) -> &mut impl Write {
+        &mut self.inner
+    }
+
+    /// Writes one JSON Lines record.
+    pub fn json(&mut self, record: &Value) -> io::Result<()> {
+        serde_json::to_writer(&mut self.inner, record)?;
+        self.inner.write_all(b"\n")
+    }
+
+    /// Flushes; a broken pipe becomes [`Closed`].
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.inner.flush().map_err(closed_or)
+    }
+}
+
+/// Maps EPIPE to [`Closed`], anything else to itself.
+pub fn closed_or(err: io::Error) -> anyhow::Error {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        Closed.into()
+    } else {
+        err.into()
+    }
+}
+
+/// The common head of every JSON record.
+pub fn json_record(tool: &str, kind: &str) -> Map<String, Value> {
+    let mut obj = Map::new();
+    obj.insert("schema".into(), JSON_SCHEMA.into());
+    obj.insert("tool".into(), tool.into());
+    obj.insert("type".into(), kind.into());
+    obj.insert("time".into(), rfc3339_now().into());
+    obj
+}
+
+/// Renders untrusted bytes for a text line: printable ASCII and valid
+/// UTF-8 pass, `\` and control characters become `\\`, `\n`, `\t`, `\r`,
+/// `\xNN`; invalid UTF-8 bytes become `\xNN`. Nothing can end the line or
+/// start a terminal escape sequence.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                // C1 controls (U+0080..U+009F) act as escapes on some terminals.
+                c if ('\u{80}'..='\u{9f}').contains(&c) => {
+                    out.push_str(&format!("\\u{{{:x}}}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn local_time(secs: libc::time_t) -> libc::tm {
+    // SAFETY: localtime_r fills the struct it is given.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    }
+}
+
+fn now() -> (libc::time_t, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as libc::time_t, d.subsec_nanos())
+}
+
+/// Local wall-clock time as BCC's `strftime("%H:%M:%S")`.
+pub fn hms_now() -> String {
+    let tm = local_time(now().0);
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// Local time as RFC 3339 with microseconds and the zone's offset.
+pub fn rfc3339_now() -> String {
+    let (secs, nanos) = now();
+    let tm = local_time(secs);
+    let off = tm.tm_gmtoff / 60;
+    let sign = if off < 0 { '-' } else { '+' };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}{sign}{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        nanos / 1000,
+        off.abs() / 60,
+        off.abs() % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_that_could_forge_a_line_or_reach_the_terminal() {
+        assert_eq!(escape(b"plain text-1.2_/"), "plain text-1.2_/");
+        assert_eq!(escape(b"a\nb\tc\rd"), "a\\nb\\tc\\rd");
+        assert_eq!(escape(b"\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(escape(b"back\\slash"), "back\\\\slash");
+        assert_eq!(escape(b"bad\xffutf8"), "bad\\xffutf8");
+        assert_eq!(escape("caf\u{e9} \u{9b}".as_bytes()), "caf\u{e9} \\u{9b}");
+        assert_eq!(escape(b"\x00\x7f"), "\\x00\\x7f");
+    }
+
+    #[test]
+    fn rfc3339_has_a_zone() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), "2026-11-23T20:55:01.123456+00:00".len(), "{t}");
+        assert!(matches!(&t[26..27], "+" | "-"));
+    }
+}

@@ -1,0 +1,159 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks to build and test
+//! the toolkit. Every step checks first, so a second run costs about nothing.
+//!
+//! bpf-linker has no prebuilt download and the machine has no system LLVM 22,
+//! so it is built once against the nightly toolchain's own libLLVM and cached
+//! outside the repository (a fresh clone or `cargo clean` reuses it).
+
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::run;
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests and tools need, keyed by a command they provide.
+const APT_PACKAGES: &[(&str, &str)] = &[("taskset", "util-linux"), ("unshare", "util-linux")];
+
+pub fn setup() -> Result<()> {
+    install_rust_src()?;
+    let linker = install_bpf_linker()?;
+    println!("setup: bpf-linker at {}", linker.display());
+    install_apt_packages()?;
+    Ok(())
+}
+
+fn install_rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("running rustup")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// Where build outputs that outlive the repository go.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        });
+    base.join("ebpf-tools")
+}
+
+/// The folder whose `bin/` holds the cached bpf-linker. tools-user's build
+/// script looks here too, so it must stay in step with `tools-user/build.rs`.
+pub fn bpf_linker_root() -> PathBuf {
+    cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}"))
+}
+
+fn install_bpf_linker() -> Result<PathBuf> {
+    let root = bpf_linker_root();
+    let linker = root.join("bin/bpf-linker");
+    let llvm = nightly_libllvm()?;
+    // The linker loads the nightly's libLLVM at run time: a new nightly means a rebuild.
+    let stamp = root.join("built-against");
+    if linker.exists()
+        && fs::read_to_string(&stamp).ok().as_deref() == Some(llvm.to_str().unwrap_or_default())
+    {
+        return Ok(linker);
+    }
+
+    // A folder that looks like an LLVM install: lib/libLLVM.so and the
+    // library's own soname, both pointing at the nightly's libLLVM.
+    let prefix = root.join("llvm");
+    let lib = prefix.join("lib");
+    let _ = fs::remove_dir_all(&prefix);
+    fs::create_dir_all(&lib)?;
+    let soname = llvm.file_name().context("libLLVM has no file name")?;
+    symlink(&llvm, lib.join("libLLVM.so"))?;
+    symlink(&llvm, lib.join(soname))?;
+
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
+        llvm.display()
+    );
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args(["--no-default-features", "--features", "llvm-22", "--root"])
+        .arg(&root)
+        .env("LLVM_PREFIX", &prefix)
+        .env(
+            "RUSTFLAGS",
+            format!(
+                "-L {} -C link-arg=-Wl,-rpath,{}",
+                lib.display(),
+                lib.display()
+            ),
+        ))?;
+    fs::write(&stamp, llvm.to_str().unwrap_or_default())?;
+    Ok(linker)
+}
+
+/// The nightly toolchain's `lib/libLLVM.so.<version>-rust-*`.
+fn nightly_libllvm() -> Result<PathBuf> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("rustc +nightly")?;
+    if !out.status.success() {
+        bail!("no nightly toolchain: `rustc +nightly --print sysroot` failed");
+    }
+    let sysroot = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let lib = sysroot.join("lib");
+    for entry in fs::read_dir(&lib)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("libLLVM.so.") && name.contains("-rust-") {
+            return Ok(lib.join(&*name));
+        }
+    }
+    bail!("no libLLVM.so.*-rust-* in {}", lib.display())
+}
+
+fn install_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(cmd, _)| !command_exists(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))
+}
+
+pub fn command_exists(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(cmd))))
+        .unwrap_or(false)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
