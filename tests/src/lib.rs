@@ -1,1 +1,410 @@
+//! Helpers of the integration tests: the tools as child processes, and
+//! workloads as RAII guards that are killed when dropped.
+//!
+//! Every test really loads BPF: a tool that cannot start makes the test
+//! fail with the tool's stderr, never pass by returning early.
 
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{mpsc, Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Tests measure scheduling and I/O: one at a time, so they don't disturb
+/// each other's workloads.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where the tool binaries are: `EBPF_TOOLS_BIN_DIR` (set by `cargo xtask
+/// test`), else the workspace's release then debug build.
+pub fn tool_path(tool: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("EBPF_TOOLS_BIN_DIR") {
+        return PathBuf::from(dir).join(tool);
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    ["release", "debug"]
+        .iter()
+        .map(|profile| target.join(profile).join(tool))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{tool} is not built: run `cargo xtask test` (or `cargo build -p tools-user`)")
+        })
+}
+
+/// What a finished tool printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// A tool running in the background.
+pub struct Running {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    seen: String,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+/// Runs `tool args...` to completion.
+pub fn run(tool: &str, args: &[&str]) -> Output {
+    let out = Command::new(tool_path(tool))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn tool");
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Running {
+    /// Starts the tool and waits until it printed `ready` (its banner) on
+    /// stdout or stderr: from then on its programs are attached.
+    pub fn start(tool: &str, args: &[&str], ready: &str) -> Running {
+        let mut child = Command::new(tool_path(tool))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tool");
+        let (tx, stdout) = mpsc::channel();
+        let (err_tx, err_lines) = mpsc::channel::<String>();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        thread::spawn(move || loop {
+            let mut line = String::new();
+            match out.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let stderr = thread::spawn(move || {
+            let mut all = String::new();
+            let mut line = String::new();
+            while matches!(err.read_line(&mut line), Ok(n) if n > 0) {
+                let _ = err_tx.send(line.clone());
+                all.push_str(&line);
+                line.clear();
+            }
+            all
+        });
+        let mut running = Running {
+            child,
+            stdout,
+            seen: String::new(),
+            stderr: Some(stderr),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut err_seen = String::new();
+        loop {
+            while let Ok(line) = err_lines.try_recv() {
+                err_seen.push_str(&line);
+            }
+            if running.seen.contains(ready) || err_seen.contains(ready) {
+                return running;
+            }
+            if let Ok(Some(status)) = running.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                while let Ok(line) = err_lines.try_recv() {
+                    err_seen.push_str(&line);
+                }
+                panic!(
+                    "{tool} exited ({status}) before it was ready:\n{err_seen}{}",
+                    running.seen
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{tool} not ready after 20 s:\n{err_seen}{}",
+                running.seen
+            );
+            if let Ok(line) = running.stdout.recv_timeout(Duration::from_millis(20)) {
+                running.seen.push_str(&line);
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` and collects everything the tool printed until it exits.
+    pub fn signal(self, signal: i32) -> Output {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), signal) };
+        self.wait(Duration::from_secs(20))
+    }
+
+    /// Ctrl-C.
+    pub fn interrupt(self) -> Output {
+        self.signal(libc::SIGINT)
+    }
+
+    /// Waits for the tool to exit by itself.
+    pub fn wait(mut self, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "tool did not exit within {limit:?}; printed:\n{}",
+                    self.seen
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut stdout = std::mem::take(&mut self.seen);
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(200)) {
+            stdout.push_str(&line);
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Closes the read end of the tool's stdout (as `tool | head` does).
+    pub fn close_stdout(&mut self) {
+        let (_, dead) = mpsc::channel();
+        self.stdout = dead;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A workload process (see `src/bin/workload.rs`), held until it is started
+/// with [`Workload::go`], and killed when dropped.
+pub struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Workload {
+    /// `wrapper` runs before the workload (e.g. `unshare --pid --fork`).
+    pub fn with_wrapper(wrapper: &[&str], args: &[&str]) -> Workload {
+        // Built beside the test executables (target/<profile>/workload).
+        let deps = std::env::current_exe().expect("test executable");
+        let exe = deps
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .join("workload");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn workload");
+        let stdin = child.stdin.take();
+        Workload { child, stdin }
+    }
+
+    pub fn new(args: &[&str]) -> Workload {
+        Self::with_wrapper(&[], args)
+    }
+
+    /// A CPU-bound loop pinned to `cpu`.
+    pub fn spinner(cpu: u32) -> Workload {
+        Self::new(&["spin", &cpu.to_string()])
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the workload start.
+    pub fn go(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin.write_all(b"g").expect("start workload");
+        }
+    }
+
+    /// Waits for a workload that ends by itself.
+    pub fn wait(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "workload still running after {limit:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a BPF program with this id is still loaded in the kernel.
+pub fn bpf_program_loaded(id: u32) -> bool {
+    // union bpf_attr for BPF_PROG_GET_FD_BY_ID: { u32 prog_id; u32 next_id; u32 open_flags; }
+    let attr: [u32; 3] = [id, 0, 0];
+    // SAFETY: the attr buffer outlives the call and its size is passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            13, /* BPF_PROG_GET_FD_BY_ID */
+            attr.as_ptr(),
+            12,
+        )
+    };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    let err = std::io::Error::last_os_error();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ENOENT),
+        "BPF_PROG_GET_FD_BY_ID({id}): {err}"
+    );
+    false
+}
+
+/// Reads a whole file to a string, for /proc lookups.
+pub fn read(path: &str) -> String {
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .unwrap_or_default();
+    s
+}
+
+/// One log2 histogram as printed: (low, high, count) rows and the summary.
+#[derive(Debug, Default, Clone)]
+pub struct Table {
+    pub unit: String,
+    pub rows: Vec<(u64, u64, u64)>,
+    /// count, p50, p90, p99, p99.9, max
+    pub summary: Option<[u64; 6]>,
+}
+
+impl Table {
+    pub fn total(&self) -> u64 {
+        self.rows.iter().map(|r| r.2).sum()
+    }
+
+    /// Samples in rows starting at or above `low`.
+    pub fn at_or_above(&self, low: u64) -> u64 {
+        self.rows.iter().filter(|r| r.0 >= low).map(|r| r.2).sum()
+    }
+
+    /// The row holding the sample at `fraction` of the total.
+    pub fn row_of_quantile(&self, fraction: f64) -> (u64, u64) {
+        let target = (self.total() as f64 * fraction).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for &(low, high, count) in &self.rows {
+            seen += count;
+            if seen >= target {
+                return (low, high);
+            }
+        }
+        panic!("empty table")
+    }
+
+    /// Checks the summary line against the rows: count equal, percentiles
+    /// and max inside the rows where the table puts them.
+    pub fn assert_summary_consistent(&self) {
+        let [count, p50, p90, p99, _p999, max] = self.summary.expect("summary line");
+        assert_eq!(count, self.total(), "summary count vs rows in {self:?}");
+        for (value, q) in [(p50, 0.5), (p90, 0.9), (p99, 0.99)] {
+            let (low, high) = self.row_of_quantile(q);
+            assert!(
+                low <= value && value <= high,
+                "p{} = {value} outside row {low} -> {high}: {self:?}",
+                q * 100.0
+            );
+        }
+        let last = self.rows.last().unwrap();
+        assert!(
+            last.0 <= max && max <= last.1,
+            "max {max} outside the last row {last:?}"
+        );
+        assert!(p50 <= p90 && p90 <= p99 && p99 <= max);
+    }
+}
+
+/// Parses every histogram in text output, with the section header
+/// (`pid = 42`) that precedes it, if any.
+pub fn parse_tables(text: &str) -> Vec<(Option<String>, Table)> {
+    let mut tables: Vec<(Option<String>, Table)> = Vec::new();
+    let mut section = None;
+    for line in text.lines() {
+        if line.contains(" = ") && !line.starts_with(' ') {
+            section = Some(line.to_owned());
+        } else if line.ends_with(": count     distribution") {
+            let unit = line.split(':').next().unwrap().trim().to_owned();
+            tables.push((
+                section.take(),
+                Table {
+                    unit,
+                    ..Table::default()
+                },
+            ));
+        } else if line.contains(" -> ") {
+            let t = &mut tables.last_mut().expect("row before header").1;
+            let nums: Vec<u64> = line
+                .split(['-', '>', ':', '|'])
+                .filter_map(|s| s.trim().parse().ok())
+                .take(3)
+                .collect();
+            t.rows.push((nums[0], nums[1], nums[2]));
+        } else if let Some(rest) = line.trim_start().strip_prefix("count ") {
+            let t = &mut tables.last_mut().expect("summary before header").1;
+            let nums: Vec<u64> = rest
+                .split([',', ' ', '('])
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            // "count N, p50 A, p90 B, p99 C, p99.9 D, max E (unit)"
+            assert_eq!(nums.len(), 6, "summary line: {line}");
+            t.summary = Some([nums[0], nums[1], nums[2], nums[3], nums[4], nums[5]]);
+        }
+    }
+    tables
+}

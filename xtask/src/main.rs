@@ -2,7 +2,11 @@
 
 mod setup;
 
-use std::process::Command;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -18,12 +22,103 @@ struct Cli {
 enum Cmd {
     /// Install what a fresh machine lacks: nightly rust-src, bpf-linker (cached), Debian packages.
     Setup,
+    /// Set up if needed, then build every tool (release).
+    Build,
+    /// Set up if needed, build, and run one tool: `cargo xtask run runqlat -- 1 5`.
+    Run {
+        tool: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up if needed, build, and run the whole test suite (unit and integration tests, as root).
+    Test {
+        /// Extra arguments for the test harness (a test name filter, `--nocapture`, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build and copy the tool binaries into PREFIX/bin.
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::setup(),
+        Cmd::Build => build().map(drop),
+        Cmd::Run { tool, args } => {
+            let bin = build()?.join(&tool);
+            if !bin.exists() {
+                bail!("no tool named {tool}; tools: {}", tools()?.join(", "));
+            }
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { args } => test(&args),
+        Cmd::Install { prefix } => install(&prefix),
     }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// Tool names: one per file in tools-user/src/bin.
+fn tools() -> Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(workspace().join("tools-user/src/bin"))?
+        .filter_map(|e| Some(e.ok()?.path().file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Sets up (cheap when done), builds the tools in release, returns their directory.
+fn build() -> Result<PathBuf> {
+    setup::setup()?;
+    run(Command::new(env!("CARGO")).current_dir(workspace()).args([
+        "build",
+        "--release",
+        "-p",
+        "tools-user",
+    ]))?;
+    Ok(workspace().join("target/release"))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let bin_dir = build()?;
+    // SAFETY-free check: the tests load BPF programs and need root.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("the tests load BPF programs: run them as root");
+    }
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace())
+        .args(["test", "--workspace", "--exclude", "tools-ebpf", "--"])
+        .args(args)
+        .env("EBPF_TOOLS_BIN_DIR", &bin_dir))
+}
+
+fn install(prefix: &Path) -> Result<()> {
+    let bin_dir = build()?;
+    let dest = prefix.join("bin");
+    fs::create_dir_all(&dest)?;
+    for tool in tools()? {
+        fs::copy(bin_dir.join(&tool), dest.join(&tool))
+            .with_context(|| format!("installing {tool}"))?;
+        println!("installed {}", dest.join(&tool).display());
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
 }
 
 /// Runs a command, failing with its command line when it fails.

@@ -1,0 +1,343 @@
+//! runqlat against workloads whose answer is known.
+
+use std::time::Duration;
+
+use integration_tests::*;
+
+const READY: &str = "Tracing run queue latency... Hit Ctrl-C to end.";
+
+/// Two spinners pinned to CPU 1: each waits while the other runs, a few
+/// milliseconds a time (HZ and scheduler settings decide how many).
+fn contention() -> (Workload, Workload) {
+    let (mut a, mut b) = (Workload::spinner(1), Workload::spinner(1));
+    a.go();
+    b.go();
+    (a, b)
+}
+
+fn assert_contention_table(table: &Table) {
+    let total = table.total();
+    assert!(
+        (100..=2000).contains(&total),
+        "expected a few hundred samples, got {total}: {table:?}"
+    );
+    let slow = table.at_or_above(1024);
+    assert!(
+        slow * 100 >= total * 80,
+        "only {slow} of {total} samples at or above 1024 usecs: {table:?}"
+    );
+    table.assert_summary_consistent();
+}
+
+fn contention_on(rung: Option<&str>) {
+    let _serial = serial();
+    let (spinner, _other) = contention();
+    let pid = spinner.pid().to_string();
+    let mut args = vec!["-p", &pid, "2", "1"];
+    if let Some(rung) = rung {
+        args.extend(["--rung", rung]);
+    }
+    let out = Running::start("runqlat", &args, READY).wait(Duration::from_secs(10));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let tables = parse_tables(&out.stdout);
+    assert_eq!(tables.len(), 1, "{}", out.stdout);
+    assert_eq!(tables[0].1.unit, "usecs");
+    assert_contention_table(&tables[0].1);
+}
+
+#[test]
+fn contention_on_the_best_rung() {
+    contention_on(None);
+}
+
+#[test]
+fn contention_on_forced_raw_tracepoint() {
+    contention_on(Some("raw_tracepoint"));
+}
+
+#[test]
+fn contention_on_forced_tracepoint() {
+    contention_on(Some("tracepoint"));
+}
+
+#[test]
+fn kprobe_rung_fails_clearly_where_the_kernel_has_no_kprobes() {
+    // This host has no kprobes: forcing that rung must fail, naming it.
+    // (The guests of `cargo xtask vm-test` run it for real.)
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        let _serial = serial();
+        let (spinner, _other) = contention();
+        let pid = spinner.pid().to_string();
+        let out = Running::start(
+            "runqlat",
+            &["-p", &pid, "--rung", "kprobe", "2", "1"],
+            READY,
+        )
+        .wait(Duration::from_secs(10));
+        assert_contention_table(&parse_tables(&out.stdout)[0].1);
+    } else {
+        let out = run("runqlat", &["--rung", "kprobe", "1", "1"]);
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        assert!(
+            out.stderr.contains("tried:") && out.stderr.contains("kprobe:"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn idle_wakeups_are_fast() {
+    let _serial = serial();
+    let mut sleeper = Workload::new(&["sleep", "0", "200", "10"]);
+    let pid = sleeper.pid().to_string();
+    let tool = Running::start("runqlat", &["-p", &pid], READY);
+    sleeper.go();
+    sleeper.wait(Duration::from_secs(30));
+    let out = tool.interrupt();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let tables = parse_tables(&out.stdout);
+    let table = &tables[0].1;
+    let total = table.total();
+    assert!(
+        (190..=230).contains(&total),
+        "expected about 200 samples (one per wakeup), got {total}: {table:?}"
+    );
+    let fast = total - table.at_or_above(1024);
+    assert!(
+        fast * 100 >= total * 80,
+        "only {fast} of {total} wakeups ran within 1024 usecs: {table:?}"
+    );
+    table.assert_summary_consistent();
+}
+
+#[test]
+fn per_process_and_per_thread_sections() {
+    let _serial = serial();
+    let (spinner, _other) = contention();
+    let pid = spinner.pid();
+    for (flag, section) in [("-P", "pid"), ("-L", "tid")] {
+        let out = Running::start("runqlat", &[flag, "1", "1"], READY).wait(Duration::from_secs(10));
+        let tables = parse_tables(&out.stdout);
+        let header = format!("{section} = {pid}");
+        let (_, table) = tables
+            .iter()
+            .find(|(s, _)| s.as_deref() == Some(header.as_str()))
+            .unwrap_or_else(|| panic!("no section {header:?} in:\n{}", out.stdout));
+        assert!(table.at_or_above(1024) > 50, "{table:?}");
+        assert!(
+            !tables
+                .iter()
+                .any(|(s, _)| s.as_deref() == Some(&format!("{section} = 0"))),
+            "the idle task has a section"
+        );
+        // BCC prints a blank line before each section header.
+        assert!(
+            out.stdout.contains(&format!("\n\n{header}\n     usecs")),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn per_pid_namespace_sections() {
+    let _serial = serial();
+    let mut a = Workload::with_wrapper(
+        &["unshare", "--pid", "--fork", "--kill-child"],
+        &["spin", "1"],
+    );
+    let mut b = Workload::spinner(1);
+    a.go();
+    b.go();
+    std::thread::sleep(Duration::from_millis(200));
+    // unshare forks the workload; its child is in the new namespace.
+    let child = read(&format!("/proc/{}/task/{}/children", a.pid(), a.pid()));
+    let child = child.split_whitespace().next().expect("unshare's child");
+    let ns = std::fs::read_link(format!("/proc/{child}/ns/pid")).unwrap();
+    let inode = ns
+        .to_string_lossy()
+        .trim_start_matches("pid:[")
+        .trim_end_matches(']')
+        .to_owned();
+    let out =
+        Running::start("runqlat", &["--pidnss", "1", "1"], READY).wait(Duration::from_secs(10));
+    let header = format!("pidns = {inode}");
+    let tables = parse_tables(&out.stdout);
+    let (_, table) = tables
+        .iter()
+        .find(|(s, _)| s.as_deref() == Some(header.as_str()))
+        .unwrap_or_else(|| panic!("no section {header:?} in:\n{}", out.stdout));
+    assert!(table.at_or_above(1024) > 50, "{table:?}");
+}
+
+#[test]
+fn milliseconds() {
+    let _serial = serial();
+    let (spinner, _other) = contention();
+    let pid = spinner.pid().to_string();
+    let out = Running::start("runqlat", &["-m", "-p", &pid, "2", "1"], READY)
+        .wait(Duration::from_secs(10));
+    let tables = parse_tables(&out.stdout);
+    let table = &tables[0].1;
+    assert_eq!(table.unit, "msecs");
+    assert!((100..=2000).contains(&table.total()), "{table:?}");
+    assert!(
+        table.at_or_above(1) * 100 >= table.total() * 80,
+        "{table:?}"
+    );
+    assert!(table.rows.iter().all(|r| r.1 < 1024), "{table:?}");
+    table.assert_summary_consistent();
+}
+
+#[test]
+fn interval_and_count_exit_by_themselves_with_timestamps() {
+    let _serial = serial();
+    let out = Running::start("runqlat", &["-T", "1", "2"], READY).wait(Duration::from_secs(10));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let times: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.len() == 8 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':')
+        .collect();
+    assert_eq!(times.len(), 2, "{}", out.stdout);
+    // Each period starts with a blank line, then the time.
+    assert!(out.stdout.matches("\n\n").count() >= 2);
+    assert!(
+        out.stdout.starts_with(&format!("{READY}\n\n")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(parse_tables(&out.stdout).len(), 2);
+}
+
+#[test]
+fn json_lines_parse_and_match_the_text() {
+    let _serial = serial();
+    let (spinner, _other) = contention();
+    let pid = spinner.pid().to_string();
+    // Text and JSON over the same two seconds of the same workload.
+    let json = Running::start("runqlat", &["--json", "-p", &pid, "2", "1"], READY);
+    let text = Running::start("runqlat", &["-p", &pid, "2", "1"], READY);
+    let (json, text) = (
+        json.wait(Duration::from_secs(10)),
+        text.wait(Duration::from_secs(10)),
+    );
+    let lines: Vec<&str> = json.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one histogram per interval: {}",
+        json.stdout
+    );
+    let record: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
+    assert_eq!(record["schema"], 1);
+    assert_eq!(record["tool"], "runqlat");
+    assert_eq!(record["type"], "histogram");
+    assert_eq!(record["unit"], "usecs");
+    assert_eq!(record["lost"], 0);
+    let time = record["time"].as_str().unwrap();
+    assert!(
+        time.len() >= 25
+            && (time.ends_with("+00:00") || time[time.len() - 6..].starts_with(['+', '-'])),
+        "{time}"
+    );
+    let buckets = record["buckets"].as_array().unwrap();
+    let count = record["count"].as_u64().unwrap();
+    assert_eq!(
+        buckets
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        count
+    );
+    assert_eq!(
+        (buckets[0]["low"].as_u64(), buckets[0]["high"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let table = Table {
+        unit: "usecs".into(),
+        rows: buckets
+            .iter()
+            .map(|b| {
+                (
+                    b["low"].as_u64().unwrap(),
+                    b["high"].as_u64().unwrap(),
+                    b["count"].as_u64().unwrap(),
+                )
+            })
+            .collect(),
+        summary: Some(
+            ["count", "p50", "p90", "p99", "p99.9", "max"].map(|k| record[k].as_u64().unwrap()),
+        ),
+    };
+    assert_contention_table(&table);
+    let text_table = &parse_tables(&text.stdout)[0].1;
+    let (a, b) = (text_table.total() as f64, count as f64);
+    assert!(
+        (a - b).abs() / a.max(b) < 0.15,
+        "text counted {a}, JSON {b}"
+    );
+    assert_eq!(text_table.row_of_quantile(0.5), table.row_of_quantile(0.5));
+}
+
+#[test]
+fn ctrl_c_and_sigterm_print_the_summary_and_detach_everything() {
+    let _serial = serial();
+    let (_a, _b) = contention();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let tool = Running::start("runqlat", &["--verbose"], READY);
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = tool.signal(signal);
+        assert_eq!(out.code(), Some(0), "{out:?}");
+        let tables = parse_tables(&out.stdout);
+        assert_eq!(tables.len(), 1, "{}", out.stdout);
+        assert!(tables[0].1.at_or_above(1024) > 50);
+        let ids: Vec<u32> = out
+            .stderr
+            .lines()
+            .filter_map(|l| l.split("(id ").nth(1)?.split(')').next()?.parse().ok())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            3,
+            "--verbose names three attached programs: {}",
+            out.stderr
+        );
+        for id in ids {
+            assert!(
+                !bpf_program_loaded(id),
+                "program {id} still loaded after exit"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_tool_quietly() {
+    let _serial = serial();
+    let mut tool = Running::start("runqlat", &["1"], READY);
+    tool.close_stdout();
+    let out = tool.wait(Duration::from_secs(10));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    for (args, message) in [
+        (&["-P", "-L"][..], "cannot be used with"),
+        (&["-P", "--pidnss"], "cannot be used with"),
+        (&["-L", "--pidnss"], "cannot be used with"),
+        (&["-p", "abc"], "'abc' is not a PID"),
+        (&["-p", "0"], "idle task"),
+        (&["-p", "4194304"], "no process with PID 4194304"),
+        (&["1", "2", "3"], "unexpected argument"),
+        (&["x"], "invalid value 'x'"),
+        (&["--rung", "nosuch"], "unknown rung"),
+    ] {
+        let out = run("runqlat", args);
+        assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+}
