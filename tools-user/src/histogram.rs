@@ -229,8 +229,7 @@ impl HistogramMaps {
                 let now: u64 = per_cpu.iter().sum();
                 let before = self.seen_keyed.insert(key, now).unwrap_or(0);
                 if now > before && (key.slot as usize) < SLOTS {
-                    by_key.entry(key.key).or_insert_with(Counts::new).0[key.slot as usize] +=
-                        now - before;
+                    by_key.entry(key.key).or_default().0[key.slot as usize] += now - before;
                 }
             }
             histograms.extend(by_key.into_iter().map(|(k, c)| (Some(k), c)));
