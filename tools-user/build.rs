@@ -20,15 +20,19 @@ fn main() -> anyhow::Result<()> {
 
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../tools-ebpf");
     let root = root.canonicalize()?;
-    let root_dir = root
-        .to_str()
-        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "tools-ebpf",
-            root_dir,
-            ..Default::default()
-        }],
-        aya_build::Toolchain::default(),
-    )
+    let root_dir = root.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    let package = |features| aya_build::Package { name: "tools-ebpf", root_dir, features, ..Default::default() };
+    aya_build::build_ebpf([package(&[])], aya_build::Toolchain::default())?;
+
+    // The same programs with their configuration in a map, for kernels
+    // without global data: aya-build writes into OUT_DIR, so point it at a
+    // subfolder for this second object.
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let config_map_dir = out_dir.join("config-map");
+    std::fs::create_dir_all(&config_map_dir)?;
+    // SAFETY: as above.
+    unsafe { env::set_var("OUT_DIR", &config_map_dir) };
+    aya_build::build_ebpf([package(&["config-map"])], aya_build::Toolchain::default())?;
+    unsafe { env::set_var("OUT_DIR", &out_dir) };
+    Ok(())
 }

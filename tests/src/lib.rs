@@ -31,9 +31,7 @@ pub fn tool_path(tool: &str) -> PathBuf {
         .iter()
         .map(|profile| target.join(profile).join(tool))
         .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("{tool} is not built: run `cargo xtask test` (or `cargo build -p tools-user`)")
-        })
+        .unwrap_or_else(|| panic!("{tool} is not built: run `cargo xtask test` (or `cargo build -p tools-user`)"))
 }
 
 /// What a finished tool printed.
@@ -60,11 +58,7 @@ pub struct Running {
 
 /// Runs `tool args...` to completion.
 pub fn run(tool: &str, args: &[&str]) -> Output {
-    let out = Command::new(tool_path(tool))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn tool");
+    let out = Command::new(tool_path(tool)).args(args).stdin(Stdio::null()).output().expect("spawn tool");
     Output {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -108,12 +102,7 @@ impl Running {
             }
             all
         });
-        let mut running = Running {
-            child,
-            stdout,
-            seen: String::new(),
-            stderr: Some(stderr),
-        };
+        let mut running = Running { child, stdout, seen: String::new(), stderr: Some(stderr) };
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut err_seen = String::new();
         loop {
@@ -128,16 +117,9 @@ impl Running {
                 while let Ok(line) = err_lines.try_recv() {
                     err_seen.push_str(&line);
                 }
-                panic!(
-                    "{tool} exited ({status}) before it was ready:\n{err_seen}{}",
-                    running.seen
-                );
+                panic!("{tool} exited ({status}) before it was ready:\n{err_seen}{}", running.seen);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{tool} not ready after 20 s:\n{err_seen}{}",
-                running.seen
-            );
+            assert!(Instant::now() < deadline, "{tool} not ready after 20 s:\n{err_seen}{}", running.seen);
             if let Ok(line) = running.stdout.recv_timeout(Duration::from_millis(20)) {
                 running.seen.push_str(&line);
             }
@@ -169,10 +151,7 @@ impl Running {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "tool did not exit within {limit:?}; printed:\n{}",
-                    self.seen
-                );
+                panic!("tool did not exit within {limit:?}; printed:\n{}", self.seen);
             }
             thread::sleep(Duration::from_millis(20));
         };
@@ -180,16 +159,8 @@ impl Running {
         while let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(200)) {
             stdout.push_str(&line);
         }
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        Output {
-            status,
-            stdout,
-            stderr,
-        }
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        Output { status, stdout, stderr }
     }
 
     /// Closes the read end of the tool's stdout (as `tool | head` does).
@@ -218,11 +189,7 @@ impl Workload {
     pub fn with_wrapper(wrapper: &[&str], args: &[&str]) -> Workload {
         // Built beside the test executables (target/<profile>/workload).
         let deps = std::env::current_exe().expect("test executable");
-        let exe = deps
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .join("workload");
+        let exe = deps.parent().and_then(|d| d.parent()).expect("target dir").join("workload");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -231,12 +198,7 @@ impl Workload {
             }
             None => Command::new(exe),
         };
-        let mut child = cmd
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn workload");
+        let mut child = cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn workload");
         let stdin = child.stdin.take();
         Workload { child, stdin }
     }
@@ -265,10 +227,7 @@ impl Workload {
     pub fn wait(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.child.try_wait().expect("wait").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "workload still running after {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "workload still running after {limit:?}");
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -287,32 +246,21 @@ pub fn bpf_program_loaded(id: u32) -> bool {
     let attr: [u32; 3] = [id, 0, 0];
     // SAFETY: the attr buffer outlives the call and its size is passed.
     let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            13, /* BPF_PROG_GET_FD_BY_ID */
-            attr.as_ptr(),
-            12,
-        )
+        libc::syscall(libc::SYS_bpf, 13 /* BPF_PROG_GET_FD_BY_ID */, attr.as_ptr(), 12)
     };
     if fd >= 0 {
         unsafe { libc::close(fd as i32) };
         return true;
     }
     let err = std::io::Error::last_os_error();
-    assert_eq!(
-        err.raw_os_error(),
-        Some(libc::ENOENT),
-        "BPF_PROG_GET_FD_BY_ID({id}): {err}"
-    );
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "BPF_PROG_GET_FD_BY_ID({id}): {err}");
     false
 }
 
 /// Reads a whole file to a string, for /proc lookups.
 pub fn read(path: &str) -> String {
     let mut s = String::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut s))
-        .unwrap_or_default();
+    std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut s)).unwrap_or_default();
     s
 }
 
@@ -355,17 +303,10 @@ impl Table {
         assert_eq!(count, self.total(), "summary count vs rows in {self:?}");
         for (value, q) in [(p50, 0.5), (p90, 0.9), (p99, 0.99)] {
             let (low, high) = self.row_of_quantile(q);
-            assert!(
-                low <= value && value <= high,
-                "p{} = {value} outside row {low} -> {high}: {self:?}",
-                q * 100.0
-            );
+            assert!(low <= value && value <= high, "p{} = {value} outside row {low} -> {high}: {self:?}", q * 100.0);
         }
         let last = self.rows.last().unwrap();
-        assert!(
-            last.0 <= max && max <= last.1,
-            "max {max} outside the last row {last:?}"
-        );
+        assert!(last.0 <= max && max <= last.1, "max {max} outside the last row {last:?}");
         assert!(p50 <= p90 && p90 <= p99 && p99 <= max);
     }
 }
@@ -380,27 +321,15 @@ pub fn parse_tables(text: &str) -> Vec<(Option<String>, Table)> {
             section = Some(line.to_owned());
         } else if line.ends_with(": count     distribution") {
             let unit = line.split(':').next().unwrap().trim().to_owned();
-            tables.push((
-                section.take(),
-                Table {
-                    unit,
-                    ..Table::default()
-                },
-            ));
+            tables.push((section.take(), Table { unit, ..Table::default() }));
         } else if line.contains(" -> ") {
             let t = &mut tables.last_mut().expect("row before header").1;
-            let nums: Vec<u64> = line
-                .split(['-', '>', ':', '|'])
-                .filter_map(|s| s.trim().parse().ok())
-                .take(3)
-                .collect();
+            let nums: Vec<u64> =
+                line.split(['-', '>', ':', '|']).filter_map(|s| s.trim().parse().ok()).take(3).collect();
             t.rows.push((nums[0], nums[1], nums[2]));
         } else if let Some(rest) = line.trim_start().strip_prefix("count ") {
             let t = &mut tables.last_mut().expect("summary before header").1;
-            let nums: Vec<u64> = rest
-                .split([',', ' ', '('])
-                .filter_map(|s| s.parse().ok())
-                .collect();
+            let nums: Vec<u64> = rest.split([',', ' ', '(']).filter_map(|s| s.parse().ok()).collect();
             // "count N, p50 A, p90 B, p99 C, p99.9 D, max E (unit)"
             assert_eq!(nums.len(), 6, "summary line: {line}");
             t.summary = Some([nums[0], nums[1], nums[2], nums[3], nums[4], nums[5]]);

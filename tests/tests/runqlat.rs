@@ -17,25 +17,22 @@ fn contention() -> (Workload, Workload) {
 
 fn assert_contention_table(table: &Table) {
     let total = table.total();
-    assert!(
-        (100..=2000).contains(&total),
-        "expected a few hundred samples, got {total}: {table:?}"
-    );
+    assert!((100..=2000).contains(&total), "expected a few hundred samples, got {total}: {table:?}");
     let slow = table.at_or_above(1024);
-    assert!(
-        slow * 100 >= total * 80,
-        "only {slow} of {total} samples at or above 1024 usecs: {table:?}"
-    );
+    assert!(slow * 100 >= total * 80, "only {slow} of {total} samples at or above 1024 usecs: {table:?}");
     table.assert_summary_consistent();
 }
 
-fn contention_on(rung: Option<&str>) {
+fn contention_on(rung: Option<&str>, config_map: bool) {
     let _serial = serial();
     let (spinner, _other) = contention();
     let pid = spinner.pid().to_string();
     let mut args = vec!["-p", &pid, "2", "1"];
     if let Some(rung) = rung {
         args.extend(["--rung", rung]);
+    }
+    if config_map {
+        args.push("--config-map");
     }
     let out = Running::start("runqlat", &args, READY).wait(Duration::from_secs(10));
     assert_eq!(out.code(), Some(0), "{out:?}");
@@ -47,17 +44,66 @@ fn contention_on(rung: Option<&str>) {
 
 #[test]
 fn contention_on_the_best_rung() {
-    contention_on(None);
+    contention_on(None, false);
 }
 
 #[test]
 fn contention_on_forced_raw_tracepoint() {
-    contention_on(Some("raw_tracepoint"));
+    contention_on(Some("raw_tracepoint"), false);
 }
 
 #[test]
 fn contention_on_forced_tracepoint() {
-    contention_on(Some("tracepoint"));
+    contention_on(Some("tracepoint"), false);
+}
+
+/// Kernels before 5.2 have no global data: configuration goes in a map.
+#[test]
+fn contention_with_forced_config_map_on_each_rung() {
+    contention_on(Some("raw_tracepoint"), true);
+    contention_on(Some("tracepoint"), true);
+}
+
+/// A cgroup v2 directory holding one spinner; removed when dropped.
+struct Cgroup(std::path::PathBuf);
+
+impl Cgroup {
+    fn with(pid: u32) -> Cgroup {
+        let root = read("/proc/self/mountinfo")
+            .lines()
+            .find(|l| l.contains(" - cgroup2 "))
+            .and_then(|l| l.split(' ').nth(4).map(std::path::PathBuf::from))
+            .expect("a cgroup v2 mount");
+        let dir = root.join(format!("runqlat-test-{}", std::process::id()));
+        let _ = std::fs::create_dir(&dir);
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("move the spinner into the test cgroup");
+        Cgroup(dir)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn cgroup_filter_counts_only_its_tasks_on_each_rung() {
+    let _serial = serial();
+    let (spinner, other) = contention();
+    let cgroup = Cgroup::with(spinner.pid());
+    let path = cgroup.0.to_str().unwrap();
+    for rung in ["raw_tracepoint", "tracepoint"] {
+        // Only the spinner is in the cgroup: -P shows it and nothing else.
+        let out = Running::start("runqlat", &["-P", "-c", path, "--rung", rung, "2", "1"], READY)
+            .wait(Duration::from_secs(10));
+        let tables = parse_tables(&out.stdout);
+        let sections: Vec<_> = tables.iter().filter_map(|(s, _)| s.clone()).collect();
+        assert_eq!(sections, vec![format!("pid = {}", spinner.pid())], "{rung}: {}", out.stdout);
+        assert_contention_table(&tables[0].1);
+        assert!(!out.stdout.contains(&format!("pid = {}", other.pid())));
+    }
+    drop((spinner, other));
 }
 
 #[test]
@@ -68,21 +114,13 @@ fn kprobe_rung_fails_clearly_where_the_kernel_has_no_kprobes() {
         let _serial = serial();
         let (spinner, _other) = contention();
         let pid = spinner.pid().to_string();
-        let out = Running::start(
-            "runqlat",
-            &["-p", &pid, "--rung", "kprobe", "2", "1"],
-            READY,
-        )
-        .wait(Duration::from_secs(10));
+        let out =
+            Running::start("runqlat", &["-p", &pid, "--rung", "kprobe", "2", "1"], READY).wait(Duration::from_secs(10));
         assert_contention_table(&parse_tables(&out.stdout)[0].1);
     } else {
         let out = run("runqlat", &["--rung", "kprobe", "1", "1"]);
         assert_eq!(out.code(), Some(1), "{out:?}");
-        assert!(
-            out.stderr.contains("tried:") && out.stderr.contains("kprobe:"),
-            "{}",
-            out.stderr
-        );
+        assert!(out.stderr.contains("tried:") && out.stderr.contains("kprobe:"), "{}", out.stderr);
     }
 }
 
@@ -99,15 +137,9 @@ fn idle_wakeups_are_fast() {
     let tables = parse_tables(&out.stdout);
     let table = &tables[0].1;
     let total = table.total();
-    assert!(
-        (190..=230).contains(&total),
-        "expected about 200 samples (one per wakeup), got {total}: {table:?}"
-    );
+    assert!((190..=230).contains(&total), "expected about 200 samples (one per wakeup), got {total}: {table:?}");
     let fast = total - table.at_or_above(1024);
-    assert!(
-        fast * 100 >= total * 80,
-        "only {fast} of {total} wakeups ran within 1024 usecs: {table:?}"
-    );
+    assert!(fast * 100 >= total * 80, "only {fast} of {total} wakeups ran within 1024 usecs: {table:?}");
     table.assert_summary_consistent();
 }
 
@@ -126,27 +158,18 @@ fn per_process_and_per_thread_sections() {
             .unwrap_or_else(|| panic!("no section {header:?} in:\n{}", out.stdout));
         assert!(table.at_or_above(1024) > 50, "{table:?}");
         assert!(
-            !tables
-                .iter()
-                .any(|(s, _)| s.as_deref() == Some(&format!("{section} = 0"))),
+            !tables.iter().any(|(s, _)| s.as_deref() == Some(&format!("{section} = 0"))),
             "the idle task has a section"
         );
         // BCC prints a blank line before each section header.
-        assert!(
-            out.stdout.contains(&format!("\n\n{header}\n     usecs")),
-            "{}",
-            out.stdout
-        );
+        assert!(out.stdout.contains(&format!("\n\n{header}\n     usecs")), "{}", out.stdout);
     }
 }
 
 #[test]
 fn per_pid_namespace_sections() {
     let _serial = serial();
-    let mut a = Workload::with_wrapper(
-        &["unshare", "--pid", "--fork", "--kill-child"],
-        &["spin", "1"],
-    );
+    let mut a = Workload::with_wrapper(&["unshare", "--pid", "--fork", "--kill-child"], &["spin", "1"]);
     let mut b = Workload::spinner(1);
     a.go();
     b.go();
@@ -155,13 +178,8 @@ fn per_pid_namespace_sections() {
     let child = read(&format!("/proc/{}/task/{}/children", a.pid(), a.pid()));
     let child = child.split_whitespace().next().expect("unshare's child");
     let ns = std::fs::read_link(format!("/proc/{child}/ns/pid")).unwrap();
-    let inode = ns
-        .to_string_lossy()
-        .trim_start_matches("pid:[")
-        .trim_end_matches(']')
-        .to_owned();
-    let out =
-        Running::start("runqlat", &["--pidnss", "1", "1"], READY).wait(Duration::from_secs(10));
+    let inode = ns.to_string_lossy().trim_start_matches("pid:[").trim_end_matches(']').to_owned();
+    let out = Running::start("runqlat", &["--pidnss", "1", "1"], READY).wait(Duration::from_secs(10));
     let header = format!("pidns = {inode}");
     let tables = parse_tables(&out.stdout);
     let (_, table) = tables
@@ -176,16 +194,12 @@ fn milliseconds() {
     let _serial = serial();
     let (spinner, _other) = contention();
     let pid = spinner.pid().to_string();
-    let out = Running::start("runqlat", &["-m", "-p", &pid, "2", "1"], READY)
-        .wait(Duration::from_secs(10));
+    let out = Running::start("runqlat", &["-m", "-p", &pid, "2", "1"], READY).wait(Duration::from_secs(10));
     let tables = parse_tables(&out.stdout);
     let table = &tables[0].1;
     assert_eq!(table.unit, "msecs");
     assert!((100..=2000).contains(&table.total()), "{table:?}");
-    assert!(
-        table.at_or_above(1) * 100 >= table.total() * 80,
-        "{table:?}"
-    );
+    assert!(table.at_or_above(1) * 100 >= table.total() * 80, "{table:?}");
     assert!(table.rows.iter().all(|r| r.1 < 1024), "{table:?}");
     table.assert_summary_consistent();
 }
@@ -195,19 +209,12 @@ fn interval_and_count_exit_by_themselves_with_timestamps() {
     let _serial = serial();
     let out = Running::start("runqlat", &["-T", "1", "2"], READY).wait(Duration::from_secs(10));
     assert_eq!(out.code(), Some(0), "{out:?}");
-    let times: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.len() == 8 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':')
-        .collect();
+    let times: Vec<&str> =
+        out.stdout.lines().filter(|l| l.len() == 8 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':').collect();
     assert_eq!(times.len(), 2, "{}", out.stdout);
     // Each period starts with a blank line, then the time.
     assert!(out.stdout.matches("\n\n").count() >= 2);
-    assert!(
-        out.stdout.starts_with(&format!("{READY}\n\n")),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.starts_with(&format!("{READY}\n\n")), "{}", out.stdout);
     assert_eq!(parse_tables(&out.stdout).len(), 2);
 }
 
@@ -219,17 +226,9 @@ fn json_lines_parse_and_match_the_text() {
     // Text and JSON over the same two seconds of the same workload.
     let json = Running::start("runqlat", &["--json", "-p", &pid, "2", "1"], READY);
     let text = Running::start("runqlat", &["-p", &pid, "2", "1"], READY);
-    let (json, text) = (
-        json.wait(Duration::from_secs(10)),
-        text.wait(Duration::from_secs(10)),
-    );
+    let (json, text) = (json.wait(Duration::from_secs(10)), text.wait(Duration::from_secs(10)));
     let lines: Vec<&str> = json.stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "one histogram per interval: {}",
-        json.stdout
-    );
+    assert_eq!(lines.len(), 1, "one histogram per interval: {}", json.stdout);
     let record: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
     assert_eq!(record["schema"], 1);
     assert_eq!(record["tool"], "runqlat");
@@ -237,47 +236,23 @@ fn json_lines_parse_and_match_the_text() {
     assert_eq!(record["unit"], "usecs");
     assert_eq!(record["lost"], 0);
     let time = record["time"].as_str().unwrap();
-    assert!(
-        time.len() >= 25
-            && (time.ends_with("+00:00") || time[time.len() - 6..].starts_with(['+', '-'])),
-        "{time}"
-    );
+    assert!(time.len() >= 25 && (time.ends_with("+00:00") || time[time.len() - 6..].starts_with(['+', '-'])), "{time}");
     let buckets = record["buckets"].as_array().unwrap();
     let count = record["count"].as_u64().unwrap();
-    assert_eq!(
-        buckets
-            .iter()
-            .map(|b| b["count"].as_u64().unwrap())
-            .sum::<u64>(),
-        count
-    );
-    assert_eq!(
-        (buckets[0]["low"].as_u64(), buckets[0]["high"].as_u64()),
-        (Some(0), Some(1))
-    );
+    assert_eq!(buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>(), count);
+    assert_eq!((buckets[0]["low"].as_u64(), buckets[0]["high"].as_u64()), (Some(0), Some(1)));
     let table = Table {
         unit: "usecs".into(),
         rows: buckets
             .iter()
-            .map(|b| {
-                (
-                    b["low"].as_u64().unwrap(),
-                    b["high"].as_u64().unwrap(),
-                    b["count"].as_u64().unwrap(),
-                )
-            })
+            .map(|b| (b["low"].as_u64().unwrap(), b["high"].as_u64().unwrap(), b["count"].as_u64().unwrap()))
             .collect(),
-        summary: Some(
-            ["count", "p50", "p90", "p99", "p99.9", "max"].map(|k| record[k].as_u64().unwrap()),
-        ),
+        summary: Some(["count", "p50", "p90", "p99", "p99.9", "max"].map(|k| record[k].as_u64().unwrap())),
     };
     assert_contention_table(&table);
     let text_table = &parse_tables(&text.stdout)[0].1;
     let (a, b) = (text_table.total() as f64, count as f64);
-    assert!(
-        (a - b).abs() / a.max(b) < 0.15,
-        "text counted {a}, JSON {b}"
-    );
+    assert!((a - b).abs() / a.max(b) < 0.15, "text counted {a}, JSON {b}");
     assert_eq!(text_table.row_of_quantile(0.5), table.row_of_quantile(0.5));
 }
 
@@ -293,22 +268,11 @@ fn ctrl_c_and_sigterm_print_the_summary_and_detach_everything() {
         let tables = parse_tables(&out.stdout);
         assert_eq!(tables.len(), 1, "{}", out.stdout);
         assert!(tables[0].1.at_or_above(1024) > 50);
-        let ids: Vec<u32> = out
-            .stderr
-            .lines()
-            .filter_map(|l| l.split("(id ").nth(1)?.split(')').next()?.parse().ok())
-            .collect();
-        assert_eq!(
-            ids.len(),
-            3,
-            "--verbose names three attached programs: {}",
-            out.stderr
-        );
+        let ids: Vec<u32> =
+            out.stderr.lines().filter_map(|l| l.split("(id ").nth(1)?.split(')').next()?.parse().ok()).collect();
+        assert_eq!(ids.len(), 3, "--verbose names three attached programs: {}", out.stderr);
         for id in ids {
-            assert!(
-                !bpf_program_loaded(id),
-                "program {id} still loaded after exit"
-            );
+            assert!(!bpf_program_loaded(id), "program {id} still loaded after exit");
         }
     }
 }
@@ -335,6 +299,8 @@ fn bad_input_is_a_clear_error() {
         (&["1", "2", "3"], "unexpected argument"),
         (&["x"], "invalid value 'x'"),
         (&["--rung", "nosuch"], "unknown rung"),
+        (&["-c", "/nonexistent/cgroup"], "/nonexistent/cgroup"),
+        (&["-c", "/tmp"], "not a cgroup v2 directory"),
     ] {
         let out = run("runqlat", args);
         assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");

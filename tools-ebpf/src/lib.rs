@@ -16,13 +16,48 @@ pub fn read_field<T>(base: *const u8, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T).ok() }
 }
 
-/// Reads one field of the tool's read-only configuration global `CONFIG`.
-/// The volatile read keeps the compiler from folding the all-zero initial
-/// value into the code: user space rewrites it before load.
+/// Declares the tool's configuration: a read-only global `CONFIG` (5.2+),
+/// or, built with the `config-map` feature for older kernels, a one-entry
+/// array map `CONFIG` that user space fills before attaching.
+#[cfg(not(feature = "config-map"))]
+#[macro_export]
+macro_rules! declare_config {
+    ($ty:ty) => {
+        #[unsafe(no_mangle)]
+        static CONFIG: $ty = unsafe { core::mem::zeroed() };
+    };
+}
+
+#[cfg(feature = "config-map")]
+#[macro_export]
+macro_rules! declare_config {
+    ($ty:ty) => {
+        #[aya_ebpf::macros::map]
+        static CONFIG: aya_ebpf::maps::Array<$ty> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+    };
+}
+
+/// Reads one field of the configuration. For the global, the volatile read
+/// keeps the compiler from folding the all-zero initial value into the
+/// code (user space rewrites it before load).
+#[cfg(not(feature = "config-map"))]
 #[macro_export]
 macro_rules! config {
     ($field:ident) => {
         unsafe { core::ptr::read_volatile(&raw const CONFIG.$field) }
+    };
+}
+
+/// Reads one field of the configuration map (the verifier inlines the
+/// lookup of an array map: a few instructions, no helper call).
+#[cfg(feature = "config-map")]
+#[macro_export]
+macro_rules! config {
+    ($field:ident) => {
+        match CONFIG.get(0) {
+            Some(config) => config.$field,
+            None => return Default::default(),
+        }
     };
 }
 
@@ -58,10 +93,7 @@ macro_rules! histogram_maps {
         /// Counts one value in the histogram of `key`.
         #[inline(always)]
         fn record_keyed(key: u32, value: u64) {
-            let key = tools_common::histogram::HistKey {
-                key,
-                slot: tools_common::histogram::slot(value),
-            };
+            let key = tools_common::histogram::HistKey { key, slot: tools_common::histogram::slot(value) };
             match KEYED_HIST.get_ptr_mut(&key) {
                 // SAFETY: per-CPU value of a live entry.
                 Some(count) => unsafe { *count += 1 },

@@ -68,10 +68,7 @@ impl Btf {
     }
 
     pub fn parse(data: Vec<u8>) -> Result<Self> {
-        let u16_at = |off: usize| {
-            data.get(off..off + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        };
+        let u16_at = |off: usize| data.get(off..off + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if u16_at(0) != Some(0xeb9f) {
             bail!("not little-endian BTF (bad magic)");
         }
@@ -87,13 +84,7 @@ impl Btf {
         if types + types_len > data.len() || strings + strings_len > data.len() {
             bail!("BTF sections run past the end of the data");
         }
-        let mut btf = Btf {
-            data,
-            types,
-            strings,
-            strings_len,
-            records: vec![0],
-        };
+        let mut btf = Btf { data, types, strings, strings_len, records: vec![0] };
         let mut off = 0;
         while off < types_len {
             btf.records.push(off as u32);
@@ -104,10 +95,7 @@ impl Btf {
     }
 
     fn u32_at(&self, off: usize) -> u32 {
-        self.data
-            .get(off..off + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .unwrap_or(0)
+        self.data.get(off..off + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).unwrap_or(0)
     }
 
     fn type_at(&self, record: usize) -> Result<Type> {
@@ -159,9 +147,7 @@ impl Btf {
     /// Id of the first type of one of `kinds` named `name`.
     fn find(&self, kinds: &[u32], name: &str) -> Option<u32> {
         (1..self.records.len() as u32).find(|&id| {
-            self.ty(id).is_some_and(|ty| {
-                kinds.contains(&ty.kind) && self.name(ty.name_off) == name.as_bytes()
-            })
+            self.ty(id).is_some_and(|ty| kinds.contains(&ty.kind) && self.name(ty.name_off) == name.as_bytes())
         })
     }
 
@@ -170,9 +156,7 @@ impl Btf {
         for _ in 0..32 {
             let ty = self.ty(id)?;
             match ty.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = ty.size_or_type
-                }
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = ty.size_or_type,
                 _ => return Some((id, ty)),
             }
         }
@@ -200,24 +184,12 @@ impl Btf {
         }
         for i in 0..ty.vlen {
             let m = ty.extra + 12 * i;
-            let (name_off, type_id, raw_offset) =
-                (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
-            let bit_offset = if ty.kind_flag {
-                raw_offset & 0xff_ffff
-            } else {
-                raw_offset
-            };
+            let (name_off, type_id, raw_offset) = (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
+            let bit_offset = if ty.kind_flag { raw_offset & 0xff_ffff } else { raw_offset };
             let found = if name_off == 0 {
-                self.member_of(type_id, name).map(|inner| Member {
-                    offset: inner.offset + bit_offset / 8,
-                    ..inner
-                })
+                self.member_of(type_id, name).map(|inner| Member { offset: inner.offset + bit_offset / 8, ..inner })
             } else if self.name(name_off) == name.as_bytes() {
-                Some(Member {
-                    offset: bit_offset / 8,
-                    size: self.size_of(type_id)?,
-                    type_id,
-                })
+                Some(Member { offset: bit_offset / 8, size: self.size_of(type_id)?, type_id })
             } else {
                 None
             };
@@ -235,10 +207,7 @@ impl Btf {
         let mut member = self.member_of(id, parts.next()?)?;
         for part in parts {
             let inner = self.member_of(member.type_id, part)?;
-            member = Member {
-                offset: member.offset + inner.offset,
-                ..inner
-            };
+            member = Member { offset: member.offset + inner.offset, ..inner };
         }
         Some(member)
     }
@@ -253,9 +222,7 @@ impl Btf {
 
     /// Size of struct `strukt`.
     pub fn struct_size(&self, strukt: &str) -> Result<u32> {
-        let id = self
-            .find(&[KIND_STRUCT], strukt)
-            .with_context(|| format!("kernel BTF has no struct {strukt}"))?;
+        let id = self.find(&[KIND_STRUCT], strukt).with_context(|| format!("kernel BTF has no struct {strukt}"))?;
         self.size_of(id).context("unsized struct")
     }
 
@@ -282,10 +249,7 @@ impl Btf {
                     } else {
                         ((self.u32_at(e + 8) as u64) << 32 | self.u32_at(e + 4) as u64) as i64
                     };
-                    (
-                        String::from_utf8_lossy(self.name(self.u32_at(e))).into_owned(),
-                        value,
-                    )
+                    (String::from_utf8_lossy(self.name(self.u32_at(e))).into_owned(), value)
                 })
                 .collect(),
         )
@@ -302,21 +266,12 @@ mod tests {
         let pid = btf.member("task_struct", "pid").unwrap();
         let tgid = btf.member("task_struct", "tgid").unwrap();
         assert_eq!(pid.size, 4);
-        assert_eq!(
-            tgid.offset,
-            pid.offset + 4,
-            "tgid follows pid in every kernel"
-        );
+        assert_eq!(tgid.offset, pid.offset + 4, "tgid follows pid in every kernel");
         assert!(btf.member_any("task_struct", &["__state", "state"]).is_ok());
         assert!(btf.member("task_struct", "no_such_member").is_none());
         assert_eq!(btf.raw_tracepoint_args("sched_wakeup"), Some(1));
-        assert!(matches!(
-            btf.raw_tracepoint_args("sched_switch"),
-            Some(3 | 4)
-        ));
+        assert!(matches!(btf.raw_tracepoint_args("sched_switch"), Some(3 | 4)));
         let ops = btf.enum_values("req_op").unwrap();
-        assert!(ops
-            .iter()
-            .any(|(name, value)| name == "REQ_OP_WRITE" && *value == 1));
+        assert!(ops.iter().any(|(name, value)| name == "REQ_OP_WRITE" && *value == 1));
     }
 }

@@ -65,4 +65,9 @@ pub struct RuntimeArgs {
     /// Use only this rung of the attach ladder (for tests). Also EBPF_TOOLS_RUNG.
     #[arg(long, hide = true, env = "EBPF_TOOLS_RUNG")]
     pub rung: Option<String>,
+
+    /// Pass the configuration in a map, as on kernels without global data (for tests).
+    /// Also EBPF_TOOLS_CONFIG_MAP=1.
+    #[arg(long, hide = true, env = "EBPF_TOOLS_CONFIG_MAP")]
+    pub config_map: bool,
 }

@@ -39,8 +39,7 @@ fn log2_row(value: u64) -> usize {
 }
 
 /// Percentiles reported beside every table.
-pub const PERCENTILES: [(&str, f64); 4] =
-    [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
+pub const PERCENTILES: [(&str, f64); 4] = [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
 
 pub struct Summary {
     pub count: u64,
@@ -78,15 +77,8 @@ impl Counts {
             let (low, high) = slot_bounds(slot as u32);
             hdr.record_n(low + (high - low) / 2, n).ok()?;
         }
-        let at = |q: f64| {
-            hdr.highest_equivalent(hdr.value_at_percentile(q))
-                .min(hdr.max())
-        };
-        Some(Summary {
-            count,
-            percentiles: PERCENTILES.map(|(_, q)| at(q)),
-            max: hdr.max(),
-        })
+        let at = |q: f64| hdr.highest_equivalent(hdr.value_at_percentile(q)).min(hdr.max());
+        Some(Summary { count, percentiles: PERCENTILES.map(|(_, q)| at(q)), max: hdr.max() })
     }
 }
 
@@ -106,11 +98,7 @@ fn printed_rows(rows: &[u64]) -> Vec<(u64, u64, u64)> {
 
 /// BCC's star bar: floor(width × count / max) stars, padded to width.
 fn stars(count: u64, max: u64, width: usize) -> String {
-    let n = if max == 0 {
-        0
-    } else {
-        ((width as u128 * count as u128) / max as u128) as usize
-    };
+    let n = if max == 0 { 0 } else { ((width as u128 * count as u128) / max as u128) as usize };
     let mut bar = "*".repeat(n.min(width));
     if count > max {
         bar.pop();
@@ -136,26 +124,14 @@ pub fn write_table(out: &mut impl Write, counts: &Counts, unit: &str) -> std::io
     }
     for (low, high, count) in printed {
         if wide {
-            writeln!(
-                out,
-                "{low:>20} -> {high:<20} : {count:<8} |{}|",
-                stars(count, max, 20)
-            )?;
+            writeln!(out, "{low:>20} -> {high:<20} : {count:<8} |{}|", stars(count, max, 20))?;
         } else {
-            writeln!(
-                out,
-                "{low:>10} -> {high:<10} : {count:<8} |{}|",
-                stars(count, max, 40)
-            )?;
+            writeln!(out, "{low:>10} -> {high:<10} : {count:<8} |{}|", stars(count, max, 40))?;
         }
     }
     if let Some(s) = counts.summary() {
         let [p50, p90, p99, p999] = s.percentiles;
-        writeln!(
-            out,
-            "     count {}, p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {} ({unit})",
-            s.count, s.max
-        )?;
+        writeln!(out, "     count {}, p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {} ({unit})", s.count, s.max)?;
     }
     Ok(())
 }
@@ -170,15 +146,10 @@ pub fn json_fields(counts: &Counts, unit: &str) -> Map<String, Value> {
     obj.insert("count".into(), json!(counts.total()));
     obj.insert(
         "buckets".into(),
-        rows.iter()
-            .map(|&(low, high, count)| json!({"low": low, "high": high, "count": count}))
-            .collect(),
+        rows.iter().map(|&(low, high, count)| json!({"low": low, "high": high, "count": count})).collect(),
     );
     for (i, (name, _)) in PERCENTILES.iter().enumerate() {
-        obj.insert(
-            (*name).into(),
-            json!(summary.as_ref().map(|s| s.percentiles[i])),
-        );
+        obj.insert((*name).into(), json!(summary.as_ref().map(|s| s.percentiles[i])));
     }
     obj.insert("max".into(), json!(summary.as_ref().map(|s| s.max)));
     obj
@@ -205,10 +176,7 @@ pub struct HistogramMaps {
 
 impl HistogramMaps {
     pub fn take(ebpf: &mut Ebpf, keyed_mode: bool) -> Result<Self> {
-        let mut take = |name: &str| {
-            ebpf.take_map(name)
-                .with_context(|| format!("eBPF object has no map {name}"))
-        };
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("eBPF object has no map {name}"));
         Ok(HistogramMaps {
             hist: PerCpuArray::try_from(take(map_names::HIST)?)?,
             keyed: PerCpuHashMap::try_from(take(map_names::KEYED_HIST)?)?,
@@ -257,10 +225,7 @@ impl HistogramMaps {
             read_failed: now.read_failed - self.seen_drops.read_failed,
         };
         self.seen_drops = now;
-        Ok(Interval {
-            histograms,
-            dropped,
-        })
+        Ok(Interval { histograms, dropped })
     }
 }
 
@@ -288,11 +253,7 @@ mod tests {
         for v in (0..200_000u64).chain([1 << 20, (1 << 30) + 12345, (1 << 37) + 1]) {
             let (low, high) = slot_bounds(slot(v));
             assert!(low <= v && v <= high, "{v} not in [{low}, {high}]");
-            assert_eq!(
-                log2_row(low),
-                log2_row(high),
-                "slot of {v} spans two log2 rows"
-            );
+            assert_eq!(log2_row(low), log2_row(high), "slot of {v} spans two log2 rows");
             assert!((high - low) as f64 <= low as f64 / 100.0 || high - low == 0);
         }
     }
@@ -309,24 +270,15 @@ mod tests {
         let got = table(&c);
         assert!(got.starts_with(expected), "got:\n{got}");
         assert_eq!(got.lines().count(), 5);
-        assert_eq!(
-            got.lines().last().unwrap(),
-            "     count 985, p50 3, p90 3, p99 5, p99.9 5, max 5 (usecs)"
-        );
+        assert_eq!(got.lines().last().unwrap(), "     count 985, p50 3, p90 3, p99 5, p99.9 5, max 5 (usecs)");
     }
 
     #[test]
     fn leading_zero_rows_are_printed_and_empty_prints_nothing() {
         let got = table(&counts(&[(3000, 5)]));
         let lines: Vec<_> = got.lines().collect();
-        assert_eq!(
-            lines[1],
-            "         0 -> 1          : 0        |                                        |"
-        );
-        assert_eq!(
-            lines[12],
-            "      2048 -> 4095       : 5        |****************************************|"
-        );
+        assert_eq!(lines[1], "         0 -> 1          : 0        |                                        |");
+        assert_eq!(lines[12], "      2048 -> 4095       : 5        |****************************************|");
         assert_eq!(lines.len(), 14);
         assert_eq!(table(&Counts::default()), "");
     }
@@ -334,12 +286,8 @@ mod tests {
     #[test]
     fn wide_layout_above_32_rows() {
         let got = table(&counts(&[(1 << 33, 1)]));
-        assert!(got.starts_with(
-            "               usecs                         : count     distribution\n"
-        ));
-        assert!(got.contains(
-            "          8589934592 -> 17179869183          : 1        |********************|\n"
-        ));
+        assert!(got.starts_with("               usecs                         : count     distribution\n"));
+        assert!(got.contains("          8589934592 -> 17179869183          : 1        |********************|\n"));
     }
 
     #[test]

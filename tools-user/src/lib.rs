@@ -10,10 +10,13 @@ pub mod loader;
 pub mod output;
 pub mod tracefs;
 
-/// The eBPF object of a tool, built by `build.rs` and embedded in the binary.
+/// The eBPF objects of a tool, built by `build.rs` and embedded in the binary.
 #[macro_export]
 macro_rules! ebpf_object {
     ($tool:literal) => {
-        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $tool))
+        $crate::loader::Objects {
+            config_global: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $tool)),
+            config_map: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/config-map/", $tool)),
+        }
     };
 }

@@ -35,9 +35,7 @@ pub fn main_with(body: impl FnOnce() -> Result<ExitCode>) -> ExitCode {
 /// A single-threaded runtime: the tools wait on timers, signals and rings;
 /// one thread keeps start-up and memory small.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 /// Waits for SIGINT or SIGTERM. Created before the banner is printed, so a
@@ -49,10 +47,7 @@ pub struct Shutdown {
 
 impl Shutdown {
     pub fn new() -> Result<Self> {
-        Ok(Shutdown {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
+        Ok(Shutdown { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
     }
 
     pub async fn requested(&mut self) {

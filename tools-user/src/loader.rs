@@ -11,6 +11,7 @@ use std::{fmt::Write as _, fs, io, time::Instant};
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
+    maps::Array,
     programs::{KProbe, ProgramError, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader, Pod,
 };
@@ -52,11 +53,7 @@ pub struct Rung {
 
 impl Rung {
     pub fn new(name: &'static str, programs: Vec<(&'static str, Attach)>) -> Self {
-        Rung {
-            name,
-            programs,
-            unusable: None,
-        }
+        Rung { name, programs, unusable: None }
     }
 
     /// Marks the rung unusable for `reason` unless it already is.
@@ -64,6 +61,13 @@ impl Rung {
         self.unusable = self.unusable.or(reason);
         self
     }
+}
+
+/// A tool's two builds of the same programs: configuration in a read-only
+/// global (5.2+), or in a one-entry array map `CONFIG` for older kernels.
+pub struct Objects {
+    pub config_global: &'static [u8],
+    pub config_map: &'static [u8],
 }
 
 /// A loaded tool: its object (maps, attached programs) and the rung taken.
@@ -89,55 +93,40 @@ pub fn init_logging(runtime: &RuntimeArgs) {
     }
     static LOGGER: Stderr = Stderr;
     let _ = log::set_logger(&LOGGER);
-    log::set_max_level(if runtime.verbose {
-        log::LevelFilter::Info
-    } else {
-        log::LevelFilter::Warn
-    });
+    log::set_max_level(if runtime.verbose { log::LevelFilter::Info } else { log::LevelFilter::Warn });
 }
 
 /// The name the tool was run as.
 pub fn tool_name() -> String {
     std::env::args_os()
         .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "tool".into())
 }
 
 /// Lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps to it. Where
 /// the hard limit cannot be lifted, the soft limit is raised to it.
 fn raise_memlock() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscalls with valid structs.
     unsafe {
         if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
             return;
         }
         let mut current: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) == 0
-            && current.rlim_cur < current.rlim_max
-        {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) == 0 && current.rlim_cur < current.rlim_max {
             current.rlim_cur = current.rlim_max;
             libc::setrlimit(libc::RLIMIT_MEMLOCK, &current);
         }
     }
-    log::info!(
-        "RLIMIT_MEMLOCK stays limited: {}",
-        io::Error::last_os_error()
-    );
+    log::info!("RLIMIT_MEMLOCK stays limited: {}", io::Error::last_os_error());
 }
 
-/// Loads `object` with `config` as its read-only `CONFIG` global, then takes
-/// the first rung (or only `runtime.rung`, when forced) that loads and attaches.
+/// Loads the tool with `config` as its `CONFIG` (a read-only global where
+/// the kernel has global data, else the config map), then takes the first
+/// rung (or only `runtime.rung`, when forced) that loads and attaches.
 pub fn load<C: Pod>(
-    object: &[u8],
+    objects: Objects,
     config: &C,
     max_entries: &[(&'static str, u32)],
     rungs: Vec<Rung>,
@@ -146,33 +135,35 @@ pub fn load<C: Pod>(
     raise_memlock();
     let started = Instant::now();
     let mut loader = EbpfLoader::new();
-    loader.override_global("CONFIG", config, true);
     for &(map, n) in max_entries {
         loader.map_max_entries(map, n);
     }
-    let mut ebpf = loader.load(object).context("creating the eBPF maps")?;
-    log::info!(
-        "object loaded, maps created in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    let global_data = aya::features().bpf_global_data();
+    let mut ebpf = if global_data && !runtime.config_map {
+        loader.override_global("CONFIG", config, true);
+        let ebpf = loader.load(objects.config_global).context("creating the eBPF maps")?;
+        log::info!("configuration: read-only global");
+        ebpf
+    } else {
+        let mut ebpf = loader.load(objects.config_map).context("creating the eBPF maps")?;
+        let mut map: Array<_, C> = Array::try_from(ebpf.map_mut("CONFIG").context("no CONFIG map")?)?;
+        map.set(0, config, 0).context("writing the configuration map")?;
+        let why = if global_data { "forced" } else { "the kernel has no global data" };
+        log::info!("configuration: array map ({why})");
+        ebpf
+    };
+    log::info!("object loaded, maps created in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
 
     if let Some(forced) = &runtime.rung {
         if !rungs.iter().any(|r| r.name == forced) {
             let names: Vec<_> = rungs.iter().map(|r| r.name).collect();
-            return Err(anyhow!(
-                "unknown rung {forced:?}; this tool has {}",
-                names.join(", ")
-            ));
+            return Err(anyhow!("unknown rung {forced:?}; this tool has {}", names.join(", ")));
         }
     }
 
     let mut tried = String::new();
     for rung in rungs {
-        if runtime
-            .rung
-            .as_deref()
-            .is_some_and(|forced| forced != rung.name)
-        {
+        if runtime.rung.as_deref().is_some_and(|forced| forced != rung.name) {
             continue;
         }
         if let Some(reason) = &rung.unusable {
@@ -182,15 +173,8 @@ pub fn load<C: Pod>(
         }
         match attach_rung(&mut ebpf, &rung) {
             Ok(()) => {
-                log::info!(
-                    "rung {}: all {} programs attached",
-                    rung.name,
-                    rung.programs.len()
-                );
-                return Ok(Loaded {
-                    ebpf,
-                    rung: rung.name,
-                });
+                log::info!("rung {}: all {} programs attached", rung.name, rung.programs.len());
+                return Ok(Loaded { ebpf, rung: rung.name });
             }
             Err(err) => {
                 log::info!("rung {}: failed: {err:#}", rung.name);
@@ -198,9 +182,7 @@ pub fn load<C: Pod>(
             }
         }
     }
-    Err(anyhow!(
-        "no kernel path to trace with works here; tried:{tried}"
-    ))
+    Err(anyhow!("no kernel path to trace with works here; tried:{tried}"))
 }
 
 fn first_line(err: &anyhow::Error) -> String {
@@ -242,9 +224,7 @@ fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
 }
 
 fn attach_one(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
-    let program = ebpf
-        .program_mut(name)
-        .with_context(|| format!("eBPF object has no program {name}"))?;
+    let program = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
     match attach {
         Attach::RawTracepoint(tp) => {
             let p: &mut RawTracePoint = program.try_into()?;
@@ -258,8 +238,7 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
             p.attach(category, name)?;
         }
         Attach::Kprobe(funcs) => {
-            let func = kallsyms_find(funcs)
-                .with_context(|| format!("no {} in /proc/kallsyms", funcs.join(" or ")))?;
+            let func = kallsyms_find(funcs).with_context(|| format!("no {} in /proc/kallsyms", funcs.join(" or ")))?;
             let p: &mut KProbe = program.try_into()?;
             p.load()?;
             p.attach(&func, 0)?;
@@ -277,8 +256,7 @@ pub fn kallsyms_find(functions: &[&str]) -> Option<String> {
         syms.lines().find_map(|line| {
             let name = line.split_whitespace().nth(2)?;
             let base = name.split('.').next()?;
-            (base == want && (name == want || name[want.len()..].starts_with('.')))
-                .then(|| name.to_owned())
+            (base == want && (name == want || name[want.len()..].starts_with('.'))).then(|| name.to_owned())
         })
     })
 }

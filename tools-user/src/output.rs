@@ -29,9 +29,7 @@ impl std::error::Error for Closed {}
 
 impl Out {
     pub fn stdout() -> Self {
-        Out {
-            inner: BufWriter::with_capacity(64 * 1024, io::stdout()),
-        }
+        Out { inner: BufWriter::with_capacity(64 * 1024, io::stdout()) }
     }
 
     pub fn text(&mut self) -> &mut impl Write {
@@ -82,13 +80,9 @@ pub fn escape(bytes: &[u8]) -> String {
                 '\n' => out.push_str("\\n"),
                 '\t' => out.push_str("\\t"),
                 '\r' => out.push_str("\\r"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    out.push_str(&format!("\\x{:02x}", c as u32))
-                }
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
                 // C1 controls (U+0080..U+009F) act as escapes on some terminals.
-                c if ('\u{80}'..='\u{9f}').contains(&c) => {
-                    out.push_str(&format!("\\u{{{:x}}}", c as u32))
-                }
+                c if ('\u{80}'..='\u{9f}').contains(&c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
                 c => out.push(c),
             }
         }
@@ -109,9 +103,7 @@ fn local_time(secs: libc::time_t) -> libc::tm {
 }
 
 fn now() -> (libc::time_t, u32) {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     (d.as_secs() as libc::time_t, d.subsec_nanos())
 }
 

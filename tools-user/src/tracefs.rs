@@ -13,10 +13,7 @@ pub fn root() -> Result<&'static PathBuf> {
     if let Some(root) = ROOT.get() {
         return Ok(root);
     }
-    let found = MOUNTS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir());
+    let found = MOUNTS.iter().map(PathBuf::from).find(|p| p.join("events").is_dir());
     let root = match found {
         Some(root) => root,
         None => {
@@ -51,13 +48,8 @@ pub struct Format {
 
 impl Format {
     pub fn read(category: &str, name: &str) -> Result<Self> {
-        let path = root()?
-            .join("events")
-            .join(category)
-            .join(name)
-            .join("format");
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let path = root()?.join("events").join(category).join(name).join("format");
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         Ok(Format { text })
     }
 

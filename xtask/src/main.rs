@@ -52,10 +52,8 @@ fn main() -> Result<()> {
             if !bin.exists() {
                 bail!("no tool named {tool}; tools: {}", tools()?.join(", "));
             }
-            let status = Command::new(&bin)
-                .args(&args)
-                .status()
-                .with_context(|| format!("running {}", bin.display()))?;
+            let status =
+                Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test { args } => test(&args),
@@ -64,10 +62,7 @@ fn main() -> Result<()> {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
 
 /// Tool names: one per file in tools-user/src/bin.
@@ -82,12 +77,7 @@ fn tools() -> Result<Vec<String>> {
 /// Sets up (cheap when done), builds the tools in release, returns their directory.
 fn build() -> Result<PathBuf> {
     setup::setup()?;
-    run(Command::new(env!("CARGO")).current_dir(workspace()).args([
-        "build",
-        "--release",
-        "-p",
-        "tools-user",
-    ]))?;
+    run(Command::new(env!("CARGO")).current_dir(workspace()).args(["build", "--release", "-p", "tools-user"]))?;
     Ok(workspace().join("target/release"))
 }
 
@@ -99,7 +89,8 @@ fn test(args: &[String]) -> Result<()> {
     }
     run(Command::new(env!("CARGO"))
         .current_dir(workspace())
-        .args(["test", "--workspace", "--exclude", "tools-ebpf", "--"])
+        // --release: the same build as the tools, so the eBPF crate is built once.
+        .args(["test", "--release", "--workspace", "--exclude", "tools-ebpf", "--"])
         .args(args)
         .env("EBPF_TOOLS_BIN_DIR", &bin_dir))
 }
@@ -109,8 +100,7 @@ fn install(prefix: &Path) -> Result<()> {
     let dest = prefix.join("bin");
     fs::create_dir_all(&dest)?;
     for tool in tools()? {
-        fs::copy(bin_dir.join(&tool), dest.join(&tool))
-            .with_context(|| format!("installing {tool}"))?;
+        fs::copy(bin_dir.join(&tool), dest.join(&tool)).with_context(|| format!("installing {tool}"))?;
         println!("installed {}", dest.join(&tool).display());
     }
     Ok(())

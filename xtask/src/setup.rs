@@ -34,10 +34,7 @@ fn install_rust_src() -> Result<()> {
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
         .context("running rustup")?;
-    if String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
@@ -47,9 +44,7 @@ fn install_rust_src() -> Result<()> {
 pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
     base.join("ebpf-tools")
 }
 
@@ -65,9 +60,7 @@ fn install_bpf_linker() -> Result<PathBuf> {
     let llvm = nightly_libllvm()?;
     // The linker loads the nightly's libLLVM at run time: a new nightly means a rebuild.
     let stamp = root.join("built-against");
-    if linker.exists()
-        && fs::read_to_string(&stamp).ok().as_deref() == Some(llvm.to_str().unwrap_or_default())
-    {
+    if linker.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(llvm.to_str().unwrap_or_default()) {
         return Ok(linker);
     }
 
@@ -81,40 +74,20 @@ fn install_bpf_linker() -> Result<PathBuf> {
     symlink(&llvm, lib.join("libLLVM.so"))?;
     symlink(&llvm, lib.join(soname))?;
 
-    println!(
-        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
-        llvm.display()
-    );
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", llvm.display());
     run(Command::new("cargo")
-        .args([
-            "install",
-            "bpf-linker",
-            "--locked",
-            "--force",
-            "--version",
-            BPF_LINKER_VERSION,
-        ])
+        .args(["install", "bpf-linker", "--locked", "--force", "--version", BPF_LINKER_VERSION])
         .args(["--no-default-features", "--features", "llvm-22", "--root"])
         .arg(&root)
         .env("LLVM_PREFIX", &prefix)
-        .env(
-            "RUSTFLAGS",
-            format!(
-                "-L {} -C link-arg=-Wl,-rpath,{}",
-                lib.display(),
-                lib.display()
-            ),
-        ))?;
+        .env("RUSTFLAGS", format!("-L {} -C link-arg=-Wl,-rpath,{}", lib.display(), lib.display())))?;
     fs::write(&stamp, llvm.to_str().unwrap_or_default())?;
     Ok(linker)
 }
 
 /// The nightly toolchain's `lib/libLLVM.so.<version>-rust-*`.
 fn nightly_libllvm() -> Result<PathBuf> {
-    let out = Command::new("rustc")
-        .args(["+nightly", "--print", "sysroot"])
-        .output()
-        .context("rustc +nightly")?;
+    let out = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output().context("rustc +nightly")?;
     if !out.status.success() {
         bail!("no nightly toolchain: `rustc +nightly --print sysroot` failed");
     }
@@ -131,18 +104,12 @@ fn nightly_libllvm() -> Result<PathBuf> {
 }
 
 fn install_apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .filter(|(cmd, _)| !command_exists(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing: Vec<&str> = APT_PACKAGES.iter().filter(|(cmd, _)| !command_exists(cmd)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }
     run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing))
+    run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))
 }
 
 pub fn command_exists(cmd: &str) -> bool {
@@ -153,7 +120,5 @@ pub fn command_exists(cmd: &str) -> bool {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }

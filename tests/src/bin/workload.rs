@@ -12,21 +12,13 @@ fn pin(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize| -> u64 {
-        args.get(i)
-            .and_then(|a| a.parse().ok())
-            .expect("usage: see workload.rs")
-    };
+    let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).expect("usage: see workload.rs") };
     pin(num(1) as usize);
     let mut go = [0u8; 1];
     let _ = std::io::stdin().read(&mut go);

@@ -18,10 +18,9 @@ mod bpf {
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
     use tools_common::runqlat::{key_mode, Config};
-    use tools_ebpf::{config, histogram_maps, read_field};
+    use tools_ebpf::{config, declare_config, histogram_maps, read_field};
 
-    #[unsafe(no_mangle)]
-    static CONFIG: Config = unsafe { core::mem::zeroed() };
+    declare_config!(Config);
 
     histogram_maps!(keyed_entries = 16384);
 
@@ -68,6 +67,50 @@ mod bpf {
         read_field(ns, config!(pidns_inum))
     }
 
+    /// Whether `task` is in the `-c` cgroup or below it: its cgroup v2
+    /// directory's kernfs node or one of its ancestors (up to 16 levels up)
+    /// has the target's inode number. Unrolled by hand: kernels before 5.3
+    /// reject loops.
+    #[inline(always)]
+    #[allow(unused_assignments)] // the last level's step up is never read
+    fn task_in_cgroup(task: Task) -> bool {
+        let target = config!(cgroup_ino);
+        if target == 0 {
+            return true;
+        }
+        let Some(css_set) = read_field::<Task>(task, config!(task_cgroups)) else { return false };
+        let Some(cgroup) = read_field::<Task>(css_set, config!(css_set_dfl_cgrp)) else { return false };
+        let mut kn = read_field::<Task>(cgroup, config!(cgroup_kn)).unwrap_or(core::ptr::null());
+        macro_rules! level {
+            () => {
+                if kn.is_null() {
+                    return false;
+                }
+                if read_field::<u32>(kn, config!(kn_id)) == Some(target) {
+                    return true;
+                }
+                kn = read_field::<Task>(kn, config!(kn_parent)).unwrap_or(core::ptr::null());
+            };
+        }
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        level!();
+        false
+    }
+
     /// Records a latency under the key the flags ask for; `tid`, `tgid` and
     /// `task` describe the task it was measured for.
     #[inline(always)]
@@ -95,6 +138,9 @@ mod bpf {
         }
         let target = config!(target_tgid);
         if target != 0 && read_field::<u32>(task, config!(task_tgid)) != Some(target) {
+            return;
+        }
+        if !task_in_cgroup(task) {
             return;
         }
         stamp(tid);
@@ -193,14 +239,16 @@ mod bpf {
     /// namespace, known only when it is current (at its next switch-out).
     #[inline(always)]
     fn needs_current_task() -> bool {
-        config!(target_tgid) != 0 || matches!(config!(key_mode), key_mode::PID | key_mode::PIDNS)
+        config!(target_tgid) != 0
+            || config!(cgroup_ino) != 0
+            || matches!(config!(key_mode), key_mode::PID | key_mode::PIDNS)
     }
 
     #[inline(always)]
     fn tp_wakeup(ctx: &TracePointContext) {
         match tp_read_u32(ctx, config!(tp_wakeup_pid)) {
-            // No TGID here: with -p every task is stamped and filtered when
-            // its sample is recorded.
+            // No TGID or task here: with -p or -c every task is stamped
+            // and filtered when its sample is recorded.
             Some(0) => {}
             Some(tid) => stamp(tid),
             None => count_drop(|d| &mut d.read_failed),
@@ -221,39 +269,34 @@ mod bpf {
 
     #[tracepoint(category = "sched", name = "sched_switch")]
     pub fn runqlat_tp_switch(ctx: TracePointContext) -> u32 {
-        let (Some(prev), Some(next)) = (
-            tp_read_u32(&ctx, config!(tp_switch_prev_pid)),
-            tp_read_u32(&ctx, config!(tp_switch_next_pid)),
-        ) else {
-            count_drop(|d| &mut d.read_failed);
-            return 0;
-        };
-        let Ok(state) = (unsafe { ctx.read_at::<u64>(config!(tp_switch_prev_state) as usize) })
+        let (Some(prev), Some(next)) =
+            (tp_read_u32(&ctx, config!(tp_switch_prev_pid)), tp_read_u32(&ctx, config!(tp_switch_next_pid)))
         else {
             count_drop(|d| &mut d.read_failed);
             return 0;
         };
-        // prev is the current task: its process is known here.
+        let Ok(state) = (unsafe { ctx.read_at::<u64>(config!(tp_switch_prev_state) as usize) }) else {
+            count_drop(|d| &mut d.read_failed);
+            return 0;
+        };
+        // prev is the current task: its process and cgroup are known here.
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let current = unsafe { bpf_get_current_task() } as Task;
         let target = config!(target_tgid);
         let deferred = needs_current_task();
         if prev != 0 {
+            let wanted = (target == 0 || target == tgid) && task_in_cgroup(current);
             if deferred {
                 if let Some(latency) = unsafe { PENDING.get(&prev) }.copied() {
                     let _ = PENDING.remove(&prev);
-                    if target == 0 || target == tgid {
-                        record_for(
-                            unsafe { bpf_get_current_task() } as Task,
-                            prev,
-                            tgid,
-                            latency,
-                        );
+                    if wanted {
+                        record_for(current, prev, tgid, latency);
                     }
                 }
             }
             // Runnable: state 0 (R), or only the preempted bit set (R+).
             let preempt_bit = config!(tp_preempt_bit);
-            if (state & !preempt_bit) == 0 && (target == 0 || target == tgid) {
+            if (state & !preempt_bit) == 0 && wanted {
                 stamp(prev);
             }
         }

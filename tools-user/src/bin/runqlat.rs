@@ -33,6 +33,9 @@ struct Args {
     pidnss: bool,
     #[command(flatten)]
     pid: PidArg,
+    /// Trace tasks in this cgroup v2 directory (and below it) only.
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -84,87 +87,58 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
     // Task struct offsets, for every rung that reads a task.
     let btf = Btf::from_sys_fs();
     let no_task_offsets = match &btf {
-        Ok(btf) => task_offsets(btf, &mut config)
-            .err()
-            .map(|err| format!("{err:#}")),
+        Ok(btf) => task_offsets(btf, &mut config).err().map(|err| format!("{err:#}")),
         Err(err) => Some(format!("{err:#}")),
     }
     .map(|err| format!("no task_struct offsets: {err}"));
-    let switch4 = btf
-        .as_ref()
-        .ok()
-        .and_then(|b| b.raw_tracepoint_args("sched_switch"))
-        == Some(4);
+    let switch4 = btf.as_ref().ok().and_then(|b| b.raw_tracepoint_args("sched_switch")) == Some(4);
     config.switch_has_prev_state = switch4 as u32;
 
-    let no_tracepoint_fields = tracepoint_fields(&mut config)
-        .err()
-        .map(|err| format!("{err:#}"));
-    let pidnss_needs_task = (args.pidnss && no_task_offsets.is_some()).then(|| {
-        "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned()
-    });
-
-    let switch = if switch4 {
-        "runqlat_raw_switch4"
-    } else {
-        "runqlat_raw_switch"
+    let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|err| format!("{err:#}"));
+    if let Some(path) = &args.cgroup {
+        config.cgroup_ino = cgroup_ino(path)?;
+    }
+    let no_cgroup_offsets = match (&btf, args.cgroup.is_some()) {
+        (Ok(btf), true) => cgroup_offsets(btf, &mut config).err().map(|err| format!("-c: {err:#}")),
+        (Err(_), true) => Some("-c reads the task's cgroup, which needs kernel BTF".to_owned()),
+        (_, false) => None,
     };
+    let pidnss_needs_task = (args.pidnss && no_task_offsets.is_some())
+        .then(|| "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned());
+
+    let switch = if switch4 { "runqlat_raw_switch4" } else { "runqlat_raw_switch" };
     let rungs = vec![
         Rung::new(
             "raw_tracepoint",
             vec![
                 ("runqlat_raw_wakeup", Attach::RawTracepoint("sched_wakeup")),
-                (
-                    "runqlat_raw_wakeup_new",
-                    Attach::RawTracepoint("sched_wakeup_new"),
-                ),
+                ("runqlat_raw_wakeup_new", Attach::RawTracepoint("sched_wakeup_new")),
                 (switch, Attach::RawTracepoint("sched_switch")),
             ],
         )
-        .unusable_if(no_task_offsets.clone()),
+        .unusable_if(no_task_offsets.clone())
+        .unusable_if(no_cgroup_offsets.clone()),
         Rung::new(
             "tracepoint",
             vec![
-                (
-                    "runqlat_tp_wakeup",
-                    Attach::Tracepoint {
-                        category: "sched",
-                        name: "sched_wakeup",
-                    },
-                ),
-                (
-                    "runqlat_tp_wakeup_new",
-                    Attach::Tracepoint {
-                        category: "sched",
-                        name: "sched_wakeup_new",
-                    },
-                ),
-                (
-                    "runqlat_tp_switch",
-                    Attach::Tracepoint {
-                        category: "sched",
-                        name: "sched_switch",
-                    },
-                ),
+                ("runqlat_tp_wakeup", Attach::Tracepoint { category: "sched", name: "sched_wakeup" }),
+                ("runqlat_tp_wakeup_new", Attach::Tracepoint { category: "sched", name: "sched_wakeup_new" }),
+                ("runqlat_tp_switch", Attach::Tracepoint { category: "sched", name: "sched_switch" }),
             ],
         )
         .unusable_if(no_tracepoint_fields)
-        .unusable_if(pidnss_needs_task),
+        .unusable_if(pidnss_needs_task)
+        .unusable_if(no_cgroup_offsets.clone()),
         Rung::new(
             "kprobe",
             vec![
-                (
-                    "runqlat_kp_wakeup",
-                    Attach::Kprobe(&["ttwu_do_wakeup", "ttwu_do_activate"]),
-                ),
-                (
-                    "runqlat_kp_wakeup_new",
-                    Attach::Kprobe(&["wake_up_new_task"]),
-                ),
+                ("runqlat_kp_wakeup", Attach::Kprobe(&["ttwu_do_wakeup", "ttwu_do_activate"])),
+                ("runqlat_kp_wakeup_new", Attach::Kprobe(&["wake_up_new_task"])),
                 ("runqlat_kp_switch", Attach::Kprobe(&["finish_task_switch"])),
             ],
         )
-        .unusable_if(no_task_offsets),
+        .unusable_if(no_task_offsets)
+        .unusable_if(no_cgroup_offsets),
     ];
     Ok((config, rungs))
 }
@@ -182,6 +156,32 @@ fn task_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
     Ok(())
 }
 
+/// The cgroup v2 directory's inode number (low 32 bits, see the config).
+fn cgroup_ino(path: &std::path::Path) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let meta = std::fs::metadata(path).with_context(|| format!("cgroup {}", path.display()))?;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs fills the struct it is given.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0
+        || fs.f_type as i64 != CGROUP2_SUPER_MAGIC
+        || !meta.is_dir()
+    {
+        anyhow::bail!("{} is not a cgroup v2 directory", path.display());
+    }
+    Ok(meta.ino() as u32)
+}
+
+fn cgroup_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
+    config.task_cgroups = btf.member_any("task_struct", &["cgroups"])?.offset;
+    config.css_set_dfl_cgrp = btf.member_any("css_set", &["dfl_cgrp"])?.offset;
+    config.cgroup_kn = btf.member_any("cgroup", &["kn"])?.offset;
+    config.kn_id = btf.member_any("kernfs_node", &["id"])?.offset;
+    config.kn_parent = btf.member_any("kernfs_node", &["__parent", "parent"])?.offset;
+    Ok(())
+}
+
 fn tracepoint_fields(config: &mut Config) -> Result<()> {
     let wakeup = Format::read("sched", "sched_wakeup")?;
     config.tp_wakeup_pid = wakeup.field_u32("pid")?;
@@ -195,9 +195,7 @@ fn tracepoint_fields(config: &mut Config) -> Result<()> {
         (offset, 8) => offset,
         (_, size) => anyhow::bail!("sched_switch prev_state is {size} bytes, expected 8"),
     };
-    let highest_state = switch
-        .highest_printed_flag()
-        .context("sched_switch format names no task states")?;
+    let highest_state = switch.highest_printed_flag().context("sched_switch format names no task states")?;
     config.tp_preempt_bit = highest_state << 1;
     Ok(())
 }
