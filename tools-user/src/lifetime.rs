@@ -63,8 +63,9 @@ pub struct HistogramTool<'a> {
     pub banner: &'a str,
     /// Section header of keyed histograms (`pid`, `tid`, `disk`, ...), None when unkeyed.
     pub section: Option<&'a str>,
-    /// Renders a key for its section header and JSON record.
-    pub key_name: &'a dyn Fn(u32) -> String,
+    /// Renders a key for its section header and JSON record: a number
+    /// (pid, tid, namespace) or a string (a disk name, escaped in text).
+    pub key_name: &'a dyn Fn(u32) -> serde_json::Value,
     pub hist: &'a HistogramArgs,
     pub runtime: &'a RuntimeArgs,
 }
@@ -118,7 +119,11 @@ pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCod
                     }
                     for (key, counts) in &interval.histograms {
                         if let (Some(section), Some(key)) = (tool.section, key) {
-                            writeln!(w, "\n{section} = {}", (tool.key_name)(*key))?;
+                            let name = match (tool.key_name)(*key) {
+                                serde_json::Value::String(s) => output::escape(s.as_bytes()),
+                                other => other.to_string(),
+                            };
+                            writeln!(w, "\n{section} = {name}")?;
                         }
                         histogram::write_table(w, counts, unit)?;
                     }

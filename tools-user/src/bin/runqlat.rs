@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         let tool = HistogramTool {
             banner: "Tracing run queue latency... Hit Ctrl-C to end.",
             section,
-            key_name: &|key| key.to_string(),
+            key_name: &|key| key.into(),
             hist: &args.hist,
             runtime: &args.runtime,
         };
