@@ -92,22 +92,18 @@ mod bpf {
                 kn = read_field::<Task>(kn, config!(kn_parent)).unwrap_or(core::ptr::null());
             };
         }
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
-        level!();
+        macro_rules! four_levels {
+            () => {
+                level!();
+                level!();
+                level!();
+                level!();
+            };
+        }
+        four_levels!();
+        four_levels!();
+        four_levels!();
+        four_levels!();
         false
     }
 
