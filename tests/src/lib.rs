@@ -337,3 +337,61 @@ pub fn parse_tables(text: &str) -> Vec<(Option<String>, Table)> {
     }
     tables
 }
+
+/// A 64 MiB loop device over a temporary file, detached when dropped.
+pub struct LoopDevice {
+    pub path: String,
+    file: PathBuf,
+}
+
+impl Default for LoopDevice {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoopDevice {
+    pub fn new() -> LoopDevice {
+        let file = std::env::temp_dir().join(format!("ebpf-tools-loop-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::File::create(&file).and_then(|f| f.set_len(64 << 20)).expect("backing file");
+        let out = Command::new("losetup").args(["-f", "--show"]).arg(&file).output().expect("losetup");
+        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        LoopDevice { path, file }
+    }
+
+    /// `loop3`, as in /proc/partitions.
+    pub fn name(&self) -> &str {
+        self.path.trim_start_matches("/dev/")
+    }
+
+    /// `count` direct 4 KiB writes, then `reads` direct 4 KiB reads.
+    pub fn direct_io(&self, writes: u32, reads: u32) {
+        for (args, n) in [
+            (vec!["if=/dev/zero".to_owned(), format!("of={}", self.path), "oflag=direct".into()], writes),
+            (vec![format!("if={}", self.path), "of=/dev/null".into(), "iflag=direct".into()], reads),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            let status = Command::new("dd")
+                .args(&args)
+                .args(["bs=4k", &format!("count={n}")])
+                .stderr(Stdio::null())
+                .status()
+                .expect("dd");
+            assert!(status.success());
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}

@@ -4,6 +4,7 @@
 #![no_std]
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tools_common::CgroupFilter;
 
 /// Reads a `T` at `offset` bytes into a kernel struct. Offsets come from the
 /// running kernel's BTF via the tool's configuration, never from literals.
@@ -92,8 +93,8 @@ macro_rules! histogram_maps {
 
         /// Counts one value in the histogram of `key`.
         #[inline(always)]
-        fn record_keyed(key: u32, value: u64) {
-            let key = tools_common::histogram::HistKey { key, slot: tools_common::histogram::slot(value) };
+        fn record_keyed(key: u64, value: u64) {
+            let key = tools_common::histogram::HistKey { key, slot: tools_common::histogram::slot(value), _pad: 0 };
             match KEYED_HIST.get_ptr_mut(&key) {
                 // SAFETY: per-CPU value of a live entry.
                 Some(count) => unsafe { *count += 1 },
@@ -119,6 +120,67 @@ macro_rules! histogram_maps {
             }
         }
     };
+}
+
+/// Declares `TOTALS` (named as in `tools_common::map_names`) and `add_total`,
+/// for tools that print the sum and count of what they measured.
+#[macro_export]
+macro_rules! totals_map {
+    () => {
+        #[aya_ebpf::macros::map]
+        static TOTALS: aya_ebpf::maps::PerCpuArray<tools_common::histogram::Totals> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        #[inline(always)]
+        fn add_total(ns: u64) {
+            if let Some(totals) = TOTALS.get_ptr_mut(0) {
+                // SAFETY: per-CPU value.
+                unsafe {
+                    (*totals).sum_ns += ns;
+                    (*totals).count += 1;
+                }
+            }
+        }
+    };
+}
+
+/// Whether `task` is in the `-c` cgroup or below it: its cgroup v2
+/// directory's kernfs node or one of its ancestors (up to 16 levels up)
+/// has the target's inode number. Unrolled by hand: kernels before 5.3
+/// reject loops.
+#[inline(always)]
+#[allow(unused_assignments)] // the last level's step up is never read
+pub fn task_in_cgroup(task: *const u8, filter: &CgroupFilter) -> bool {
+    if filter.ino == 0 {
+        return true;
+    }
+    let Some(css_set) = read_field::<*const u8>(task, filter.task_cgroups) else { return false };
+    let Some(cgroup) = read_field::<*const u8>(css_set, filter.css_set_dfl_cgrp) else { return false };
+    let mut kn = read_field::<*const u8>(cgroup, filter.cgroup_kn).unwrap_or(core::ptr::null());
+    macro_rules! level {
+        () => {
+            if kn.is_null() {
+                return false;
+            }
+            if read_field::<u32>(kn, filter.kn_id) == Some(filter.ino) {
+                return true;
+            }
+            kn = read_field::<*const u8>(kn, filter.kn_parent).unwrap_or(core::ptr::null());
+        };
+    }
+    macro_rules! four_levels {
+        () => {
+            level!();
+            level!();
+            level!();
+            level!();
+        };
+    }
+    four_levels!();
+    four_levels!();
+    four_levels!();
+    four_levels!();
+    false
 }
 
 #[cfg(not(test))]

@@ -15,7 +15,7 @@ use aya::{
 use hdrhistogram::Histogram as Hdr;
 use serde_json::{json, Map, Value};
 use tools_common::{
-    histogram::{slot_bounds, HistKey, Histogram, SLOTS},
+    histogram::{slot_bounds, HistKey, Histogram, Totals, SLOTS},
     map_names, Drops,
 };
 
@@ -158,7 +158,9 @@ pub fn json_fields(counts: &Counts, unit: &str) -> Map<String, Value> {
 /// One interval's worth of histograms.
 pub struct Interval {
     /// Unkeyed: one entry with key None (possibly empty). Keyed: one per key seen, sorted.
-    pub histograms: Vec<(Option<u32>, Counts)>,
+    pub histograms: Vec<(Option<u64>, Counts)>,
+    /// Sum and count over the interval, for tools that keep them.
+    pub totals: Option<Totals>,
     /// What the kernel could not record during the interval.
     pub dropped: Drops,
 }
@@ -168,30 +170,34 @@ pub struct HistogramMaps {
     hist: PerCpuArray<MapData, Histogram>,
     keyed: PerCpuHashMap<MapData, HistKey, u64>,
     drops: PerCpuArray<MapData, Drops>,
+    totals: Option<PerCpuArray<MapData, Totals>>,
     keyed_mode: bool,
     seen: Counts,
     seen_keyed: BTreeMap<HistKey, u64>,
     seen_drops: Drops,
+    seen_totals: Totals,
 }
 
 impl HistogramMaps {
-    pub fn take(ebpf: &mut Ebpf, keyed_mode: bool) -> Result<Self> {
+    pub fn take(ebpf: &mut Ebpf, keyed_mode: bool, totals: bool) -> Result<Self> {
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("eBPF object has no map {name}"));
         Ok(HistogramMaps {
             hist: PerCpuArray::try_from(take(map_names::HIST)?)?,
             keyed: PerCpuHashMap::try_from(take(map_names::KEYED_HIST)?)?,
             drops: PerCpuArray::try_from(take(map_names::DROPS)?)?,
+            totals: if totals { Some(PerCpuArray::try_from(take(map_names::TOTALS)?)?) } else { None },
             keyed_mode,
             seen: Counts::default(),
             seen_keyed: BTreeMap::new(),
             seen_drops: Drops::default(),
+            seen_totals: Totals::default(),
         })
     }
 
     pub fn read_interval(&mut self) -> Result<Interval> {
         let mut histograms = Vec::new();
         if self.keyed_mode {
-            let mut by_key: BTreeMap<u32, Counts> = BTreeMap::new();
+            let mut by_key: BTreeMap<u64, Counts> = BTreeMap::new();
             for entry in self.keyed.iter() {
                 let (key, per_cpu) = entry.context("reading the keyed histogram")?;
                 let now: u64 = per_cpu.iter().sum();
@@ -225,7 +231,20 @@ impl HistogramMaps {
             read_failed: now.read_failed - self.seen_drops.read_failed,
         };
         self.seen_drops = now;
-        Ok(Interval { histograms, dropped })
+        let totals = match &self.totals {
+            Some(map) => {
+                let per_cpu = map.get(&0, 0).context("reading totals")?;
+                let now = per_cpu
+                    .iter()
+                    .fold(Totals::default(), |a, t| Totals { sum_ns: a.sum_ns + t.sum_ns, count: a.count + t.count });
+                let delta =
+                    Totals { sum_ns: now.sum_ns - self.seen_totals.sum_ns, count: now.count - self.seen_totals.count };
+                self.seen_totals = now;
+                Some(delta)
+            }
+            None => None,
+        };
+        Ok(Interval { histograms, dropped, totals })
     }
 }
 

@@ -3,6 +3,7 @@
 //! Each binary in `src/bin` holds only what is specific to its tool.
 
 pub mod btf;
+pub mod cgroup;
 pub mod cli;
 pub mod histogram;
 pub mod lifetime;

@@ -5,7 +5,7 @@
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -58,26 +58,41 @@ impl Shutdown {
     }
 }
 
+/// What a key of a keyed histogram means, as (name, value) pairs: printed
+/// `pid = 42` or `disk = sda, flags = Sync-Write` in text (strings escaped),
+/// and as an object in JSON.
+pub type KeyFields<'a> = &'a dyn Fn(u64) -> Vec<(&'static str, Value)>;
+
 /// What a histogram tool prints around its tables.
 pub struct HistogramTool<'a> {
     pub banner: &'a str,
-    /// Section header of keyed histograms (`pid`, `tid`, `disk`, ...), None when unkeyed.
-    pub section: Option<&'a str>,
-    /// Renders a key for its section header and JSON record: a number
-    /// (pid, tid, namespace) or a string (a disk name, escaped in text).
-    pub key_name: &'a dyn Fn(u32) -> serde_json::Value,
+    /// Keyed histograms: how to name a key. None when unkeyed.
+    pub key_fields: Option<KeyFields<'a>>,
+    /// BCC's `-e`: an `avg = ..., total: ..., count: ...` line after each interval.
+    pub totals: bool,
     pub hist: &'a HistogramArgs,
     pub runtime: &'a RuntimeArgs,
+}
+
+fn section_header(fields: &[(&str, Value)]) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| match value {
+            Value::String(s) => format!("{name} = {}", output::escape(s.as_bytes())),
+            other => format!("{name} = {other}"),
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// BCC's interval loop: sleep, print the interval's histograms, repeat
 /// `count` times or until a signal, which prints the partial interval.
 pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
     let Loaded { mut ebpf, .. } = loaded;
-    let mut maps = HistogramMaps::take(&mut ebpf, tool.section.is_some())?;
+    let mut maps = HistogramMaps::take(&mut ebpf, tool.key_fields.is_some(), tool.totals)?;
     let rt = runtime()?;
     let name = tool_name();
-    let (unit, _) = tool.hist.unit();
+    let (unit, unit_ns) = tool.hist.unit();
     let mut out = Out::stdout();
     let mut lost_total = 0u64;
     rt.block_on(async {
@@ -103,10 +118,22 @@ pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCod
                 for (key, counts) in &interval.histograms {
                     let mut record = output::json_record(&name, "histogram");
                     record.insert("interval".into(), json!(interval_no));
-                    if let (Some(section), Some(key)) = (tool.section, key) {
-                        record.insert("key".into(), json!({ section: (tool.key_name)(*key) }));
+                    if let (Some(fields), Some(key)) = (tool.key_fields, key) {
+                        let key: serde_json::Map<String, Value> =
+                            fields(*key).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+                        record.insert("key".into(), key.into());
                     }
                     record.extend(histogram::json_fields(counts, unit));
+                    record.insert("lost".into(), json!(lost));
+                    out.json(&record.into()).map_err(output::closed_or)?;
+                }
+                if let Some(totals) = interval.totals.filter(|t| t.count > 0) {
+                    let mut record = output::json_record(&name, "totals");
+                    record.insert("interval".into(), json!(interval_no));
+                    record.insert("unit".into(), json!(unit));
+                    record.insert("avg".into(), json!(totals.sum_ns / unit_ns / totals.count));
+                    record.insert("total".into(), json!(totals.sum_ns / unit_ns));
+                    record.insert("count".into(), json!(totals.count));
                     record.insert("lost".into(), json!(lost));
                     out.json(&record.into()).map_err(output::closed_or)?;
                 }
@@ -118,14 +145,14 @@ pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCod
                         writeln!(w, "{:<8}", output::hms_now())?;
                     }
                     for (key, counts) in &interval.histograms {
-                        if let (Some(section), Some(key)) = (tool.section, key) {
-                            let name = match (tool.key_name)(*key) {
-                                serde_json::Value::String(s) => output::escape(s.as_bytes()),
-                                other => other.to_string(),
-                            };
-                            writeln!(w, "\n{section} = {name}")?;
+                        if let (Some(fields), Some(key)) = (tool.key_fields, key) {
+                            writeln!(w, "\n{}", section_header(&fields(*key)))?;
                         }
                         histogram::write_table(w, counts, unit)?;
+                    }
+                    if let Some(t) = interval.totals.filter(|t| t.count > 0) {
+                        let (total, avg) = (t.sum_ns / unit_ns, t.sum_ns / unit_ns / t.count);
+                        writeln!(w, "\navg = {avg} {unit}, total: {total} {unit}, count: {}\n", t.count)?;
                     }
                     Ok(())
                 };

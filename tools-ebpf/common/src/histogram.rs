@@ -48,10 +48,20 @@ pub struct Histogram {
     pub slots: [u64; SLOTS],
 }
 
-/// Key of a keyed histogram entry: which histogram (pid, tid, pidns, ...) and which slot.
+/// Key of a keyed histogram entry: which histogram (pid, tid, pidns, disk
+/// and flags, ...) and which slot. `_pad` is always zero: hash keys are bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HistKey {
-    pub key: u32,
+    pub key: u64,
     pub slot: u32,
+    pub _pad: u32,
+}
+
+/// Sum and count of every value recorded (BCC's `-e` line), in nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    pub sum_ns: u64,
+    pub count: u64,
 }

@@ -2,6 +2,7 @@
 //! plain old data only: both sides read the same bytes.
 #![no_std]
 
+pub mod biolatency;
 pub mod histogram;
 pub mod runqlat;
 
@@ -13,6 +14,25 @@ pub mod map_names {
     pub const KEYED_HIST: &str = "KEYED_HIST";
     /// Per-CPU array of [`crate::Drops`] at index 0: what the kernel side could not record.
     pub const DROPS: &str = "DROPS";
+    /// Per-CPU array of [`crate::histogram::Totals`] at index 0, for tools that print sums.
+    pub const TOTALS: &str = "TOTALS";
+}
+
+/// `-c PATH`: only tasks in a cgroup v2 directory or below it. Compared by
+/// the low 32 bits of the directory's inode number, unique among live
+/// cgroups in every kernel (before 5.5 the kernfs id holds only those).
+/// Offsets of `task_struct.cgroups` → `css_set.dfl_cgrp` → `cgroup.kn` →
+/// `kernfs_node.id` and `.parent` (`__parent` from 6.15), from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupFilter {
+    /// 0: no filter.
+    pub ino: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    pub kn_parent: u32,
 }
 
 /// What the kernel side failed to record, counted where it happened so user
@@ -40,5 +60,7 @@ mod pod {
     unsafe impl aya::Pod for super::Drops {}
     unsafe impl aya::Pod for super::histogram::Histogram {}
     unsafe impl aya::Pod for super::histogram::HistKey {}
+    unsafe impl aya::Pod for super::histogram::Totals {}
     unsafe impl aya::Pod for super::runqlat::Config {}
+    unsafe impl aya::Pod for super::biolatency::Config {}
 }

@@ -31,16 +31,8 @@ pub struct Config {
     /// older `long`: x86 and arm64 are little-endian, and state bits fit).
     pub task_state: u32,
     pub task_thread_pid: u32,
-    /// `-c`: only tasks in this cgroup v2 directory or below it, given by
-    /// the low 32 bits of its inode number (unique among live cgroups in
-    /// every kernel: before 5.5 the kernfs id holds only those); 0 = all.
-    pub cgroup_ino: u32,
-    /// `task_struct.cgroups` → `css_set.dfl_cgrp` → `cgroup.kn` → `kernfs_node.id`, `.parent`.
-    pub task_cgroups: u32,
-    pub css_set_dfl_cgrp: u32,
-    pub cgroup_kn: u32,
-    pub kn_id: u32,
-    pub kn_parent: u32,
+    /// `-c`: only tasks in this cgroup.
+    pub cgroup: crate::CgroupFilter,
     /// `struct pid` / `struct upid` / `struct pid_namespace` members for `--pidnss`.
     pub pid_level: u32,
     pub pid_numbers: u32,

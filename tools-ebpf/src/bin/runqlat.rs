@@ -67,44 +67,9 @@ mod bpf {
         read_field(ns, config!(pidns_inum))
     }
 
-    /// Whether `task` is in the `-c` cgroup or below it: its cgroup v2
-    /// directory's kernfs node or one of its ancestors (up to 16 levels up)
-    /// has the target's inode number. Unrolled by hand: kernels before 5.3
-    /// reject loops.
     #[inline(always)]
-    #[allow(unused_assignments)] // the last level's step up is never read
     fn task_in_cgroup(task: Task) -> bool {
-        let target = config!(cgroup_ino);
-        if target == 0 {
-            return true;
-        }
-        let Some(css_set) = read_field::<Task>(task, config!(task_cgroups)) else { return false };
-        let Some(cgroup) = read_field::<Task>(css_set, config!(css_set_dfl_cgrp)) else { return false };
-        let mut kn = read_field::<Task>(cgroup, config!(cgroup_kn)).unwrap_or(core::ptr::null());
-        macro_rules! level {
-            () => {
-                if kn.is_null() {
-                    return false;
-                }
-                if read_field::<u32>(kn, config!(kn_id)) == Some(target) {
-                    return true;
-                }
-                kn = read_field::<Task>(kn, config!(kn_parent)).unwrap_or(core::ptr::null());
-            };
-        }
-        macro_rules! four_levels {
-            () => {
-                level!();
-                level!();
-                level!();
-                level!();
-            };
-        }
-        four_levels!();
-        four_levels!();
-        four_levels!();
-        four_levels!();
-        false
+        tools_ebpf::task_in_cgroup(task, &config!(cgroup))
     }
 
     /// Records a latency under the key the flags ask for; `tid`, `tgid` and
@@ -113,10 +78,10 @@ mod bpf {
     fn record_for(task: Task, tid: u32, tgid: u32, latency: u64) {
         match config!(key_mode) {
             key_mode::NONE => record(latency),
-            key_mode::PID => record_keyed(tgid, latency),
-            key_mode::TID => record_keyed(tid, latency),
+            key_mode::PID => record_keyed(tgid as u64, latency),
+            key_mode::TID => record_keyed(tid as u64, latency),
             _ => match task_pid_ns(task) {
-                Some(ns) => record_keyed(ns, latency),
+                Some(ns) => record_keyed(ns as u64, latency),
                 None => count_drop(|d| &mut d.read_failed),
             },
         }
@@ -236,7 +201,7 @@ mod bpf {
     #[inline(always)]
     fn needs_current_task() -> bool {
         config!(target_tgid) != 0
-            || config!(cgroup_ino) != 0
+            || config!(cgroup).ino != 0
             || matches!(config!(key_mode), key_mode::PID | key_mode::PIDNS)
     }
 

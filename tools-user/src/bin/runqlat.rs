@@ -54,15 +54,16 @@ fn main() -> ExitCode {
         let (config, rungs) = plan(&args)?;
         let loaded = loader::load(ebpf_object!("runqlat"), &config, &[], rungs, &args.runtime)?;
         let section = match config.key_mode {
-            key_mode::PID => Some("pid"),
-            key_mode::TID => Some("tid"),
-            key_mode::PIDNS => Some("pidns"),
-            _ => None,
+            key_mode::PID => "pid",
+            key_mode::TID => "tid",
+            key_mode::PIDNS => "pidns",
+            _ => "",
         };
+        let key_fields = |key: u64| vec![(section, key.into())];
         let tool = HistogramTool {
             banner: "Tracing run queue latency... Hit Ctrl-C to end.",
-            section,
-            key_name: &|key| key.into(),
+            key_fields: (config.key_mode != key_mode::NONE).then_some(&key_fields as _),
+            totals: false,
             hist: &args.hist,
             runtime: &args.runtime,
         };
@@ -96,13 +97,8 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
 
     let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|err| format!("{err:#}"));
     if let Some(path) = &args.cgroup {
-        config.cgroup_ino = cgroup_ino(path)?;
+        config.cgroup = tools_user::cgroup::filter(path, btf.as_ref().ok())?;
     }
-    let no_cgroup_offsets = match (&btf, args.cgroup.is_some()) {
-        (Ok(btf), true) => cgroup_offsets(btf, &mut config).err().map(|err| format!("-c: {err:#}")),
-        (Err(_), true) => Some("-c reads the task's cgroup, which needs kernel BTF".to_owned()),
-        (_, false) => None,
-    };
     let pidnss_needs_task = (args.pidnss && no_task_offsets.is_some())
         .then(|| "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned());
 
@@ -116,8 +112,7 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
                 (switch, Attach::RawTracepoint("sched_switch")),
             ],
         )
-        .unusable_if(no_task_offsets.clone())
-        .unusable_if(no_cgroup_offsets.clone()),
+        .unusable_if(no_task_offsets.clone()),
         Rung::new(
             "tracepoint",
             vec![
@@ -127,8 +122,7 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
             ],
         )
         .unusable_if(no_tracepoint_fields)
-        .unusable_if(pidnss_needs_task)
-        .unusable_if(no_cgroup_offsets.clone()),
+        .unusable_if(pidnss_needs_task),
         Rung::new(
             "kprobe",
             vec![
@@ -137,8 +131,7 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
                 ("runqlat_kp_switch", Attach::Kprobe(&["finish_task_switch"])),
             ],
         )
-        .unusable_if(no_task_offsets)
-        .unusable_if(no_cgroup_offsets),
+        .unusable_if(no_task_offsets),
     ];
     Ok((config, rungs))
 }
@@ -153,32 +146,6 @@ fn task_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
     config.upid_size = btf.struct_size("upid")?;
     config.upid_ns = btf.member_any("upid", &["ns"])?.offset;
     config.pidns_inum = btf.member_any("pid_namespace", &["ns.inum"])?.offset;
-    Ok(())
-}
-
-/// The cgroup v2 directory's inode number (low 32 bits, see the config).
-fn cgroup_ino(path: &std::path::Path) -> Result<u32> {
-    use std::os::unix::fs::MetadataExt as _;
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    let meta = std::fs::metadata(path).with_context(|| format!("cgroup {}", path.display()))?;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statfs fills the struct it is given.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0
-        || fs.f_type as i64 != CGROUP2_SUPER_MAGIC
-        || !meta.is_dir()
-    {
-        anyhow::bail!("{} is not a cgroup v2 directory", path.display());
-    }
-    Ok(meta.ino() as u32)
-}
-
-fn cgroup_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
-    config.task_cgroups = btf.member_any("task_struct", &["cgroups"])?.offset;
-    config.css_set_dfl_cgrp = btf.member_any("css_set", &["dfl_cgrp"])?.offset;
-    config.cgroup_kn = btf.member_any("cgroup", &["kn"])?.offset;
-    config.kn_id = btf.member_any("kernfs_node", &["id"])?.offset;
-    config.kn_parent = btf.member_any("kernfs_node", &["__parent", "parent"])?.offset;
     Ok(())
 }
 

@@ -1,0 +1,255 @@
+//! biolatency: block I/O latency, from issue to the device (or, with -Q,
+//! from insertion into the queue) to completion.
+//!
+//! Rungs, best first: raw tracepoints with the request pointer (4.17+; the
+//! pointer is the 2nd argument before 5.11, which dropped the queue), plain
+//! `block:` tracepoints matched by device and sector (4.7+), kprobes.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+mod bpf {
+    use aya_ebpf::{
+        helpers::{bpf_get_current_task, bpf_ktime_get_ns},
+        macros::{kprobe, map, raw_tracepoint, tracepoint},
+        maps::HashMap,
+        programs::{ProbeContext, RawTracePointContext, TracePointContext},
+    };
+    use tools_common::biolatency::{key_mode, Config};
+    use tools_ebpf::{config, declare_config, histogram_maps, read_field, totals_map};
+
+    declare_config!(Config);
+
+    histogram_maps!(keyed_entries = 16384);
+    totals_map!();
+
+    /// Request (pointer) → when it started. Entries live from start to
+    /// completion; a full table is counted, not ignored.
+    #[map]
+    static START: HashMap<u64, u64> = HashMap::with_max_entries(10240, 0);
+
+    /// Plain-tracepoint rung: (dev, sector) → when it started.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct DevSector {
+        dev: u64,
+        sector: u64,
+    }
+
+    #[map]
+    static START_BY_SECTOR: HashMap<DevSector, u64> = HashMap::with_max_entries(10240, 0);
+
+    type Ptr = *const u8;
+    const BPF_NOEXIST: u64 = 1;
+
+    #[inline(always)]
+    fn rq_dev(rq: Ptr) -> u32 {
+        let disk: Ptr = if config!(has_rq_disk) != 0 {
+            read_field(rq, config!(rq_disk))
+        } else {
+            read_field::<Ptr>(rq, config!(rq_q)).and_then(|q| read_field(q, config!(q_disk)))
+        }
+        .unwrap_or(core::ptr::null());
+        let major = read_field::<u32>(disk, config!(disk_major)).unwrap_or(0);
+        let minor = read_field::<u32>(disk, config!(disk_first_minor)).unwrap_or(0);
+        (major << 20) | minor
+    }
+
+    /// Whether I/O on `dev` started by the current task is traced.
+    #[inline(always)]
+    fn wanted(dev: u32) -> bool {
+        let only = config!(disk_dev);
+        (only == 0 || only == dev)
+            && tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config!(cgroup))
+    }
+
+    /// Starts the clock for a request. With -Q both insertion and issue
+    /// start it and the first wins (BPF_NOEXIST): a request inserted into a
+    /// scheduler keeps its insertion time, one issued directly gets its issue time.
+    #[inline(always)]
+    fn start(rq: Ptr, first_wins: bool) {
+        if !wanted(rq_dev(rq)) {
+            return;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let flags = if first_wins { BPF_NOEXIST } else { 0 };
+        if let Err(err) = START.insert(&(rq as u64), &now, flags) {
+            // -EEXIST is the -Q case working as meant.
+            if err != -17 {
+                count_drop(|d| &mut d.inflight_full);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn record_latency(started: u64, dev: u32, cmd_flags: u32) {
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now < started {
+            return;
+        }
+        let ns = now - started;
+        let Some(value) = ns.checked_div(config!(unit_ns)) else { return };
+        add_total(ns);
+        let mode = config!(key_mode);
+        if mode == 0 {
+            return record(value);
+        }
+        let mut key = 0u64;
+        if mode & key_mode::DISK != 0 {
+            key |= (dev as u64) << 32;
+        }
+        if mode & key_mode::FLAGS != 0 {
+            key |= cmd_flags as u64;
+        }
+        record_keyed(key, value);
+    }
+
+    #[inline(always)]
+    fn complete(rq: Ptr) {
+        let key = rq as u64;
+        let Some(started) = (unsafe { START.get(&key) }).copied() else { return };
+        let _ = START.remove(&key);
+        let flags = read_field::<u32>(rq, config!(rq_cmd_flags)).unwrap_or(0);
+        record_latency(started, rq_dev(rq), flags);
+    }
+
+    // ---- Raw tracepoints: the request pointer ----
+
+    #[raw_tracepoint(tracepoint = "block_rq_issue")]
+    pub fn biolatency_raw_issue(ctx: RawTracePointContext) -> i32 {
+        start(ctx.arg::<Ptr>(0), false);
+        0
+    }
+
+    /// Before 5.11: `block_rq_issue(q, rq)`. A separate program because
+    /// reading a 2nd argument fails to attach where there is one.
+    #[raw_tracepoint(tracepoint = "block_rq_issue")]
+    pub fn biolatency_raw_issue_q(ctx: RawTracePointContext) -> i32 {
+        start(ctx.arg::<Ptr>(1), false);
+        0
+    }
+
+    /// -Q: issue after insertion keeps the insertion time.
+    #[raw_tracepoint(tracepoint = "block_rq_issue")]
+    pub fn biolatency_raw_issue_queued(ctx: RawTracePointContext) -> i32 {
+        start(ctx.arg::<Ptr>(0), true);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "block_rq_issue")]
+    pub fn biolatency_raw_issue_queued_q(ctx: RawTracePointContext) -> i32 {
+        start(ctx.arg::<Ptr>(1), true);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "block_rq_insert")]
+    pub fn biolatency_raw_insert(ctx: RawTracePointContext) -> i32 {
+        start(ctx.arg::<Ptr>(0), true);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "block_rq_insert")]
+    pub fn biolatency_raw_insert_q(ctx: RawTracePointContext) -> i32 {
+        start(ctx.arg::<Ptr>(1), true);
+        0
+    }
+
+    /// `block_rq_complete(rq, error, nr_bytes)` in every version.
+    #[raw_tracepoint(tracepoint = "block_rq_complete")]
+    pub fn biolatency_raw_complete(ctx: RawTracePointContext) -> i32 {
+        complete(ctx.arg::<Ptr>(0));
+        0
+    }
+
+    // ---- kprobes: blk_mq_start_request(rq), accounting start, completion ----
+
+    #[kprobe]
+    pub fn biolatency_kp_issue(ctx: ProbeContext) -> u32 {
+        if let Some(rq) = ctx.arg::<Ptr>(0) {
+            start(rq, false);
+        }
+        0
+    }
+
+    #[kprobe]
+    pub fn biolatency_kp_issue_queued(ctx: ProbeContext) -> u32 {
+        if let Some(rq) = ctx.arg::<Ptr>(0) {
+            start(rq, true);
+        }
+        0
+    }
+
+    /// -Q: accounting start, the first moment the request exists.
+    #[kprobe]
+    pub fn biolatency_kp_account_start(ctx: ProbeContext) -> u32 {
+        if let Some(rq) = ctx.arg::<Ptr>(0) {
+            start(rq, true);
+        }
+        0
+    }
+
+    #[kprobe]
+    pub fn biolatency_kp_complete(ctx: ProbeContext) -> u32 {
+        if let Some(rq) = ctx.arg::<Ptr>(0) {
+            complete(rq);
+        }
+        0
+    }
+
+    // ---- Plain tracepoints: no request, so (dev, sector) ----
+
+    #[inline(always)]
+    fn tp_dev_sector(ctx: &TracePointContext) -> Option<DevSector> {
+        let dev = unsafe { ctx.read_at::<u32>(config!(tp_dev) as usize) }.ok()?;
+        let sector = unsafe { ctx.read_at::<u64>(config!(tp_sector) as usize) }.ok()?;
+        Some(DevSector { dev: dev as u64, sector })
+    }
+
+    #[inline(always)]
+    fn tp_start(ctx: &TracePointContext, first_wins: bool) {
+        let Some(key) = tp_dev_sector(ctx) else { return count_drop(|d| &mut d.read_failed) };
+        if !wanted(key.dev as u32) {
+            return;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        if let Err(err) = START_BY_SECTOR.insert(&key, &now, if first_wins { BPF_NOEXIST } else { 0 }) {
+            if err != -17 {
+                count_drop(|d| &mut d.inflight_full);
+            }
+        }
+    }
+
+    #[tracepoint(category = "block", name = "block_rq_issue")]
+    pub fn biolatency_tp_issue(ctx: TracePointContext) -> u32 {
+        tp_start(&ctx, false);
+        0
+    }
+
+    #[tracepoint(category = "block", name = "block_rq_issue")]
+    pub fn biolatency_tp_issue_queued(ctx: TracePointContext) -> u32 {
+        tp_start(&ctx, true);
+        0
+    }
+
+    #[tracepoint(category = "block", name = "block_rq_insert")]
+    pub fn biolatency_tp_insert(ctx: TracePointContext) -> u32 {
+        tp_start(&ctx, true);
+        0
+    }
+
+    #[tracepoint(category = "block", name = "block_rq_complete")]
+    pub fn biolatency_tp_complete(ctx: TracePointContext) -> u32 {
+        let Some(key) = tp_dev_sector(&ctx) else {
+            count_drop(|d| &mut d.read_failed);
+            return 0;
+        };
+        if let Some(started) = unsafe { START_BY_SECTOR.get(&key) }.copied() {
+            let _ = START_BY_SECTOR.remove(&key);
+            record_latency(started, key.dev as u32, 0);
+        }
+        0
+    }
+}

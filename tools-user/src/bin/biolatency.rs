@@ -1,0 +1,287 @@
+//! biolatency: summarize block device I/O latency as a histogram, as BCC's
+//! biolatency does.
+
+use std::{collections::HashMap, process::ExitCode};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+use serde_json::Value;
+use tools_common::biolatency::{key_mode, Config};
+use tools_user::{
+    btf::Btf,
+    cli::{HistogramArgs, RuntimeArgs},
+    ebpf_object,
+    lifetime::{self, HistogramTool},
+    loader::{self, Attach, Rung},
+    tracefs::Format,
+};
+
+/// Summarize block device I/O latency as a histogram.
+#[derive(Parser, Debug)]
+#[command(name = "biolatency", after_help = EXAMPLES)]
+struct Args {
+    #[command(flatten)]
+    hist: HistogramArgs,
+    /// Include OS queued time in I/O time.
+    #[arg(short = 'Q', long = "queued")]
+    queued: bool,
+    /// Print a histogram per disk device.
+    #[arg(short = 'D', long = "disks")]
+    disks: bool,
+    /// Print a histogram per set of I/O flags.
+    #[arg(short = 'F', long = "flags", visible_alias = "flag")]
+    flags: bool,
+    /// Trace this disk only.
+    #[arg(short = 'd', long = "disk", value_name = "DISK")]
+    disk: Option<String>,
+    /// Summarize average, total and count of the latency.
+    #[arg(short = 'e', long = "extension")]
+    extension: bool,
+    /// JSON Lines, as --json (BCC's -j printed a Python dict).
+    #[arg(short = 'j')]
+    j: bool,
+    /// Trace I/O started by tasks in this cgroup v2 directory (and below it) only.
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    cgroup: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+const EXAMPLES: &str = "examples:
+    ./biolatency                    # summarize block I/O latency as a histogram
+    ./biolatency 1 10               # print 1 second summaries, 10 times
+    ./biolatency -mT 1              # 1s summaries, milliseconds, and timestamps
+    ./biolatency -Q                 # include OS queued time in I/O time
+    ./biolatency -D                 # show each disk device separately
+    ./biolatency -F                 # show I/O flags separately
+    ./biolatency -d sdc             # trace sdc only
+    ./biolatency -e                 # show extension summary (average/total/count)
+    ./biolatency -j                 # print JSON Lines";
+
+fn main() -> ExitCode {
+    lifetime::main_with(|| {
+        let mut args = Args::parse();
+        args.runtime.json |= args.j;
+        loader::init_logging(&args.runtime);
+        let disks = Disks::read()?;
+        let btf = Btf::from_sys_fs();
+        let (config, rungs) = plan(&args, &disks, btf.as_ref().ok())?;
+        let flag_names = if args.flags { Some(FlagNames::from_btf(btf.as_ref().ok())?) } else { None };
+        drop(btf);
+        let loaded = loader::load(ebpf_object!("biolatency"), &config, &[], rungs, &args.runtime)?;
+        let key_fields = |key: u64| {
+            let mut fields = Vec::new();
+            if args.disks {
+                fields.push(("disk", Value::from(disks.name((key >> 32) as u32))));
+            }
+            if let Some(names) = &flag_names {
+                fields.push(("flags", Value::from(names.describe(key as u32))));
+            }
+            fields
+        };
+        let tool = HistogramTool {
+            banner: "Tracing block device I/O... Hit Ctrl-C to end.",
+            key_fields: (config.key_mode != 0).then_some(&key_fields as _),
+            totals: args.extension,
+            hist: &args.hist,
+            runtime: &args.runtime,
+        };
+        lifetime::run_histograms(tool, loaded)
+    })
+}
+
+fn plan(args: &Args, disks: &Disks, btf: Option<&Btf>) -> Result<(Config, Vec<Rung>)> {
+    let mut config = Config {
+        unit_ns: args.hist.unit().1,
+        key_mode: if args.disks { key_mode::DISK } else { 0 } | if args.flags { key_mode::FLAGS } else { 0 },
+        ..Config::default()
+    };
+    if let Some(name) = &args.disk {
+        config.disk_dev = disks.dev(name)?;
+    }
+    if let Some(path) = &args.cgroup {
+        config.cgroup = tools_user::cgroup::filter(path, btf)?;
+    }
+
+    let no_request_offsets = match btf {
+        Some(btf) => request_offsets(btf, &mut config).err().map(|e| format!("no struct request offsets: {e:#}")),
+        None => Some(format!("no struct request offsets: no kernel BTF at {}", tools_user::btf::VMLINUX)),
+    };
+    // Before 5.11 (and 5.10.137) block_rq_issue/insert also passed the queue first.
+    let with_queue = btf.and_then(|b| b.raw_tracepoint_args("block_rq_issue")) == Some(2);
+    let raw = |name: &'static str| if with_queue { format!("{name}_q") } else { name.to_owned() };
+    let (issue, insert) = (
+        if args.queued { raw("biolatency_raw_issue_queued") } else { raw("biolatency_raw_issue") },
+        raw("biolatency_raw_insert"),
+    );
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut raw_programs = vec![(leak(issue), Attach::RawTracepoint("block_rq_issue"))];
+    let mut tp_programs = vec![(
+        if args.queued { "biolatency_tp_issue_queued" } else { "biolatency_tp_issue" },
+        Attach::Tracepoint { category: "block", name: "block_rq_issue" },
+    )];
+    let mut kp_programs = vec![(
+        if args.queued { "biolatency_kp_issue_queued" } else { "biolatency_kp_issue" },
+        Attach::Kprobe(&["blk_mq_start_request"]),
+    )];
+    if args.queued {
+        raw_programs.push((leak(insert), Attach::RawTracepoint("block_rq_insert")));
+        tp_programs.push(("biolatency_tp_insert", Attach::Tracepoint { category: "block", name: "block_rq_insert" }));
+        kp_programs
+            .push(("biolatency_kp_account_start", Attach::Kprobe(&["__blk_account_io_start", "blk_account_io_start"])));
+    }
+    raw_programs.push(("biolatency_raw_complete", Attach::RawTracepoint("block_rq_complete")));
+    tp_programs.push(("biolatency_tp_complete", Attach::Tracepoint { category: "block", name: "block_rq_complete" }));
+    kp_programs.push((
+        "biolatency_kp_complete",
+        Attach::Kprobe(&["__blk_account_io_done", "blk_account_io_done", "__blk_mq_end_request"]),
+    ));
+
+    let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
+    let flags_need_request =
+        args.flags.then(|| "-F needs the request's flags; plain block tracepoints do not carry them".to_owned());
+    let rungs = vec![
+        Rung::new("raw_tracepoint", raw_programs).unusable_if(no_request_offsets.clone()),
+        Rung::new("tracepoint", tp_programs).unusable_if(no_tracepoint_fields).unusable_if(flags_need_request),
+        Rung::new("kprobe", kp_programs).unusable_if(no_request_offsets),
+    ];
+    Ok((config, rungs))
+}
+
+fn request_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
+    config.rq_q = btf.member_any("request", &["q"])?.offset;
+    config.rq_cmd_flags = btf.member_any("request", &["cmd_flags"])?.offset;
+    // rq->rq_disk until 5.17; rq->q->disk from 5.15.
+    if let Some(m) = btf.member("request", "rq_disk") {
+        config.rq_disk = m.offset;
+        config.has_rq_disk = 1;
+    } else {
+        config.q_disk = btf.member_any("request_queue", &["disk"])?.offset;
+    }
+    config.disk_major = btf.member_any("gendisk", &["major"])?.offset;
+    config.disk_first_minor = btf.member_any("gendisk", &["first_minor"])?.offset;
+    Ok(())
+}
+
+fn tracepoint_fields(config: &mut Config) -> Result<()> {
+    let mut layouts = Vec::new();
+    for event in ["block_rq_issue", "block_rq_insert", "block_rq_complete"] {
+        let format = Format::read("block", event)?;
+        let dev = format.field_u32("dev")?;
+        let sector = match format.field("sector")? {
+            (offset, 8) => offset,
+            (_, size) => bail!("{event} sector is {size} bytes, expected 8"),
+        };
+        layouts.push((dev, sector));
+    }
+    if layouts.windows(2).any(|w| w[0] != w[1]) {
+        bail!("block_rq_issue, _insert and _complete records place dev and sector differently");
+    }
+    (config.tp_dev, config.tp_sector) = layouts[0];
+    Ok(())
+}
+
+/// Block devices from /proc/partitions, by dev (major << 20 | minor).
+struct Disks(HashMap<u32, String>);
+
+impl Disks {
+    fn read() -> Result<Self> {
+        let text = std::fs::read_to_string("/proc/partitions").context("reading /proc/partitions")?;
+        let disks = text
+            .lines()
+            .skip(2)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (major, minor): (u32, u32) = (f.first()?.parse().ok()?, f.get(1)?.parse().ok()?);
+                Some(((major << 20) | minor, f.get(3)?.to_string()))
+            })
+            .collect();
+        Ok(Disks(disks))
+    }
+
+    fn dev(&self, name: &str) -> Result<u32> {
+        let Some((&dev, _)) = self.0.iter().find(|(_, n)| *n == name) else {
+            bail!("no such disk '{name}' (not in /proc/partitions)");
+        };
+        if std::path::Path::new(&format!("/sys/class/block/{name}/partition")).exists() {
+            bail!("'{name}' is a partition: block I/O is accounted to the whole disk, name the disk instead");
+        }
+        Ok(dev)
+    }
+
+    fn name(&self, dev: u32) -> String {
+        self.0.get(&dev).cloned().unwrap_or_else(|| "?".into())
+    }
+}
+
+/// Names of request ops and flags from the running kernel's BTF (`req_op`,
+/// `req_flag_bits`): their numbers changed across kernels.
+struct FlagNames {
+    op_mask: u32,
+    ops: Vec<(u32, String)>,
+    /// (bit, name), highest bit first: BCC prints flags in that order, then the op.
+    flags: Vec<(u32, String)>,
+}
+
+impl FlagNames {
+    fn from_btf(btf: Option<&Btf>) -> Result<Self> {
+        let btf = btf.context("-F names request flags from kernel BTF, which this kernel does not have")?;
+        let ops = btf.enum_values("req_op").context("kernel BTF has no enum req_op")?;
+        let bits = btf.enum_values("req_flag_bits").context("kernel BTF has no enum req_flag_bits")?;
+        let first_flag_bit = bits.iter().map(|(_, v)| *v).min().unwrap_or(8);
+        let mut flags: Vec<(u32, String)> = bits
+            .iter()
+            .filter(|(name, _)| name != "__REQ_NR_BITS")
+            .map(|(name, bit)| (*bit as u32, flag_name(name)))
+            .collect();
+        flags.sort_by_key(|&(bit, _)| std::cmp::Reverse(bit));
+        Ok(FlagNames {
+            op_mask: (1u32 << first_flag_bit) - 1,
+            ops: ops
+                .iter()
+                .filter(|(name, _)| name != "REQ_OP_LAST")
+                .map(|(name, v)| (*v as u32, camel(name.trim_start_matches("REQ_OP_"))))
+                .collect(),
+            flags,
+        })
+    }
+
+    fn describe(&self, cmd_flags: u32) -> String {
+        let op = cmd_flags & self.op_mask;
+        let op_name = self.ops.iter().find(|(v, _)| *v == op).map_or("Unknown", |(_, n)| n.as_str());
+        let mut parts: Vec<&str> =
+            self.flags.iter().filter(|(bit, _)| cmd_flags & (1 << bit) != 0).map(|(_, n)| n.as_str()).collect();
+        parts.push(op_name);
+        parts.join("-")
+    }
+}
+
+/// BCC's names for the flags it knows; others in camel case.
+fn flag_name(enum_name: &str) -> String {
+    let short = enum_name.trim_start_matches("__REQ_");
+    let known = [
+        ("SYNC", "Sync"),
+        ("META", "Metadata"),
+        ("PRIO", "Priority"),
+        ("NOMERGE", "NoMerge"),
+        ("IDLE", "Idle"),
+        ("INTEGRITY", "Integrity"),
+        ("FUA", "FUA"),
+        ("PREFLUSH", "PreFlush"),
+        ("RAHEAD", "ReadAhead"),
+        ("BACKGROUND", "Background"),
+        ("NOWAIT", "NoWait"),
+    ];
+    known.iter().find(|(k, _)| *k == short).map_or_else(|| camel(short), |(_, v)| (*v).to_owned())
+}
+
+/// `WRITE_ZEROES` → `WriteZeroes`.
+fn camel(upper_snake: &str) -> String {
+    upper_snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect())
+        })
+        .collect()
+}
