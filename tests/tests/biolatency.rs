@@ -41,7 +41,9 @@ fn exact_count_on_the_best_rung() {
 fn exact_count_on_each_forced_lower_rung() {
     let _serial = serial();
     let dev = LoopDevice::new();
-    for extra in [&["--rung", "raw_tracepoint"][..], &["--rung", "tracepoint"], &["--config-map"]] {
+    for extra in
+        [&["--rung", "raw_tracepoint"][..], &["--rung", "tracepoint_io"], &["--rung", "tracepoint"], &["--config-map"]]
+    {
         let mut args = vec!["-d", dev.name()];
         args.extend(extra);
         assert_exact_150(&around_io(&dev, &args), "usecs");
@@ -55,6 +57,7 @@ fn milliseconds_and_queued_keep_the_count() {
     assert_exact_150(&around_io(&dev, &["-m", "-d", dev.name()]), "msecs");
     assert_exact_150(&around_io(&dev, &["-Q", "-d", dev.name()]), "usecs");
     assert_exact_150(&around_io(&dev, &["-Q", "--rung", "tracepoint", "-d", dev.name()]), "usecs");
+    assert_exact_150(&around_io(&dev, &["-Q", "--rung", "tracepoint_io", "-d", dev.name()]), "usecs");
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! from insertion into the queue) to completion.
 //!
 //! Rungs, best first: raw tracepoints with the request pointer (4.17+; the
-//! pointer is the 2nd argument before 5.11, which dropped the queue), plain
-//! `block:` tracepoints matched by device and sector (4.7+), kprobes.
+//! pointer is the 2nd argument before 5.11, which dropped the queue), the
+//! `block_io_start`/`block_io_done` tracepoints (6.5+) and the plain
+//! `block_rq_*` tracepoints (4.7+), both matched by device and sector, kprobes.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -240,16 +241,33 @@ mod bpf {
         0
     }
 
-    #[tracepoint(category = "block", name = "block_rq_complete")]
-    pub fn biolatency_tp_complete(ctx: TracePointContext) -> u32 {
-        let Some(key) = tp_dev_sector(&ctx) else {
-            count_drop(|d| &mut d.read_failed);
-            return 0;
-        };
+    #[inline(always)]
+    fn tp_complete(ctx: &TracePointContext) {
+        let Some(key) = tp_dev_sector(ctx) else { return count_drop(|d| &mut d.read_failed) };
         if let Some(started) = unsafe { START_BY_SECTOR.get(&key) }.copied() {
             let _ = START_BY_SECTOR.remove(&key);
             record_latency(started, key.dev as u32, 0);
         }
+    }
+
+    #[tracepoint(category = "block", name = "block_rq_complete")]
+    pub fn biolatency_tp_complete(ctx: TracePointContext) -> u32 {
+        tp_complete(&ctx);
+        0
+    }
+
+    /// 6.5+: accounting start (-Q), the request's first moment.
+    #[tracepoint(category = "block", name = "block_io_start")]
+    pub fn biolatency_tp_io_start(ctx: TracePointContext) -> u32 {
+        tp_start(&ctx, false);
+        0
+    }
+
+    /// 6.5+: accounting done, once per request (block_rq_complete may fire
+    /// once per partial completion).
+    #[tracepoint(category = "block", name = "block_io_done")]
+    pub fn biolatency_tp_io_done(ctx: TracePointContext) -> u32 {
+        tp_complete(&ctx);
         0
     }
 }

@@ -137,11 +137,22 @@ fn plan(args: &Args, disks: &Disks, btf: Option<&Btf>) -> Result<(Config, Vec<Ru
         Attach::Kprobe(&["__blk_account_io_done", "blk_account_io_done", "__blk_mq_end_request"]),
     ));
 
+    let io_programs = vec![
+        if args.queued {
+            ("biolatency_tp_io_start", Attach::Tracepoint { category: "block", name: "block_io_start" })
+        } else {
+            ("biolatency_tp_issue", Attach::Tracepoint { category: "block", name: "block_rq_issue" })
+        },
+        ("biolatency_tp_io_done", Attach::Tracepoint { category: "block", name: "block_io_done" }),
+    ];
     let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
     let flags_need_request =
         args.flags.then(|| "-F needs the request's flags; plain block tracepoints do not carry them".to_owned());
     let rungs = vec![
         Rung::new("raw_tracepoint", raw_programs).unusable_if(no_request_offsets.clone()),
+        Rung::new("tracepoint_io", io_programs)
+            .unusable_if(no_tracepoint_fields.clone())
+            .unusable_if(flags_need_request.clone()),
         Rung::new("tracepoint", tp_programs).unusable_if(no_tracepoint_fields).unusable_if(flags_need_request),
         Rung::new("kprobe", kp_programs).unusable_if(no_request_offsets),
     ];
@@ -165,8 +176,13 @@ fn request_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
 
 fn tracepoint_fields(config: &mut Config) -> Result<()> {
     let mut layouts = Vec::new();
-    for event in ["block_rq_issue", "block_rq_insert", "block_rq_complete"] {
-        let format = Format::read("block", event)?;
+    for event in ["block_rq_issue", "block_rq_insert", "block_rq_complete", "block_io_start", "block_io_done"] {
+        let format = match Format::read("block", event) {
+            Ok(format) => format,
+            // block_io_* exist from 6.5: without them that rung fails to attach, saying so.
+            Err(_) if event.starts_with("block_io") => continue,
+            Err(err) => return Err(err),
+        };
         let dev = format.field_u32("dev")?;
         let sector = match format.field("sector")? {
             (offset, 8) => offset,
@@ -175,7 +191,7 @@ fn tracepoint_fields(config: &mut Config) -> Result<()> {
         layouts.push((dev, sector));
     }
     if layouts.windows(2).any(|w| w[0] != w[1]) {
-        bail!("block_rq_issue, _insert and _complete records place dev and sector differently");
+        bail!("the block_rq_* and block_io_* records place dev and sector differently");
     }
     (config.tp_dev, config.tp_sector) = layouts[0];
     Ok(())
