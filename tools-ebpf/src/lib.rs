@@ -62,8 +62,71 @@ macro_rules! config {
     };
 }
 
-/// Declares the maps of a histogram tool (`HIST`, `KEYED_HIST`, `DROPS`,
-/// named as in `tools_common::map_names`) and the functions that record into them.
+/// Declares `DROPS` (named as in `tools_common::map_names`) and
+/// `count_drop`: what the kernel side could not record, per CPU.
+#[macro_export]
+macro_rules! drops_map {
+    () => {
+        #[aya_ebpf::macros::map]
+        static DROPS: aya_ebpf::maps::PerCpuArray<tools_common::Drops> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        /// Counts something the kernel side could not record.
+        #[inline(always)]
+        fn count_drop(field: impl FnOnce(&mut tools_common::Drops) -> &mut u64) {
+            if let Some(drops) = DROPS.get_ptr_mut(0) {
+                // SAFETY: per-CPU value.
+                unsafe { *field(&mut *drops) += 1 };
+            }
+        }
+    };
+}
+
+/// Declares the maps of an event tool, `EVENTS` (ring buffer; user space
+/// sets its size) and `EVENTS_PERF` (perf event array), and `emit`, which
+/// hands an event over through one of them and counts a failure in
+/// `DROPS`. Programs come in two builds, `emit::<true, _>` (ring buffer) and
+/// `emit::<false, _>`, so each references only the map its kernel has.
+#[macro_export]
+macro_rules! event_maps {
+    () => {
+        #[aya_ebpf::macros::map]
+        static EVENTS: aya_ebpf::maps::RingBuf = aya_ebpf::maps::RingBuf::with_byte_size(1 << 22, 0);
+
+        #[aya_ebpf::macros::map]
+        static EVENTS_PERF: aya_ebpf::maps::PerfEventByteArray = aya_ebpf::maps::PerfEventByteArray::new(0);
+
+        #[inline(always)]
+        fn emit<const RING: bool, C: aya_ebpf::EbpfContext>(ctx: &C, data: &[u8]) {
+            // The raw helpers: aya-ebpf's perf output discards the result.
+            let ret = unsafe {
+                if RING {
+                    aya_ebpf::helpers::bpf_ringbuf_output(
+                        &raw const EVENTS as *mut core::ffi::c_void,
+                        data.as_ptr() as *mut core::ffi::c_void,
+                        data.len() as u64,
+                        0,
+                    )
+                } else {
+                    aya_ebpf::helpers::bpf_perf_event_output(
+                        ctx.as_ptr(),
+                        &raw const EVENTS_PERF as *mut core::ffi::c_void,
+                        0xffff_ffff, // BPF_F_CURRENT_CPU
+                        data.as_ptr() as *mut core::ffi::c_void,
+                        data.len() as u64,
+                    )
+                }
+            };
+            if ret < 0 {
+                count_drop(|d| &mut d.output_failed);
+            }
+        }
+    };
+}
+
+/// Declares the maps of a histogram tool (`HIST`, `KEYED_HIST`, named as in
+/// `tools_common::map_names`) and the functions that record into them;
+/// needs `drops_map!()`.
 #[macro_export]
 macro_rules! histogram_maps {
     (keyed_entries = $keyed_entries:expr) => {
@@ -74,10 +137,6 @@ macro_rules! histogram_maps {
         #[aya_ebpf::macros::map]
         static KEYED_HIST: aya_ebpf::maps::PerCpuHashMap<tools_common::histogram::HistKey, u64> =
             aya_ebpf::maps::PerCpuHashMap::with_max_entries($keyed_entries, 0);
-
-        #[aya_ebpf::macros::map]
-        static DROPS: aya_ebpf::maps::PerCpuArray<tools_common::Drops> =
-            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
 
         /// Counts one value in the unkeyed histogram.
         #[inline(always)]
@@ -108,15 +167,6 @@ macro_rules! histogram_maps {
                         }
                     }
                 }
-            }
-        }
-
-        /// Counts something the kernel side could not record.
-        #[inline(always)]
-        fn count_drop(field: impl FnOnce(&mut tools_common::Drops) -> &mut u64) {
-            if let Some(drops) = DROPS.get_ptr_mut(0) {
-                // SAFETY: per-CPU value.
-                unsafe { *field(&mut *drops) += 1 };
             }
         }
     };

@@ -70,4 +70,17 @@ pub struct RuntimeArgs {
     /// Also EBPF_TOOLS_CONFIG_MAP=1.
     #[arg(long, hide = true, env = "EBPF_TOOLS_CONFIG_MAP")]
     pub config_map: bool,
+
+    /// Hand events over through a perf event array, as on kernels without a
+    /// ring buffer (for tests). Also EBPF_TOOLS_PERF_ARRAY=1.
+    #[arg(long, hide = true, env = "EBPF_TOOLS_PERF_ARRAY")]
+    pub perf_array: bool,
+}
+
+/// Sizing of the event buffers of the event tools.
+#[derive(Args, Debug, Clone)]
+pub struct EventArgs {
+    /// Event buffer pages per CPU (ring buffer or perf buffer); raise it if events are lost.
+    #[arg(long = "buffer-pages", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub buffer_pages: u32,
 }

@@ -220,16 +220,8 @@ impl HistogramMaps {
             histograms.push((None, delta));
         }
         let drops = self.drops.get(&0, 0).context("reading drop counters")?;
-        let now = drops.iter().fold(Drops::default(), |a, d| Drops {
-            inflight_full: a.inflight_full + d.inflight_full,
-            hist_full: a.hist_full + d.hist_full,
-            read_failed: a.read_failed + d.read_failed,
-        });
-        let dropped = Drops {
-            inflight_full: now.inflight_full - self.seen_drops.inflight_full,
-            hist_full: now.hist_full - self.seen_drops.hist_full,
-            read_failed: now.read_failed - self.seen_drops.read_failed,
-        };
+        let now = drops.iter().fold(Drops::default(), |a, d| a.add(d));
+        let dropped = now.since(&self.seen_drops);
         self.seen_drops = now;
         let totals = match &self.totals {
             Some(map) => {

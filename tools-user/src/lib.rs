@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
+pub mod events;
 pub mod histogram;
 pub mod lifetime;
 pub mod loader;

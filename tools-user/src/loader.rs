@@ -135,6 +135,9 @@ pub fn load<C: Pod>(
     raise_memlock();
     let started = Instant::now();
     let mut loader = EbpfLoader::new();
+    // A kernel without ring buffers cannot create one: the event tools then
+    // use their perf-array programs, which never reference it.
+    loader.allow_unsupported_maps();
     for &(map, n) in max_entries {
         loader.map_max_entries(map, n);
     }

@@ -3,6 +3,7 @@
 #![no_std]
 
 pub mod biolatency;
+pub mod execsnoop;
 pub mod histogram;
 pub mod runqlat;
 
@@ -16,6 +17,10 @@ pub mod map_names {
     pub const DROPS: &str = "DROPS";
     /// Per-CPU array of [`crate::histogram::Totals`] at index 0, for tools that print sums.
     pub const TOTALS: &str = "TOTALS";
+    /// BPF ring buffer of events (5.8+).
+    pub const EVENTS: &str = "EVENTS";
+    /// Perf event array of events, where the kernel has no ring buffer.
+    pub const EVENTS_PERF: &str = "EVENTS_PERF";
 }
 
 /// `-c PATH`: only tasks in a cgroup v2 directory or below it. Compared by
@@ -46,11 +51,33 @@ pub struct Drops {
     pub hist_full: u64,
     /// A kernel read of a struct member failed.
     pub read_failed: u64,
+    /// An event could not be handed to user space (ring buffer or perf
+    /// buffer full). Counted here because a perf buffer reports its own
+    /// losses only when a later event gets through.
+    pub output_failed: u64,
 }
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.inflight_full + self.hist_full + self.read_failed
+        self.inflight_full + self.hist_full + self.read_failed + self.output_failed
+    }
+
+    pub fn add(&self, other: &Drops) -> Drops {
+        Drops {
+            inflight_full: self.inflight_full + other.inflight_full,
+            hist_full: self.hist_full + other.hist_full,
+            read_failed: self.read_failed + other.read_failed,
+            output_failed: self.output_failed + other.output_failed,
+        }
+    }
+
+    pub fn since(&self, earlier: &Drops) -> Drops {
+        Drops {
+            inflight_full: self.inflight_full - earlier.inflight_full,
+            hist_full: self.hist_full - earlier.hist_full,
+            read_failed: self.read_failed - earlier.read_failed,
+            output_failed: self.output_failed - earlier.output_failed,
+        }
     }
 }
 
@@ -63,4 +90,6 @@ mod pod {
     unsafe impl aya::Pod for super::histogram::Totals {}
     unsafe impl aya::Pod for super::runqlat::Config {}
     unsafe impl aya::Pod for super::biolatency::Config {}
+    unsafe impl aya::Pod for super::execsnoop::Config {}
+    unsafe impl aya::Pod for super::execsnoop::InFlight {}
 }

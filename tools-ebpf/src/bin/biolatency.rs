@@ -20,10 +20,11 @@ mod bpf {
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
     use tools_common::biolatency::{key_mode, Config};
-    use tools_ebpf::{config, declare_config, histogram_maps, read_field, totals_map};
+    use tools_ebpf::{config, declare_config, drops_map, histogram_maps, read_field, totals_map};
 
     declare_config!(Config);
 
+    drops_map!();
     histogram_maps!(keyed_entries = 16384);
     totals_map!();
 

@@ -18,10 +18,11 @@ mod bpf {
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
     use tools_common::runqlat::{key_mode, Config};
-    use tools_ebpf::{config, declare_config, histogram_maps, read_field};
+    use tools_ebpf::{config, declare_config, drops_map, histogram_maps, read_field};
 
     declare_config!(Config);
 
+    drops_map!();
     histogram_maps!(keyed_entries = 16384);
 
     /// TID → when it became runnable (ns). A task is in here only between

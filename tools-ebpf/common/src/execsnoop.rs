@@ -1,0 +1,84 @@
+//! execsnoop's event and configuration.
+
+/// Bytes kept of the file name as passed to exec.
+pub const FILENAME_SIZE: usize = 256;
+/// Bytes kept of the argument strings (NUL-separated): a power of two, so
+/// the kernel side can bound reads with a mask.
+pub const ARGS_SIZE: usize = 8192;
+/// Arguments read one by one from a failed exec's argv (successful execs
+/// read the new process's whole argument area at once).
+pub const FAILED_MAX_ARGS: usize = 32;
+
+/// `flags` bits of an [`ExecEvent`].
+pub mod event_flags {
+    /// The arguments did not fit: more follow than were captured.
+    pub const ARGS_TRUNCATED: u32 = 1;
+    /// `args` starts with argv[0] (read from the new process); otherwise
+    /// the failed-exec path read argv[0] too, so the same holds. Kept for clarity.
+    pub const FROM_MM: u32 = 2;
+}
+
+/// One exec, as the kernel hands it over. Only the first
+/// `offset_of!(ExecEvent, args) + args_len` bytes are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at the exec.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub cpu: u32,
+    /// 0, or -errno for a failed exec.
+    pub ret: i32,
+    pub flags: u32,
+    /// Bytes of `args` that hold data.
+    pub args_len: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+    pub pcomm: [u8; 16],
+    /// The path as passed to exec (NUL-terminated).
+    pub filename: [u8; FILENAME_SIZE],
+    /// argv[0], argv[1], ... each NUL-terminated.
+    pub args: [u8; ARGS_SIZE],
+}
+
+/// What a failed exec needs from its entry: the caller's pointers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InFlight {
+    pub filename: u64,
+    pub argv: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// `-u`: only this UID, when `filter_uid` is set (so that -u 0 works).
+    pub uid: u32,
+    pub filter_uid: u32,
+    /// `-P`: only children of this process; 0 = all.
+    pub ppid: u32,
+    pub _pad: u32,
+    pub cgroup: crate::CgroupFilter,
+
+    /// `task_struct.real_parent`, `.tgid`, `.comm`, `.mm`; `mm_struct.arg_start`, `.arg_end`.
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+
+    /// `sched_process_exec` record: `filename` (__data_loc) and `old_pid`.
+    pub tp_exec_filename: u32,
+    pub tp_exec_old_pid: u32,
+    /// `sys_enter_execve`: `filename`, `argv`; `sys_enter_execveat`: the same
+    /// two; `sys_exit_*`: `ret`.
+    pub tp_execve_filename: u32,
+    pub tp_execve_argv: u32,
+    pub tp_execveat_filename: u32,
+    pub tp_execveat_argv: u32,
+    pub tp_exit_ret: u32,
+    pub _pad2: u32,
+}

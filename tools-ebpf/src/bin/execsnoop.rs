@@ -1,0 +1,260 @@
+//! execsnoop: every exec, with PID, PPID, return code and arguments.
+//!
+//! Successful execs are seen at `sched:sched_process_exec`, for execve and
+//! execveat alike and from any thread, once the new program is in place:
+//! its arguments are read from the new `mm->arg_start..arg_end`, which the
+//! kernel has just written (never missing, unlike the caller's pages at
+//! syscall entry). Failed execs (-x) pair the syscall tracepoints by TID and
+//! read the caller's argv at exit, when the kernel has already touched it.
+//!
+//! Each program that emits comes in two builds: ring buffer (5.8+) and
+//! perf event array (`_perf`).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+mod bpf {
+    use core::mem::offset_of;
+
+    use aya_ebpf::{
+        helpers::{
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+            bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+            bpf_probe_read_user_str_bytes, generated,
+        },
+        macros::{map, tracepoint},
+        maps::{HashMap, PerCpuArray},
+        programs::TracePointContext,
+        EbpfContext as _,
+    };
+    use tools_common::execsnoop::{event_flags, Config, ExecEvent, InFlight, ARGS_SIZE, FAILED_MAX_ARGS};
+    use tools_ebpf::{config, declare_config, drops_map, event_maps, read_field};
+
+    declare_config!(Config);
+    drops_map!();
+    event_maps!();
+
+    /// Where an event is built: too large for the BPF stack.
+    #[map]
+    static SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+    /// -x: TID → the caller's pointers, from syscall entry to exit.
+    #[map]
+    static INFLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(10240, 0);
+
+    type Ptr = *const u8;
+
+    /// The event under construction with its common fields filled, or None
+    /// when the current task is filtered out.
+    #[inline(always)]
+    fn new_event(ret: i32) -> Option<&'static mut ExecEvent> {
+        let task = unsafe { bpf_get_current_task() } as Ptr;
+        let uid = bpf_get_current_uid_gid() as u32;
+        if config!(filter_uid) != 0 && uid != config!(uid) {
+            return None;
+        }
+        let parent = read_field::<Ptr>(task, config!(task_real_parent)).unwrap_or(core::ptr::null());
+        let ppid = read_field::<u32>(parent, config!(task_tgid)).unwrap_or(0);
+        let only_children_of = config!(ppid);
+        if only_children_of != 0 && ppid != only_children_of {
+            return None;
+        }
+        if !tools_ebpf::task_in_cgroup(task, &config!(cgroup)) {
+            return None;
+        }
+        let ev = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+        ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+        ev.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        ev.ppid = ppid;
+        ev.uid = uid;
+        ev.cpu = unsafe { bpf_get_smp_processor_id() };
+        ev.ret = ret;
+        ev.flags = 0;
+        ev.args_len = 0;
+        ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        ev.pcomm = read_field(parent, config!(task_comm)).unwrap_or([0; 16]);
+        ev.filename[0] = 0;
+        Some(ev)
+    }
+
+    #[inline(always)]
+    fn send<const RING: bool>(ctx: &TracePointContext, ev: &ExecEvent) {
+        let len = offset_of!(ExecEvent, args) + (ev.args_len as usize & (ARGS_SIZE - 1));
+        let bytes = unsafe { core::slice::from_raw_parts(ev as *const ExecEvent as *const u8, len) };
+        emit::<RING, _>(ctx, bytes);
+    }
+
+    // ---- Successful execs ----
+
+    #[inline(always)]
+    fn on_exec<const RING: bool>(ctx: &TracePointContext) {
+        // A failed-exec entry of this task (keyed by its TID before exec,
+        // `old_pid`, which differs when a non-leader thread execs) is done.
+        if let Ok(old_tid) = unsafe { ctx.read_at::<u32>(config!(tp_exec_old_pid) as usize) } {
+            let _ = INFLIGHT.remove(&old_tid);
+        }
+        let Some(ev) = new_event(0) else { return };
+        // __data_loc: offset of the string in the record in the low 16 bits.
+        if let Ok(loc) = unsafe { ctx.read_at::<u32>(config!(tp_exec_filename) as usize) } {
+            let src = unsafe { (ctx.as_ptr() as Ptr).add((loc & 0xffff) as usize) };
+            let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) };
+        }
+        let task = unsafe { bpf_get_current_task() } as Ptr;
+        let mm = read_field::<Ptr>(task, config!(task_mm)).unwrap_or(core::ptr::null());
+        let start = read_field::<u64>(mm, config!(mm_arg_start)).unwrap_or(0);
+        let end = read_field::<u64>(mm, config!(mm_arg_end)).unwrap_or(0);
+        let mut len = end.saturating_sub(start) as usize;
+        if len >= ARGS_SIZE {
+            len = ARGS_SIZE - 1;
+            ev.flags |= event_flags::ARGS_TRUNCATED;
+        }
+        let len = len & (ARGS_SIZE - 1);
+        let ret = unsafe { generated::bpf_probe_read_user(ev.args.as_mut_ptr().cast(), len as u32, start as *const _) };
+        if ret == 0 {
+            ev.args_len = len as u32;
+        } else {
+            count_drop(|d| &mut d.read_failed);
+        }
+        ev.flags |= event_flags::FROM_MM;
+        send::<RING>(ctx, ev);
+    }
+
+    #[tracepoint(category = "sched", name = "sched_process_exec")]
+    pub fn execsnoop_exec(ctx: TracePointContext) -> u32 {
+        on_exec::<true>(&ctx);
+        0
+    }
+
+    #[tracepoint(category = "sched", name = "sched_process_exec")]
+    pub fn execsnoop_exec_perf(ctx: TracePointContext) -> u32 {
+        on_exec::<false>(&ctx);
+        0
+    }
+
+    // ---- Failed execs (-x) ----
+
+    #[inline(always)]
+    fn on_enter(ctx: &TracePointContext, filename_at: u32, argv_at: u32) {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let (Ok(filename), Ok(argv)) =
+            (unsafe { ctx.read_at::<u64>(filename_at as usize) }, unsafe { ctx.read_at::<u64>(argv_at as usize) })
+        else {
+            return count_drop(|d| &mut d.read_failed);
+        };
+        if INFLIGHT.insert(&tid, &InFlight { filename, argv }, 0).is_err() {
+            count_drop(|d| &mut d.inflight_full);
+        }
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
+    pub fn execsnoop_enter_execve(ctx: TracePointContext) -> u32 {
+        on_enter(&ctx, config!(tp_execve_filename), config!(tp_execve_argv));
+        0
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
+    pub fn execsnoop_enter_execveat(ctx: TracePointContext) -> u32 {
+        on_enter(&ctx, config!(tp_execveat_filename), config!(tp_execveat_argv));
+        0
+    }
+
+    /// Reaches only execs that failed: a successful one removed its entry
+    /// at `sched_process_exec`.
+    #[inline(always)]
+    fn on_exit<const RING: bool>(ctx: &TracePointContext) {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some(inflight) = (unsafe { INFLIGHT.get(&tid) }).copied() else { return };
+        let _ = INFLIGHT.remove(&tid);
+        let ret = unsafe { ctx.read_at::<i64>(config!(tp_exit_ret) as usize) }.unwrap_or(0);
+        if ret >= 0 {
+            return;
+        }
+        let Some(ev) = new_event(ret as i32) else { return };
+        let _ = unsafe { bpf_probe_read_user_str_bytes(inflight.filename as Ptr, &mut ev.filename) };
+        // argv[0], argv[1], ... one string at a time, at most FAILED_MAX_ARGS,
+        // unrolled (kernels before 5.3 reject loops). Each string may take
+        // up to half the buffer, so every read stays inside it.
+        let argv = inflight.argv as *const u64;
+        let mut off = 0usize;
+        let mut i = 0usize;
+        let mut done = false;
+        macro_rules! one_arg {
+            () => {
+                if !done {
+                    match unsafe { bpf_probe_read_user(argv.wrapping_add(i)) } {
+                        Ok(0) | Err(_) => done = true,
+                        Ok(ptr) => {
+                            let at = off & (ARGS_SIZE / 2 - 1);
+                            let n = unsafe {
+                                generated::bpf_probe_read_user_str(
+                                    ev.args.as_mut_ptr().add(at).cast(),
+                                    (ARGS_SIZE / 2) as u32,
+                                    ptr as *const _,
+                                )
+                            };
+                            if n <= 0 || at + n as usize >= ARGS_SIZE / 2 {
+                                done = true;
+                                ev.flags |= event_flags::ARGS_TRUNCATED;
+                            } else {
+                                off = at + n as usize;
+                            }
+                            i += 1;
+                        }
+                    }
+                }
+            };
+        }
+        macro_rules! eight_args {
+            () => {
+                one_arg!();
+                one_arg!();
+                one_arg!();
+                one_arg!();
+                one_arg!();
+                one_arg!();
+                one_arg!();
+                one_arg!();
+            };
+        }
+        eight_args!();
+        eight_args!();
+        eight_args!();
+        eight_args!();
+        if !done && i == FAILED_MAX_ARGS {
+            if let Ok(next) = unsafe { bpf_probe_read_user(argv.wrapping_add(i)) } {
+                if next != 0 {
+                    ev.flags |= event_flags::ARGS_TRUNCATED;
+                }
+            }
+        }
+        ev.args_len = off as u32;
+        send::<RING>(ctx, ev);
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_execve")]
+    pub fn execsnoop_exit_execve(ctx: TracePointContext) -> u32 {
+        on_exit::<true>(&ctx);
+        0
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_execve")]
+    pub fn execsnoop_exit_execve_perf(ctx: TracePointContext) -> u32 {
+        on_exit::<false>(&ctx);
+        0
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
+    pub fn execsnoop_exit_execveat(ctx: TracePointContext) -> u32 {
+        on_exit::<true>(&ctx);
+        0
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
+    pub fn execsnoop_exit_execveat_perf(ctx: TracePointContext) -> u32 {
+        on_exit::<false>(&ctx);
+        0
+    }
+}

@@ -1,0 +1,196 @@
+//! The event path shared by the event tools: the BPF ring buffer where the
+//! kernel has one (5.8+), a perf event array otherwise, drained in batches,
+//! with the kernel's own count of events it could not hand over.
+
+use std::{future::poll_fn, task::Poll};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    maps::{
+        perf::{PerfEvent, PerfEventArrayBuffer},
+        MapData, MapType, PerCpuArray, PerfEventArray, RingBuf,
+    },
+    util::online_cpus,
+    Ebpf,
+};
+use tokio::io::unix::AsyncFd;
+use tools_common::{map_names, Drops};
+
+use crate::cli::RuntimeArgs;
+
+/// How events reach user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    RingBuffer,
+    PerfArray,
+}
+
+impl Transport {
+    /// The ring buffer when the kernel has it (probed) and the perf array is not forced.
+    pub fn choose(runtime: &RuntimeArgs) -> Transport {
+        let ring = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
+        let chosen = if ring && !runtime.perf_array { Transport::RingBuffer } else { Transport::PerfArray };
+        log::info!(
+            "events: {} ({})",
+            if chosen == Transport::RingBuffer { "ring buffer" } else { "perf event array" },
+            if ring {
+                if runtime.perf_array {
+                    "forced"
+                } else {
+                    "probed"
+                }
+            } else {
+                "the kernel has no ring buffer"
+            }
+        );
+        chosen
+    }
+
+    /// The program built for this transport: `name` or `name_perf`.
+    pub fn program(self, name: &'static str) -> &'static str {
+        match self {
+            Transport::RingBuffer => name,
+            Transport::PerfArray => Box::leak(format!("{name}_perf").into_boxed_str()),
+        }
+    }
+
+    /// Map sizes for the loader: the ring buffer holds `pages` pages per CPU
+    /// (a power of two in all, as the kernel requires).
+    pub fn max_entries(self, pages_per_cpu: usize) -> Vec<(&'static str, u32)> {
+        let cpus = online_cpus().map(|c| c.len()).unwrap_or(1);
+        let bytes = (pages_per_cpu * cpus * page_size()).next_power_of_two();
+        match self {
+            Transport::RingBuffer => vec![(map_names::EVENTS, bytes as u32)],
+            // An unused ring buffer still gets created where supported: keep it small.
+            Transport::PerfArray => vec![(map_names::EVENTS, page_size() as u32)],
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+enum Source {
+    Ring(AsyncFd<RingBuf<MapData>>),
+    Perf(Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>),
+}
+
+/// Events from the kernel, and the drop counters that go with them.
+pub struct EventStream {
+    source: Source,
+    drops: PerCpuArray<MapData, Drops>,
+    reported: Drops,
+    /// Reassembles perf samples that wrap around the end of their buffer.
+    scratch: Vec<u8>,
+}
+
+impl EventStream {
+    pub fn open(ebpf: &mut Ebpf, transport: Transport, pages_per_cpu: usize) -> Result<Self> {
+        let source = match transport {
+            Transport::RingBuffer => {
+                let ring = RingBuf::try_from(ebpf.take_map(map_names::EVENTS).context("no EVENTS map")?)?;
+                Source::Ring(watch(ring)?)
+            }
+            Transport::PerfArray => {
+                let mut array =
+                    PerfEventArray::try_from(ebpf.take_map(map_names::EVENTS_PERF).context("no EVENTS_PERF map")?)?;
+                let cpus = online_cpus().map_err(|(_, err)| err).context("listing online CPUs")?;
+                let mut buffers = Vec::new();
+                for cpu in cpus {
+                    buffers.push(watch(array.open(cpu, Some(pages_per_cpu.next_power_of_two()))?)?);
+                }
+                Source::Perf(buffers)
+            }
+        };
+        let drops = PerCpuArray::try_from(ebpf.take_map(map_names::DROPS).context("no DROPS map")?)?;
+        Ok(EventStream { source, drops, reported: Drops::default(), scratch: Vec::new() })
+    }
+
+    /// Waits until events are ready, then hands each available one to `f`:
+    /// one wakeup drains a whole batch.
+    pub async fn next_batch(&mut self, mut f: impl FnMut(&[u8])) -> Result<()> {
+        let scratch = &mut self.scratch;
+        match &mut self.source {
+            Source::Ring(fd) => {
+                let mut guard = fd.readable_mut().await?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    f(&item);
+                }
+                guard.clear_ready();
+            }
+            Source::Perf(buffers) => {
+                poll_fn(|cx| {
+                    let mut any = false;
+                    for fd in buffers.iter_mut() {
+                        if let Poll::Ready(guard) = fd.poll_read_ready_mut(cx) {
+                            let mut guard = guard?;
+                            drain_perf(guard.get_inner_mut(), scratch, &mut f);
+                            guard.clear_ready();
+                            any = true;
+                        }
+                    }
+                    if any {
+                        Poll::Ready(std::io::Result::Ok(()))
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands over whatever is buffered now, without waiting (at exit).
+    pub fn drain_now(&mut self, mut f: impl FnMut(&[u8])) {
+        match &mut self.source {
+            Source::Ring(fd) => {
+                while let Some(item) = fd.get_mut().next() {
+                    f(&item);
+                }
+            }
+            Source::Perf(buffers) => {
+                for fd in buffers.iter_mut() {
+                    drain_perf(fd.get_mut(), &mut self.scratch, &mut f);
+                }
+            }
+        }
+    }
+
+    /// What the kernel could not hand over since the last call.
+    pub fn new_drops(&mut self) -> Result<Drops> {
+        let per_cpu = self.drops.get(&0, 0).context("reading drop counters")?;
+        let now = per_cpu.iter().fold(Drops::default(), |a, d| a.add(d));
+        let new = now.since(&self.reported);
+        self.reported = now;
+        Ok(new)
+    }
+}
+
+/// Registers a buffer with the event loop.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its fd, and the AsyncFd owns `inner`: the fd
+    // stays open for as long as it is registered.
+    unsafe { AsyncFd::register(inner) }.map_err(|err| anyhow::anyhow!("watching an event buffer: {err}"))
+}
+
+/// Perf samples, reassembled when they wrap. The kernel side counts what it
+/// failed to output, so the buffer's own lost records (the same events,
+/// reported late) are not added again.
+fn drain_perf(buf: &mut PerfEventArrayBuffer<MapData>, scratch: &mut Vec<u8>, f: &mut impl FnMut(&[u8])) {
+    buf.for_each(|event| {
+        if let PerfEvent::Sample { head, tail } = event {
+            if tail.is_empty() {
+                f(head);
+            } else {
+                scratch.clear();
+                scratch.extend_from_slice(head);
+                scratch.extend_from_slice(tail);
+                f(scratch);
+            }
+        }
+    });
+}
