@@ -2,10 +2,19 @@
 //! byte on stdin before it starts, so the tool under test can be attached
 //! (and given the workload's PID) first.
 //!
-//!   workload spin CPU             burn CPU pinned to CPU until killed
-//!   workload sleep CPU N MS       pinned to CPU, sleep MS milliseconds N times, then exit
+//!   workload spin CPU                 burn CPU pinned to CPU until killed
+//!   workload sleep CPU N MS           pinned to CPU, sleep MS milliseconds N times, then exit
+//!   workload thread-exec PATH ARG...  execve from a thread that is not the leader
+//!   workload execveat PATH ARG...     execveat(AT_FDCWD, PATH, [PATH, ARG...])
+//!   workload fexecve PATH ARG...      fexecve(open(PATH), [PATH, ARG...])
+//!   workload exec-storm N PATH ARG... fork and exec PATH ARG... I N times, as fast as possible
 
-use std::{io::Read as _, time::Duration};
+use std::{
+    ffi::{CString, OsStr},
+    io::Read as _,
+    os::unix::ffi::OsStrExt as _,
+    time::Duration,
+};
 
 fn pin(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; the call only reads it.
@@ -16,13 +25,26 @@ fn pin(cpu: usize) {
     }
 }
 
+fn cstrings(args: &[String]) -> Vec<CString> {
+    args.iter().map(|a| CString::new(OsStr::new(a).as_bytes()).unwrap()).collect()
+}
+
+/// NULL-terminated pointer array over `strings`.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).expect("usage: see workload.rs") };
-    pin(num(1) as usize);
+    let cmd = args[0].as_str();
+    if matches!(cmd, "spin" | "sleep") {
+        pin(num(1) as usize);
+    }
     let mut go = [0u8; 1];
     let _ = std::io::stdin().read(&mut go);
-    match args[0].as_str() {
+    let env: [*const libc::c_char; 1] = [std::ptr::null()];
+    match cmd {
         "spin" => {
             let mut x = 0u64;
             loop {
@@ -32,6 +54,54 @@ fn main() {
         "sleep" => {
             for _ in 0..num(2) {
                 std::thread::sleep(Duration::from_millis(num(3)));
+            }
+        }
+        "thread-exec" => {
+            let argv = cstrings(&args[1..]);
+            let thread = std::thread::spawn(move || {
+                let ptrs = pointers(&argv);
+                let env: [*const libc::c_char; 1] = [std::ptr::null()];
+                // SAFETY: valid NUL-terminated strings and arrays.
+                unsafe { libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr()) };
+                panic!("execve failed: {}", std::io::Error::last_os_error());
+            });
+            let _ = thread.join();
+        }
+        "execveat" => {
+            let argv = cstrings(&args[1..]);
+            let ptrs = pointers(&argv);
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_execveat, libc::AT_FDCWD, ptrs[0], ptrs.as_ptr(), env.as_ptr(), 0) };
+            panic!("execveat failed: {}", std::io::Error::last_os_error());
+        }
+        "fexecve" => {
+            let argv = cstrings(&args[1..]);
+            let ptrs = pointers(&argv);
+            // SAFETY: as above.
+            unsafe {
+                let fd = libc::open(ptrs[0], libc::O_RDONLY | libc::O_CLOEXEC);
+                assert!(fd >= 0, "open");
+                libc::fexecve(fd, ptrs.as_ptr(), env.as_ptr());
+            }
+            panic!("fexecve failed: {}", std::io::Error::last_os_error());
+        }
+        "exec-storm" => {
+            let n = num(1);
+            for i in 0..n {
+                let mut argv: Vec<String> = args[2..].to_vec();
+                argv.push(i.to_string());
+                let argv = cstrings(&argv);
+                let ptrs = pointers(&argv);
+                // SAFETY: fork then only async-signal-safe calls in the child.
+                unsafe {
+                    let pid = libc::fork();
+                    if pid == 0 {
+                        libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
+                        libc::_exit(127);
+                    }
+                    let mut status = 0;
+                    libc::waitpid(pid, &mut status, 0);
+                }
             }
         }
         other => panic!("unknown workload {other}"),

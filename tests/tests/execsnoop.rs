@@ -1,0 +1,335 @@
+//! execsnoop against execs whose answer is known: the oracles of
+//! shared/reference/bcc-tools.md §10, and exact loss accounting.
+
+use std::{process::Command, time::Duration};
+
+use integration_tests::*;
+
+const READY: &str = "RET ARGS";
+const READY_JSON: &str = "Tracing exec()s";
+
+fn uuid() -> String {
+    format!(
+        "u{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
+}
+
+/// A line of the default layout: COMM (16), PID, PPID, RET, ARGS.
+#[derive(Debug)]
+struct Line {
+    comm: String,
+    pid: u32,
+    ppid: u32,
+    ret: i32,
+    args: String,
+}
+
+fn parse(line: &str) -> Line {
+    let comm = line[..16].trim_end().to_owned();
+    let rest = &line[17..];
+    let mut it = rest.split_whitespace();
+    let pid = it.next().unwrap().parse().unwrap();
+    let ppid = it.next().unwrap().parse().unwrap();
+    let ret_text = it.next().unwrap();
+    let ret = ret_text.parse().unwrap();
+    let after_ret = rest.find(&format!(" {ret_text} ")).map(|i| i + ret_text.len() + 2).unwrap();
+    Line { comm, pid, ppid, ret, args: rest[after_ret..].to_owned() }
+}
+
+/// Runs execsnoop with `args` while `workload` runs, and returns its lines containing `tag`.
+fn trace(args: &[&str], tag: &str, workload: impl FnOnce()) -> (Output, Vec<String>) {
+    let tool = Running::start("execsnoop", args, READY);
+    workload();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tool.interrupt();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let lines = out.stdout.lines().filter(|l| l.contains(tag)).map(str::to_owned).collect();
+    (out, lines)
+}
+
+fn my_comm() -> String {
+    // The calling thread's: a test runs in a thread named after it.
+    read("/proc/thread-self/comm").trim_end().to_owned()
+}
+
+fn basic(extra: &[&str]) {
+    let _serial = serial();
+    let tag = uuid();
+    let mut child_pid = 0;
+    let (_, lines) = trace(extra, &tag, || {
+        let mut child = Command::new("/bin/true").arg(&tag).spawn().unwrap();
+        child_pid = child.id();
+        child.wait().unwrap();
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = parse(&lines[0]);
+    assert_eq!((l.comm.as_str(), l.pid, l.ppid, l.ret), ("true", child_pid, std::process::id(), 0), "{l:?}");
+    assert_eq!(l.args, format!("/bin/true {tag}"));
+}
+
+#[test]
+fn basic_exec() {
+    basic(&[]);
+}
+
+#[test]
+fn basic_exec_on_forced_perf_array() {
+    basic(&["--perf-array"]);
+}
+
+#[test]
+fn basic_exec_with_forced_config_map() {
+    basic(&["--config-map"]);
+}
+
+#[test]
+fn failed_exec_only_with_x() {
+    let _serial = serial();
+    let tag = uuid();
+    let path = format!("/nonexistent/{tag}");
+    let spawn = || assert!(Command::new(&path).spawn().is_err());
+    let (_, lines) = trace(&[], &tag, spawn);
+    assert!(lines.is_empty(), "{lines:?}");
+    let (_, lines) = trace(&["-x"], &tag, spawn);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = parse(&lines[0]);
+    assert_eq!((l.ret, l.args.as_str()), (-2, path.as_str()));
+    assert_eq!(l.comm, my_comm(), "a failed exec keeps the caller's comm");
+}
+
+#[test]
+fn argument_limits() {
+    let _serial = serial();
+    let tag = uuid();
+    let args = |n: usize| -> Vec<String> { (1..=n).map(|i| format!("a{i}")).chain([tag.clone()]).collect() };
+    let long = "x".repeat(200);
+    let (_, lines) = trace(&[], &tag, || {
+        Command::new("/bin/true").args(args(18)).status().unwrap(); // 19 arguments with the tag
+        Command::new("/bin/true").args(args(24)).status().unwrap(); // 25
+        Command::new("/bin/true").args([&long, &tag]).status().unwrap();
+    });
+    let lines: Vec<Line> = lines.iter().map(|l| parse(l)).collect();
+    assert_eq!(lines.len(), 2, "the 25-argument line is cut before its tag: {lines:?}");
+    assert_eq!(lines[0].args, format!("/bin/true {}", args(18).join(" ")), "19 arguments: all, no ...");
+    assert_eq!(lines[1].args, format!("/bin/true {} {tag}", &long[..127]), "127 bytes of a long argument");
+    // 25 arguments: a1..a19 then "...".
+    let (out, _) = trace(&[], &tag, || {
+        Command::new("/bin/true").args(args(24)).arg("end").status().unwrap();
+    });
+    let expected = format!("/bin/true {} ...", (1..=19).map(|i| format!("a{i}")).collect::<Vec<_>>().join(" "));
+    assert!(out.stdout.lines().any(|l| l.ends_with(&expected)), "{}", out.stdout);
+    let (_, lines) = trace(&["--max-args", "3"], &tag, || {
+        Command::new("/bin/true").args([&tag, "a2", "a3", "a4", "a5"]).status().unwrap();
+    });
+    assert_eq!(parse(&lines[0]).args, format!("/bin/true {tag} a2 ..."));
+}
+
+#[test]
+fn quoting_and_escaping() {
+    let _serial = serial();
+    let tag = uuid();
+    let run = || {
+        Command::new("/bin/true").args([tag.as_str(), "with space", "q\"uote", "a\nb", "\x1b[31m"]).status().unwrap();
+    };
+    let (out, lines) = trace(&[], &tag, run);
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    assert_eq!(parse(&lines[0]).args, format!("/bin/true {tag} with space q\"uote a\\nb \\x1b[31m"));
+    assert!(!out.stdout.contains('\x1b'), "ESC reached the output raw");
+    let (_, lines) = trace(&["-q"], &tag, run);
+    assert_eq!(
+        parse(&lines[0]).args,
+        format!("\"/bin/true\" \"{tag}\" \"with space\" \"q\\\"uote\" \"a\\nb\" \"\\x1b[31m\"")
+    );
+}
+
+#[test]
+fn filters() {
+    let _serial = serial();
+    let tag = uuid();
+    let both = || {
+        Command::new("/bin/true").arg(&tag).status().unwrap();
+        Command::new("setpriv").args(["--reuid=65534", "/bin/true", &tag]).status().unwrap();
+    };
+    let (_, lines) = trace(&["-U", "-u", "65534"], &tag, both);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("65534 "), "only the exec as UID 65534: {lines:?}");
+    let (_, lines) = trace(&["-u", "0", "-n", "^true$"], &tag, both);
+    assert_eq!(lines.len(), 1, "-u 0 keeps root's exec only: {lines:?}");
+    // -P: children of this process only; the sh's own child is not one.
+    let me = std::process::id().to_string();
+    let (_, lines) = trace(&["-P", &me], &tag, || {
+        Command::new("sh").args(["-c", &format!("/bin/true {tag}-grandchild; :"), &tag]).status().unwrap();
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(parse(&lines[0]).comm, "sh");
+    // -n on the comm, -l on the arguments.
+    let (_, lines) = trace(&["-n", "tru"], &tag, both);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (out, lines) = trace(&["-l", &tag], &tag, || {
+        Command::new("/bin/true").arg("other").status().unwrap();
+        Command::new("/bin/true").arg(&tag).status().unwrap();
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(!out.stdout.contains("/bin/true other"), "{}", out.stdout);
+}
+
+fn one_exec_by(workload: &str, tag: &str) -> (u32, Line) {
+    let mut w = Workload::new(&[workload, "/bin/true", tag]);
+    let pid = w.pid();
+    let (_, lines) = trace(&[], tag, || {
+        w.go();
+        w.wait(Duration::from_secs(10));
+    });
+    assert_eq!(lines.len(), 1, "{workload}: {lines:?}");
+    (pid, parse(&lines[0]))
+}
+
+#[test]
+fn exec_from_a_thread_that_is_not_the_leader() {
+    let _serial = serial();
+    let tag = uuid();
+    let (pid, line) = one_exec_by("thread-exec", &tag);
+    assert_eq!((line.pid, line.ret, line.args.as_str()), (pid, 0, format!("/bin/true {tag}").as_str()));
+}
+
+#[test]
+fn execveat_and_fexecve() {
+    let _serial = serial();
+    let tag = uuid();
+    let (pid, line) = one_exec_by("execveat", &tag);
+    assert_eq!((line.pid, line.args.as_str()), (pid, format!("/bin/true {tag}").as_str()));
+    let (pid, line) = one_exec_by("fexecve", &tag);
+    assert_eq!(line.pid, pid);
+    // fexecve passes /dev/fd/N (or /proc/self/fd/N) as the path.
+    assert!(line.args.ends_with(&format!(" {tag}")) && line.args.contains("/fd/"), "{line:?}");
+}
+
+#[test]
+fn time_columns() {
+    let _serial = serial();
+    let tag = uuid();
+    let (out, lines) = trace(&["-T", "-t"], &tag, || {
+        for _ in 0..3 {
+            Command::new("/bin/true").arg(&tag).status().unwrap();
+        }
+    });
+    assert!(out.stdout.starts_with("TIME     TIME(s) COMM             PID     PPID    RET ARGS\n"), "{}", out.stdout);
+    let mut last = 0.0;
+    for line in &lines {
+        let b = line.as_bytes();
+        assert!(b[2] == b':' && b[5] == b':' && b[8] == b' ', "{line}");
+        let secs: f64 = line[9..17].trim().parse().unwrap();
+        assert_eq!(line[9..17].trim().split('.').nth(1).map(str::len), Some(3), "{line}");
+        assert!(secs >= last);
+        last = secs;
+    }
+    assert_eq!(lines.len(), 3);
+}
+
+#[test]
+fn json_lines_are_lossless() {
+    let _serial = serial();
+    let tag = uuid();
+    let tool = Running::start("execsnoop", &["--json", "-x"], READY_JSON);
+    let mut child = Command::new("/bin/true").args([tag.as_str(), "a\nb", "\x1b"]).spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    // A non-UTF-8 argument.
+    Command::new("/bin/true").arg(&tag).arg(std::ffi::OsStr::from_bytes(b"\xff\xfe")).status().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tool.interrupt();
+    let records: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON"))
+        .filter(|r: &serde_json::Value| r["args"][1] == tag.as_str())
+        .collect();
+    assert_eq!(records.len(), 2, "{}", out.stdout);
+    let r = &records[0];
+    assert_eq!(
+        (r["schema"].as_u64(), r["tool"].as_str(), r["type"].as_str()),
+        (Some(1), Some("execsnoop"), Some("exec"))
+    );
+    assert_eq!((r["pid"].as_u64(), r["ppid"].as_u64()), (Some(pid as u64), Some(std::process::id() as u64)));
+    assert_eq!((r["ret"].as_i64(), r["comm"].as_str(), r["uid"].as_u64()), (Some(0), Some("true"), Some(0)));
+    assert_eq!(r["args"], serde_json::json!(["/bin/true", tag, "a\nb", "\x1b"]));
+    assert!(r["ts_ns"].as_u64().unwrap() > 0 && r["time"].as_str().unwrap().len() > 20);
+    assert_eq!(records[1]["args_hex"][2], "fffe");
+}
+
+use std::os::unix::ffi::OsStrExt as _;
+
+/// `n` execs from each of two workers at full speed: every one is printed
+/// or counted as lost.
+fn accounting(extra: &[&str], stall_reader: bool) -> u64 {
+    let _serial = serial();
+    let tag = uuid();
+    let n = 1000;
+    let mut args = vec!["--max-args", "3"];
+    args.extend(extra);
+    let tool = Running::start("execsnoop", &args, READY);
+    if stall_reader {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(tool.pid(), libc::SIGSTOP) };
+    }
+    let mut workers: Vec<Workload> =
+        (0..2).map(|_| Workload::new(&["exec-storm", &n.to_string(), "/bin/true", &tag])).collect();
+    for w in &mut workers {
+        w.go();
+    }
+    for w in &mut workers {
+        w.wait(Duration::from_secs(120));
+    }
+    if stall_reader {
+        unsafe { libc::kill(tool.pid(), libc::SIGCONT) };
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = tool.interrupt();
+    let printed = out.stdout.lines().filter(|l| l.contains(&tag)).count() as u64;
+    let lost: u64 = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("execsnoop: lost ")?.split(' ').next()?.parse().ok())
+        .next_back()
+        .unwrap_or(0);
+    eprintln!("{extra:?}: {printed} printed + {lost} lost of {}", 2 * n);
+    assert_eq!(printed + lost, 2 * n, "{}", out.stderr);
+    assert_eq!(out.code(), Some(if lost > 0 { 3 } else { 0 }));
+    lost
+}
+
+#[test]
+fn accounting_on_the_ring_buffer() {
+    assert_eq!(accounting(&[], false), 0, "2 busy workers must not overrun the default buffers");
+}
+
+#[test]
+fn accounting_on_the_perf_array() {
+    assert_eq!(accounting(&["--perf-array"], false), 0);
+}
+
+/// A stalled reader with one page per CPU: most events cannot be handed
+/// over, and every one of them must be counted (kernel side, since a perf
+/// buffer reports its losses only when a later event gets through).
+#[test]
+fn loss_is_counted_exactly_when_the_reader_stalls() {
+    for transport in [&["--buffer-pages", "1"][..], &["--perf-array", "--buffer-pages", "1"]] {
+        assert!(accounting(transport, true) > 0, "{transport:?}: nothing was lost: the test did not stall the reader");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    for (args, message) in [
+        (&["-u", "no-such-user-here"][..], "no such user"),
+        (&["--max-args", "0"], "invalid value"),
+        (&["-n", "("], "-n"),
+        (&["-P", "abc"], "invalid value"),
+    ] {
+        let out = run("execsnoop", args);
+        assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+}
