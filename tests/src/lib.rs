@@ -58,7 +58,16 @@ pub struct Running {
 
 /// Runs `tool args...` to completion.
 pub fn run(tool: &str, args: &[&str]) -> Output {
-    let out = Command::new(tool_path(tool)).args(args).stdin(Stdio::null()).output().expect("spawn tool");
+    run_without(tool, args, &[])
+}
+
+/// As [`run`], without the environment variables `unset`.
+pub fn run_without(tool: &str, args: &[&str], unset: &[&str]) -> Output {
+    let mut command = Command::new(tool_path(tool));
+    for var in unset {
+        command.env_remove(var);
+    }
+    let out = command.args(args).stdin(Stdio::null()).output().expect("spawn tool");
     Output {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -70,7 +79,17 @@ impl Running {
     /// Starts the tool and waits until it printed `ready` (its banner) on
     /// stdout or stderr: from then on its programs are attached.
     pub fn start(tool: &str, args: &[&str], ready: &str) -> Running {
-        let mut child = Command::new(tool_path(tool))
+        Self::start_without(tool, args, ready, &[])
+    }
+
+    /// As [`Running::start`], without the environment variables `unset`
+    /// (the kernel matrix sets some for every tool).
+    pub fn start_without(tool: &str, args: &[&str], ready: &str, unset: &[&str]) -> Running {
+        let mut command = Command::new(tool_path(tool));
+        for var in unset {
+            command.env_remove(var);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -313,3 +313,38 @@ fn bad_input_is_a_clear_error() {
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
 }
+
+/// A kernel without BTF (forced): offsets come from a BTF file passed with
+/// --btf; without one, the tracepoint rung still serves -p, and flags that
+/// need a task's struct say so.
+#[test]
+fn without_kernel_btf() {
+    let _serial = serial();
+    let file = std::env::temp_dir().join(format!("runqlat-test-{}.btf", std::process::id()));
+    std::fs::copy("/sys/kernel/btf/vmlinux", &file).unwrap();
+    let (spinner, _other) = contention();
+    let pid = spinner.pid().to_string();
+    let path = file.to_str().unwrap();
+    let out = Running::start(
+        "runqlat",
+        &["--hide-kernel-btf", "--btf", path, "--rung", "raw_tracepoint", "-p", &pid, "2", "1"],
+        READY,
+    )
+    .wait(Duration::from_secs(10));
+    assert_contention_table(&parse_tables(&out.stdout)[0].1);
+    let no_btf_file = ["EBPF_TOOLS_BTF"];
+    let out = Running::start_without(
+        "runqlat",
+        &["--hide-kernel-btf", "--verbose", "-p", &pid, "2", "1"],
+        READY,
+        &no_btf_file,
+    )
+    .wait(Duration::from_secs(10));
+    assert!(out.stderr.contains("raw_tracepoint: not usable: no task_struct offsets"), "{}", out.stderr);
+    assert!(out.stderr.contains("rung tracepoint: all 3 programs attached"), "{}", out.stderr);
+    assert_contention_table(&parse_tables(&out.stdout)[0].1);
+    let out = run_without("runqlat", &["--hide-kernel-btf", "--pidnss", "1", "1"], &no_btf_file);
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr.contains("--btf FILE"), "{}", out.stderr);
+    let _ = std::fs::remove_file(&file);
+}

@@ -62,6 +62,24 @@ impl Btf {
         Self::from_file(Path::new(VMLINUX))
     }
 
+    /// Where the tools take struct offsets from: `--btf FILE`, else the
+    /// kernel's own BTF. Without either, the error says what to do; rungs
+    /// that need no struct offsets (plain tracepoints) still work.
+    pub fn for_tool(runtime: &crate::cli::RuntimeArgs) -> Result<Self> {
+        if let Some(file) = &runtime.btf {
+            let btf = Self::from_file(file)?;
+            log::info!("BTF: {} (--btf)", file.display());
+            return Ok(btf);
+        }
+        if runtime.hide_kernel_btf {
+            bail!("kernel BTF hidden (EBPF_TOOLS_HIDE_KERNEL_BTF); pass --btf FILE");
+        }
+        let started = std::time::Instant::now();
+        let btf = Self::from_sys_fs().context("this kernel has no BTF; pass --btf FILE (for example from BTFHub)")?;
+        log::info!("BTF: {VMLINUX} ({:.1} ms)", started.elapsed().as_secs_f64() * 1e3);
+        Ok(btf)
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(data).with_context(|| format!("parsing BTF from {}", path.display()))

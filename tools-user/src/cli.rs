@@ -71,6 +71,16 @@ pub struct RuntimeArgs {
     #[arg(long, hide = true, env = "EBPF_TOOLS_CONFIG_MAP")]
     pub config_map: bool,
 
+    /// Read struct offsets from this BTF file instead of the kernel's
+    /// (/sys/kernel/btf/vmlinux), for kernels built without BTF: a BTFHub
+    /// file for the running kernel, or one made with `pahole --btf_encode_detached`.
+    #[arg(long, value_name = "FILE", env = "EBPF_TOOLS_BTF")]
+    pub btf: Option<std::path::PathBuf>,
+
+    /// Behave as on a kernel without BTF (for tests). Also EBPF_TOOLS_HIDE_KERNEL_BTF=1.
+    #[arg(long, hide = true, env = "EBPF_TOOLS_HIDE_KERNEL_BTF")]
+    pub hide_kernel_btf: bool,
+
     /// Hand events over through a perf event array, as on kernels without a
     /// ring buffer (for tests). Also EBPF_TOOLS_PERF_ARRAY=1.
     #[arg(long, hide = true, env = "EBPF_TOOLS_PERF_ARRAY")]

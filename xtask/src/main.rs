@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <command>`.
 
 mod setup;
+mod vm;
 
 use std::{
     fs,
@@ -36,6 +37,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run every tool's tests inside Debian kernels booted under qemu, and print the matrix.
+    VmTest {
+        /// 5.10, 6.1, 6.12, 7.3 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// Build and copy the tool binaries into PREFIX/bin.
     Install {
         #[arg(long, default_value = "/usr/local")]
@@ -57,6 +64,17 @@ fn main() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test { args } => test(&args),
+        Cmd::VmTest { kernel } => {
+            setup::setup()?;
+            let kernels: Vec<String> = if kernel == "all" {
+                vm::KERNELS.iter().map(|k| k.to_string()).collect()
+            } else if vm::KERNELS.contains(&kernel.as_str()) {
+                vec![kernel]
+            } else {
+                bail!("unknown kernel {kernel}: one of {} or all", vm::KERNELS.join(", "));
+            };
+            vm::vm_test(&kernels)
+        }
         Cmd::Install { prefix } => install(&prefix),
     }
 }

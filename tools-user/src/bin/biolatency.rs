@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         args.runtime.json |= args.j;
         loader::init_logging(&args.runtime);
         let disks = Disks::read()?;
-        let btf = Btf::from_sys_fs();
+        let btf = Btf::for_tool(&args.runtime);
         let (config, rungs) = plan(&args, &disks, btf.as_ref().ok())?;
         let flag_names = if args.flags { Some(FlagNames::from_btf(btf.as_ref().ok())?) } else { None };
         drop(btf);

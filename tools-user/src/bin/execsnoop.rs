@@ -307,7 +307,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn plan(args: &Args, transport: Transport) -> Result<(Config, Vec<Rung>)> {
-    let btf = Btf::from_sys_fs().context("execsnoop reads the parent and the new argument area through kernel BTF")?;
+    let btf = Btf::for_tool(&args.runtime)
+        .context("execsnoop reads the parent and the new argument area through kernel BTF")?;
     let mut config = Config {
         task_real_parent: btf.member_any("task_struct", &["real_parent"])?.offset,
         task_tgid: btf.member_any("task_struct", &["tgid"])?.offset,

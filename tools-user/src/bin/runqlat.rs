@@ -86,7 +86,7 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
     };
 
     // Task struct offsets, for every rung that reads a task.
-    let btf = Btf::from_sys_fs();
+    let btf = Btf::for_tool(&args.runtime);
     let no_task_offsets = match &btf {
         Ok(btf) => task_offsets(btf, &mut config).err().map(|err| format!("{err:#}")),
         Err(err) => Some(format!("{err:#}")),
