@@ -251,8 +251,9 @@ fn json_lines_parse_and_match_the_text() {
     };
     assert_contention_table(&table);
     let text_table = &parse_tables(&text.stdout)[0].1;
-    let (a, b) = (text_table.total() as f64, count as f64);
-    assert!((a - b).abs() / a.max(b) < 0.15, "text counted {a}, JSON {b}");
+    // Two instances cannot count the same samples (their windows differ,
+    // more so under emulation): they must agree on the distribution.
+    assert_contention_table(text_table);
     assert_eq!(text_table.row_of_quantile(0.5), table.row_of_quantile(0.5));
 }
 
@@ -332,7 +333,8 @@ fn without_kernel_btf() {
     )
     .wait(Duration::from_secs(10));
     assert_contention_table(&parse_tables(&out.stdout)[0].1);
-    let no_btf_file = ["EBPF_TOOLS_BTF"];
+    // Neither the kernel matrix's BTF file nor its forced rung.
+    let no_btf_file = ["EBPF_TOOLS_BTF", "EBPF_TOOLS_RUNG"];
     let out = Running::start_without(
         "runqlat",
         &["--hide-kernel-btf", "--verbose", "-p", &pid, "2", "1"],

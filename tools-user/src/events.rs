@@ -58,7 +58,8 @@ impl Transport {
     /// (a power of two in all, as the kernel requires).
     pub fn max_entries(self, pages_per_cpu: usize) -> Vec<(&'static str, u32)> {
         let cpus = online_cpus().map(|c| c.len()).unwrap_or(1);
-        let bytes = (pages_per_cpu * cpus * page_size()).next_power_of_two();
+        // At most 1 GiB: the kernel's limit is below 4 GiB, and the size is a u32.
+        let bytes = (pages_per_cpu * cpus * page_size()).next_power_of_two().min(1 << 30);
         match self {
             Transport::RingBuffer => vec![(map_names::EVENTS, bytes as u32)],
             // An unused ring buffer still gets created where supported: keep it small.

@@ -18,6 +18,12 @@ use crate::{
 /// Exit status when the tool ran but the kernel side lost data.
 pub const EXIT_LOST: u8 = 3;
 
+/// A line on stderr. A closed stderr (`tool 2>&1 | head`) is no reason to
+/// fail: the line is dropped, where `eprintln!` would panic.
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Runs a tool's body and turns its outcome into the exit status: errors
 /// are printed as `tool: error: ...` with status 1; a closed stdout is a
 /// quiet success.
@@ -26,7 +32,7 @@ pub fn main_with(body: impl FnOnce() -> Result<ExitCode>) -> ExitCode {
         Ok(code) => code,
         Err(err) if err.is::<Closed>() => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{}: error: {err:#}", tool_name());
+            note(&format!("{}: error: {err:#}", tool_name()));
             ExitCode::FAILURE
         }
     }
@@ -98,7 +104,7 @@ pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCod
     rt.block_on(async {
         let mut shutdown = Shutdown::new()?;
         if tool.runtime.json {
-            eprintln!("{}", tool.banner);
+            note(tool.banner);
         } else {
             writeln!(out.text(), "{}", tool.banner).map_err(output::closed_or)?;
             out.flush()?;
@@ -161,13 +167,14 @@ pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCod
             out.flush()?;
             if lost > 0 {
                 let d = interval.dropped;
-                eprintln!(
+                note(&format!(
                     "{name}: lost {lost} samples this interval (in-flight table full: {}, histogram table full: {}, unreadable: {})",
                     d.inflight_full, d.hist_full, d.read_failed
-                );
+                ));
             }
             remaining = remaining.saturating_sub(1);
-            if exiting || remaining == 0 {
+            // As BCC: without an interval (0), one output and done.
+            if exiting || remaining == 0 || tool.hist.interval == 0 {
                 break;
             }
         }
@@ -177,7 +184,7 @@ pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCod
     drop(maps);
     drop(ebpf);
     if lost_total > 0 {
-        eprintln!("{name}: lost {lost_total} samples in total");
+        note(&format!("{name}: lost {lost_total} samples in total"));
         return Ok(ExitCode::from(EXIT_LOST));
     }
     Ok(ExitCode::SUCCESS)

@@ -86,7 +86,7 @@ pub fn init_logging(runtime: &RuntimeArgs) {
         }
         fn log(&self, r: &log::Record<'_>) {
             if self.enabled(r.metadata()) {
-                eprintln!("{}: {}", tool_name(), r.args());
+                crate::lifetime::note(&format!("{}: {}", tool_name(), r.args()));
             }
         }
         fn flush(&self) {}
@@ -241,25 +241,46 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
             p.attach(category, name)?;
         }
         Attach::Kprobe(funcs) => {
-            let func = kallsyms_find(funcs).with_context(|| format!("no {} in /proc/kallsyms", funcs.join(" or ")))?;
             let p: &mut KProbe = program.try_into()?;
             p.load()?;
-            p.attach(&func, 0)?;
-            log::info!("  kprobe on {func}");
+            // The first candidate the kernel lets us probe: a symbol can be
+            // listed yet refuse a kprobe (blacklisted, notrace, mid-function).
+            let mut refused = Vec::new();
+            let mut attached = false;
+            for func in kallsyms_find_all(funcs) {
+                match p.attach(&func, 0) {
+                    Ok(_) => {
+                        log::info!("  kprobe on {func}");
+                        attached = true;
+                        break;
+                    }
+                    Err(err) => refused.push(format!("{func}: {err}")),
+                }
+            }
+            if !attached {
+                if refused.is_empty() {
+                    anyhow::bail!("no {} in /proc/kallsyms", funcs.join(" or "));
+                }
+                anyhow::bail!("no kprobe attaches: {}", refused.join("; "));
+            }
         }
     }
     Ok(program.info().map(|info| info.id()).unwrap_or(0))
 }
 
-/// The first of `functions` the kernel has, as named in /proc/kallsyms
-/// (which may carry a compiler suffix: `finish_task_switch.isra.0`).
-pub fn kallsyms_find(functions: &[&str]) -> Option<String> {
-    let syms = fs::read_to_string("/proc/kallsyms").ok()?;
-    functions.iter().find_map(|&want| {
-        syms.lines().find_map(|line| {
-            let name = line.split_whitespace().nth(2)?;
-            let base = name.split('.').next()?;
-            (base == want && (name == want || name[want.len()..].starts_with('.'))).then(|| name.to_owned())
-        })
-    })
+/// The kernel's symbols for `functions`, in that order, as named in
+/// /proc/kallsyms (which may carry a compiler suffix: `finish_task_switch.isra.0`).
+pub fn kallsyms_find_all(functions: &[&str]) -> Vec<String> {
+    let Ok(syms) = fs::read_to_string("/proc/kallsyms") else { return Vec::new() };
+    let mut found = Vec::new();
+    for &want in functions {
+        for line in syms.lines() {
+            let Some(name) = line.split_whitespace().nth(2) else { continue };
+            let matches = name == want || (name.starts_with(want) && name[want.len()..].starts_with('.'));
+            if matches && !found.iter().any(|f| f == name) {
+                found.push(name.to_owned());
+            }
+        }
+    }
+    found
 }

@@ -81,8 +81,10 @@ pub fn escape(bytes: &[u8]) -> String {
                 '\t' => out.push_str("\\t"),
                 '\r' => out.push_str("\\r"),
                 c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-                // C1 controls (U+0080..U+009F) act as escapes on some terminals.
-                c if ('\u{80}'..='\u{9f}').contains(&c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                // C1 controls (U+0080..U+009F) act as escapes on some terminals;
+                // line and paragraph separators, bidi overrides and other
+                // invisible format characters could end or reorder a line.
+                c if is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
                 c => out.push(c),
             }
         }
@@ -91,6 +93,12 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+fn is_invisible_control(c: char) -> bool {
+    matches!(c,
+        '\u{80}'..='\u{9f}' | '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
 }
 
 fn local_time(secs: libc::time_t) -> libc::tm {
@@ -146,6 +154,7 @@ mod tests {
         assert_eq!(escape(b"bad\xffutf8"), "bad\\xffutf8");
         assert_eq!(escape("caf\u{e9} \u{9b}".as_bytes()), "caf\u{e9} \\u{9b}");
         assert_eq!(escape(b"\x00\x7f"), "\\x00\\x7f");
+        assert_eq!(escape("a\u{202e}b\u{2028}c\u{200b}".as_bytes()), "a\\u{202e}b\\u{2028}c\\u{200b}");
     }
 
     #[test]

@@ -43,6 +43,13 @@ enum Cmd {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
+    /// Run one command inside a Debian kernel under qemu: `cargo xtask vm-run --kernel 6.1 -- CMD...`.
+    VmRun {
+        #[arg(long)]
+        kernel: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Build and copy the tool binaries into PREFIX/bin.
     Install {
         #[arg(long, default_value = "/usr/local")]
@@ -75,6 +82,7 @@ fn main() -> Result<()> {
             };
             vm::vm_test(&kernels)
         }
+        Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),
         Cmd::Install { prefix } => install(&prefix),
     }
 }

@@ -13,9 +13,12 @@ pub const FAILED_MAX_ARGS: usize = 32;
 pub mod event_flags {
     /// The arguments did not fit: more follow than were captured.
     pub const ARGS_TRUNCATED: u32 = 1;
-    /// `args` starts with argv[0] (read from the new process); otherwise
-    /// the failed-exec path read argv[0] too, so the same holds. Kept for clarity.
+    /// `args` was read from the new process's argument area (a successful
+    /// exec): for a script it is the argv the kernel rewrote,
+    /// [interpreter, (its argument), path, argv[1..]].
     pub const FROM_MM: u32 = 2;
+    /// The argument area could not be read: the event carries no arguments.
+    pub const ARGS_UNREADABLE: u32 = 4;
 }
 
 /// One exec, as the kernel hands it over. Only the first

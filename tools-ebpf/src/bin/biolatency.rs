@@ -68,9 +68,11 @@ mod bpf {
             && tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config!(cgroup))
     }
 
-    /// Starts the clock for a request. With -Q both insertion and issue
-    /// start it and the first wins (BPF_NOEXIST): a request inserted into a
-    /// scheduler keeps its insertion time, one issued directly gets its issue time.
+    /// Starts the clock for a request. With -Q, insertion (or accounting
+    /// start) always sets it and issue only where nothing did (BPF_NOEXIST):
+    /// a request inserted into a scheduler keeps its insertion time, one
+    /// issued directly gets its issue time, and a stale entry (a request
+    /// merged away, never completed) is overwritten when its address is reused.
     #[inline(always)]
     fn start(rq: Ptr, first_wins: bool) {
         if !wanted(rq_dev(rq)) {
@@ -149,13 +151,13 @@ mod bpf {
 
     #[raw_tracepoint(tracepoint = "block_rq_insert")]
     pub fn biolatency_raw_insert(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(0), true);
+        start(ctx.arg::<Ptr>(0), false);
         0
     }
 
     #[raw_tracepoint(tracepoint = "block_rq_insert")]
     pub fn biolatency_raw_insert_q(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(1), true);
+        start(ctx.arg::<Ptr>(1), false);
         0
     }
 
@@ -188,7 +190,7 @@ mod bpf {
     #[kprobe]
     pub fn biolatency_kp_account_start(ctx: ProbeContext) -> u32 {
         if let Some(rq) = ctx.arg::<Ptr>(0) {
-            start(rq, true);
+            start(rq, false);
         }
         0
     }
@@ -238,7 +240,7 @@ mod bpf {
 
     #[tracepoint(category = "block", name = "block_rq_insert")]
     pub fn biolatency_tp_insert(ctx: TracePointContext) -> u32 {
-        tp_start(&ctx, true);
+        tp_start(&ctx, false);
         0
     }
 

@@ -116,7 +116,8 @@ mod bpf {
         if ret == 0 {
             ev.args_len = len as u32;
         } else {
-            count_drop(|d| &mut d.read_failed);
+            // Still an exec worth reporting: flagged, not counted as lost.
+            ev.flags |= event_flags::ARGS_UNREADABLE;
         }
         ev.flags |= event_flags::FROM_MM;
         send::<RING>(ctx, ev);
@@ -142,7 +143,7 @@ mod bpf {
         let (Ok(filename), Ok(argv)) =
             (unsafe { ctx.read_at::<u64>(filename_at as usize) }, unsafe { ctx.read_at::<u64>(argv_at as usize) })
         else {
-            return count_drop(|d| &mut d.read_failed);
+            return;
         };
         if INFLIGHT.insert(&tid, &InFlight { filename, argv }, 0).is_err() {
             count_drop(|d| &mut d.inflight_full);
@@ -187,7 +188,10 @@ mod bpf {
                     match unsafe { bpf_probe_read_user(argv.wrapping_add(i)) } {
                         Ok(0) | Err(_) => done = true,
                         Ok(ptr) => {
-                            let at = off & (ARGS_SIZE / 2 - 1);
+                            // Masked as the last step before use, past an opaque
+                            // copy: older verifiers (6.12) lose the bound if LLVM
+                            // folds the mask into the previous addition.
+                            let at = core::hint::black_box(off) & (ARGS_SIZE / 2 - 1);
                             let n = unsafe {
                                 generated::bpf_probe_read_user_str(
                                     ev.args.as_mut_ptr().add(at).cast(),

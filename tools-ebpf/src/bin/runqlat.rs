@@ -60,6 +60,7 @@ mod bpf {
         (now - start).checked_div(config!(unit_ns))
     }
 
+    #[inline(always)]
     fn task_pid_ns(task: Task) -> Option<u32> {
         let pid: Task = read_field(task, config!(task_thread_pid))?;
         let level: u32 = read_field(pid, config!(pid_level))?;
@@ -160,8 +161,9 @@ mod bpf {
         0
     }
 
-    /// `ttwu_do_wakeup(rq, p, ...)` or, where that is gone (6.4+),
-    /// `ttwu_do_activate(rq, p, ...)`: the task is the second argument.
+    /// `ttwu_do_activate(rq, p, ...)` (or `ttwu_do_wakeup(rq, p, ...)` where
+    /// that is missing; it takes only `p` from 6.3, hence second choice):
+    /// the task is the second argument.
     #[kprobe]
     pub fn runqlat_kp_wakeup(ctx: ProbeContext) -> u32 {
         if let Some(task) = ctx.arg::<Task>(1) {

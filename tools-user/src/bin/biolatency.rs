@@ -115,35 +115,37 @@ fn plan(args: &Args, disks: &Disks, btf: Option<&Btf>) -> Result<(Config, Vec<Ru
         raw("biolatency_raw_insert"),
     );
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-    let mut raw_programs = vec![(leak(issue), Attach::RawTracepoint("block_rq_issue"))];
-    let mut tp_programs = vec![(
+    // Completion attaches first: a request started before it would never complete.
+    let mut raw_programs = vec![("biolatency_raw_complete", Attach::RawTracepoint("block_rq_complete"))];
+    let mut tp_programs =
+        vec![("biolatency_tp_complete", Attach::Tracepoint { category: "block", name: "block_rq_complete" })];
+    let mut kp_programs = vec![(
+        "biolatency_kp_complete",
+        Attach::Kprobe(&["__blk_account_io_done", "blk_account_io_done", "__blk_mq_end_request"]),
+    )];
+    raw_programs.push((leak(issue), Attach::RawTracepoint("block_rq_issue")));
+    tp_programs.push((
         if args.queued { "biolatency_tp_issue_queued" } else { "biolatency_tp_issue" },
         Attach::Tracepoint { category: "block", name: "block_rq_issue" },
-    )];
-    let mut kp_programs = vec![(
+    ));
+    kp_programs.push((
         if args.queued { "biolatency_kp_issue_queued" } else { "biolatency_kp_issue" },
         Attach::Kprobe(&["blk_mq_start_request"]),
-    )];
+    ));
     if args.queued {
         raw_programs.push((leak(insert), Attach::RawTracepoint("block_rq_insert")));
         tp_programs.push(("biolatency_tp_insert", Attach::Tracepoint { category: "block", name: "block_rq_insert" }));
         kp_programs
             .push(("biolatency_kp_account_start", Attach::Kprobe(&["__blk_account_io_start", "blk_account_io_start"])));
     }
-    raw_programs.push(("biolatency_raw_complete", Attach::RawTracepoint("block_rq_complete")));
-    tp_programs.push(("biolatency_tp_complete", Attach::Tracepoint { category: "block", name: "block_rq_complete" }));
-    kp_programs.push((
-        "biolatency_kp_complete",
-        Attach::Kprobe(&["__blk_account_io_done", "blk_account_io_done", "__blk_mq_end_request"]),
-    ));
 
     let io_programs = vec![
+        ("biolatency_tp_io_done", Attach::Tracepoint { category: "block", name: "block_io_done" }),
         if args.queued {
             ("biolatency_tp_io_start", Attach::Tracepoint { category: "block", name: "block_io_start" })
         } else {
             ("biolatency_tp_issue", Attach::Tracepoint { category: "block", name: "block_rq_issue" })
         },
-        ("biolatency_tp_io_done", Attach::Tracepoint { category: "block", name: "block_io_done" }),
     ];
     let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
     let flags_need_request =
@@ -245,18 +247,20 @@ impl FlagNames {
         let ops = btf.enum_values("req_op").context("kernel BTF has no enum req_op")?;
         let bits = btf.enum_values("req_flag_bits").context("kernel BTF has no enum req_flag_bits")?;
         let first_flag_bit = bits.iter().map(|(_, v)| *v).min().unwrap_or(8);
-        let mut flags: Vec<(u32, String)> = bits
+        // BCC's flags, in the order it prints them; their bits from this kernel.
+        let flags = BCC_FLAGS
             .iter()
-            .filter(|(name, _)| name != "__REQ_NR_BITS")
-            .map(|(name, bit)| (*bit as u32, flag_name(name)))
+            .filter_map(|(enum_name, name)| {
+                let (_, bit) = bits.iter().find(|(n, _)| n == enum_name)?;
+                Some((*bit as u32, (*name).to_owned()))
+            })
             .collect();
-        flags.sort_by_key(|&(bit, _)| std::cmp::Reverse(bit));
         Ok(FlagNames {
             op_mask: (1u32 << first_flag_bit) - 1,
             ops: ops
                 .iter()
                 .filter(|(name, _)| name != "REQ_OP_LAST")
-                .map(|(name, v)| (*v as u32, camel(name.trim_start_matches("REQ_OP_"))))
+                .map(|(name, v)| (*v as u32, op_name(name.trim_start_matches("REQ_OP_"))))
                 .collect(),
             flags,
         })
@@ -272,23 +276,25 @@ impl FlagNames {
     }
 }
 
-/// BCC's names for the flags it knows; others in camel case.
-fn flag_name(enum_name: &str) -> String {
-    let short = enum_name.trim_start_matches("__REQ_");
-    let known = [
-        ("SYNC", "Sync"),
-        ("META", "Metadata"),
-        ("PRIO", "Priority"),
-        ("NOMERGE", "NoMerge"),
-        ("IDLE", "Idle"),
-        ("INTEGRITY", "Integrity"),
-        ("FUA", "FUA"),
-        ("PREFLUSH", "PreFlush"),
-        ("RAHEAD", "ReadAhead"),
-        ("BACKGROUND", "Background"),
-        ("NOWAIT", "NoWait"),
-    ];
-    known.iter().find(|(k, _)| *k == short).map_or_else(|| camel(short), |(_, v)| (*v).to_owned())
+/// The flags BCC's Python biolatency names, in its printed order.
+const BCC_FLAGS: [(&str, &str); 9] = [
+    ("__REQ_NOWAIT", "NoWait"),
+    ("__REQ_BACKGROUND", "Background"),
+    ("__REQ_RAHEAD", "ReadAhead"),
+    ("__REQ_IDLE", "Idle"),
+    ("__REQ_NOMERGE", "NoMerge"),
+    ("__REQ_PRIO", "Priority"),
+    ("__REQ_FUA", "ForcedUnitAccess"),
+    ("__REQ_META", "Metadata"),
+    ("__REQ_SYNC", "Sync"),
+];
+
+/// BCC's op names where it has one (`WriteZeros`), camel case otherwise.
+fn op_name(upper_snake: &str) -> String {
+    match upper_snake {
+        "WRITE_ZEROES" => "WriteZeros".into(),
+        other => camel(other),
+    }
 }
 
 /// `WRITE_ZEROES` → `WriteZeroes`.

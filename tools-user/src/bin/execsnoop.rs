@@ -14,7 +14,7 @@ use tools_user::{
     cli::{EventArgs, RuntimeArgs},
     ebpf_object,
     events::{EventStream, Transport},
-    lifetime::{self, Shutdown, EXIT_LOST},
+    lifetime::{self, note, Shutdown, EXIT_LOST},
     loader::{self, tool_name, Attach, Rung},
     output::{self, Out},
     tracefs::Format,
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         drop(stream);
         drop(loaded);
         if lost > 0 {
-            eprintln!("{}: lost {lost} events in total", tool_name());
+            note(&format!("{}: lost {lost} events in total", tool_name()));
             return Ok(ExitCode::from(EXIT_LOST));
         }
         Ok(ExitCode::SUCCESS)
@@ -117,7 +117,7 @@ async fn run(printer: &Printer<'_>, stream: &mut EventStream) -> Result<u64> {
     let mut shutdown = Shutdown::new()?;
     let mut out = Out::stdout();
     if printer.args.runtime.json {
-        eprintln!("Tracing exec()s... Hit Ctrl-C to end.");
+        note("Tracing exec()s... Hit Ctrl-C to end.");
     } else {
         writeln!(out.text(), "{}", printer.header()).map_err(output::closed_or)?;
         out.flush()?;
@@ -143,10 +143,17 @@ async fn run(printer: &Printer<'_>, stream: &mut EventStream) -> Result<u64> {
             return Err(err);
         }
         out.flush()?;
-        let new = stream.new_drops()?.total();
+        let drops = stream.new_drops()?;
+        // Events not handed over, and failed execs whose entry did not fit.
+        let new = drops.output_failed + drops.inflight_full;
         if new > 0 {
             lost += new;
-            eprintln!("{}: lost {new} events (event buffer full: raise --buffer-pages)", tool_name());
+            note(&format!(
+                "{}: lost {new} events ({} with the event buffer full: raise --buffer-pages; {} failed execs untracked, in-flight table full)",
+                tool_name(),
+                drops.output_failed,
+                drops.inflight_full
+            ));
             if printer.args.runtime.json {
                 let mut record = output::json_record("execsnoop", "lost");
                 record.insert("count".into(), json!(new));
@@ -203,9 +210,12 @@ impl Printer<'_> {
         let args_len = (ev.args_len as usize).min(n - header);
         let argv: Vec<&[u8]> = split_strings(&ev.args[..args_len]);
         let filename = cstr(&ev.filename);
-        // ARGS as BCC prints them: the path as passed, then argv[1..].
+        // ARGS as BCC prints them: the path as passed, then argv[1..]. A
+        // script's argv, read after exec, starts with what the kernel put
+        // before the script's own arguments.
+        let skip = if ev.flags & event_flags::FROM_MM != 0 { script_prefix(&argv, filename) } else { 0 };
         let mut shown: Vec<&[u8]> = vec![filename];
-        shown.extend(argv.iter().skip(1));
+        shown.extend(argv.iter().skip(skip + 1));
         let comm = cstr(&ev.comm);
         if let Some(re) = &self.name {
             if !re.is_match(&String::from_utf8_lossy(comm)) {
@@ -287,6 +297,20 @@ impl Printer<'_> {
         }
         out.json(&r.into()).map_err(output::closed_or)
     }
+}
+
+/// For a script (`#!` or binfmt_misc), the kernel rewrites argv to
+/// [interpreter, (its argument), path as passed, argv[1..]]: the index of
+/// that path, whose arguments follow; 0 for a plain program.
+fn script_prefix(argv: &[&[u8]], filename: &[u8]) -> usize {
+    if argv.first().is_some_and(|a0| *a0 != filename) {
+        for i in [1, 2] {
+            if argv.get(i).is_some_and(|a| *a == filename) {
+                return i;
+            }
+        }
+    }
+    0
 }
 
 fn cstr(bytes: &[u8]) -> &[u8] {

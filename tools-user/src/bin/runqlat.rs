@@ -88,7 +88,7 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
     // Task struct offsets, for every rung that reads a task.
     let btf = Btf::for_tool(&args.runtime);
     let no_task_offsets = match &btf {
-        Ok(btf) => task_offsets(btf, &mut config).err().map(|err| format!("{err:#}")),
+        Ok(btf) => task_offsets(btf, &mut config, args.pidnss).err().map(|err| format!("{err:#}")),
         Err(err) => Some(format!("{err:#}")),
     }
     .map(|err| format!("no task_struct offsets: {err}"));
@@ -126,7 +126,7 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
         Rung::new(
             "kprobe",
             vec![
-                ("runqlat_kp_wakeup", Attach::Kprobe(&["ttwu_do_wakeup", "ttwu_do_activate"])),
+                ("runqlat_kp_wakeup", Attach::Kprobe(&["ttwu_do_activate", "ttwu_do_wakeup"])),
                 ("runqlat_kp_wakeup_new", Attach::Kprobe(&["wake_up_new_task"])),
                 ("runqlat_kp_switch", Attach::Kprobe(&["finish_task_switch"])),
             ],
@@ -136,10 +136,13 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
     Ok((config, rungs))
 }
 
-fn task_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
+fn task_offsets(btf: &Btf, config: &mut Config, pidnss: bool) -> Result<()> {
     config.task_pid = btf.member_any("task_struct", &["pid"])?.offset;
     config.task_tgid = btf.member_any("task_struct", &["tgid"])?.offset;
     config.task_state = btf.member_any("task_struct", &["__state", "state"])?.offset;
+    if !pidnss {
+        return Ok(());
+    }
     config.task_thread_pid = btf.member_any("task_struct", &["thread_pid"])?.offset;
     config.pid_level = btf.member_any("pid", &["level"])?.offset;
     config.pid_numbers = btf.member_any("pid", &["numbers"])?.offset;

@@ -38,14 +38,14 @@ rm -rf "$out.tmp" && mkdir -p "$out.tmp/root"
 ( cd "$cache/debs" && apt-get -q "${A[@]}" download $pkgs >&2 )
 for p in $pkgs; do dpkg -x "$(ls -t "$cache"/debs/"${p}"_*.deb | head -1)" "$out.tmp/root"; done
 # Merged /usr (trixie and later) keeps modules under usr/lib.
-mods=$(ls -d "$out.tmp"/root/lib/modules/* "$out.tmp"/root/usr/lib/modules/* 2>/dev/null | head -1)
+mods=$( { ls -d "$out.tmp"/root/lib/modules/* "$out.tmp"/root/usr/lib/modules/* 2>/dev/null || true; } | head -1)
 kver=$(basename "$mods")
 if [ "$mods" != "$out.tmp/root/lib/modules/$kver" ]; then
   mkdir -p "$out.tmp/root/lib/modules" && mv "$mods" "$out.tmp/root/lib/modules/$kver"
 fi
 depmod -b "$out.tmp/root" "$kver"
-vmlinuz=$(ls "$out.tmp"/root/boot/vmlinuz-* 2>/dev/null | head -1)
-[ -n "$vmlinuz" ] || vmlinuz=$(ls "$out.tmp"/root/usr/lib/linux*/vmlinuz* "$out.tmp"/root/boot/* 2>/dev/null | grep vmlinuz | head -1)
+vmlinuz=$( { find "$out.tmp/root" -name 'vmlinuz*' -type f || true; } | head -1)
+[ -n "$vmlinuz" ] || { echo "no vmlinuz in $pkgs" >&2; exit 1; }
 echo "$kver" > "$out.tmp/kver"
 echo "$pkgs" > "$out.tmp/package"
 echo "$vmlinuz" > "$out.tmp/vmlinuz-path"
