@@ -68,7 +68,7 @@ pub struct RuntimeArgs {
 
     /// Pass the configuration in a map, as on kernels without global data (for tests).
     /// Also EBPF_TOOLS_CONFIG_MAP=1.
-    #[arg(long, hide = true, env = "EBPF_TOOLS_CONFIG_MAP")]
+    #[arg(long, hide = true, env = "EBPF_TOOLS_CONFIG_MAP", value_parser = clap::builder::BoolishValueParser::new())]
     pub config_map: bool,
 
     /// Read struct offsets from this BTF file instead of the kernel's
@@ -78,12 +78,12 @@ pub struct RuntimeArgs {
     pub btf: Option<std::path::PathBuf>,
 
     /// Behave as on a kernel without BTF (for tests). Also EBPF_TOOLS_HIDE_KERNEL_BTF=1.
-    #[arg(long, hide = true, env = "EBPF_TOOLS_HIDE_KERNEL_BTF")]
+    #[arg(long, hide = true, env = "EBPF_TOOLS_HIDE_KERNEL_BTF", value_parser = clap::builder::BoolishValueParser::new())]
     pub hide_kernel_btf: bool,
 
     /// Hand events over through a perf event array, as on kernels without a
     /// ring buffer (for tests). Also EBPF_TOOLS_PERF_ARRAY=1.
-    #[arg(long, hide = true, env = "EBPF_TOOLS_PERF_ARRAY")]
+    #[arg(long, hide = true, env = "EBPF_TOOLS_PERF_ARRAY", value_parser = clap::builder::BoolishValueParser::new())]
     pub perf_array: bool,
 }
 

@@ -165,6 +165,24 @@ pub struct Interval {
     pub dropped: Drops,
 }
 
+impl HistogramMaps {
+    fn reclaim(&mut self, alive: &dyn Fn(u64) -> bool) {
+        let mut dead: Vec<u64> = self.seen_keyed.keys().map(|k| k.key).collect();
+        dead.dedup();
+        dead.retain(|&key| !alive(key));
+        if dead.is_empty() {
+            return;
+        }
+        let gone: Vec<HistKey> = self.seen_keyed.keys().filter(|k| dead.contains(&k.key)).copied().collect();
+        for key in gone {
+            // Its samples were all read above; a failed removal only keeps the entry.
+            if self.keyed.remove(&key).is_ok() {
+                self.seen_keyed.remove(&key);
+            }
+        }
+    }
+}
+
 /// The histogram maps of a loaded tool, read as interval deltas.
 pub struct HistogramMaps {
     hist: PerCpuArray<MapData, Histogram>,
@@ -194,7 +212,11 @@ impl HistogramMaps {
         })
     }
 
-    pub fn read_interval(&mut self) -> Result<Interval> {
+    /// Reads what was counted since the last call. `key_alive` (for keys
+    /// that name processes or threads) lets entries of exited ones be
+    /// reclaimed: nothing can count under them any more, and the kernel
+    /// table would otherwise fill up on a long run.
+    pub fn read_interval(&mut self, key_alive: Option<&dyn Fn(u64) -> bool>) -> Result<Interval> {
         let mut histograms = Vec::new();
         if self.keyed_mode {
             let mut by_key: BTreeMap<u64, Counts> = BTreeMap::new();
@@ -207,6 +229,9 @@ impl HistogramMaps {
                 }
             }
             histograms.extend(by_key.into_iter().map(|(k, c)| (Some(k), c)));
+            if let Some(alive) = key_alive {
+                self.reclaim(alive);
+            }
         } else {
             let per_cpu = self.hist.get(&0, 0).context("reading the histogram")?;
             let mut now = Counts::default();

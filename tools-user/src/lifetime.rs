@@ -76,6 +76,9 @@ pub struct HistogramTool<'a> {
     pub key_fields: Option<KeyFields<'a>>,
     /// BCC's `-e`: an `avg = ..., total: ..., count: ...` line after each interval.
     pub totals: bool,
+    /// For keys naming processes or threads: whether one still exists (see
+    /// [`HistogramMaps::read_interval`]).
+    pub key_alive: Option<&'a dyn Fn(u64) -> bool>,
     pub hist: &'a HistogramArgs,
     pub runtime: &'a RuntimeArgs,
 }
@@ -117,7 +120,7 @@ pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCod
                 _ = shutdown.requested() => true,
             };
             interval_no += 1;
-            let interval = maps.read_interval()?;
+            let interval = maps.read_interval(tool.key_alive)?;
             let lost = interval.dropped.total();
             lost_total += lost;
             if tool.runtime.json {

@@ -30,7 +30,8 @@ const MATRIX: &[Cell] = &[
     ("runqlat", "best", &[]),
     ("runqlat", "kprobe", &[("EBPF_TOOLS_RUNG", "kprobe")]),
     ("biolatency", "best", &[]),
-    ("biolatency", "kprobe", &[("EBPF_TOOLS_RUNG", "kprobe")]),
+    // biolatency's kprobe rung is left out: its completion functions refuse a
+    // kprobe (EINVAL) on Debian's 6.1 and 6.12; see the README.
     ("execsnoop", "best", &[]),
     ("execsnoop", "perf-array", &[("EBPF_TOOLS_PERF_ARRAY", "1")]),
     // Kernel BTF hidden: struct offsets from a BTF file passed with --btf.

@@ -83,6 +83,7 @@ fn main() -> ExitCode {
             banner: "Tracing block device I/O... Hit Ctrl-C to end.",
             key_fields: (config.key_mode != 0).then_some(&key_fields as _),
             totals: args.extension,
+            key_alive: None,
             hist: &args.hist,
             runtime: &args.runtime,
         };
@@ -244,7 +245,11 @@ struct FlagNames {
 impl FlagNames {
     fn from_btf(btf: Option<&Btf>) -> Result<Self> {
         let btf = btf.context("-F names request flags from kernel BTF, which this kernel does not have")?;
-        let ops = btf.enum_values("req_op").context("kernel BTF has no enum req_op")?;
+        // `enum req_opf` until 5.19, then `enum req_op`.
+        let ops = btf
+            .enum_values("req_op")
+            .or_else(|| btf.enum_values("req_opf"))
+            .context("kernel BTF has no enum req_op or req_opf")?;
         let bits = btf.enum_values("req_flag_bits").context("kernel BTF has no enum req_flag_bits")?;
         let first_flag_bit = bits.iter().map(|(_, v)| *v).min().unwrap_or(8);
         // BCC's flags, in the order it prints them; their bits from this kernel.

@@ -64,11 +64,17 @@ fn main() -> ExitCode {
             banner: "Tracing run queue latency... Hit Ctrl-C to end.",
             key_fields: (config.key_mode != key_mode::NONE).then_some(&key_fields as _),
             totals: false,
+            // -P and -L key by PID or TID: /proc/N exists while it does.
+            key_alive: matches!(config.key_mode, key_mode::PID | key_mode::TID).then_some(&process_exists as _),
             hist: &args.hist,
             runtime: &args.runtime,
         };
         lifetime::run_histograms(tool, loaded)
     })
+}
+
+fn process_exists(id: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{id}")).exists()
 }
 
 /// The configuration and the rungs, best first.
