@@ -199,7 +199,9 @@ fn milliseconds() {
     let table = &tables[0].1;
     assert_eq!(table.unit, "msecs");
     assert!((100..=2000).contains(&table.total()), "{table:?}");
-    assert!(table.at_or_above(1) * 100 >= table.total() * 80, "{table:?}");
+    // Rows are in msecs, and row "0 -> 1" holds everything below 2 ms: the
+    // median waits at least 1 ms (values are truncated to the unit).
+    assert!(table.summary.expect("summary")[1] >= 1, "{table:?}");
     assert!(table.rows.iter().all(|r| r.1 < 1024), "{table:?}");
     table.assert_summary_consistent();
 }
@@ -252,9 +254,11 @@ fn json_lines_parse_and_match_the_text() {
     assert_contention_table(&table);
     let text_table = &parse_tables(&text.stdout)[0].1;
     // Two instances cannot count the same samples (their windows differ,
-    // more so under emulation): they must agree on the distribution.
+    // more so under emulation): they must agree on the distribution, their
+    // medians within a factor of two (they sit near a bucket boundary).
     assert_contention_table(text_table);
-    assert_eq!(text_table.row_of_quantile(0.5), table.row_of_quantile(0.5));
+    let (p50_text, p50_json) = (text_table.summary.unwrap()[1] as f64, table.summary.unwrap()[1] as f64);
+    assert!(p50_text / p50_json < 2.0 && p50_json / p50_text < 2.0, "p50 {p50_text} vs {p50_json}");
 }
 
 #[test]

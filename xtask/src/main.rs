@@ -31,8 +31,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up if needed, build, and run the whole test suite (unit and integration tests, as root).
+    /// Set up if needed, build, and run the whole test suite (as root): unit and
+    /// integration tests on this kernel, then the kernel matrix (vm-test).
     Test {
+        /// Skip the kernel matrix (for quick local runs; CI runs everything).
+        #[arg(long)]
+        host_only: bool,
         /// Extra arguments for the test harness (a test name filter, `--nocapture`, ...).
         #[arg(last = true)]
         args: Vec<String>,
@@ -70,7 +74,13 @@ fn main() -> Result<()> {
                 Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Cmd::Test { args } => test(&args),
+        Cmd::Test { host_only, args } => {
+            test(&args)?;
+            if host_only {
+                return Ok(());
+            }
+            vm::vm_test(&vm::KERNELS.map(String::from))
+        }
         Cmd::VmTest { kernel } => {
             setup::setup()?;
             let kernels: Vec<String> = if kernel == "all" {
