@@ -120,15 +120,21 @@ fn is_static(path: &str) -> bool {
 /// Fetches the kernel and builds its vmlinux and initramfs, once.
 fn prepare(cache: &Path, kernel: &str) -> Result<()> {
     let dir = cache.join(kernel);
-    if dir.join("initramfs.cpio.gz").exists() && dir.join("vmlinux").exists() {
-        return Ok(());
+    if !dir.join("vmlinux").exists() {
+        let script = cache.join("fetch-kernel.sh");
+        fs::write(&script, include_str!("vm/fetch-kernel.sh"))?;
+        run(Command::new("bash").arg(&script).arg(cache).arg(kernel))?;
+        let vmlinuz = PathBuf::from(fs::read_to_string(dir.join("vmlinuz-path"))?.trim());
+        extract_vmlinux(&vmlinuz, &dir.join("vmlinux"))?;
     }
-    let script = cache.join("fetch-kernel.sh");
-    fs::write(&script, include_str!("vm/fetch-kernel.sh"))?;
-    run(Command::new("bash").arg(&script).arg(cache).arg(kernel))?;
-    let vmlinuz = PathBuf::from(fs::read_to_string(dir.join("vmlinuz-path"))?.trim());
-    extract_vmlinux(&vmlinuz, &dir.join("vmlinux"))?;
-    build_initramfs(&dir)?;
+    // Rebuilt whenever the init script changes.
+    let init = include_str!("vm/init.sh");
+    if !dir.join("initramfs.cpio.gz").exists()
+        || fs::read_to_string(dir.join("initramfs.init")).ok().as_deref() != Some(init)
+    {
+        build_initramfs(&dir)?;
+        fs::write(dir.join("initramfs.init"), init)?;
+    }
     Ok(())
 }
 
