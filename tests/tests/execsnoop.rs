@@ -266,28 +266,27 @@ fn json_lines_are_lossless() {
 
 use std::os::unix::ffi::OsStrExt as _;
 
-/// `n` execs from each of two workers at full speed: every one is printed
+/// `n` execs from each of two threads at full speed: every one is printed
 /// or counted as lost.
 fn accounting(extra: &[&str], stall_reader: bool) -> u64 {
     let _serial = serial();
     let tag = uuid();
     // Fewer under emulation (the kernel matrix sets it): the point is the sum.
     let n: u64 = std::env::var("EBPF_TOOLS_TEST_EXECS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let mut args = vec!["--max-args", "3"];
+    // One process whose two threads exec at full speed; -P keeps the count to
+    // its children (filtered in the kernel, before anything can be lost), so
+    // other execs on the machine cannot enter the sum.
+    let mut storm = Workload::new(&["exec-storm", &n.to_string(), "/bin/true", &tag]);
+    let parent = storm.pid().to_string();
+    let mut args = vec!["--max-args", "3", "-P", &parent];
     args.extend(extra);
     let tool = Running::start("execsnoop", &args, READY);
     if stall_reader {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(tool.pid(), libc::SIGSTOP) };
     }
-    let mut workers: Vec<Workload> =
-        (0..2).map(|_| Workload::new(&["exec-storm", &n.to_string(), "/bin/true", &tag])).collect();
-    for w in &mut workers {
-        w.go();
-    }
-    for w in &mut workers {
-        w.wait(Duration::from_secs(120));
-    }
+    storm.go();
+    storm.wait(Duration::from_secs(120));
     if stall_reader {
         unsafe { libc::kill(tool.pid(), libc::SIGCONT) };
     }

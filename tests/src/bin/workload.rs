@@ -7,7 +7,7 @@
 //!   workload thread-exec PATH ARG...  execve from a thread that is not the leader
 //!   workload execveat PATH ARG...     execveat(AT_FDCWD, PATH, [PATH, ARG...])
 //!   workload fexecve PATH ARG...      fexecve(open(PATH), [PATH, ARG...])
-//!   workload exec-storm N PATH ARG... fork and exec PATH ARG... I N times, as fast as possible
+//!   workload exec-storm N PATH ARG... two threads fork and exec PATH ARG... W-I N times each, at full speed
 
 use std::{
     ffi::{CString, OsStr},
@@ -90,22 +90,36 @@ fn main() {
             std::process::exit(3);
         }
         "exec-storm" => {
+            // Two threads, each forking and exec'ing N times: every child has
+            // this process as its parent, so a tool can filter on it (-P).
             let n = num(1);
-            for i in 0..n {
-                let mut argv: Vec<String> = args[2..].to_vec();
-                argv.push(i.to_string());
-                let argv = cstrings(&argv);
-                let ptrs = pointers(&argv);
-                // SAFETY: fork then only async-signal-safe calls in the child.
-                unsafe {
-                    let pid = libc::fork();
-                    if pid == 0 {
-                        libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
-                        libc::_exit(127);
-                    }
-                    let mut status = 0;
-                    libc::waitpid(pid, &mut status, 0);
-                }
+            let argv: Vec<String> = args[2..].to_vec();
+            let workers: Vec<_> = (0..2)
+                .map(|w| {
+                    let argv = argv.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..n {
+                            let mut argv = argv.clone();
+                            argv.push(format!("{w}-{i}"));
+                            let argv = cstrings(&argv);
+                            let ptrs = pointers(&argv);
+                            let env: [*const libc::c_char; 1] = [std::ptr::null()];
+                            // SAFETY: fork then only async-signal-safe calls in the child.
+                            unsafe {
+                                let pid = libc::fork();
+                                if pid == 0 {
+                                    libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
+                                    libc::_exit(127);
+                                }
+                                let mut status = 0;
+                                libc::waitpid(pid, &mut status, 0);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                let _ = w.join();
             }
         }
         other => panic!("unknown workload {other}"),
