@@ -134,7 +134,7 @@ pub fn load<C: Pod>(
 ) -> Result<Loaded> {
     raise_memlock();
     let started = Instant::now();
-    let mut loader = EbpfLoader::new();
+    let mut loader = loader_without_kernel_btf();
     // A kernel without ring buffers cannot create one: the event tools then
     // use their perf-array programs, which never reference it.
     loader.allow_unsupported_maps();
@@ -186,6 +186,41 @@ pub fn load<C: Pod>(
         }
     }
     Err(anyhow!("no kernel path to trace with works here; tried:{tried}"))
+}
+
+/// An `EbpfLoader` that does not parse the kernel's BTF.
+///
+/// aya 0.14's `EbpfLoader::new()` always reads and parses
+/// /sys/kernel/btf/vmlinux (about 15 ms and 17 MB of peak memory here) for
+/// CO-RE relocations, and rustc emits none: our offsets come from our own
+/// reader (btf.rs). The loader offers no constructor without that parse, so
+/// for the duration of `new()` the soft RLIMIT_NOFILE is lowered to the
+/// lowest free descriptor: its open() fails with EMFILE, aya treats that as
+/// "no BTF", and the limit is restored. Nothing else opens files meanwhile:
+/// the tools load before their runtime (or any other thread) starts.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on valid structs and descriptors.
+    let lowered = unsafe {
+        let lowest_free = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0);
+        if lowest_free >= 0 {
+            libc::close(lowest_free);
+        }
+        lowest_free >= 0
+            && libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved) == 0
+            && libc::setrlimit(
+                libc::RLIMIT_NOFILE,
+                &libc::rlimit { rlim_cur: lowest_free as libc::rlim_t, rlim_max: saved.rlim_max },
+            ) == 0
+    };
+    let loader = EbpfLoader::new();
+    if lowered {
+        // SAFETY: restores the limits read above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) };
+    } else {
+        log::info!("could not keep aya from parsing the kernel BTF: {}", io::Error::last_os_error());
+    }
+    loader
 }
 
 fn first_line(err: &anyhow::Error) -> String {
