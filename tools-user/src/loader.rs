@@ -198,7 +198,7 @@ pub fn load<C: Pod>(
 /// lowest free descriptor: its open() fails with EMFILE, aya treats that as
 /// "no BTF", and the limit is restored. Nothing else opens files meanwhile:
 /// the tools load before their runtime (or any other thread) starts.
-fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+pub fn loader_without_kernel_btf() -> EbpfLoader<'static> {
     let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls on valid structs and descriptors.
     let lowered = unsafe {

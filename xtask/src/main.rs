@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <command>`.
 
+mod bench;
 mod setup;
 mod vm;
 
@@ -54,6 +55,14 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Benchmark the tools against libbpf-tools and the floor; writes target/bench.md.
+    Bench {
+        /// One tool (runqlat, execsnoop, biolatency); all when omitted.
+        tool: Option<String>,
+        /// One short round of each measurement: checks the harness, not the numbers.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build and copy the tool binaries into PREFIX/bin.
     Install {
         #[arg(long, default_value = "/usr/local")]
@@ -79,6 +88,8 @@ fn main() -> Result<()> {
             if host_only {
                 return Ok(());
             }
+            // One short round: the harness still works (no number can fail it).
+            bench::bench(&build()?, &bench::Options { tool: None, quick: true })?;
             vm::vm_test(&vm::KERNELS.map(String::from))
         }
         Cmd::VmTest { kernel } => {
@@ -93,6 +104,11 @@ fn main() -> Result<()> {
             vm::vm_test(&kernels)
         }
         Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),
+        Cmd::Bench { tool, quick } => {
+            let bin_dir = build()?;
+            require_root("the benchmarks load BPF programs")?;
+            bench::bench(&bin_dir, &bench::Options { tool, quick })
+        }
         Cmd::Install { prefix } => install(&prefix),
     }
 }
@@ -119,17 +135,22 @@ fn build() -> Result<PathBuf> {
 
 fn test(args: &[String]) -> Result<()> {
     let bin_dir = build()?;
-    // The tests load BPF programs: without root they would fail one by one.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the tests load BPF programs: run them as root");
-    }
+    // Without root the tests would fail one by one.
+    require_root("the tests load BPF programs")?;
     run(Command::new(env!("CARGO"))
         .current_dir(workspace())
         // --release: the same build as the tools, so the eBPF crate is built once.
         .args(["test", "--release", "--workspace", "--exclude", "tools-ebpf", "--"])
         .args(args)
         .env("EBPF_TOOLS_BIN_DIR", &bin_dir))
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{why}: run them as root");
+    }
+    Ok(())
 }
 
 fn install(prefix: &Path) -> Result<()> {

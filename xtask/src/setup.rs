@@ -18,8 +18,15 @@ use crate::run;
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests and tools need, keyed by a command they provide.
-const APT_PACKAGES: &[(&str, &str)] = &[("taskset", "util-linux"), ("unshare", "util-linux")];
+/// Debian packages the tests, tools and benchmarks need, keyed by a command
+/// they provide (an absolute path where the name alone could be ours).
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("taskset", "util-linux"),
+    ("unshare", "util-linux"),
+    ("losetup", "mount"),
+    // The C tools the benchmarks compare with.
+    ("/usr/sbin/runqlat", "libbpf-tools"),
+];
 
 pub fn setup() -> Result<()> {
     install_rust_src()?;
@@ -104,7 +111,9 @@ fn nightly_libllvm() -> Result<PathBuf> {
 }
 
 fn install_apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().filter(|(cmd, _)| !command_exists(cmd)).map(|(_, pkg)| *pkg).collect();
+    let mut missing: Vec<&str> =
+        APT_PACKAGES.iter().filter(|(cmd, _)| !command_exists(cmd)).map(|(_, pkg)| *pkg).collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -113,6 +122,9 @@ fn install_apt_packages() -> Result<()> {
 }
 
 pub fn command_exists(cmd: &str) -> bool {
+    if cmd.starts_with('/') {
+        return is_executable(Path::new(cmd));
+    }
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(cmd))))
         .unwrap_or(false)

@@ -1,0 +1,619 @@
+//! `cargo xtask bench [TOOL] [--quick]`: each tool beside the libbpf-tools C
+//! tool of the same name (Debian's `libbpf-tools`, in /usr/sbin) and beside
+//! the floor (empty programs on the same hooks, `bench-floor`).
+//!
+//! Per-event overhead: a fixed workload untraced, under the floor, under our
+//! tool and under the C tool, the contenders interleaved within each round
+//! (their order rotating) so drift of the machine cancels; the cost added
+//! per operation is taken against the untraced run of the same round.
+//! Max RSS comes from the same runs (wait4). Startup: exec to the first
+//! line on a pty. Loss: execsnoop at rising exec rates, with every exec
+//! accounted for by a unique argument. Every figure is the median of the
+//! rounds with min and max; nothing fails on a number, only on a harness
+//! that cannot run (a tracer that dies, a workload that fails).
+
+mod workload;
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use integration_tests::LoopDevice;
+use workload::Done;
+
+/// Tools with a benchmark workload, in the order they are run.
+const TOOLS: &[&str] = &["runqlat", "execsnoop", "biolatency"];
+
+/// Where the C tools are (Debian's libbpf-tools).
+const C_TOOLS: &str = "/usr/sbin";
+
+pub struct Options {
+    pub tool: Option<String>,
+    pub quick: bool,
+}
+
+struct Settings {
+    rounds: usize,
+    /// Length of each traced workload run (the memory figure's window too).
+    run_secs: f64,
+    /// Length of each loss trial.
+    loss_secs: f64,
+    /// Time a tracer gets to attach before the workload starts. Startup is
+    /// measured separately; this only has to exceed it comfortably.
+    settle: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Contender {
+    Untraced,
+    Floor,
+    Ours,
+    C,
+}
+
+const OVERHEAD_CONTENDERS: [Contender; 4] = [Contender::Untraced, Contender::Floor, Contender::Ours, Contender::C];
+
+impl Contender {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Each round runs `items` in an order rotated by the round number.
+fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let mut v = items.to_vec();
+    v.rotate_left(round % items.len().max(1));
+    v
+}
+
+pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
+    let tools: Vec<&str> = match &options.tool {
+        Some(tool) if TOOLS.contains(&tool.as_str()) => vec![tool.as_str()],
+        Some(tool) => bail!("no benchmark for {tool}; tools: {}", TOOLS.join(", ")),
+        None => TOOLS.to_vec(),
+    };
+    let settings = if options.quick {
+        Settings { rounds: 1, run_secs: 1.0, loss_secs: 0.5, settle: Duration::from_millis(300) }
+    } else {
+        Settings { rounds: 5, run_secs: 5.0, loss_secs: 1.5, settle: Duration::from_millis(500) }
+    };
+    for tool in &tools {
+        let c_tool = Path::new(C_TOOLS).join(tool);
+        if !c_tool.exists() {
+            bail!("{} is missing: `cargo xtask setup` installs Debian's libbpf-tools", c_tool.display());
+        }
+    }
+    let work = crate::workspace().join("target/bench");
+    fs::create_dir_all(&work)?;
+    let bench = Bench {
+        bin_dir: bin_dir.to_owned(),
+        work,
+        settings,
+        loop_device: tools.contains(&"biolatency").then(LoopDevice::new),
+        cpu: workload::last_cpu(),
+        trials: std::cell::Cell::new(0),
+    };
+
+    let mut report = header(&bench.settings)?;
+    let mut startup = String::new();
+    let mut memory = String::new();
+    let mut sections = String::new();
+    for tool in &tools {
+        println!("bench: {tool}");
+        let (rung, hooks) = bench.our_hooks(tool)?;
+        let overhead = bench.overhead(tool, &hooks)?;
+        sections += &overhead.section(tool, &rung, &hooks);
+        memory += &overhead.memory_row(tool);
+        startup += &bench.startup_row(tool)?;
+        println!("{}", overhead.section(tool, &rung, &hooks));
+    }
+    report += "## Per-event overhead\n\n";
+    let _ = writeln!(
+        report,
+        "Each run: the tracer started and given {:.1} s to attach, the workload for {} s, the tracer stopped with \
+         SIGINT. *Added* is the run's time per operation minus the untraced run's in the same round; the ratios \
+         divide medians of added time (targets: ours ≤ 0.8 × libbpf-tools, ≤ 1.5 × floor).\n",
+        bench.settings.settle.as_secs_f64(),
+        bench.settings.run_secs
+    );
+    report += &sections;
+    report += "## Startup: exec to the first line of output, on a pty (ms)\n\n";
+    report += "| tool | ours | libbpf-tools | ours / libbpf-tools |\n|---|---|---|---|\n";
+    report += &startup;
+    let _ =
+        writeln!(report, "\n## Memory: max RSS over the {} s runs under the workload (MB)\n", bench.settings.run_secs);
+    report += "| tool | ours | libbpf-tools | floor | ours / libbpf-tools |\n|---|---|---|---|---|\n";
+    report += &memory;
+    if tools.contains(&"execsnoop") {
+        println!("bench: execsnoop loss");
+        report += &bench.loss()?;
+    }
+
+    let path = crate::workspace().join("target/bench.md");
+    fs::write(&path, &report)?;
+    println!("\n{report}\nbench: written to {}", path.display());
+    Ok(())
+}
+
+/// Date, machine and settings of a run.
+fn header(settings: &Settings) -> Result<String> {
+    let output = |cmd: &mut Command| -> String {
+        cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+    };
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let mut commit = output(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(crate::workspace()));
+    if !output(Command::new("git").args(["status", "--porcelain"]).current_dir(crate::workspace())).is_empty() {
+        commit += " (with uncommitted changes)";
+    }
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned();
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
+        .unwrap_or("unknown CPU");
+    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let mem_kb: u64 = fs::read_to_string("/proc/meminfo")?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let c_version = output(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "libbpf-tools"]));
+    let mut s = String::from("# Benchmarks\n\n");
+    let _ = writeln!(
+        s,
+        "`cargo xtask bench{}` on {date}: Linux {kernel}, {cpus} × {model}, {:.0} GiB; commit {commit}; \
+         libbpf-tools {c_version}. {} round(s), contenders interleaved; cells are median (min–max).\n",
+        if settings.rounds == 1 { " --quick" } else { "" },
+        mem_kb as f64 / (1 << 20) as f64,
+        settings.rounds,
+    );
+    Ok(s)
+}
+
+struct Bench {
+    bin_dir: PathBuf,
+    work: PathBuf,
+    settings: Settings,
+    loop_device: Option<LoopDevice>,
+    /// The CPU the ping-pong pair is pinned to.
+    cpu: usize,
+    trials: std::cell::Cell<u64>,
+}
+
+/// A tracer running in the background, its output going to files.
+struct Tracer {
+    child: Child,
+    label: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+/// How a tracer ended.
+struct Stopped {
+    code: i32,
+    max_rss_kb: u64,
+    stdout: String,
+    stderr: String,
+}
+
+impl Bench {
+    fn command(&self, tool: &str, contender: Contender, hooks: &[String]) -> Option<Command> {
+        match contender {
+            Contender::Untraced => None,
+            Contender::Floor => {
+                let mut cmd = Command::new(self.bin_dir.join("bench-floor"));
+                cmd.args(hooks);
+                Some(cmd)
+            }
+            Contender::Ours => Some(Command::new(self.bin_dir.join(tool))),
+            Contender::C => Some(Command::new(Path::new(C_TOOLS).join(tool))),
+        }
+    }
+
+    /// A unique argument for the execs of one trial.
+    fn marker(&self) -> String {
+        self.trials.set(self.trials.get() + 1);
+        format!("ebpf-tools-bench-{}-{}", std::process::id(), self.trials.get())
+    }
+
+    /// Starts `contender` (None for the untraced run) and lets it attach.
+    fn start(&self, tool: &str, contender: Contender, hooks: &[String]) -> Result<Option<Tracer>> {
+        let Some(mut cmd) = self.command(tool, contender, hooks) else { return Ok(None) };
+        let label = format!("{tool}-{contender:?}").to_lowercase();
+        let out = self.work.join(format!("{label}.out"));
+        let err = self.work.join(format!("{label}.err"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out)?)
+            .stderr(fs::File::create(&err)?)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let mut tracer = Tracer { child, label, out, err };
+        std::thread::sleep(self.settings.settle);
+        if let Some(status) = tracer.child.try_wait()? {
+            bail!("{} exited while starting ({status}): {}", tracer.label, fs::read_to_string(&tracer.err)?);
+        }
+        Ok(Some(tracer))
+    }
+
+    /// Our tool's rung and hooks on this kernel, from its `--verbose`
+    /// account: the floor attaches to the same ones.
+    fn our_hooks(&self, tool: &str) -> Result<(String, Vec<String>)> {
+        let mut child = Command::new(self.bin_dir.join(tool))
+            .arg("--verbose")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut hooks = Vec::new();
+        let mut said = String::new();
+        let mut rung = None;
+        for line in BufReader::new(child.stderr.take().context("no stderr")?).lines() {
+            let line = line?;
+            said += &line;
+            said.push('\n');
+            if let Some((_, hook)) = line.split_once(" -> ") {
+                hooks.push(hook.trim().to_owned());
+            }
+            if let Some(rest) = line.split_once(": rung ").map(|(_, r)| r) {
+                if let Some((name, _)) = rest.split_once(": all ") {
+                    rung = Some(name.to_owned());
+                    break;
+                }
+            }
+        }
+        signal(&child, libc::SIGINT);
+        child.wait()?;
+        match rung {
+            Some(rung) if !hooks.is_empty() => Ok((rung, hooks)),
+            _ => bail!("{tool} --verbose named no rung and hooks:\n{said}"),
+        }
+    }
+
+    fn run_workload(&self, tool: &str) -> Result<Done> {
+        let secs = self.settings.run_secs;
+        match tool {
+            "runqlat" => workload::ping_pong(self.cpu, secs),
+            "execsnoop" => workload::exec_storm(1, None, secs, &self.marker()),
+            "biolatency" => workload::direct_reads(&self.loop_device.as_ref().context("no loop device")?.path, secs),
+            _ => bail!("no workload for {tool}"),
+        }
+    }
+
+    fn overhead(&self, tool: &str, hooks: &[String]) -> Result<Overhead> {
+        let mut result = Overhead::default();
+        for round in 0..self.settings.rounds {
+            let mut ns = [0.0; 4];
+            for contender in rotated(&OVERHEAD_CONTENDERS, round) {
+                let tracer = self.start(tool, contender, hooks)?;
+                let done = self.run_workload(tool);
+                let stopped = tracer.map(Tracer::stop).transpose()?;
+                let done = done?;
+                ns[contender.index()] = done.ns_per_op();
+                result.per_sec[contender.index()].push(done.per_sec());
+                if let Some(stopped) = stopped {
+                    result.rss_mb[contender.index()].push(stopped.max_rss_kb as f64 / 1024.0);
+                }
+                println!("  round {} {contender:?}: {:.0} ns/op", round + 1, done.ns_per_op());
+            }
+            for contender in OVERHEAD_CONTENDERS {
+                result.ns[contender.index()].push(ns[contender.index()]);
+                result.added[contender.index()].push(ns[contender.index()] - ns[Contender::Untraced.index()]);
+            }
+        }
+        Ok(result)
+    }
+
+    fn startup_row(&self, tool: &str) -> Result<String> {
+        let mut ms = [Vec::new(), Vec::new()];
+        for round in 0..self.settings.rounds.max(5) {
+            for (i, contender) in rotated(&[(0, Contender::Ours), (1, Contender::C)], round) {
+                let cmd = self.command(tool, contender, &[]).context("no command")?;
+                ms[i].push(time_to_first_line(cmd)?.as_secs_f64() * 1e3);
+            }
+        }
+        Ok(format!(
+            "| {tool} | {} | {} | {} |\n",
+            stat(&ms[0], 1),
+            stat(&ms[1], 1),
+            ratio(median(&ms[0]), median(&ms[1]))
+        ))
+    }
+
+    /// execsnoop at rising rates with 1, 2 and 4 workers: the highest rate
+    /// at which every exec was printed, ours and the C tool's.
+    fn loss(&self) -> Result<String> {
+        const WORKERS: [usize; 3] = [1, 2, 4];
+        const STEPS: [Option<f64>; 4] = [Some(0.25), Some(0.5), Some(0.75), None];
+        let secs = self.settings.loss_secs;
+        // Per worker count: untraced rates, then per contender the highest clean rate and notes.
+        let mut untraced = vec![Vec::new(); WORKERS.len()];
+        let mut clean = vec![[Vec::new(), Vec::new()]; WORKERS.len()];
+        let mut losses = vec![[String::new(), String::new()]; WORKERS.len()];
+        let mut unpaced_clean = vec![[true, true]; WORKERS.len()];
+        for round in 0..self.settings.rounds {
+            for (w, &workers) in WORKERS.iter().enumerate() {
+                let top = workload::exec_storm(workers, None, secs, &self.marker())?.per_sec();
+                untraced[w].push(top);
+                let mut highest = [0.0f64; 2];
+                let mut lost_at = [false; 2];
+                for step in STEPS {
+                    for (i, contender) in rotated(&[(0, Contender::Ours), (1, Contender::C)], round) {
+                        if lost_at[i] {
+                            continue;
+                        }
+                        let marker = self.marker();
+                        let tracer = self.start("execsnoop", contender, &[])?.context("no tracer")?;
+                        let done = workload::exec_storm(workers, step.map(|f| f * top), secs, &marker);
+                        // Let the tracer drain what is still in its buffers.
+                        std::thread::sleep(Duration::from_millis(300));
+                        let stopped = tracer.stop()?;
+                        let done = done?;
+                        let seen = stopped.stdout.lines().filter(|l| l.contains(&marker)).count() as u64;
+                        let missing = done.ops.saturating_sub(seen);
+                        if missing == 0 {
+                            highest[i] = highest[i].max(done.per_sec());
+                            continue;
+                        }
+                        lost_at[i] = true;
+                        if step.is_none() {
+                            unpaced_clean[w][i] = false;
+                        }
+                        let _ = write!(
+                            losses[w][i],
+                            "round {}: {missing} of {} missing at {:.0}/s, {} reported, exit status {}; ",
+                            round + 1,
+                            done.ops,
+                            done.per_sec(),
+                            reported_loss(contender, &stopped.stderr),
+                            stopped.code,
+                        );
+                    }
+                }
+                for i in 0..2 {
+                    clean[w][i].push(highest[i]);
+                }
+            }
+        }
+        let mut s = String::from("\n## Loss: execsnoop, the highest exec rate with nothing lost (execs/s)\n\n");
+        let _ = writeln!(
+            s,
+            "Workers fork and exec `/bin/true MARKER` paced at 25, 50 and 75 % of the untraced rate, then unpaced, \
+             {secs} s per trial; an exec is lost when no output line carries its marker. ≥ means nothing was lost \
+             even unpaced.\n"
+        );
+        s += "| workers | untraced rate | ours | libbpf-tools | losses seen (ours) | losses seen (libbpf-tools) |\n";
+        s += "|---|---|---|---|---|---|\n";
+        for (w, workers) in WORKERS.iter().enumerate() {
+            let cell = |i: usize| {
+                let prefix = if unpaced_clean[w][i] { "≥ " } else { "" };
+                format!("{prefix}{}", stat(&clean[w][i], 0))
+            };
+            let note = |i: usize| if losses[w][i].is_empty() { "none".to_owned() } else { losses[w][i].clone() };
+            let _ = writeln!(
+                s,
+                "| {workers} | {} | {} | {} | {} | {} |",
+                stat(&untraced[w], 0),
+                cell(0),
+                cell(1),
+                note(0).trim_end_matches("; "),
+                note(1).trim_end_matches("; ")
+            );
+        }
+        Ok(s)
+    }
+}
+
+/// What a tracer said it lost: ours, `lost N events in total`; the C tool,
+/// `Lost N events on CPU #C!` per perf-buffer report.
+fn reported_loss(contender: Contender, stderr: &str) -> u64 {
+    let number_after =
+        |line: &str, word: &str| -> Option<u64> { line.split_once(word)?.1.split_whitespace().next()?.parse().ok() };
+    match contender {
+        Contender::Ours => {
+            stderr.lines().filter(|l| l.contains("in total")).filter_map(|l| number_after(l, "lost ")).sum()
+        }
+        _ => stderr.lines().filter_map(|l| number_after(l, "Lost ")).sum(),
+    }
+}
+
+impl Tracer {
+    /// SIGINT (the tools print their summary and detach), then the exit
+    /// status and max RSS from wait4.
+    fn stop(self) -> Result<Stopped> {
+        signal(&self.child, libc::SIGINT);
+        let pid = self.child.id() as libc::pid_t;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (status, usage) = loop {
+            let mut status = 0;
+            // SAFETY: zeroed rusage is a valid out value.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: waits for our own child, without blocking.
+            match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
+                0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                0 => {
+                    signal(&self.child, libc::SIGKILL);
+                    bail!("{} did not end within 10 s of SIGINT", self.label);
+                }
+                p if p == pid => break (status, usage),
+                _ => bail!("wait4 {}: {}", self.label, std::io::Error::last_os_error()),
+            }
+        };
+        let stderr = fs::read_to_string(&self.err)?;
+        if !libc::WIFEXITED(status) {
+            bail!("{} was killed (wait status {status:#x}): {stderr}", self.label);
+        }
+        let code = libc::WEXITSTATUS(status);
+        // 3: ours, when the kernel side lost events (counted by the loss table).
+        if code != 0 && code != 3 {
+            bail!("{} exited with {code}: {stderr}", self.label);
+        }
+        let stdout = fs::read_to_string(&self.out).unwrap_or_default();
+        Ok(Stopped { code, max_rss_kb: usage.ru_maxrss as u64, stdout, stderr })
+    }
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+}
+
+/// Results of one tool's overhead runs, indexed by [`Contender::index`].
+#[derive(Default)]
+struct Overhead {
+    ns: [Vec<f64>; 4],
+    added: [Vec<f64>; 4],
+    per_sec: [Vec<f64>; 4],
+    rss_mb: [Vec<f64>; 4],
+}
+
+/// What each tool's workload is and how its operations are counted.
+fn workload_title(tool: &str) -> (&'static str, &'static str) {
+    match tool {
+        "runqlat" => ("ping-pong over pipes between two processes pinned to one CPU", "round trips"),
+        "execsnoop" => ("one process forking and exec'ing /bin/true", "execs"),
+        _ => ("4 KiB O_DIRECT reads of a loop device, one at a time", "I/Os"),
+    }
+}
+
+impl Overhead {
+    fn section(&self, tool: &str, rung: &str, hooks: &[String]) -> String {
+        let (title, ops) = workload_title(tool);
+        let mut s = format!("### {tool}: {title}\n\n");
+        let _ = writeln!(s, "| tracer | {ops} per second | ns per op | added ns per op |\n|---|---|---|---|");
+        for contender in OVERHEAD_CONTENDERS {
+            let i = contender.index();
+            let name = match contender {
+                Contender::Untraced => "no tracer".to_owned(),
+                Contender::Floor => format!("floor: empty programs on {}", hooks.join(", ")),
+                Contender::Ours => format!("ours (rung {rung})"),
+                Contender::C => "libbpf-tools".to_owned(),
+            };
+            let added = if contender == Contender::Untraced { "".to_owned() } else { stat(&self.added[i], 0) };
+            let _ = writeln!(s, "| {name} | {} | {} | {added} |", stat(&self.per_sec[i], 0), stat(&self.ns[i], 0));
+        }
+        let ours = median(&self.added[Contender::Ours.index()]);
+        let _ = writeln!(
+            s,
+            "\nAdded cost, ours / libbpf-tools: **{}**; ours / floor: **{}**.\n",
+            ratio(ours, median(&self.added[Contender::C.index()])),
+            ratio(ours, median(&self.added[Contender::Floor.index()]))
+        );
+        s
+    }
+
+    fn memory_row(&self, tool: &str) -> String {
+        let [_, floor, ours, c] = &self.rss_mb;
+        format!(
+            "| {tool} | {} | {} | {} | {} |\n",
+            stat(ours, 1),
+            stat(c, 1),
+            stat(floor, 1),
+            ratio(median(ours), median(c))
+        )
+    }
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `median (min–max)`, or just the value for a single round.
+fn stat(xs: &[f64], decimals: usize) -> String {
+    let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match xs.len() {
+        0 => "–".to_owned(),
+        1 => format!("{:.decimals$}", xs[0]),
+        _ => format!("{:.decimals$} ({min:.decimals$}–{max:.decimals$})", median(xs)),
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// Time from spawning `cmd` to the first line it prints. Its stdout is a
+/// pty, as in an interactive run, so a C tool's stdio flushes each line.
+fn time_to_first_line(mut cmd: Command) -> Result<Duration> {
+    let (master, slave) = open_pty()?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(slave)).stderr(Stdio::null());
+    let what = format!("{cmd:?}");
+    let started = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    // The pty ends (reads fail) once the child has exited and no copy of
+    // its end is left here.
+    drop(cmd);
+    let mut seen = Vec::new();
+    let elapsed = loop {
+        match read_pty(&master, Duration::from_secs(10))? {
+            Some(bytes) => {
+                seen.extend_from_slice(&bytes);
+                if seen.contains(&b'\n') {
+                    break started.elapsed();
+                }
+            }
+            None => bail!("{what} printed no line: {}", String::from_utf8_lossy(&seen)),
+        }
+    };
+    signal(&child, libc::SIGINT);
+    while read_pty(&master, Duration::from_secs(10))?.is_some() {}
+    let mut child = child;
+    child.wait()?;
+    Ok(elapsed)
+}
+
+fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: plain calls on the descriptor just opened; the name buffer is large enough.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if master < 0 {
+            bail!("posix_openpt: {}", std::io::Error::last_os_error());
+        }
+        let master = OwnedFd::from_raw_fd(master);
+        let mut name = [0 as libc::c_char; 128];
+        if libc::grantpt(master.as_raw_fd()) != 0
+            || libc::unlockpt(master.as_raw_fd()) != 0
+            || libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0
+        {
+            bail!("setting up a pty: {}", std::io::Error::last_os_error());
+        }
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if slave < 0 {
+            bail!("opening the pty: {}", std::io::Error::last_os_error());
+        }
+        Ok((master, OwnedFd::from_raw_fd(slave)))
+    }
+}
+
+/// Bytes from the pty, None once the other end is gone; an error when
+/// nothing came within `timeout`.
+fn read_pty(master: &OwnedFd, timeout: Duration) -> Result<Option<Vec<u8>>> {
+    let mut poll = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as i32) };
+    if ready == 0 {
+        bail!("no output from the pty within {timeout:?}");
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: reads into a live buffer of its length.
+    let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    Ok((n > 0).then(|| buf[..n as usize].to_vec()))
+}
