@@ -25,11 +25,17 @@ mod bpf {
     drops_map!();
     histogram_maps!(keyed_entries = 16384);
 
-    /// TID → when it became runnable (ns). A task is in here only between
-    /// becoming runnable and running, so the table never holds more than
-    /// the tasks waiting at once; a full table is counted, not ignored.
+    /// Task → when it became runnable (ns), 0 once its latency is taken.
+    /// The key is the task's address on the rungs that have one (no read
+    /// of the task on the hot path), its TID on plain tracepoints. Entries
+    /// are rewritten in place: a lookup and a store, no bucket lock and no
+    /// element allocation per event. Addresses are reused as task structs
+    /// are, so with them the table stays as large as the most tasks that
+    /// ever existed at once (user space sizes it from the task count);
+    /// TIDs are not reused soon, so that rung deletes what it takes. A
+    /// full table is counted, not ignored.
     #[map]
-    static START: HashMap<u32, u64> = HashMap::with_max_entries(10240, 0);
+    static START: HashMap<u64, u64> = HashMap::with_max_entries(10240, 0);
 
     /// Tracepoint rung only: TID → latency measured at switch-in, recorded
     /// at the task's next switch-out, when it is the current task and its
@@ -40,18 +46,31 @@ mod bpf {
     type Task = *const u8;
 
     #[inline(always)]
-    fn stamp(tid: u32) {
+    fn stamp(task: u64) {
         let now = unsafe { bpf_ktime_get_ns() };
-        if START.insert(&tid, &now, 0).is_err() {
+        if let Some(start) = START.get_ptr_mut(&task) {
+            // SAFETY: the value of a live entry; a racing writer can only store a timestamp too.
+            unsafe { *start = now };
+        } else if START.insert(&task, &now, 0).is_err() {
             count_drop(|d| &mut d.inflight_full);
         }
     }
 
-    /// Latency of `tid` if it was stamped, in the output unit.
+    /// Latency of `task` if it was stamped, in the output unit; `forget`
+    /// deletes its entry (TID keys), else it is zeroed in place.
     #[inline(always)]
-    fn take_latency(tid: u32) -> Option<u64> {
-        let start = unsafe { *START.get(&tid)? };
-        let _ = START.remove(&tid);
+    fn take_latency(task: u64, forget: bool) -> Option<u64> {
+        let entry = START.get_ptr_mut(&task)?;
+        // SAFETY: the value of a live entry.
+        let start = unsafe { *entry };
+        if start == 0 {
+            return None;
+        }
+        if forget {
+            let _ = START.remove(&task);
+        } else {
+            unsafe { *entry = 0 };
+        }
         let now = unsafe { bpf_ktime_get_ns() };
         if now < start {
             return None;
@@ -91,14 +110,10 @@ mod bpf {
 
     // ---- Rungs with a task pointer: raw tracepoints and kprobes ----
 
+    /// A task that became runnable (woken, new, or preempted). The idle
+    /// task is never woken, and switch_tasks keeps it out.
     #[inline(always)]
     fn runnable_task(task: Task) {
-        let Some(tid) = read_field::<u32>(task, config!(task_pid)) else {
-            return count_drop(|d| &mut d.read_failed);
-        };
-        if tid == 0 {
-            return; // the idle task
-        }
         let target = config!(target_tgid);
         if target != 0 && read_field::<u32>(task, config!(task_tgid)) != Some(target) {
             return;
@@ -106,23 +121,23 @@ mod bpf {
         if !task_in_cgroup(task) {
             return;
         }
-        stamp(tid);
+        stamp(task as u64);
     }
 
     #[inline(always)]
     fn switch_tasks(prev: Task, prev_runnable: bool, next: Task) {
-        if prev_runnable {
+        // The idle task is runnable whenever it is switched out, but never
+        // waits in a run queue: PID 0 is not stamped.
+        if prev_runnable && read_field::<u32>(prev, config!(task_pid)).is_some_and(|pid| pid != 0) {
             runnable_task(prev);
         }
-        let Some(tid) = read_field::<u32>(next, config!(task_pid)) else {
-            return count_drop(|d| &mut d.read_failed);
-        };
-        if tid == 0 {
-            return;
+        let Some(latency) = take_latency(next as u64, false) else { return };
+        if config!(key_mode) == key_mode::NONE {
+            return record(latency);
         }
-        if let Some(latency) = take_latency(tid) {
-            let tgid = read_field::<u32>(next, config!(task_tgid)).unwrap_or(0);
-            record_for(next, tid, tgid, latency);
+        match (read_field::<u32>(next, config!(task_pid)), read_field::<u32>(next, config!(task_tgid))) {
+            (Some(tid), Some(tgid)) => record_for(next, tid, tgid, latency),
+            _ => count_drop(|d| &mut d.read_failed),
         }
     }
 
@@ -214,7 +229,7 @@ mod bpf {
             // No TGID or task here: with -p or -c every task is stamped
             // and filtered when its sample is recorded.
             Some(0) => {}
-            Some(tid) => stamp(tid),
+            Some(tid) => stamp(tid as u64),
             None => count_drop(|d| &mut d.read_failed),
         }
     }
@@ -261,11 +276,11 @@ mod bpf {
             // Runnable: state 0 (R), or only the preempted bit set (R+).
             let preempt_bit = config!(tp_preempt_bit);
             if (state & !preempt_bit) == 0 && wanted {
-                stamp(prev);
+                stamp(prev as u64);
             }
         }
         if next != 0 {
-            if let Some(latency) = take_latency(next) {
+            if let Some(latency) = take_latency(next as u64, true) {
                 if !deferred {
                     record_for(core::ptr::null(), next, 0, latency);
                 } else if PENDING.insert(&next, &latency, 0).is_err() {

@@ -52,7 +52,8 @@ fn main() -> ExitCode {
         let args = Args::parse();
         loader::init_logging(&args.runtime);
         let (config, rungs) = plan(&args)?;
-        let loaded = loader::load(ebpf_object!("runqlat"), &config, &[], rungs, &args.runtime)?;
+        let start_entries = [("START", start_table_size())];
+        let loaded = loader::load(ebpf_object!("runqlat"), &config, &start_entries, rungs, &args.runtime)?;
         let section = match config.key_mode {
             key_mode::PID => "pid",
             key_mode::TID => "tid",
@@ -71,6 +72,18 @@ fn main() -> ExitCode {
         };
         lifetime::run_histograms(tool, loaded)
     })
+}
+
+/// Entries of the kernel's task → runnable-since table. Keyed by task
+/// address, it holds every task struct that has been runnable, so it is
+/// sized from the tasks that exist now (with room for twice as many) and
+/// never below BCC's 10240.
+fn start_table_size() -> u32 {
+    let tasks = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(3)?.split_once('/')?.1.parse::<u32>().ok())
+        .unwrap_or(0);
+    tasks.saturating_mul(2).clamp(10240, 1 << 20)
 }
 
 fn process_exists(id: u64) -> bool {
