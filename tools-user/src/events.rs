@@ -73,8 +73,12 @@ fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
+/// How often the ring buffer is drained: its writers do not wake the
+/// reader per event (see `emit` in tools-ebpf), only when it fills up.
+const RING_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 enum Source {
-    Ring(AsyncFd<RingBuf<MapData>>),
+    Ring(AsyncFd<RingBuf<MapData>>, tokio::time::Interval),
     Perf(Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>),
 }
 
@@ -92,7 +96,9 @@ impl EventStream {
         let source = match transport {
             Transport::RingBuffer => {
                 let ring = RingBuf::try_from(ebpf.take_map(map_names::EVENTS).context("no EVENTS map")?)?;
-                Source::Ring(watch(ring)?)
+                let mut poll = tokio::time::interval(RING_POLL);
+                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                Source::Ring(watch(ring)?, poll)
             }
             Transport::PerfArray => {
                 let mut array =
@@ -109,18 +115,27 @@ impl EventStream {
         Ok(EventStream { source, drops, reported: Drops::default(), scratch: Vec::new() })
     }
 
-    /// Waits until events are ready, then hands each available one to `f`:
-    /// one wakeup drains a whole batch.
+    /// Waits until events are ready (or, on the ring buffer, for its next
+    /// poll), then hands each available one to `f`: one wakeup drains a
+    /// whole batch.
     pub async fn next_batch(&mut self, mut f: impl FnMut(&[u8])) -> Result<()> {
         let scratch = &mut self.scratch;
         match &mut self.source {
-            Source::Ring(fd) => {
-                let mut guard = fd.readable_mut().await?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    f(&item);
+            Source::Ring(fd, poll) => {
+                tokio::select! {
+                    guard = fd.readable_mut() => {
+                        let mut guard = guard?;
+                        while let Some(item) = guard.get_inner_mut().next() {
+                            f(&item);
+                        }
+                        guard.clear_ready();
+                    }
+                    _ = poll.tick() => {
+                        while let Some(item) = fd.get_mut().next() {
+                            f(&item);
+                        }
+                    }
                 }
-                guard.clear_ready();
             }
             Source::Perf(buffers) => {
                 poll_fn(|cx| {
@@ -148,7 +163,7 @@ impl EventStream {
     /// Hands over whatever is buffered now, without waiting (at exit).
     pub fn drain_now(&mut self, mut f: impl FnMut(&[u8])) {
         match &mut self.source {
-            Source::Ring(fd) => {
+            Source::Ring(fd, _) => {
                 while let Some(item) = fd.get_mut().next() {
                     f(&item);
                 }

@@ -61,21 +61,18 @@ mod bpf {
     }
 
     /// Whether I/O on `dev` started by the current task is traced.
+    /// Whether the -d disk and -c cgroup filters (when set) let this I/O in;
+    /// `dev` is only asked for under -d.
     #[inline(always)]
-    fn wanted(dev: u32) -> bool {
+    fn wanted(dev: impl FnOnce() -> u32) -> bool {
         let only = config!(disk_dev);
-        (only == 0 || only == dev)
+        (only == 0 || only == dev())
             && tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config!(cgroup))
     }
 
-    /// Starts the clock for a request. With -Q, insertion (or accounting
-    /// start) always sets it and issue only where nothing did (BPF_NOEXIST):
-    /// a request inserted into a scheduler keeps its insertion time, one
-    /// issued directly gets its issue time, and a stale entry (a request
-    /// merged away, never completed) is overwritten when its address is reused.
     #[inline(always)]
     fn start(rq: Ptr, first_wins: bool) {
-        if !wanted(rq_dev(rq)) {
+        if !wanted(|| rq_dev(rq)) {
             return;
         }
         let now = unsafe { bpf_ktime_get_ns() };
@@ -88,8 +85,10 @@ mod bpf {
         }
     }
 
+    /// Records a latency under the key the flags ask for; `dev` and
+    /// `cmd_flags` are read only for the keys that use them.
     #[inline(always)]
-    fn record_latency(started: u64, dev: u32, cmd_flags: u32) {
+    fn record_latency(started: u64, dev: impl FnOnce() -> u32, cmd_flags: impl FnOnce() -> u32) {
         let now = unsafe { bpf_ktime_get_ns() };
         if now < started {
             return;
@@ -103,10 +102,10 @@ mod bpf {
         }
         let mut key = 0u64;
         if mode & key_mode::DISK != 0 {
-            key |= (dev as u64) << 32;
+            key |= (dev() as u64) << 32;
         }
         if mode & key_mode::FLAGS != 0 {
-            key |= cmd_flags as u64;
+            key |= cmd_flags() as u64;
         }
         record_keyed(key, value);
     }
@@ -116,8 +115,7 @@ mod bpf {
         let key = rq as u64;
         let Some(started) = (unsafe { START.get(&key) }).copied() else { return };
         let _ = START.remove(&key);
-        let flags = read_field::<u32>(rq, config!(rq_cmd_flags)).unwrap_or(0);
-        record_latency(started, rq_dev(rq), flags);
+        record_latency(started, || rq_dev(rq), || read_field::<u32>(rq, config!(rq_cmd_flags)).unwrap_or(0));
     }
 
     // ---- Raw tracepoints: the request pointer ----
@@ -215,7 +213,7 @@ mod bpf {
     #[inline(always)]
     fn tp_start(ctx: &TracePointContext, first_wins: bool) {
         let Some(key) = tp_dev_sector(ctx) else { return count_drop(|d| &mut d.read_failed) };
-        if !wanted(key.dev as u32) {
+        if !wanted(|| key.dev as u32) {
             return;
         }
         let now = unsafe { bpf_ktime_get_ns() };
@@ -249,7 +247,7 @@ mod bpf {
         let Some(key) = tp_dev_sector(ctx) else { return count_drop(|d| &mut d.read_failed) };
         if let Some(started) = unsafe { START_BY_SECTOR.get(&key) }.copied() {
             let _ = START_BY_SECTOR.remove(&key);
-            record_latency(started, key.dev as u32, 0);
+            record_latency(started, || key.dev as u32, || 0);
         }
     }
 
