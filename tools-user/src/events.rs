@@ -78,7 +78,7 @@ fn page_size() -> usize {
 const RING_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Source {
-    Ring(AsyncFd<RingBuf<MapData>>, tokio::time::Interval),
+    Ring(AsyncFd<RingBuf<MapData>>),
     Perf(Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>),
 }
 
@@ -89,6 +89,8 @@ pub struct EventStream {
     reported: Drops,
     /// Reassembles perf samples that wrap around the end of their buffer.
     scratch: Vec<u8>,
+    /// When the ring buffer is next drained without a wakeup.
+    ring_poll: tokio::time::Interval,
 }
 
 impl EventStream {
@@ -96,9 +98,7 @@ impl EventStream {
         let source = match transport {
             Transport::RingBuffer => {
                 let ring = RingBuf::try_from(ebpf.take_map(map_names::EVENTS).context("no EVENTS map")?)?;
-                let mut poll = tokio::time::interval(RING_POLL);
-                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                Source::Ring(watch(ring)?, poll)
+                Source::Ring(watch(ring)?)
             }
             Transport::PerfArray => {
                 let mut array =
@@ -112,7 +112,9 @@ impl EventStream {
             }
         };
         let drops = PerCpuArray::try_from(ebpf.take_map(map_names::DROPS).context("no DROPS map")?)?;
-        Ok(EventStream { source, drops, reported: Drops::default(), scratch: Vec::new() })
+        let mut ring_poll = tokio::time::interval(RING_POLL);
+        ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(EventStream { source, drops, reported: Drops::default(), scratch: Vec::new(), ring_poll })
     }
 
     /// Waits until events are ready (or, on the ring buffer, for its next
@@ -120,8 +122,9 @@ impl EventStream {
     /// whole batch.
     pub async fn next_batch(&mut self, mut f: impl FnMut(&[u8])) -> Result<()> {
         let scratch = &mut self.scratch;
+        let poll = &mut self.ring_poll;
         match &mut self.source {
-            Source::Ring(fd, poll) => {
+            Source::Ring(fd) => {
                 tokio::select! {
                     guard = fd.readable_mut() => {
                         let mut guard = guard?;
@@ -163,7 +166,7 @@ impl EventStream {
     /// Hands over whatever is buffered now, without waiting (at exit).
     pub fn drain_now(&mut self, mut f: impl FnMut(&[u8])) {
         match &mut self.source {
-            Source::Ring(fd, _) => {
+            Source::Ring(fd) => {
                 while let Some(item) = fd.get_mut().next() {
                     f(&item);
                 }
