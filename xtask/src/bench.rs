@@ -12,6 +12,7 @@
 //! rounds with min and max; nothing fails on a number, only on a harness
 //! that cannot run (a tracer that dies, a workload that fails).
 
+mod bpf_stats;
 mod workload;
 
 use std::{
@@ -199,6 +200,8 @@ struct Tracer {
 struct Stopped {
     code: i32,
     max_rss_kb: u64,
+    /// User plus system CPU time of the tracer process.
+    cpu_secs: f64,
     stdout: String,
     stderr: String,
 }
@@ -300,6 +303,7 @@ impl Bench {
                 result.per_sec[contender.index()].push(done.per_sec());
                 if let Some(stopped) = stopped {
                     result.rss_mb[contender.index()].push(stopped.max_rss_kb as f64 / 1024.0);
+                    result.cpu_ns[contender.index()].push(stopped.cpu_secs * 1e9 / done.ops.max(1) as f64);
                 }
                 println!("  round {} {contender:?}: {:.0} ns/op", round + 1, done.ns_per_op());
             }
@@ -308,7 +312,28 @@ impl Bench {
                 result.added[contender.index()].push(ns[contender.index()] - ns[Contender::Untraced.index()]);
             }
         }
+        result.profile = self.profile(tool, hooks)?;
         Ok(result)
+    }
+
+    /// One more run of each tracer with the kernel's BPF run-time accounting
+    /// on: what each program costs per run, and runs per operation.
+    fn profile(&self, tool: &str, hooks: &[String]) -> Result<Vec<(Contender, Vec<bpf_stats::ProgStats>, u64)>> {
+        let _stats = bpf_stats::Enabled::new()?;
+        let mut profile = Vec::new();
+        for contender in [Contender::Floor, Contender::Ours, Contender::C] {
+            let existing = bpf_stats::snapshot();
+            let tracer = self.start(tool, contender, hooks)?;
+            let before = bpf_stats::snapshot();
+            let done = self.run_workload(tool);
+            let after = bpf_stats::snapshot();
+            tracer.map(Tracer::stop).transpose()?;
+            // The tracer's programs only: not those loaded before it started.
+            let after = after.into_iter().filter(|(id, _)| !existing.contains_key(id)).collect();
+            let progs = bpf_stats::delta(&before, &after);
+            profile.push((contender, progs, done?.ops));
+        }
+        Ok(profile)
     }
 
     fn startup_row(&self, tool: &str) -> Result<String> {
@@ -456,7 +481,9 @@ impl Tracer {
             bail!("{} exited with {code}: {stderr}", self.label);
         }
         let stdout = fs::read_to_string(&self.out).unwrap_or_default();
-        Ok(Stopped { code, max_rss_kb: usage.ru_maxrss as u64, stdout, stderr })
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let cpu_secs = secs(usage.ru_utime) + secs(usage.ru_stime);
+        Ok(Stopped { code, max_rss_kb: usage.ru_maxrss as u64, cpu_secs, stdout, stderr })
     }
 }
 
@@ -472,6 +499,10 @@ struct Overhead {
     added: [Vec<f64>; 4],
     per_sec: [Vec<f64>; 4],
     rss_mb: [Vec<f64>; 4],
+    /// The tracer process's own CPU time per operation.
+    cpu_ns: [Vec<f64>; 4],
+    /// Per tracer: its programs' bpf_stats over a run, and the run's operations.
+    profile: Vec<(Contender, Vec<bpf_stats::ProgStats>, u64)>,
 }
 
 /// What each tool's workload is and how its operations are counted.
@@ -487,7 +518,10 @@ impl Overhead {
     fn section(&self, tool: &str, rung: &str, hooks: &[String]) -> String {
         let (title, ops) = workload_title(tool);
         let mut s = format!("### {tool}: {title}\n\n");
-        let _ = writeln!(s, "| tracer | {ops} per second | ns per op | added ns per op |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| tracer | {ops} per second | ns per op | added ns per op | tracer's CPU ns per op |\n|---|---|---|---|---|"
+        );
         for contender in OVERHEAD_CONTENDERS {
             let i = contender.index();
             let name = match contender {
@@ -497,7 +531,32 @@ impl Overhead {
                 Contender::C => "libbpf-tools".to_owned(),
             };
             let added = if contender == Contender::Untraced { "".to_owned() } else { stat(&self.added[i], 0) };
-            let _ = writeln!(s, "| {name} | {} | {} | {added} |", stat(&self.per_sec[i], 0), stat(&self.ns[i], 0));
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {added} | {} |",
+                stat(&self.per_sec[i], 0),
+                stat(&self.ns[i], 0),
+                stat(&self.cpu_ns[i], 0)
+            );
+        }
+        s += "\nIn the kernel, from a separate run with `kernel.bpf_stats_enabled` (which adds two clock reads per \
+              run): nanoseconds per run × runs per operation.\n\n";
+        for (contender, progs, ops) in &self.profile {
+            let total: u64 = progs.iter().map(|p| p.run_time_ns).sum();
+            let each: Vec<String> = progs
+                .iter()
+                .map(|p| {
+                    let runs = p.run_cnt as f64 / (*ops).max(1) as f64;
+                    format!("`{}` {:.0} ns × {runs:.2}", p.name, p.run_time_ns as f64 / p.run_cnt.max(1) as f64)
+                })
+                .collect();
+            let name = match contender {
+                Contender::Floor => "floor",
+                Contender::Ours => "ours",
+                _ => "libbpf-tools",
+            };
+            let per_op = total as f64 / (*ops).max(1) as f64;
+            let _ = writeln!(s, "- {name}: {per_op:.0} ns per op: {}", each.join(", "));
         }
         let ours = median(&self.added[Contender::Ours.index()]);
         let _ = writeln!(
