@@ -183,6 +183,18 @@ impl HistogramMaps {
     }
 }
 
+/// Map sizes for the loader: without keyed histograms the keyed table is
+/// still referenced by the programs but never written, so it gets one
+/// entry instead of preallocating thousands per CPU (milliseconds of
+/// start-up).
+pub fn map_sizes(keyed_mode: bool) -> Vec<(&'static str, u32)> {
+    if keyed_mode {
+        Vec::new()
+    } else {
+        vec![(map_names::KEYED_HIST, 1)]
+    }
+}
+
 /// The histogram maps of a loaded tool, read as interval deltas.
 pub struct HistogramMaps {
     hist: PerCpuArray<MapData, Histogram>,

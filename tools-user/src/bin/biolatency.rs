@@ -10,7 +10,7 @@ use tools_common::biolatency::{key_mode, Config};
 use tools_user::{
     btf::Btf,
     cli::{HistogramArgs, RuntimeArgs},
-    ebpf_object,
+    ebpf_object, histogram,
     lifetime::{self, HistogramTool},
     loader::{self, Attach, Rung},
     tracefs::Format,
@@ -68,7 +68,8 @@ fn main() -> ExitCode {
         let (config, rungs) = plan(&args, &disks, btf.as_ref().ok())?;
         let flag_names = if args.flags { Some(FlagNames::from_btf(btf.as_ref().ok())?) } else { None };
         drop(btf);
-        let loaded = loader::load(ebpf_object!("biolatency"), &config, &[], rungs, &args.runtime)?;
+        let map_sizes = histogram::map_sizes(config.key_mode != 0);
+        let loaded = loader::load(ebpf_object!("biolatency"), &config, &map_sizes, rungs, &args.runtime)?;
         let key_fields = |key: u64| {
             let mut fields = Vec::new();
             if args.disks {

@@ -10,7 +10,7 @@ use tools_common::runqlat::{key_mode, Config};
 use tools_user::{
     btf::Btf,
     cli::{HistogramArgs, PidArg, RuntimeArgs},
-    ebpf_object,
+    ebpf_object, histogram,
     lifetime::{self, HistogramTool},
     loader::{self, Attach, Rung},
     tracefs::Format,
@@ -52,8 +52,9 @@ fn main() -> ExitCode {
         let args = Args::parse();
         loader::init_logging(&args.runtime);
         let (config, rungs) = plan(&args)?;
-        let start_entries = [("START", start_table_size())];
-        let loaded = loader::load(ebpf_object!("runqlat"), &config, &start_entries, rungs, &args.runtime)?;
+        let mut map_sizes = histogram::map_sizes(config.key_mode != key_mode::NONE);
+        map_sizes.push(("START", start_table_size()));
+        let loaded = loader::load(ebpf_object!("runqlat"), &config, &map_sizes, rungs, &args.runtime)?;
         let section = match config.key_mode {
             key_mode::PID => "pid",
             key_mode::TID => "tid",
