@@ -110,10 +110,11 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
         println!("bench: {tool}");
         let (rung, hooks) = bench.our_hooks(tool)?;
         let overhead = bench.overhead(tool, &hooks)?;
-        sections += &overhead.section(tool, &rung, &hooks);
+        let section = overhead.section(tool, &rung, &hooks);
+        println!("{section}");
+        sections += &section;
         memory += &overhead.memory_row(tool);
         startup += &bench.startup_row(tool)?;
-        println!("{}", overhead.section(tool, &rung, &hooks));
     }
     report += "## Per-event overhead\n\n";
     let _ = writeln!(
