@@ -60,7 +60,6 @@ mod bpf {
         (major << 20) | minor
     }
 
-    /// Whether I/O on `dev` started by the current task is traced.
     /// Whether the -d disk and -c cgroup filters (when set) let this I/O in;
     /// `dev` is only asked for under -d.
     #[inline(always)]
@@ -70,6 +69,9 @@ mod bpf {
             && tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config!(cgroup))
     }
 
+    /// Starts the clock for a request. `first_wins` (-Q's issue) keeps an
+    /// earlier start (BPF_NOEXIST): a request inserted into a scheduler
+    /// keeps its insertion time, one issued directly gets its issue time.
     #[inline(always)]
     fn start(rq: Ptr, first_wins: bool) {
         if !wanted(|| rq_dev(rq)) {
