@@ -7,8 +7,10 @@
 use std::{io::Write as _, process::ExitCode};
 
 use anyhow::{bail, Context as _};
-use aya::programs::{RawTracePoint, TracePoint};
-use tools_user::{lifetime, loader, tracefs};
+use tools_user::{
+    lifetime,
+    loader::{self, Attach},
+};
 
 fn main() -> ExitCode {
     lifetime::main_with(|| {
@@ -20,25 +22,15 @@ fn main() -> ExitCode {
         let mut ebpf = loader::loader_without_kernel_btf()
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")))
             .context("loading the floor object")?;
-        let mut raw_loaded = false;
-        let mut tp_loaded = false;
         for hook in &hooks {
-            if let Some(name) = hook.strip_prefix("raw_tp/") {
-                let p: &mut RawTracePoint = ebpf.program_mut("floor_raw_tp").context("no floor_raw_tp")?.try_into()?;
-                if !std::mem::replace(&mut raw_loaded, true) {
-                    p.load()?;
-                }
-                p.attach(name).with_context(|| format!("attaching to {hook}"))?;
-            } else if let Some((category, name)) = hook.strip_prefix("tracepoint/").and_then(|t| t.split_once('/')) {
-                tracefs::root()?;
-                let p: &mut TracePoint = ebpf.program_mut("floor_tp").context("no floor_tp")?.try_into()?;
-                if !std::mem::replace(&mut tp_loaded, true) {
-                    p.load()?;
-                }
-                p.attach(category, name).with_context(|| format!("attaching to {hook}"))?;
-            } else {
-                bail!("unknown hook {hook:?}: raw_tp/NAME or tracepoint/CATEGORY/NAME");
-            }
+            let hook: &'static str = Box::leak(hook.clone().into_boxed_str());
+            let target = Attach::parse_tracepoint(hook)
+                .with_context(|| format!("unknown hook {hook:?}: raw_tp/NAME or tracepoint/CATEGORY/NAME"))?;
+            let program = match target {
+                Attach::RawTracepoint(_) => "floor_raw_tp",
+                _ => "floor_tp",
+            };
+            loader::attach(&mut ebpf, program, &target).with_context(|| format!("attaching to {hook}"))?;
         }
         println!("bench-floor: empty programs on {}", hooks.join(" "));
         std::io::stdout().flush()?;

@@ -41,6 +41,18 @@ impl std::fmt::Display for Attach {
     }
 }
 
+impl Attach {
+    /// The inverse of `Display` for tracepoints: `raw_tp/NAME` or
+    /// `tracepoint/CATEGORY/NAME`, as `--verbose` names them.
+    pub fn parse_tracepoint(hook: &'static str) -> Option<Attach> {
+        if let Some(name) = hook.strip_prefix("raw_tp/") {
+            return Some(Attach::RawTracepoint(name));
+        }
+        let (category, name) = hook.strip_prefix("tracepoint/")?.split_once('/')?;
+        Some(Attach::Tracepoint { category, name })
+    }
+}
+
 /// One step of the ladder: programs that together implement the tool.
 pub struct Rung {
     pub name: &'static str,
@@ -232,10 +244,10 @@ fn first_line(err: &anyhow::Error) -> String {
 /// this rung loaded (detaching its links) so the next rung starts clean.
 fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
     let mut done = Vec::new();
-    for (program, attach) in &rung.programs {
-        match attach_one(ebpf, program, attach) {
+    for (program, target) in &rung.programs {
+        match attach(ebpf, program, target) {
             Ok(id) => {
-                log::info!("  {program} (id {id}) -> {attach}");
+                log::info!("  {program} (id {id}) -> {target}");
                 done.push(*program);
             }
             Err(err) => {
@@ -244,7 +256,7 @@ fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
                         let _ = unload(p);
                     }
                 }
-                return Err(err.context(format!("{program} -> {attach}")));
+                return Err(err.context(format!("{program} -> {target}")));
             }
         }
     }
@@ -261,23 +273,32 @@ fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
     }
 }
 
-fn attach_one(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
+/// Loads program `name` (unless it already is) and attaches it; returns
+/// its id. A program may be attached to several hooks this way.
+pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
     let program = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
+    let loaded = program.fd().is_ok();
     match attach {
         Attach::RawTracepoint(tp) => {
             let p: &mut RawTracePoint = program.try_into()?;
-            p.load()?;
+            if !loaded {
+                p.load()?;
+            }
             p.attach(tp)?;
         }
         Attach::Tracepoint { category, name } => {
             tracefs::root()?;
             let p: &mut TracePoint = program.try_into()?;
-            p.load()?;
+            if !loaded {
+                p.load()?;
+            }
             p.attach(category, name)?;
         }
         Attach::Kprobe(funcs) => {
             let p: &mut KProbe = program.try_into()?;
-            p.load()?;
+            if !loaded {
+                p.load()?;
+            }
             // The first candidate the kernel lets us probe: a symbol can be
             // listed yet refuse a kprobe (blacklisted, notrace, mid-function).
             let mut refused = Vec::new();
