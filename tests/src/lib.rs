@@ -20,6 +20,16 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Pins the calling process to `cpu`; false if the kernel refuses.
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays in bounds for cpu < 1024.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
 /// Where the tool binaries are: `EBPF_TOOLS_BIN_DIR` (set by `cargo xtask
 /// test`), else the workspace's release then debug build.
 pub fn tool_path(tool: &str) -> PathBuf {
@@ -59,6 +69,14 @@ pub struct Running {
 /// Runs `tool args...` to completion.
 pub fn run(tool: &str, args: &[&str]) -> Output {
     run_without(tool, args, &[])
+}
+
+/// Runs `tool args...` expecting it to refuse: a non-zero exit and
+/// `message` on stderr.
+pub fn assert_refused(tool: &str, args: &[&str], message: &str) {
+    let out = run(tool, args);
+    assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
+    assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
 }
 
 /// As [`run`], without the environment variables `unset`.

@@ -156,8 +156,6 @@ fn bad_input_is_a_clear_error() {
         (&["--no-such-flag"], "unexpected argument"),
         (&["-F", "--rung", "tracepoint"], "plain block tracepoints do not carry them"),
     ] {
-        let out = run("biolatency", args);
-        assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
-        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert_refused("biolatency", args, message);
     }
 }

@@ -333,9 +333,7 @@ fn bad_input_is_a_clear_error() {
         (&["-n", "("], "-n"),
         (&["-P", "abc"], "invalid value"),
     ] {
-        let out = run("execsnoop", args);
-        assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
-        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert_refused("execsnoop", args, message);
     }
 }
 

@@ -311,9 +311,7 @@ fn bad_input_is_a_clear_error() {
         (&["-c", "/nonexistent/cgroup"], "/nonexistent/cgroup"),
         (&["-c", "/tmp"], "not a cgroup v2 directory"),
     ] {
-        let out = run("runqlat", args);
-        assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
-        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert_refused("runqlat", args, message);
     }
 }
 

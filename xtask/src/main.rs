@@ -84,12 +84,12 @@ fn main() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test { host_only, args } => {
-            test(&args)?;
+            let bin_dir = test(&args)?;
             if host_only {
                 return Ok(());
             }
             // One short round: the harness still works (no number can fail it).
-            bench::bench(&build()?, &bench::Options { tool: None, quick: true })?;
+            bench::bench(&bin_dir, &bench::Options { tool: None, quick: true })?;
             vm::vm_test(&vm::KERNELS.map(String::from))
         }
         Cmd::VmTest { kernel } => {
@@ -133,7 +133,8 @@ fn build() -> Result<PathBuf> {
     Ok(workspace().join("target/release"))
 }
 
-fn test(args: &[String]) -> Result<()> {
+/// Runs the host tests; returns the tools' directory.
+fn test(args: &[String]) -> Result<PathBuf> {
     let bin_dir = build()?;
     // Without root the tests would fail one by one.
     require_root("the tests load BPF programs")?;
@@ -142,7 +143,8 @@ fn test(args: &[String]) -> Result<()> {
         // --release: the same build as the tools, so the eBPF crate is built once.
         .args(["test", "--release", "--workspace", "--exclude", "tools-ebpf", "--"])
         .args(args)
-        .env("EBPF_TOOLS_BIN_DIR", &bin_dir))
+        .env("EBPF_TOOLS_BIN_DIR", &bin_dir))?;
+    Ok(bin_dir)
 }
 
 fn require_root(why: &str) -> Result<()> {

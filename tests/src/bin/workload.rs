@@ -16,15 +16,6 @@ use std::{
     time::Duration,
 };
 
-fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; the call only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
-    }
-}
-
 fn cstrings(args: &[String]) -> Vec<CString> {
     args.iter().map(|a| CString::new(OsStr::new(a).as_bytes()).unwrap()).collect()
 }
@@ -39,7 +30,7 @@ fn main() {
     let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).expect("usage: see workload.rs") };
     let cmd = args[0].as_str();
     if matches!(cmd, "spin" | "sleep") {
-        pin(num(1) as usize);
+        assert!(integration_tests::pin_to_cpu(num(1) as usize), "sched_setaffinity");
     }
     let mut go = [0u8; 1];
     let _ = std::io::stdin().read(&mut go);

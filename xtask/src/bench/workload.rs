@@ -83,15 +83,6 @@ fn read_u64s(fd: OwnedFd, n: usize) -> Result<Vec<u64>> {
     Ok(bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap())).collect())
 }
 
-fn pin_to(cpu: usize) -> bool {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays in bounds for cpu < 1024.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
 pub fn last_cpu() -> usize {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) - 1) as usize
@@ -116,7 +107,7 @@ pub fn ping_pong(cpu: usize, secs: f64) -> Result<Done> {
         n == 1
     };
     let ponger = fork(|| {
-        if !pin_to(cpu) {
+        if !integration_tests::pin_to_cpu(cpu) {
             return 2;
         }
         let mut byte = 0u8;
@@ -128,7 +119,7 @@ pub fn ping_pong(cpu: usize, secs: f64) -> Result<Done> {
         0
     })?;
     let pinger = fork(|| {
-        if !pin_to(cpu) {
+        if !integration_tests::pin_to_cpu(cpu) {
             return 2;
         }
         let started = Instant::now();
