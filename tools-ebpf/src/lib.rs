@@ -1,10 +1,24 @@
 //! Kernel-side helpers shared by every tool: struct reads at offsets
-//! resolved in user space, histogram recording with drop accounting, and
-//! read-only configuration.
+//! resolved in user space, drop accounting, event output, histogram
+//! recording and read-only configuration.
+//!
+//! Helpers are plain functions that take the maps they use: each tool
+//! declares its own maps (so an object holds only the maps its programs
+//! need), and once inlined the map references are constants, as the
+//! verifier wants. Only what the language cannot express as a function is a
+//! macro: the configuration (a global or a map, chosen at build time) and
+//! the generation of a program's ring-buffer and perf-array twins.
 #![no_std]
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use tools_common::CgroupFilter;
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    maps::{PerCpuArray, PerCpuHashMap, PerfEventByteArray, RingBuf},
+    EbpfContext,
+};
+use tools_common::{
+    histogram::{self, HistKey, Histogram, Totals},
+    CgroupFilter, Drops,
+};
 
 /// Reads a `T` at `offset` bytes into a kernel struct. Offsets come from the
 /// running kernel's BTF via the tool's configuration, never from literals.
@@ -17,194 +31,104 @@ pub fn read_field<T>(base: *const u8, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T).ok() }
 }
 
-/// Declares the tool's configuration: a read-only global `CONFIG` (5.2+),
-/// or, built with the `config-map` feature for older kernels, a one-entry
-/// array map `CONFIG` that user space fills before attaching.
-#[cfg(not(feature = "config-map"))]
-#[macro_export]
-macro_rules! declare_config {
-    ($ty:ty) => {
-        #[unsafe(no_mangle)]
-        static CONFIG: $ty = unsafe { core::mem::zeroed() };
-    };
+/// Counts something the kernel side could not record, in the tool's
+/// per-CPU `DROPS` (`tools_common::map_names::DROPS`).
+#[inline(always)]
+pub fn count_drop(drops: &PerCpuArray<Drops>, field: impl FnOnce(&mut Drops) -> &mut u64) {
+    if let Some(counters) = drops.get_ptr_mut(0) {
+        // SAFETY: this CPU's value.
+        unsafe { *field(&mut *counters) += 1 };
+    }
 }
 
-#[cfg(feature = "config-map")]
-#[macro_export]
-macro_rules! declare_config {
-    ($ty:ty) => {
-        #[aya_ebpf::macros::map]
-        static CONFIG: aya_ebpf::maps::Array<$ty> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+/// Hands an event to user space through the ring buffer (`RING`, 5.8+) or
+/// the perf event array, and counts a failure in `drops`. Each emitting
+/// program is built twice (see [`event_programs!`]) so each build references
+/// only the map its kernel has.
+///
+/// On the ring buffer the reader is not woken per event (a wakeup costs
+/// ~16 µs here, mostly the IPI behind irq_work, ten times the program's own
+/// work): it drains on its own short timer, and is woken only once an eighth
+/// of the ring is waiting, long before the ring can fill.
+#[inline(always)]
+pub fn emit<const RING: bool, C: EbpfContext>(
+    ctx: &C,
+    ring: &RingBuf,
+    perf: &PerfEventByteArray,
+    drops: &PerCpuArray<Drops>,
+    data: &[u8],
+) {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_RING_SIZE: u64 = 1;
+    let failed = if RING {
+        let waiting = ring.query(BPF_RB_AVAIL_DATA);
+        let size = ring.query(BPF_RB_RING_SIZE);
+        let wakeup = if waiting >= size / 8 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+        ring.output::<[u8]>(data, wakeup).is_err()
+    } else {
+        // The raw helper: aya-ebpf's perf output discards the result.
+        // SAFETY: the map is a perf event array; data is readable for its length.
+        let ret = unsafe {
+            aya_ebpf::helpers::bpf_perf_event_output(
+                ctx.as_ptr(),
+                perf as *const PerfEventByteArray as *mut core::ffi::c_void,
+                0xffff_ffff, // BPF_F_CURRENT_CPU
+                data.as_ptr() as *mut core::ffi::c_void,
+                data.len() as u64,
+            )
+        };
+        ret < 0
     };
+    if failed {
+        count_drop(drops, |d| &mut d.output_failed);
+    }
 }
 
-/// Reads one field of the configuration. For the global, the volatile read
-/// keeps the compiler from folding the all-zero initial value into the
-/// code (user space rewrites it before load).
-#[cfg(not(feature = "config-map"))]
-#[macro_export]
-macro_rules! config {
-    ($field:ident) => {
-        unsafe { core::ptr::read_volatile(&raw const CONFIG.$field) }
-    };
-}
-
-/// Reads one field of the configuration map (the verifier inlines the
-/// lookup of an array map: a few instructions, no helper call).
-#[cfg(feature = "config-map")]
-#[macro_export]
-macro_rules! config {
-    ($field:ident) => {
-        match CONFIG.get(0) {
-            Some(config) => config.$field,
-            None => return Default::default(),
+/// Counts one value in the unkeyed histogram (`HIST`).
+#[inline(always)]
+pub fn record(hist: &PerCpuArray<Histogram>, value: u64) {
+    let slot = histogram::slot(value) as usize;
+    if let Some(counts) = hist.get_ptr_mut(0) {
+        if slot < histogram::SLOTS {
+            // SAFETY: this CPU's value, bounds checked above.
+            unsafe { (*counts).slots[slot] += 1 };
         }
-    };
+    }
 }
 
-/// Declares `DROPS` (named as in `tools_common::map_names`) and
-/// `count_drop`: what the kernel side could not record, per CPU.
-#[macro_export]
-macro_rules! drops_map {
-    () => {
-        #[aya_ebpf::macros::map]
-        static DROPS: aya_ebpf::maps::PerCpuArray<tools_common::Drops> =
-            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
-
-        /// Counts something the kernel side could not record.
-        #[inline(always)]
-        fn count_drop(field: impl FnOnce(&mut tools_common::Drops) -> &mut u64) {
-            if let Some(drops) = DROPS.get_ptr_mut(0) {
-                // SAFETY: per-CPU value.
-                unsafe { *field(&mut *drops) += 1 };
-            }
-        }
-    };
-}
-
-/// Declares the maps of an event tool, `EVENTS` (ring buffer; user space
-/// sets its size) and `EVENTS_PERF` (perf event array), and `emit`, which
-/// hands an event over through one of them and counts a failure in
-/// `DROPS`. Programs come in two builds, `emit::<true, _>` (ring buffer) and
-/// `emit::<false, _>`, so each references only the map its kernel has.
-#[macro_export]
-macro_rules! event_maps {
-    () => {
-        #[aya_ebpf::macros::map]
-        static EVENTS: aya_ebpf::maps::RingBuf = aya_ebpf::maps::RingBuf::with_byte_size(1 << 22, 0);
-
-        #[aya_ebpf::macros::map]
-        static EVENTS_PERF: aya_ebpf::maps::PerfEventByteArray = aya_ebpf::maps::PerfEventByteArray::new(0);
-
-        /// Hands an event to user space. On the ring buffer the reader is
-        /// not woken per event (a wakeup costs ~16 µs here, mostly the IPI
-        /// behind irq_work, 10 times the program's own work): it drains on
-        /// its own short timer, and is woken only once an eighth of the
-        /// ring is waiting, long before the ring can fill.
-        #[inline(always)]
-        fn emit<const RING: bool, C: aya_ebpf::EbpfContext>(ctx: &C, data: &[u8]) {
-            const BPF_RB_NO_WAKEUP: u64 = 1;
-            const BPF_RB_FORCE_WAKEUP: u64 = 2;
-            const BPF_RB_AVAIL_DATA: u64 = 0;
-            const BPF_RB_RING_SIZE: u64 = 1;
-            // The raw helpers: aya-ebpf's perf output discards the result.
-            let ret = unsafe {
-                if RING {
-                    let ring = &raw const EVENTS as *mut core::ffi::c_void;
-                    let waiting = aya_ebpf::helpers::generated::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
-                    let size = aya_ebpf::helpers::generated::bpf_ringbuf_query(ring, BPF_RB_RING_SIZE);
-                    let wakeup = if waiting >= size / 8 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-                    aya_ebpf::helpers::bpf_ringbuf_output(
-                        ring,
-                        data.as_ptr() as *mut core::ffi::c_void,
-                        data.len() as u64,
-                        wakeup,
-                    )
-                } else {
-                    aya_ebpf::helpers::bpf_perf_event_output(
-                        ctx.as_ptr(),
-                        &raw const EVENTS_PERF as *mut core::ffi::c_void,
-                        0xffff_ffff, // BPF_F_CURRENT_CPU
-                        data.as_ptr() as *mut core::ffi::c_void,
-                        data.len() as u64,
-                    )
-                }
-            };
-            if ret < 0 {
-                count_drop(|d| &mut d.output_failed);
-            }
-        }
-    };
-}
-
-/// Declares the maps of a histogram tool (`HIST`, `KEYED_HIST`, named as in
-/// `tools_common::map_names`) and the functions that record into them;
-/// needs `drops_map!()`.
-#[macro_export]
-macro_rules! histogram_maps {
-    (keyed_entries = $keyed_entries:expr) => {
-        #[aya_ebpf::macros::map]
-        static HIST: aya_ebpf::maps::PerCpuArray<tools_common::histogram::Histogram> =
-            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
-
-        #[aya_ebpf::macros::map]
-        static KEYED_HIST: aya_ebpf::maps::PerCpuHashMap<tools_common::histogram::HistKey, u64> =
-            aya_ebpf::maps::PerCpuHashMap::with_max_entries($keyed_entries, 0);
-
-        /// Counts one value in the unkeyed histogram.
-        #[inline(always)]
-        fn record(value: u64) {
-            let slot = tools_common::histogram::slot(value) as usize;
-            if let Some(hist) = HIST.get_ptr_mut(0) {
-                if slot < tools_common::histogram::SLOTS {
-                    // SAFETY: per-CPU value, bounds checked above.
-                    unsafe { (*hist).slots[slot] += 1 };
+/// Counts one value in the histogram of `key` (`KEYED_HIST`); a full table
+/// is counted in `drops`.
+#[inline(always)]
+pub fn record_keyed(keyed: &PerCpuHashMap<HistKey, u64>, drops: &PerCpuArray<Drops>, key: u64, value: u64) {
+    let key = HistKey { key, slot: histogram::slot(value), _pad: 0 };
+    match keyed.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of a live entry.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            // BPF_NOEXIST: another CPU may have created it meanwhile (its
+            // per-CPU slot for us is then zero, so retry the lookup).
+            if keyed.insert(&key, &1, 1).is_err() {
+                match keyed.get_ptr_mut(&key) {
+                    Some(count) => unsafe { *count += 1 },
+                    None => count_drop(drops, |d| &mut d.hist_full),
                 }
             }
         }
-
-        /// Counts one value in the histogram of `key`.
-        #[inline(always)]
-        fn record_keyed(key: u64, value: u64) {
-            let key = tools_common::histogram::HistKey { key, slot: tools_common::histogram::slot(value), _pad: 0 };
-            match KEYED_HIST.get_ptr_mut(&key) {
-                // SAFETY: per-CPU value of a live entry.
-                Some(count) => unsafe { *count += 1 },
-                None => {
-                    // BPF_NOEXIST: another CPU may have created it meanwhile (its
-                    // per-CPU slot for us is then zero, so retry the lookup).
-                    if KEYED_HIST.insert(&key, &1, 1).is_err() {
-                        match KEYED_HIST.get_ptr_mut(&key) {
-                            Some(count) => unsafe { *count += 1 },
-                            None => count_drop(|d| &mut d.hist_full),
-                        }
-                    }
-                }
-            }
-        }
-    };
+    }
 }
 
-/// Declares `TOTALS` (named as in `tools_common::map_names`) and `add_total`,
-/// for tools that print the sum and count of what they measured.
-#[macro_export]
-macro_rules! totals_map {
-    () => {
-        #[aya_ebpf::macros::map]
-        static TOTALS: aya_ebpf::maps::PerCpuArray<tools_common::histogram::Totals> =
-            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
-
-        #[inline(always)]
-        fn add_total(ns: u64) {
-            if let Some(totals) = TOTALS.get_ptr_mut(0) {
-                // SAFETY: per-CPU value.
-                unsafe {
-                    (*totals).sum_ns += ns;
-                    (*totals).count += 1;
-                }
-            }
+/// Adds one measurement to the sum and count (`TOTALS`, BCC's `-e`).
+#[inline(always)]
+pub fn add_total(totals: &PerCpuArray<Totals>, ns: u64) {
+    if let Some(t) = totals.get_ptr_mut(0) {
+        // SAFETY: this CPU's value.
+        unsafe {
+            (*t).sum_ns += ns;
+            (*t).count += 1;
         }
-    };
+    }
 }
 
 /// Whether `task` is in the `-c` cgroup or below it: its cgroup v2
@@ -244,6 +168,173 @@ pub fn task_in_cgroup(task: *const u8, filter: &CgroupFilter) -> bool {
     four_levels!();
     four_levels!();
     false
+}
+
+/// Whether a program's function is named `name` (its shared constant):
+/// checked at compile time by [`check_name!`].
+pub const fn is_named(ident: &str, name: &str) -> bool {
+    let (a, b) = (ident.as_bytes(), name.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `perf` is `ring` + `_perf`, the loader's naming of twins.
+pub const fn is_perf_twin(ring: &str, perf: &str) -> bool {
+    let (a, b, suffix) = (ring.as_bytes(), perf.as_bytes(), b"_perf");
+    if b.len() != a.len() + suffix.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let want = if i < a.len() { a[i] } else { suffix[i - a.len()] };
+        if b[i] != want {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Checks at compile time that a program function (or a map) has the name
+/// user space knows it by (a constant of `tools_common::<tool>::programs`,
+/// or of `tools_common::map_names`).
+#[macro_export]
+macro_rules! check_name {
+    ($function:ident = $name:expr) => {
+        const _: () = assert!($crate::is_named(stringify!($function), $name), "program name differs from its constant");
+    };
+}
+
+/// Defines a program that emits events, twice from one body: `$ring` for
+/// the ring buffer and `$perf` (`$ring` + `_perf`) for the perf event array,
+/// calling `$body::<true>(&ctx)` and `$body::<false>(&ctx)`. `$kind(...)` is
+/// the aya-ebpf attribute (`tracepoint(category = .., name = ..)`, `kprobe`,
+/// `uretprobe`, ...); `$name` is the shared name constant.
+#[macro_export]
+macro_rules! event_programs {
+    ($(#[$meta:meta])* $kind:ident($($arg:tt)*) $ring:ident / $perf:ident($ctx:ty) = $name:expr => $body:ident) => {
+        $(#[$meta])*
+        #[aya_ebpf::macros::$kind($($arg)*)]
+        pub fn $ring(ctx: $ctx) -> u32 {
+            $body::<true>(&ctx);
+            0
+        }
+
+        $(#[$meta])*
+        #[aya_ebpf::macros::$kind($($arg)*)]
+        pub fn $perf(ctx: $ctx) -> u32 {
+            $body::<false>(&ctx);
+            0
+        }
+
+        $crate::check_name!($ring = $name);
+        const _: () = assert!($crate::is_perf_twin(stringify!($ring), stringify!($perf)), "perf twin misnamed");
+    };
+}
+
+/// Declares a histogram tool's maps, named by the tool (and checked
+/// against `tools_common::map_names`, where user space finds them): the
+/// drop counters, the unkeyed histogram, and the keyed one (-P, -L, -D, ...),
+/// which user space shrinks to one entry when no key is asked for. A macro
+/// only because every tool needs its own statics: a map declared in this
+/// library would be created by every tool, used or not.
+#[macro_export]
+macro_rules! histogram_maps {
+    ($drops:ident, $hist:ident, $keyed:ident) => {
+        #[aya_ebpf::macros::map]
+        static $drops: aya_ebpf::maps::PerCpuArray<tools_common::Drops> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        #[aya_ebpf::macros::map]
+        static $hist: aya_ebpf::maps::PerCpuArray<tools_common::histogram::Histogram> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        #[aya_ebpf::macros::map]
+        static $keyed: aya_ebpf::maps::PerCpuHashMap<tools_common::histogram::HistKey, u64> =
+            aya_ebpf::maps::PerCpuHashMap::with_max_entries(16384, 0);
+
+        $crate::check_name!($drops = tools_common::map_names::DROPS);
+        $crate::check_name!($hist = tools_common::map_names::HIST);
+        $crate::check_name!($keyed = tools_common::map_names::KEYED_HIST);
+    };
+}
+
+/// Declares an event tool's maps, named by the tool (and checked against
+/// `tools_common::map_names`): the drop counters, the ring buffer (user
+/// space sets its size) and the perf event array; each build of an
+/// emitting program references one of the two (see [`emit`]).
+#[macro_export]
+macro_rules! event_maps {
+    ($drops:ident, $ring:ident, $perf:ident) => {
+        #[aya_ebpf::macros::map]
+        static $drops: aya_ebpf::maps::PerCpuArray<tools_common::Drops> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        #[aya_ebpf::macros::map]
+        static $ring: aya_ebpf::maps::RingBuf = aya_ebpf::maps::RingBuf::with_byte_size(1 << 22, 0);
+
+        #[aya_ebpf::macros::map]
+        static $perf: aya_ebpf::maps::PerfEventByteArray = aya_ebpf::maps::PerfEventByteArray::new(0);
+
+        $crate::check_name!($drops = tools_common::map_names::DROPS);
+        $crate::check_name!($ring = tools_common::map_names::EVENTS);
+        $crate::check_name!($perf = tools_common::map_names::EVENTS_PERF);
+    };
+}
+
+/// Declares the tool's configuration: a read-only global `CONFIG` (5.2+),
+/// or, built with the `config-map` feature for older kernels, a one-entry
+/// array map `CONFIG` that user space fills before attaching.
+#[cfg(not(feature = "config-map"))]
+#[macro_export]
+macro_rules! declare_config {
+    ($ty:ty) => {
+        #[unsafe(no_mangle)]
+        static CONFIG: $ty = unsafe { core::mem::zeroed() };
+    };
+}
+
+#[cfg(feature = "config-map")]
+#[macro_export]
+macro_rules! declare_config {
+    ($ty:ty) => {
+        #[aya_ebpf::macros::map]
+        static CONFIG: aya_ebpf::maps::Array<$ty> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+    };
+}
+
+/// Reads one field of the configuration (`config!(task.tgid)` reaches into
+/// a shared offsets struct). For the global, the volatile read keeps the
+/// compiler from folding the all-zero initial value into the code (user
+/// space rewrites it before load).
+#[cfg(not(feature = "config-map"))]
+#[macro_export]
+macro_rules! config {
+    ($($field:ident).+) => {
+        unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field).+) }
+    };
+}
+
+/// Reads one field of the configuration map (the verifier inlines the
+/// lookup of an array map: a few instructions, no helper call).
+#[cfg(feature = "config-map")]
+#[macro_export]
+macro_rules! config {
+    ($($field:ident).+) => {
+        match CONFIG.get(0) {
+            Some(config) => config.$($field).+,
+            None => return Default::default(),
+        }
+    };
 }
 
 #[cfg(not(test))]

@@ -13,7 +13,7 @@ use tools_user::{
 };
 
 fn main() -> ExitCode {
-    lifetime::main_with(|| {
+    lifetime::main_with("bench-floor", || {
         let hooks: Vec<String> = std::env::args().skip(1).collect();
         if hooks.is_empty() {
             bail!("usage: bench-floor raw_tp/NAME|tracepoint/CATEGORY/NAME...");
@@ -23,12 +23,12 @@ fn main() -> ExitCode {
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")))
             .context("loading the floor object")?;
         for hook in &hooks {
-            let hook: &'static str = Box::leak(hook.clone().into_boxed_str());
-            let target = Attach::parse_tracepoint(hook)
+            let target = Attach::parse(hook)
                 .with_context(|| format!("unknown hook {hook:?}: raw_tp/NAME or tracepoint/CATEGORY/NAME"))?;
             let program = match target {
                 Attach::RawTracepoint(_) => "floor_raw_tp",
-                _ => "floor_tp",
+                Attach::Tracepoint { .. } => "floor_tp",
+                other => bail!("the floor has no program for {other}"),
             };
             loader::attach(&mut ebpf, program, &target).with_context(|| format!("attaching to {hook}"))?;
         }

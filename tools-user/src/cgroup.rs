@@ -23,12 +23,5 @@ pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
         bail!("{} is not a cgroup v2 directory", path.display());
     }
     let btf = btf.context("-c reads the task's cgroup, which needs kernel BTF")?;
-    Ok(CgroupFilter {
-        ino: meta.ino() as u32,
-        task_cgroups: btf.member_any("task_struct", &["cgroups"])?.offset,
-        css_set_dfl_cgrp: btf.member_any("css_set", &["dfl_cgrp"])?.offset,
-        cgroup_kn: btf.member_any("cgroup", &["kn"])?.offset,
-        kn_id: btf.member_any("kernfs_node", &["id"])?.offset,
-        kn_parent: btf.member_any("kernfs_node", &["__parent", "parent"])?.offset,
-    })
+    Ok(CgroupFilter { ino: meta.ino() as u32, ..crate::offsets::cgroup_walk(btf)? })
 }

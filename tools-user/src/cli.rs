@@ -2,6 +2,8 @@
 
 use clap::Args;
 
+use crate::output::Format;
+
 /// `[interval] [count]`, `-T`, `-m` of the histogram tools.
 #[derive(Args, Debug, Clone)]
 pub struct HistogramArgs {
@@ -87,10 +89,26 @@ pub struct RuntimeArgs {
     pub perf_array: bool,
 }
 
-/// Sizing of the event buffers of the event tools.
+/// What the event tools share: CSV output and the event buffers' size.
 #[derive(Args, Debug, Clone)]
 pub struct EventArgs {
+    /// Print CSV (RFC 4180: a field is quoted only when it must be).
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+
     /// Event buffer pages per CPU (ring buffer or perf buffer); raise it if events are lost.
     #[arg(long = "buffer-pages", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub buffer_pages: u32,
+}
+
+impl EventArgs {
+    /// The output format `--json` and `--csv` ask for (a tool maps its own
+    /// BCC spellings onto these flags first).
+    pub fn format(&self, runtime: &RuntimeArgs) -> Format {
+        match (runtime.json, self.csv) {
+            (true, _) => Format::Json,
+            (_, true) => Format::Csv,
+            _ => Format::Text,
+        }
+    }
 }

@@ -2,9 +2,9 @@
 //! kernel has one (5.8+), a perf event array otherwise, drained in batches,
 //! with the kernel's own count of events it could not hand over.
 
-use std::{future::poll_fn, task::Poll};
+use std::{future::poll_fn, mem::MaybeUninit, task::Poll};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use aya::{
     maps::{
         perf::{PerfEvent, PerfEventArrayBuffer},
@@ -14,9 +14,9 @@ use aya::{
     Ebpf,
 };
 use tokio::io::unix::AsyncFd;
-use tools_common::{map_names, Drops};
+use tools_common::{map_names, Drops, Event};
 
-use crate::cli::RuntimeArgs;
+use crate::cli::{EventArgs, RuntimeArgs};
 
 /// How events reach user space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,9 +25,18 @@ pub enum Transport {
     PerfArray,
 }
 
-impl Transport {
-    /// The ring buffer when the kernel has it (probed) and the perf array is not forced.
-    pub fn choose(runtime: &RuntimeArgs) -> Transport {
+/// The event path a tool takes: its transport and the buffer size.
+#[derive(Clone, Copy, Debug)]
+pub struct EventPath {
+    pub transport: Transport,
+    /// Buffer pages per CPU (`--buffer-pages`).
+    pub pages_per_cpu: usize,
+}
+
+impl EventPath {
+    /// The ring buffer when the kernel has it (probed) and the perf array is
+    /// not forced, else the perf event array.
+    pub fn choose(runtime: &RuntimeArgs, events: &EventArgs) -> EventPath {
         let ring = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
         let chosen = if ring && !runtime.perf_array { Transport::RingBuffer } else { Transport::PerfArray };
         log::info!(
@@ -43,24 +52,25 @@ impl Transport {
                 "the kernel has no ring buffer"
             }
         );
-        chosen
+        EventPath { transport: chosen, pages_per_cpu: events.buffer_pages as usize }
     }
 
-    /// The program built for this transport: `name` or `name_perf`.
-    pub fn program(self, name: &'static str) -> &'static str {
-        match self {
-            Transport::RingBuffer => name,
-            Transport::PerfArray => Box::leak(format!("{name}_perf").into_boxed_str()),
+    /// The build of an emitting program for this transport: `name`, or its
+    /// `name_perf` twin (see tools-ebpf's `event_programs!`).
+    pub fn program(&self, name: &str) -> String {
+        match self.transport {
+            Transport::RingBuffer => name.to_owned(),
+            Transport::PerfArray => format!("{name}_perf"),
         }
     }
 
     /// Map sizes for the loader: the ring buffer holds `pages` pages per CPU
     /// (a power of two in all, as the kernel requires).
-    pub fn max_entries(self, pages_per_cpu: usize) -> Vec<(&'static str, u32)> {
+    pub fn max_entries(&self) -> Vec<(&'static str, u32)> {
         let cpus = online_cpus().map(|c| c.len()).unwrap_or(1);
         // At most 1 GiB: the kernel's limit is below 4 GiB, and the size is a u32.
-        let bytes = (pages_per_cpu * cpus * page_size()).next_power_of_two().min(1 << 30);
-        match self {
+        let bytes = (self.pages_per_cpu * cpus * page_size()).next_power_of_two().min(1 << 30);
+        match self.transport {
             Transport::RingBuffer => vec![(map_names::EVENTS, bytes as u32)],
             // An unused ring buffer still gets created where supported: keep it small.
             Transport::PerfArray => vec![(map_names::EVENTS, page_size() as u32)],
@@ -94,8 +104,9 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    pub fn open(ebpf: &mut Ebpf, transport: Transport, pages_per_cpu: usize) -> Result<Self> {
-        let source = match transport {
+    pub fn open(ebpf: &mut Ebpf, path: &EventPath) -> Result<Self> {
+        let pages_per_cpu = path.pages_per_cpu;
+        let source = match path.transport {
             Transport::RingBuffer => {
                 let ring = RingBuf::try_from(ebpf.take_map(map_names::EVENTS).context("no EVENTS map")?)?;
                 Source::Ring(watch(ring)?)
@@ -212,4 +223,20 @@ fn drain_perf(buf: &mut PerfEventArrayBuffer<MapData>, scratch: &mut Vec<u8>, f:
             }
         }
     });
+}
+
+/// An event as the kernel side sent it, read safely: at least
+/// `T::MIN_LEN` bytes, the rest of a shorter one zero, extra bytes ignored.
+pub fn decode<T: Event>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() < T::MIN_LEN {
+        bail!("short event: {} bytes, at least {} expected", bytes.len(), T::MIN_LEN);
+    }
+    let mut event = MaybeUninit::<T>::zeroed();
+    let n = bytes.len().min(size_of::<T>());
+    // SAFETY: T is plain data (aya::Pod): every byte pattern is a valid T,
+    // and at most size_of::<T>() bytes are written into it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), event.as_mut_ptr().cast::<u8>(), n);
+        Ok(event.assume_init())
+    }
 }

@@ -1,14 +1,19 @@
 //! The shared runtime of the tools: loading with fallbacks, BTF offsets,
-//! histograms, output formats, common flags, signals and exit status.
-//! Each binary in `src/bin` holds only what is specific to its tool.
+//! event streams, histograms, columns and output formats, common flags,
+//! signals and exit status. Each binary in `src/bin` holds only what is
+//! specific to its tool: its flags, its plan, its columns.
 
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
+pub mod columns;
+pub mod diag;
+pub mod driver;
 pub mod events;
 pub mod histogram;
 pub mod lifetime;
 pub mod loader;
+pub mod offsets;
 pub mod output;
 pub mod tracefs;
 

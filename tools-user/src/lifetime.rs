@@ -1,33 +1,25 @@
-//! How a tool lives and ends: signals, intervals, the final summary, exit
-//! status. Ctrl-C and SIGTERM end the current interval, print it and exit
-//! with everything detached; a closed stdout ends the tool quietly.
+//! How a tool's process lives and ends: its exit status, its runtime,
+//! and the signals that end it. The drivers (`driver::histograms`,
+//! `driver::events`) run the loops on top of this.
 
-use std::{io::Write as _, process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    cli::{HistogramArgs, RuntimeArgs},
-    histogram::{self, HistogramMaps},
-    loader::{tool_name, Loaded},
-    output::{self, Closed, Out},
+    diag::{note, set_tool_name, tool_name},
+    output::Closed,
 };
 
 /// Exit status when the tool ran but the kernel side lost data.
 pub const EXIT_LOST: u8 = 3;
 
-/// A line on stderr. A closed stderr (`tool 2>&1 | head`) is no reason to
-/// fail: the line is dropped, where `eprintln!` would panic.
-pub fn note(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Runs a tool's body and turns its outcome into the exit status: errors
-/// are printed as `tool: error: ...` with status 1; a closed stdout is a
-/// quiet success.
-pub fn main_with(body: impl FnOnce() -> Result<ExitCode>) -> ExitCode {
+/// Runs tool `name`'s body and turns its outcome into the exit status:
+/// errors are printed as `name: error: ...` with status 1; a closed stdout
+/// is a quiet success.
+pub fn main_with(name: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> ExitCode {
+    set_tool_name(name);
     match body() {
         Ok(code) => code,
         Err(err) if err.is::<Closed>() => ExitCode::SUCCESS,
@@ -62,133 +54,4 @@ impl Shutdown {
             _ = self.term.recv() => {}
         }
     }
-}
-
-/// What a key of a keyed histogram means, as (name, value) pairs: printed
-/// `pid = 42` or `disk = sda, flags = Sync-Write` in text (strings escaped),
-/// and as an object in JSON.
-pub type KeyFields<'a> = &'a dyn Fn(u64) -> Vec<(&'static str, Value)>;
-
-/// What a histogram tool prints around its tables.
-pub struct HistogramTool<'a> {
-    pub banner: &'a str,
-    /// Keyed histograms: how to name a key. None when unkeyed.
-    pub key_fields: Option<KeyFields<'a>>,
-    /// BCC's `-e`: an `avg = ..., total: ..., count: ...` line after each interval.
-    pub totals: bool,
-    /// For keys naming processes or threads: whether one still exists (see
-    /// [`HistogramMaps::read_interval`]).
-    pub key_alive: Option<&'a dyn Fn(u64) -> bool>,
-    pub hist: &'a HistogramArgs,
-    pub runtime: &'a RuntimeArgs,
-}
-
-fn section_header(fields: &[(&str, Value)]) -> String {
-    let parts: Vec<String> = fields
-        .iter()
-        .map(|(name, value)| match value {
-            Value::String(s) => format!("{name} = {}", output::escape(s.as_bytes())),
-            other => format!("{name} = {other}"),
-        })
-        .collect();
-    parts.join(", ")
-}
-
-/// BCC's interval loop: sleep, print the interval's histograms, repeat
-/// `count` times or until a signal, which prints the partial interval.
-pub fn run_histograms(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
-    let Loaded { mut ebpf, .. } = loaded;
-    let mut maps = HistogramMaps::take(&mut ebpf, tool.key_fields.is_some(), tool.totals)?;
-    let rt = runtime()?;
-    let name = tool_name();
-    let (unit, unit_ns) = tool.hist.unit();
-    let mut out = Out::stdout();
-    let mut lost_total = 0u64;
-    rt.block_on(async {
-        let mut shutdown = Shutdown::new()?;
-        if tool.runtime.json {
-            note(tool.banner);
-        } else {
-            writeln!(out.text(), "{}", tool.banner).map_err(output::closed_or)?;
-            out.flush()?;
-        }
-        let mut remaining = tool.hist.count;
-        let mut interval_no = 0u64;
-        loop {
-            let exiting = tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(tool.hist.interval)) => false,
-                _ = shutdown.requested() => true,
-            };
-            interval_no += 1;
-            let interval = maps.read_interval(tool.key_alive)?;
-            let lost = interval.dropped.total();
-            lost_total += lost;
-            if tool.runtime.json {
-                for (key, counts) in &interval.histograms {
-                    let mut record = output::json_record(&name, "histogram");
-                    record.insert("interval".into(), json!(interval_no));
-                    if let (Some(fields), Some(key)) = (tool.key_fields, key) {
-                        let key: serde_json::Map<String, Value> =
-                            fields(*key).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
-                        record.insert("key".into(), key.into());
-                    }
-                    record.extend(histogram::json_fields(counts, unit));
-                    record.insert("lost".into(), json!(lost));
-                    out.json(&record.into()).map_err(output::closed_or)?;
-                }
-                if let Some(totals) = interval.totals.filter(|t| t.count > 0) {
-                    let mut record = output::json_record(&name, "totals");
-                    record.insert("interval".into(), json!(interval_no));
-                    record.insert("unit".into(), json!(unit));
-                    record.insert("avg".into(), json!(totals.sum_ns / unit_ns / totals.count));
-                    record.insert("total".into(), json!(totals.sum_ns / unit_ns));
-                    record.insert("count".into(), json!(totals.count));
-                    record.insert("lost".into(), json!(lost));
-                    out.json(&record.into()).map_err(output::closed_or)?;
-                }
-            } else {
-                let w = out.text();
-                let mut print = || -> std::io::Result<()> {
-                    writeln!(w)?;
-                    if tool.hist.timestamp {
-                        writeln!(w, "{:<8}", output::hms_now())?;
-                    }
-                    for (key, counts) in &interval.histograms {
-                        if let (Some(fields), Some(key)) = (tool.key_fields, key) {
-                            writeln!(w, "\n{}", section_header(&fields(*key)))?;
-                        }
-                        histogram::write_table(w, counts, unit)?;
-                    }
-                    if let Some(t) = interval.totals.filter(|t| t.count > 0) {
-                        let (total, avg) = (t.sum_ns / unit_ns, t.sum_ns / unit_ns / t.count);
-                        writeln!(w, "\navg = {avg} {unit}, total: {total} {unit}, count: {}\n", t.count)?;
-                    }
-                    Ok(())
-                };
-                print().map_err(output::closed_or)?;
-            }
-            out.flush()?;
-            if lost > 0 {
-                let d = interval.dropped;
-                note(&format!(
-                    "{name}: lost {lost} samples this interval (in-flight table full: {}, histogram table full: {}, unreadable: {})",
-                    d.inflight_full, d.hist_full, d.read_failed
-                ));
-            }
-            remaining = remaining.saturating_sub(1);
-            // As BCC: without an interval (0), one output and done.
-            if exiting || remaining == 0 || tool.hist.interval == 0 {
-                break;
-            }
-        }
-        anyhow::Ok(())
-    })?;
-    // Detach everything before reporting, so the summary is the last word.
-    drop(maps);
-    drop(ebpf);
-    if lost_total > 0 {
-        note(&format!("{name}: lost {lost_total} samples in total"));
-        return Ok(ExitCode::from(EXIT_LOST));
-    }
-    Ok(ExitCode::SUCCESS)
 }

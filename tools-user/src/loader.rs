@@ -4,52 +4,155 @@
 //! tracepoint, kprobe, ...). The loader creates the maps once, then tries
 //! each rung by loading and attaching its programs: the kernel's answer is
 //! the probe, never its version string. The first rung whose programs all
-//! attach is kept; every failure is remembered, so a kernel with no usable
-//! rung gets an error naming each path tried and why it failed.
+//! attach is kept; a rung that fails halfway is detached and unloaded
+//! whole before the next is tried (two rungs at once would count
+//! everything twice). Every failure is remembered, so a kernel with no
+//! usable rung gets an error naming each path tried and why it failed.
 
-use std::{fmt::Write as _, fs, io, time::Instant};
+use std::{
+    fmt::Write as _,
+    fs, io,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        OnceLock,
+    },
+    time::Instant,
+};
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::Array,
-    programs::{KProbe, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeScope},
+        FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
+    },
     Ebpf, EbpfLoader, Pod,
 };
 
 use crate::{cli::RuntimeArgs, tracefs};
 
-/// How one program attaches.
-#[derive(Clone, Debug)]
+/// Where one program attaches: owned data, exactly what the kernel needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attach {
-    RawTracepoint(&'static str),
+    /// `raw_tp/NAME` (4.17+).
+    RawTracepoint(String),
+    /// `tracepoint/CATEGORY/NAME` (4.7+).
     Tracepoint {
-        category: &'static str,
-        name: &'static str,
+        category: String,
+        name: String,
     },
-    /// The first of these kernel functions that /proc/kallsyms lists
-    /// (looked up only when the rung is tried).
-    Kprobe(&'static [&'static str]),
+    /// The first of these kernel functions that /proc/kallsyms lists and
+    /// that lets a kprobe attach (looked up only when the rung is tried).
+    Kprobe(Vec<String>),
+    /// As `Kprobe`, at the functions' return.
+    Kretprobe(Vec<String>),
+    Uprobe(Uprobe),
+    /// As `Uprobe`, at the function's return.
+    Uretprobe(Uprobe),
+    /// A kernel function's entry through its BTF (5.5+).
+    Fentry(String),
+    Fexit(String),
+}
+
+/// A point in a user-space binary or library.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uprobe {
+    /// The file, as this process can open it (`/proc/PID/root/...` reaches
+    /// into a container's mount namespace).
+    pub binary: PathBuf,
+    pub at: UprobeAt,
+    /// Only this process; None for every process that maps the file.
+    pub pid: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UprobeAt {
+    /// A symbol of the file's symbol tables.
+    Symbol(String),
+    /// A file offset, already resolved (see `elf.rs`).
+    Offset(u64),
+}
+
+impl Attach {
+    pub fn raw_tp(name: &str) -> Attach {
+        Attach::RawTracepoint(name.into())
+    }
+
+    pub fn tracepoint(category: &str, name: &str) -> Attach {
+        Attach::Tracepoint { category: category.into(), name: name.into() }
+    }
+
+    /// Candidates, tried in order (kernels rename and inline functions).
+    pub fn kprobe(functions: &[&str]) -> Attach {
+        Attach::Kprobe(functions.iter().map(|f| f.to_string()).collect())
+    }
+
+    pub fn kretprobe(functions: &[&str]) -> Attach {
+        Attach::Kretprobe(functions.iter().map(|f| f.to_string()).collect())
+    }
+
+    pub fn fentry(function: &str) -> Attach {
+        Attach::Fentry(function.into())
+    }
+
+    pub fn fexit(function: &str) -> Attach {
+        Attach::Fexit(function.into())
+    }
+
+    /// The inverse of `Display` (without a uprobe's pid): how `--verbose`
+    /// names a hook, as `bench-floor` takes them.
+    pub fn parse(hook: &str) -> Option<Attach> {
+        let (kind, rest) = hook.split_once('/')?;
+        let candidates = || rest.split('|').map(str::to_owned).collect();
+        let uprobe = || {
+            let (binary, at) = rest.rsplit_once(':')?;
+            let at = match at.strip_prefix("0x") {
+                Some(hex) => UprobeAt::Offset(u64::from_str_radix(hex, 16).ok()?),
+                None => UprobeAt::Symbol(at.to_owned()),
+            };
+            Some(Uprobe { binary: binary.into(), at, pid: None })
+        };
+        Some(match kind {
+            "raw_tp" => Attach::raw_tp(rest),
+            "tracepoint" => {
+                let (category, name) = rest.split_once('/')?;
+                Attach::tracepoint(category, name)
+            }
+            "kprobe" => Attach::Kprobe(candidates()),
+            "kretprobe" => Attach::Kretprobe(candidates()),
+            "fentry" => Attach::fentry(rest),
+            "fexit" => Attach::fexit(rest),
+            "uprobe" => Attach::Uprobe(uprobe()?),
+            "uretprobe" => Attach::Uretprobe(uprobe()?),
+            _ => return None,
+        })
+    }
 }
 
 impl std::fmt::Display for Attach {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let uprobe = |f: &mut std::fmt::Formatter<'_>, kind: &str, u: &Uprobe| {
+            write!(f, "{kind}/{}:", u.binary.display())?;
+            match &u.at {
+                UprobeAt::Symbol(s) => write!(f, "{s}")?,
+                UprobeAt::Offset(o) => write!(f, "{o:#x}")?,
+            }
+            match u.pid {
+                Some(pid) => write!(f, " (pid {pid})"),
+                None => Ok(()),
+            }
+        };
         match self {
             Attach::RawTracepoint(tp) => write!(f, "raw_tp/{tp}"),
             Attach::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
             Attach::Kprobe(funcs) => write!(f, "kprobe/{}", funcs.join("|")),
+            Attach::Kretprobe(funcs) => write!(f, "kretprobe/{}", funcs.join("|")),
+            Attach::Uprobe(u) => uprobe(f, "uprobe", u),
+            Attach::Uretprobe(u) => uprobe(f, "uretprobe", u),
+            Attach::Fentry(func) => write!(f, "fentry/{func}"),
+            Attach::Fexit(func) => write!(f, "fexit/{func}"),
         }
-    }
-}
-
-impl Attach {
-    /// The inverse of `Display` for tracepoints: `raw_tp/NAME` or
-    /// `tracepoint/CATEGORY/NAME`, as `--verbose` names them.
-    pub fn parse_tracepoint(hook: &'static str) -> Option<Attach> {
-        if let Some(name) = hook.strip_prefix("raw_tp/") {
-            return Some(Attach::RawTracepoint(name));
-        }
-        let (category, name) = hook.strip_prefix("tracepoint/")?.split_once('/')?;
-        Some(Attach::Tracepoint { category, name })
     }
 }
 
@@ -57,15 +160,21 @@ impl Attach {
 pub struct Rung {
     pub name: &'static str,
     /// (program name in the object, where it attaches)
-    pub programs: Vec<(&'static str, Attach)>,
+    pub programs: Vec<(String, Attach)>,
     /// Why this rung cannot work before trying (an offset missing from BTF, a
     /// flag it cannot serve, no candidate kernel function); None to try it.
     pub unusable: Option<String>,
 }
 
 impl Rung {
-    pub fn new(name: &'static str, programs: Vec<(&'static str, Attach)>) -> Self {
-        Rung { name, programs, unusable: None }
+    pub fn new(name: &'static str) -> Self {
+        Rung { name, programs: Vec::new(), unusable: None }
+    }
+
+    /// Adds a program and where it attaches. Programs attach in this order.
+    pub fn program(mut self, name: impl Into<String>, attach: Attach) -> Self {
+        self.programs.push((name.into(), attach));
+        self
     }
 
     /// Marks the rung unusable for `reason` unless it already is.
@@ -89,33 +198,6 @@ pub struct Loaded {
     pub rung: &'static str,
 }
 
-/// Sets up diagnostics (`--verbose` → info-level log on stderr).
-pub fn init_logging(runtime: &RuntimeArgs) {
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.target().starts_with("tools_user")
-        }
-        fn log(&self, r: &log::Record<'_>) {
-            if self.enabled(r.metadata()) {
-                crate::lifetime::note(&format!("{}: {}", tool_name(), r.args()));
-            }
-        }
-        fn flush(&self) {}
-    }
-    static LOGGER: Stderr = Stderr;
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(if runtime.verbose { log::LevelFilter::Info } else { log::LevelFilter::Warn });
-}
-
-/// The name the tool was run as.
-pub fn tool_name() -> String {
-    std::env::args_os()
-        .next()
-        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "tool".into())
-}
-
 /// Lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps to it. Where
 /// the hard limit cannot be lifted, the soft limit is raised to it.
 fn raise_memlock() {
@@ -134,6 +216,9 @@ fn raise_memlock() {
     log::info!("RLIMIT_MEMLOCK stays limited: {}", io::Error::last_os_error());
 }
 
+/// Tests hide the kernel's BTF (`--hide-kernel-btf`): fentry then has none.
+static KERNEL_BTF_HIDDEN: AtomicBool = AtomicBool::new(false);
+
 /// Loads the tool with `config` as its `CONFIG` (a read-only global where
 /// the kernel has global data, else the config map), then takes the first
 /// rung (or only `runtime.rung`, when forced) that loads and attaches.
@@ -145,6 +230,7 @@ pub fn load<C: Pod>(
     runtime: &RuntimeArgs,
 ) -> Result<Loaded> {
     raise_memlock();
+    KERNEL_BTF_HIDDEN.store(runtime.hide_kernel_btf, Ordering::Relaxed);
     let started = Instant::now();
     let mut loader = loader_without_kernel_btf();
     // A kernel without ring buffers cannot create one: the event tools then
@@ -240,20 +326,23 @@ fn first_line(err: &anyhow::Error) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// Loads and attaches every program of a rung; on any failure, unloads what
-/// this rung loaded (detaching its links) so the next rung starts clean.
-fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
-    let mut done = Vec::new();
+/// Loads and attaches every program of a rung; on any failure, detaches
+/// and unloads every program this rung loaded, whatever its type, so the
+/// next rung starts clean.
+pub fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
+    let mut done: Vec<&str> = Vec::new();
     for (program, target) in &rung.programs {
         match attach(ebpf, program, target) {
             Ok(id) => {
                 log::info!("  {program} (id {id}) -> {target}");
-                done.push(*program);
+                done.push(program);
             }
             Err(err) => {
-                for loaded in done.into_iter().chain([*program]) {
+                for loaded in done.into_iter().chain([program.as_str()]) {
                     if let Some(p) = ebpf.program_mut(loaded) {
-                        let _ = unload(p);
+                        if let Err(unload_err) = unload(p) {
+                            log::warn!("unloading {loaded}: {unload_err}");
+                        }
                     }
                 }
                 return Err(err.context(format!("{program} -> {target}")));
@@ -263,18 +352,29 @@ fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
     Ok(())
 }
 
-fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
-    use aya::programs::Program;
+/// Detaches every link of a program and unloads it (a program not loaded
+/// is left as it is).
+fn unload(program: &mut Program) -> Result<(), ProgramError> {
+    if program.fd().is_err() {
+        return Ok(());
+    }
     match program {
         Program::RawTracePoint(p) => p.unload(),
         Program::TracePoint(p) => p.unload(),
         Program::KProbe(p) => p.unload(),
-        _ => Ok(()),
+        Program::UProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
+        // The tools build tracing programs only: any other type is a bug
+        // in a tool's object, reported rather than left loaded silently.
+        _ => Err(ProgramError::UnexpectedProgramType),
     }
 }
 
 /// Loads program `name` (unless it already is) and attaches it; returns
-/// its id. A program may be attached to several hooks this way.
+/// its id. A program may be attached to several hooks this way (a uprobe
+/// program to every C library, the floor's empty programs to any hook).
 pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
     let program = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
     let loaded = program.fd().is_ok();
@@ -294,49 +394,154 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
             }
             p.attach(category, name)?;
         }
-        Attach::Kprobe(funcs) => {
+        Attach::Kprobe(funcs) | Attach::Kretprobe(funcs) => {
             let p: &mut KProbe = program.try_into()?;
             if !loaded {
                 p.load()?;
             }
-            // The first candidate the kernel lets us probe: a symbol can be
-            // listed yet refuse a kprobe (blacklisted, notrace, mid-function).
-            let mut refused = Vec::new();
-            let mut attached = false;
-            for func in kallsyms_find_all(funcs) {
-                match p.attach(&func, 0) {
-                    Ok(_) => {
-                        log::info!("  kprobe on {func}");
-                        attached = true;
-                        break;
-                    }
-                    Err(err) => refused.push(format!("{func}: {err}")),
-                }
+            attach_kprobe(p, funcs)?;
+        }
+        Attach::Uprobe(u) | Attach::Uretprobe(u) => {
+            let p: &mut UProbe = program.try_into()?;
+            if !loaded {
+                p.load()?;
             }
-            if !attached {
-                if refused.is_empty() {
-                    anyhow::bail!("no {} in /proc/kallsyms", funcs.join(" or "));
-                }
-                anyhow::bail!("no kprobe attaches: {}", refused.join("; "));
+            let location = match &u.at {
+                UprobeAt::Symbol(symbol) => UProbeAttachLocation::Symbol(symbol),
+                UprobeAt::Offset(offset) => UProbeAttachLocation::AbsoluteOffset(*offset),
+            };
+            let scope = match u.pid.and_then(std::num::NonZeroU32::new) {
+                Some(pid) => UProbeScope::OneProcess(pid),
+                None => UProbeScope::AllProcesses,
+            };
+            p.attach(location, &u.binary, scope)?;
+        }
+        Attach::Fentry(function) => {
+            let p: &mut FEntry = program.try_into()?;
+            if !loaded {
+                p.load(function, fentry_btf()?)?;
             }
+            p.attach()?;
+        }
+        Attach::Fexit(function) => {
+            let p: &mut FExit = program.try_into()?;
+            if !loaded {
+                p.load(function, fentry_btf()?)?;
+            }
+            p.attach()?;
         }
     }
     Ok(program.info().map(|info| info.id()).unwrap_or(0))
 }
 
+/// The first candidate the kernel lets us probe: a symbol can be listed
+/// yet refuse a kprobe (blacklisted, notrace, mid-function).
+fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<()> {
+    let mut refused = Vec::new();
+    for func in kallsyms_find_all(funcs) {
+        match p.attach(&func, 0) {
+            Ok(_) => {
+                log::info!("  kprobe on {func}");
+                return Ok(());
+            }
+            Err(err) => refused.push(format!("{func}: {err}")),
+        }
+    }
+    if refused.is_empty() {
+        bail!("no {} in /proc/kallsyms", funcs.join(" or "));
+    }
+    bail!("no kprobe attaches: {}", refused.join("; "))
+}
+
+/// The running kernel's BTF as aya reads it, for fentry and fexit: they
+/// name their function by its id in the kernel's own BTF, so a `--btf FILE`
+/// (which gives the other rungs their offsets) cannot serve; a kernel
+/// without BTF has no fentry anyway. Parsed only when such a rung is
+/// tried, and once (about 15 ms and 17 MB here: the other rungs never pay).
+fn fentry_btf() -> Result<&'static aya::Btf> {
+    static BTF: OnceLock<Result<aya::Btf, String>> = OnceLock::new();
+    if KERNEL_BTF_HIDDEN.load(Ordering::Relaxed) {
+        bail!("fentry needs the kernel's BTF, hidden (EBPF_TOOLS_HIDE_KERNEL_BTF)");
+    }
+    BTF.get_or_init(|| {
+        let started = Instant::now();
+        let btf = aya::Btf::from_sys_fs().map_err(|err| format!("fentry needs the kernel's BTF: {err}"));
+        log::info!("kernel BTF parsed for fentry in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        btf
+    })
+    .as_ref()
+    .map_err(|err| anyhow!("{err}"))
+}
+
 /// The kernel's symbols for `functions`, in that order, as named in
 /// /proc/kallsyms (which may carry a compiler suffix: `finish_task_switch.isra.0`).
-pub fn kallsyms_find_all(functions: &[&str]) -> Vec<String> {
+pub fn kallsyms_find_all(functions: &[String]) -> Vec<String> {
     let Ok(syms) = fs::read_to_string("/proc/kallsyms") else { return Vec::new() };
     let mut found = Vec::new();
-    for &want in functions {
+    for want in functions {
         for line in syms.lines() {
             let Some(name) = line.split_whitespace().nth(2) else { continue };
-            let matches = name == want || (name.starts_with(want) && name[want.len()..].starts_with('.'));
+            let matches = name == want || (name.starts_with(want.as_str()) && name[want.len()..].starts_with('.'));
             if matches && !found.iter().any(|f| f == name) {
                 found.push(name.to_owned());
             }
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_print_and_parse_back() {
+        for hook in [
+            "raw_tp/sched_switch",
+            "tracepoint/sched/sched_switch",
+            "kprobe/ttwu_do_activate|ttwu_do_wakeup",
+            "kretprobe/ext4_file_read_iter",
+            "fentry/ext4_sync_file",
+            "fexit/ext4_sync_file",
+            "uprobe//usr/lib/x86_64-linux-gnu/libc.so.6:getaddrinfo",
+            "uretprobe//lib/ld-musl-x86_64.so.1:0x5a3c0",
+        ] {
+            let attach = Attach::parse(hook).unwrap_or_else(|| panic!("{hook}"));
+            assert_eq!(attach.to_string(), hook);
+        }
+        assert_eq!(Attach::parse("nosuch/x"), None);
+    }
+
+    /// The floor object's empty programs: the first attaches, the second
+    /// names a tracepoint that does not exist. Nothing of the rung may stay.
+    #[test]
+    fn a_rung_that_fails_halfway_leaves_nothing_attached() {
+        let mut ebpf = loader_without_kernel_btf()
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")))
+            .expect("loading the floor object (run as root)");
+        let floor_programs = || {
+            aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .filter(|p| p.name_as_str() == Some("floor_raw_tp"))
+                .count()
+        };
+        let before = floor_programs();
+        let half = Rung::new("half")
+            .program("floor_raw_tp", Attach::raw_tp("sched_switch"))
+            .program("floor_tp", Attach::tracepoint("no_such_category", "no_such_event"));
+        let err = attach_rung(&mut ebpf, &half).unwrap_err();
+        assert!(format!("{err:#}").contains("floor_tp -> tracepoint/no_such_category/no_such_event"), "{err:#}");
+        assert!(ebpf.program("floor_raw_tp").unwrap().fd().is_err(), "the program is not unloaded");
+        // The kernel frees an unloaded program after an RCU grace period.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while floor_programs() != before && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(floor_programs(), before, "the first program of the failed rung is still loaded");
+
+        // The same program attaches again on the next rung: the test can see it.
+        let whole = Rung::new("whole").program("floor_raw_tp", Attach::raw_tp("sched_switch"));
+        attach_rung(&mut ebpf, &whole).unwrap();
+        assert_eq!(floor_programs(), before + 1);
+    }
 }

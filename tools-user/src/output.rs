@@ -1,13 +1,26 @@
-//! Output: text as BCC prints it, JSON Lines, time stamps, and escaping of
-//! every untrusted string so no traced process can forge a line or reach
-//! the terminal with an escape sequence.
+//! Output: text as BCC prints it, CSV, JSON Lines, time stamps, and
+//! escaping of every untrusted string so no traced process can forge a line
+//! or reach the terminal with an escape sequence.
 
-use std::io::{self, BufWriter, Stdout, Write};
+use std::{
+    borrow::Cow,
+    io::{self, BufWriter, Stdout, Write},
+};
 
 use serde_json::{Map, Value};
 
 /// Version of the JSON Lines records; bumped on any incompatible change.
 pub const JSON_SCHEMA: u32 = 1;
+
+/// How a tool prints: BCC's text (the default), CSV (`--csv`, and BCC's own
+/// spellings: tcplife `-s`, ext4slower `-j`) or JSON Lines (`--json`,
+/// biolatency's `-j`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Csv,
+    Json,
+}
 
 /// Buffered stdout, flushed at the end of each interval or event batch.
 /// A closed pipe (`tool | head`) surfaces as [`Closed`], which ends the tool quietly.
@@ -58,13 +71,18 @@ pub fn closed_or(err: io::Error) -> anyhow::Error {
 }
 
 /// The common head of every JSON record.
-pub fn json_record(tool: &str, kind: &str) -> Map<String, Value> {
+pub fn json_record(kind: &str) -> Map<String, Value> {
     let mut obj = Map::new();
     obj.insert("schema".into(), JSON_SCHEMA.into());
-    obj.insert("tool".into(), tool.into());
+    obj.insert("tool".into(), crate::diag::tool_name().into());
     obj.insert("type".into(), kind.into());
     obj.insert("time".into(), rfc3339_now().into());
     obj
+}
+
+/// A C string from the kernel (a COMM, a name): the bytes before the first NUL.
+pub fn cstr(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())]
 }
 
 /// Renders untrusted bytes for a text line: printable ASCII and valid
@@ -93,6 +111,34 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Untrusted bytes for a CSV field: the text itself (invalid UTF-8 as
+/// U+FFFD, as in JSON), with only what could act on a terminal escaped as
+/// in text (`\x1b`); LF, CR and TAB stay, inside quotes.
+pub fn csv_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(c),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One CSV field as RFC 4180 writes it: quoted (quotes doubled) only when
+/// it holds a comma, a quote, CR or LF, so ordinary rows stay byte for byte
+/// BCC's unquoted CSV.
+pub fn csv_field(text: &str) -> Cow<'_, str> {
+    if text.contains([',', '"', '\r', '\n']) {
+        Cow::Owned(format!("\"{}\"", text.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 fn is_invisible_control(c: char) -> bool {
@@ -155,6 +201,15 @@ mod tests {
         assert_eq!(escape("caf\u{e9} \u{9b}".as_bytes()), "caf\u{e9} \\u{9b}");
         assert_eq!(escape(b"\x00\x7f"), "\\x00\\x7f");
         assert_eq!(escape("a\u{202e}b\u{2028}c\u{200b}".as_bytes()), "a\\u{202e}b\\u{2028}c\\u{200b}");
+    }
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_text(b"a\nb\x1b[31m\xff"), "a\nb\\x1b[31m\u{fffd}");
     }
 
     #[test]

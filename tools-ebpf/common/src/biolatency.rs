@@ -1,4 +1,26 @@
-//! biolatency's configuration, written by user space before load.
+//! biolatency's programs and configuration.
+
+/// Its programs' names (see the crate root). `_q` programs take the request as the 2nd argument, as
+/// `block_rq_issue(q, rq)` and `block_rq_insert(q, rq)` passed it before 5.11.
+pub mod programs {
+    pub const RAW_ISSUE: &str = "biolatency_raw_issue";
+    pub const RAW_ISSUE_Q: &str = "biolatency_raw_issue_q";
+    pub const RAW_ISSUE_QUEUED: &str = "biolatency_raw_issue_queued";
+    pub const RAW_ISSUE_QUEUED_Q: &str = "biolatency_raw_issue_queued_q";
+    pub const RAW_INSERT: &str = "biolatency_raw_insert";
+    pub const RAW_INSERT_Q: &str = "biolatency_raw_insert_q";
+    pub const RAW_COMPLETE: &str = "biolatency_raw_complete";
+    pub const KP_ISSUE: &str = "biolatency_kp_issue";
+    pub const KP_ISSUE_QUEUED: &str = "biolatency_kp_issue_queued";
+    pub const KP_ACCOUNT_START: &str = "biolatency_kp_account_start";
+    pub const KP_COMPLETE: &str = "biolatency_kp_complete";
+    pub const TP_ISSUE: &str = "biolatency_tp_issue";
+    pub const TP_ISSUE_QUEUED: &str = "biolatency_tp_issue_queued";
+    pub const TP_INSERT: &str = "biolatency_tp_insert";
+    pub const TP_COMPLETE: &str = "biolatency_tp_complete";
+    pub const TP_IO_START: &str = "biolatency_tp_io_start";
+    pub const TP_IO_DONE: &str = "biolatency_tp_io_done";
+}
 
 /// Bits of [`Config::key_mode`]: `-D` and `-F` combine into one key.
 pub mod key_mode {
@@ -6,6 +28,21 @@ pub mod key_mode {
     pub const DISK: u32 = 1;
     /// Per flag set: the key's low 32 bits are the request's `cmd_flags`.
     pub const FLAGS: u32 = 2;
+}
+
+/// `struct request` and its disk. `rq_disk` exists before 5.17; from 5.15
+/// the disk is also `rq->q->disk`: `has_rq_disk` says which path to take.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestOffsets {
+    pub q: u32,
+    pub disk: u32,
+    pub has_rq_disk: u32,
+    pub q_disk: u32,
+    pub cmd_flags: u32,
+    /// `struct gendisk` members.
+    pub disk_major: u32,
+    pub disk_first_minor: u32,
 }
 
 /// Read-only configuration of the biolatency programs. Struct and
@@ -22,18 +59,12 @@ pub struct Config {
     /// `-c`: only I/O started while a task of this cgroup runs.
     pub cgroup: crate::CgroupFilter,
 
-    /// `struct request` members. `rq_disk` exists before 5.17; from 5.15 the
-    /// disk is also `rq->q->disk`: `has_rq_disk` says which path to take.
-    pub rq_q: u32,
-    pub rq_disk: u32,
-    pub has_rq_disk: u32,
-    pub q_disk: u32,
-    pub rq_cmd_flags: u32,
-    /// `struct gendisk` members.
-    pub disk_major: u32,
-    pub disk_first_minor: u32,
+    pub rq: RequestOffsets,
 
     /// Plain tracepoints: `dev` and `sector` of block_rq_issue/insert/complete records.
     pub tp_dev: u32,
     pub tp_sector: u32,
+    pub _pad: u32,
 }
+
+crate::plain_data!(Config);

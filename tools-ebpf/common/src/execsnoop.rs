@@ -1,4 +1,16 @@
-//! execsnoop's event and configuration.
+//! execsnoop's programs, event and configuration.
+
+use crate::offsets::TaskOffsets;
+
+/// Its programs' names (see the crate root); `EXEC`, `EXIT_EXECVE` and
+/// `EXIT_EXECVEAT` emit events and have `_perf` twins.
+pub mod programs {
+    pub const EXEC: &str = "execsnoop_exec";
+    pub const ENTER_EXECVE: &str = "execsnoop_enter_execve";
+    pub const ENTER_EXECVEAT: &str = "execsnoop_enter_execveat";
+    pub const EXIT_EXECVE: &str = "execsnoop_exit_execve";
+    pub const EXIT_EXECVEAT: &str = "execsnoop_exit_execveat";
+}
 
 /// Bytes kept of the file name as passed to exec.
 pub const FILENAME_SIZE: usize = 256;
@@ -65,11 +77,9 @@ pub struct Config {
     pub _pad: u32,
     pub cgroup: crate::CgroupFilter,
 
-    /// `task_struct.real_parent`, `.tgid`, `.comm`, `.mm`; `mm_struct.arg_start`, `.arg_end`.
-    pub task_real_parent: u32,
-    pub task_tgid: u32,
-    pub task_comm: u32,
-    pub task_mm: u32,
+    /// `task_struct.real_parent`, `.tgid`, `.comm`, `.mm`.
+    pub task: TaskOffsets,
+    /// `mm_struct.arg_start`, `.arg_end`.
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
 
@@ -84,4 +94,11 @@ pub struct Config {
     pub tp_execveat_argv: u32,
     pub tp_exit_ret: u32,
     pub _pad2: u32,
+}
+
+crate::plain_data!(Config, InFlight, ExecEvent);
+
+#[cfg(feature = "user")]
+impl crate::Event for ExecEvent {
+    const MIN_LEN: usize = core::mem::offset_of!(ExecEvent, args);
 }

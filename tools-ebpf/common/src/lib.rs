@@ -1,10 +1,15 @@
 //! Types shared by the eBPF programs and user space. `no_std`, `repr(C)`,
 //! plain old data only: both sides read the same bytes.
+//!
+//! Each tool's module names its programs once, in `programs`: the kernel
+//! side checks at compile time that its functions carry these names
+//! (`tools_ebpf::check_name!`), and the loader attaches them by these names.
 #![no_std]
 
 pub mod biolatency;
 pub mod execsnoop;
 pub mod histogram;
+pub mod offsets;
 pub mod runqlat;
 
 /// Names of the maps every histogram tool declares; user space finds them by these names.
@@ -81,15 +86,27 @@ impl Drops {
     }
 }
 
-#[cfg(feature = "user")]
-mod pod {
-    // SAFETY: repr(C) structs of integers with no padding.
-    unsafe impl aya::Pod for super::Drops {}
-    unsafe impl aya::Pod for super::histogram::Histogram {}
-    unsafe impl aya::Pod for super::histogram::HistKey {}
-    unsafe impl aya::Pod for super::histogram::Totals {}
-    unsafe impl aya::Pod for super::runqlat::Config {}
-    unsafe impl aya::Pod for super::biolatency::Config {}
-    unsafe impl aya::Pod for super::execsnoop::Config {}
-    unsafe impl aya::Pod for super::execsnoop::InFlight {}
+/// Declares types user space reads or writes as plain data (`aya::Pod`):
+/// map keys and values, configurations, events. Only `repr(C)` structs of
+/// integers whose padding is spelled out as fields may be listed.
+#[macro_export]
+macro_rules! plain_data {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            // SAFETY: a repr(C) struct of integers with no implicit padding.
+            #[cfg(feature = "user")]
+            unsafe impl aya::Pod for $ty {}
+        )*
+    };
 }
+
+/// An event the kernel side hands to user space through the event path.
+/// `MIN_LEN` is the fewest bytes a valid one has: events may be sent cut
+/// short (execsnoop sends only the arguments it captured); the bytes not
+/// sent read as zero.
+#[cfg(feature = "user")]
+pub trait Event: aya::Pod {
+    const MIN_LEN: usize = core::mem::size_of::<Self>();
+}
+
+plain_data!(Drops, histogram::Histogram, histogram::HistKey, histogram::Totals);

@@ -1,4 +1,22 @@
-//! runqlat's configuration, written by user space before load.
+//! runqlat's programs and configuration.
+
+use crate::offsets::TaskOffsets;
+
+/// Its programs' names (see the crate root).
+pub mod programs {
+    pub const RAW_WAKEUP: &str = "runqlat_raw_wakeup";
+    pub const RAW_WAKEUP_NEW: &str = "runqlat_raw_wakeup_new";
+    /// `sched_switch(preempt, prev, next)`, before 5.18.
+    pub const RAW_SWITCH: &str = "runqlat_raw_switch";
+    /// `sched_switch(preempt, prev, next, prev_state)`, 5.18+.
+    pub const RAW_SWITCH4: &str = "runqlat_raw_switch4";
+    pub const TP_WAKEUP: &str = "runqlat_tp_wakeup";
+    pub const TP_WAKEUP_NEW: &str = "runqlat_tp_wakeup_new";
+    pub const TP_SWITCH: &str = "runqlat_tp_switch";
+    pub const KP_WAKEUP: &str = "runqlat_kp_wakeup";
+    pub const KP_WAKEUP_NEW: &str = "runqlat_kp_wakeup_new";
+    pub const KP_SWITCH: &str = "runqlat_kp_switch";
+}
 
 /// How samples are grouped.
 pub mod key_mode {
@@ -24,12 +42,9 @@ pub struct Config {
     /// Nanoseconds per output unit (1000 for usecs, 1000000 for msecs).
     pub unit_ns: u64,
 
-    /// `task_struct` members.
-    pub task_pid: u32,
-    pub task_tgid: u32,
-    /// `__state` (5.14+) or `state`; read as 32 bits (the low half of the
-    /// older `long`: x86 and arm64 are little-endian, and state bits fit).
-    pub task_state: u32,
+    /// `task_struct.pid`, `.tgid`, `.__state`.
+    pub task: TaskOffsets,
+    /// `task_struct.thread_pid`, for `--pidnss`.
     pub task_thread_pid: u32,
     /// `-c`: only tasks in this cgroup.
     pub cgroup: crate::CgroupFilter,
@@ -49,6 +64,9 @@ pub struct Config {
     pub tp_switch_prev_pid: u32,
     pub tp_switch_prev_state: u32,
     pub tp_switch_next_pid: u32,
+    pub _pad: u32,
     /// The `prev_state` bit that marks a preempted (still runnable) task, `R+`.
     pub tp_preempt_bit: u64,
 }
+
+crate::plain_data!(Config);

@@ -16,17 +16,24 @@ mod bpf {
     use aya_ebpf::{
         helpers::{bpf_get_current_task, bpf_ktime_get_ns},
         macros::{kprobe, map, raw_tracepoint, tracepoint},
-        maps::HashMap,
+        maps::{HashMap, PerCpuArray},
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
-    use tools_common::biolatency::{key_mode, Config};
-    use tools_ebpf::{config, declare_config, drops_map, histogram_maps, read_field, totals_map};
+    use tools_common::{
+        biolatency::{key_mode, programs, Config},
+        histogram::Totals,
+    };
+    use tools_ebpf::{
+        add_total, check_name, config, count_drop, declare_config, histogram_maps, read_field, record, record_keyed,
+    };
 
     declare_config!(Config);
 
-    drops_map!();
-    histogram_maps!(keyed_entries = 16384);
-    totals_map!();
+    histogram_maps!(DROPS, HIST, KEYED_HIST);
+
+    /// Sum and count for -e.
+    #[map]
+    static TOTALS: PerCpuArray<Totals> = PerCpuArray::with_max_entries(1, 0);
 
     /// Request (pointer) → when it started. Entries live from start to
     /// completion; a full table is counted, not ignored.
@@ -49,14 +56,14 @@ mod bpf {
 
     #[inline(always)]
     fn rq_dev(rq: Ptr) -> u32 {
-        let disk: Ptr = if config!(has_rq_disk) != 0 {
-            read_field(rq, config!(rq_disk))
+        let disk: Ptr = if config!(rq.has_rq_disk) != 0 {
+            read_field(rq, config!(rq.disk))
         } else {
-            read_field::<Ptr>(rq, config!(rq_q)).and_then(|q| read_field(q, config!(q_disk)))
+            read_field::<Ptr>(rq, config!(rq.q)).and_then(|q| read_field(q, config!(rq.q_disk)))
         }
         .unwrap_or(core::ptr::null());
-        let major = read_field::<u32>(disk, config!(disk_major)).unwrap_or(0);
-        let minor = read_field::<u32>(disk, config!(disk_first_minor)).unwrap_or(0);
+        let major = read_field::<u32>(disk, config!(rq.disk_major)).unwrap_or(0);
+        let minor = read_field::<u32>(disk, config!(rq.disk_first_minor)).unwrap_or(0);
         (major << 20) | minor
     }
 
@@ -82,7 +89,7 @@ mod bpf {
         if let Err(err) = START.insert(&(rq as u64), &now, flags) {
             // -EEXIST is the -Q case working as meant.
             if err != -17 {
-                count_drop(|d| &mut d.inflight_full);
+                count_drop(&DROPS, |d| &mut d.inflight_full);
             }
         }
     }
@@ -97,10 +104,10 @@ mod bpf {
         }
         let ns = now - started;
         let Some(value) = ns.checked_div(config!(unit_ns)) else { return };
-        add_total(ns);
+        add_total(&TOTALS, ns);
         let mode = config!(key_mode);
         if mode == 0 {
-            return record(value);
+            return record(&HIST, value);
         }
         let mut key = 0u64;
         if mode & key_mode::DISK != 0 {
@@ -109,7 +116,7 @@ mod bpf {
         if mode & key_mode::FLAGS != 0 {
             key |= cmd_flags() as u64;
         }
-        record_keyed(key, value);
+        record_keyed(&KEYED_HIST, &DROPS, key, value);
     }
 
     #[inline(always)]
@@ -117,7 +124,7 @@ mod bpf {
         let key = rq as u64;
         let Some(started) = (unsafe { START.get(&key) }).copied() else { return };
         let _ = START.remove(&key);
-        record_latency(started, || rq_dev(rq), || read_field::<u32>(rq, config!(rq_cmd_flags)).unwrap_or(0));
+        record_latency(started, || rq_dev(rq), || read_field::<u32>(rq, config!(rq.cmd_flags)).unwrap_or(0));
     }
 
     // ---- Raw tracepoints: the request pointer ----
@@ -127,6 +134,7 @@ mod bpf {
         start(ctx.arg::<Ptr>(0), false);
         0
     }
+    check_name!(biolatency_raw_issue = programs::RAW_ISSUE);
 
     /// Before 5.11: `block_rq_issue(q, rq)`. A separate program because
     /// reading a 2nd argument fails to attach where there is one.
@@ -135,6 +143,7 @@ mod bpf {
         start(ctx.arg::<Ptr>(1), false);
         0
     }
+    check_name!(biolatency_raw_issue_q = programs::RAW_ISSUE_Q);
 
     /// -Q: issue after insertion keeps the insertion time.
     #[raw_tracepoint(tracepoint = "block_rq_issue")]
@@ -142,24 +151,28 @@ mod bpf {
         start(ctx.arg::<Ptr>(0), true);
         0
     }
+    check_name!(biolatency_raw_issue_queued = programs::RAW_ISSUE_QUEUED);
 
     #[raw_tracepoint(tracepoint = "block_rq_issue")]
     pub fn biolatency_raw_issue_queued_q(ctx: RawTracePointContext) -> i32 {
         start(ctx.arg::<Ptr>(1), true);
         0
     }
+    check_name!(biolatency_raw_issue_queued_q = programs::RAW_ISSUE_QUEUED_Q);
 
     #[raw_tracepoint(tracepoint = "block_rq_insert")]
     pub fn biolatency_raw_insert(ctx: RawTracePointContext) -> i32 {
         start(ctx.arg::<Ptr>(0), false);
         0
     }
+    check_name!(biolatency_raw_insert = programs::RAW_INSERT);
 
     #[raw_tracepoint(tracepoint = "block_rq_insert")]
     pub fn biolatency_raw_insert_q(ctx: RawTracePointContext) -> i32 {
         start(ctx.arg::<Ptr>(1), false);
         0
     }
+    check_name!(biolatency_raw_insert_q = programs::RAW_INSERT_Q);
 
     /// `block_rq_complete(rq, error, nr_bytes)` in every version.
     #[raw_tracepoint(tracepoint = "block_rq_complete")]
@@ -167,6 +180,7 @@ mod bpf {
         complete(ctx.arg::<Ptr>(0));
         0
     }
+    check_name!(biolatency_raw_complete = programs::RAW_COMPLETE);
 
     // ---- kprobes: blk_mq_start_request(rq), accounting start, completion ----
 
@@ -177,6 +191,7 @@ mod bpf {
         }
         0
     }
+    check_name!(biolatency_kp_issue = programs::KP_ISSUE);
 
     #[kprobe]
     pub fn biolatency_kp_issue_queued(ctx: ProbeContext) -> u32 {
@@ -185,6 +200,7 @@ mod bpf {
         }
         0
     }
+    check_name!(biolatency_kp_issue_queued = programs::KP_ISSUE_QUEUED);
 
     /// -Q: accounting start, the first moment the request exists.
     #[kprobe]
@@ -194,6 +210,7 @@ mod bpf {
         }
         0
     }
+    check_name!(biolatency_kp_account_start = programs::KP_ACCOUNT_START);
 
     #[kprobe]
     pub fn biolatency_kp_complete(ctx: ProbeContext) -> u32 {
@@ -202,6 +219,7 @@ mod bpf {
         }
         0
     }
+    check_name!(biolatency_kp_complete = programs::KP_COMPLETE);
 
     // ---- Plain tracepoints: no request, so (dev, sector) ----
 
@@ -214,14 +232,14 @@ mod bpf {
 
     #[inline(always)]
     fn tp_start(ctx: &TracePointContext, first_wins: bool) {
-        let Some(key) = tp_dev_sector(ctx) else { return count_drop(|d| &mut d.read_failed) };
+        let Some(key) = tp_dev_sector(ctx) else { return count_drop(&DROPS, |d| &mut d.read_failed) };
         if !wanted(|| key.dev as u32) {
             return;
         }
         let now = unsafe { bpf_ktime_get_ns() };
         if let Err(err) = START_BY_SECTOR.insert(&key, &now, if first_wins { BPF_NOEXIST } else { 0 }) {
             if err != -17 {
-                count_drop(|d| &mut d.inflight_full);
+                count_drop(&DROPS, |d| &mut d.inflight_full);
             }
         }
     }
@@ -231,22 +249,25 @@ mod bpf {
         tp_start(&ctx, false);
         0
     }
+    check_name!(biolatency_tp_issue = programs::TP_ISSUE);
 
     #[tracepoint(category = "block", name = "block_rq_issue")]
     pub fn biolatency_tp_issue_queued(ctx: TracePointContext) -> u32 {
         tp_start(&ctx, true);
         0
     }
+    check_name!(biolatency_tp_issue_queued = programs::TP_ISSUE_QUEUED);
 
     #[tracepoint(category = "block", name = "block_rq_insert")]
     pub fn biolatency_tp_insert(ctx: TracePointContext) -> u32 {
         tp_start(&ctx, false);
         0
     }
+    check_name!(biolatency_tp_insert = programs::TP_INSERT);
 
     #[inline(always)]
     fn tp_complete(ctx: &TracePointContext) {
-        let Some(key) = tp_dev_sector(ctx) else { return count_drop(|d| &mut d.read_failed) };
+        let Some(key) = tp_dev_sector(ctx) else { return count_drop(&DROPS, |d| &mut d.read_failed) };
         if let Some(started) = unsafe { START_BY_SECTOR.get(&key) }.copied() {
             let _ = START_BY_SECTOR.remove(&key);
             record_latency(started, || key.dev as u32, || 0);
@@ -258,6 +279,7 @@ mod bpf {
         tp_complete(&ctx);
         0
     }
+    check_name!(biolatency_tp_complete = programs::TP_COMPLETE);
 
     /// 6.5+: accounting start (-Q), the request's first moment.
     #[tracepoint(category = "block", name = "block_io_start")]
@@ -265,6 +287,7 @@ mod bpf {
         tp_start(&ctx, false);
         0
     }
+    check_name!(biolatency_tp_io_start = programs::TP_IO_START);
 
     /// 6.5+: accounting done, once per request (block_rq_complete may fire
     /// once per partial completion).
@@ -273,4 +296,5 @@ mod bpf {
         tp_complete(&ctx);
         0
     }
+    check_name!(biolatency_tp_io_done = programs::TP_IO_DONE);
 }

@@ -7,8 +7,8 @@
 //! syscall entry). Failed execs (-x) pair the syscall tracepoints by TID and
 //! read the caller's argv at exit, when the kernel has already touched it.
 //!
-//! Each program that emits comes in two builds: ring buffer (5.8+) and
-//! perf event array (`_perf`).
+//! Each program that emits comes in two builds from one body: ring buffer
+//! (5.8+) and perf event array (`_perf`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -30,12 +30,12 @@ mod bpf {
         programs::TracePointContext,
         EbpfContext as _,
     };
-    use tools_common::execsnoop::{event_flags, Config, ExecEvent, InFlight, ARGS_SIZE, FAILED_MAX_ARGS};
-    use tools_ebpf::{config, declare_config, drops_map, event_maps, read_field};
+    use tools_common::execsnoop::{event_flags, programs, Config, ExecEvent, InFlight, ARGS_SIZE, FAILED_MAX_ARGS};
+    use tools_ebpf::{check_name, config, count_drop, declare_config, emit, event_maps, event_programs, read_field};
 
     declare_config!(Config);
-    drops_map!();
-    event_maps!();
+
+    event_maps!(DROPS, EVENTS, EVENTS_PERF);
 
     /// Where an event is built: too large for the BPF stack.
     #[map]
@@ -56,8 +56,8 @@ mod bpf {
         if config!(filter_uid) != 0 && uid != config!(uid) {
             return None;
         }
-        let parent = read_field::<Ptr>(task, config!(task_real_parent)).unwrap_or(core::ptr::null());
-        let ppid = read_field::<u32>(parent, config!(task_tgid)).unwrap_or(0);
+        let parent = read_field::<Ptr>(task, config!(task.real_parent)).unwrap_or(core::ptr::null());
+        let ppid = read_field::<u32>(parent, config!(task.tgid)).unwrap_or(0);
         let only_children_of = config!(ppid);
         if only_children_of != 0 && ppid != only_children_of {
             return None;
@@ -75,7 +75,7 @@ mod bpf {
         ev.flags = 0;
         ev.args_len = 0;
         ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        ev.pcomm = read_field(parent, config!(task_comm)).unwrap_or([0; 16]);
+        ev.pcomm = read_field(parent, config!(task.comm)).unwrap_or([0; 16]);
         ev.filename[0] = 0;
         Some(ev)
     }
@@ -84,7 +84,7 @@ mod bpf {
     fn send<const RING: bool>(ctx: &TracePointContext, ev: &ExecEvent) {
         let len = offset_of!(ExecEvent, args) + (ev.args_len as usize & (ARGS_SIZE - 1));
         let bytes = unsafe { core::slice::from_raw_parts(ev as *const ExecEvent as *const u8, len) };
-        emit::<RING, _>(ctx, bytes);
+        emit::<RING, _>(ctx, &EVENTS, &EVENTS_PERF, &DROPS, bytes);
     }
 
     // ---- Successful execs ----
@@ -103,7 +103,7 @@ mod bpf {
             let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) };
         }
         let task = unsafe { bpf_get_current_task() } as Ptr;
-        let mm = read_field::<Ptr>(task, config!(task_mm)).unwrap_or(core::ptr::null());
+        let mm = read_field::<Ptr>(task, config!(task.mm)).unwrap_or(core::ptr::null());
         let start = read_field::<u64>(mm, config!(mm_arg_start)).unwrap_or(0);
         let end = read_field::<u64>(mm, config!(mm_arg_end)).unwrap_or(0);
         let mut len = end.saturating_sub(start) as usize;
@@ -123,17 +123,10 @@ mod bpf {
         send::<RING>(ctx, ev);
     }
 
-    #[tracepoint(category = "sched", name = "sched_process_exec")]
-    pub fn execsnoop_exec(ctx: TracePointContext) -> u32 {
-        on_exec::<true>(&ctx);
-        0
-    }
-
-    #[tracepoint(category = "sched", name = "sched_process_exec")]
-    pub fn execsnoop_exec_perf(ctx: TracePointContext) -> u32 {
-        on_exec::<false>(&ctx);
-        0
-    }
+    event_programs!(
+        tracepoint(category = "sched", name = "sched_process_exec")
+        execsnoop_exec / execsnoop_exec_perf(TracePointContext) = programs::EXEC => on_exec
+    );
 
     // ---- Failed execs (-x) ----
 
@@ -146,7 +139,7 @@ mod bpf {
             return;
         };
         if INFLIGHT.insert(&tid, &InFlight { filename, argv }, 0).is_err() {
-            count_drop(|d| &mut d.inflight_full);
+            count_drop(&DROPS, |d| &mut d.inflight_full);
         }
     }
 
@@ -155,12 +148,14 @@ mod bpf {
         on_enter(&ctx, config!(tp_execve_filename), config!(tp_execve_argv));
         0
     }
+    check_name!(execsnoop_enter_execve = programs::ENTER_EXECVE);
 
     #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
     pub fn execsnoop_enter_execveat(ctx: TracePointContext) -> u32 {
         on_enter(&ctx, config!(tp_execveat_filename), config!(tp_execveat_argv));
         0
     }
+    check_name!(execsnoop_enter_execveat = programs::ENTER_EXECVEAT);
 
     /// Reaches only execs that failed: a successful one removed its entry
     /// at `sched_process_exec`.
@@ -238,27 +233,13 @@ mod bpf {
         send::<RING>(ctx, ev);
     }
 
-    #[tracepoint(category = "syscalls", name = "sys_exit_execve")]
-    pub fn execsnoop_exit_execve(ctx: TracePointContext) -> u32 {
-        on_exit::<true>(&ctx);
-        0
-    }
+    event_programs!(
+        tracepoint(category = "syscalls", name = "sys_exit_execve")
+        execsnoop_exit_execve / execsnoop_exit_execve_perf(TracePointContext) = programs::EXIT_EXECVE => on_exit
+    );
 
-    #[tracepoint(category = "syscalls", name = "sys_exit_execve")]
-    pub fn execsnoop_exit_execve_perf(ctx: TracePointContext) -> u32 {
-        on_exit::<false>(&ctx);
-        0
-    }
-
-    #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
-    pub fn execsnoop_exit_execveat(ctx: TracePointContext) -> u32 {
-        on_exit::<true>(&ctx);
-        0
-    }
-
-    #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
-    pub fn execsnoop_exit_execveat_perf(ctx: TracePointContext) -> u32 {
-        on_exit::<false>(&ctx);
-        0
-    }
+    event_programs!(
+        tracepoint(category = "syscalls", name = "sys_exit_execveat")
+        execsnoop_exit_execveat / execsnoop_exit_execveat_perf(TracePointContext) = programs::EXIT_EXECVEAT => on_exit
+    );
 }

@@ -17,13 +17,14 @@ mod bpf {
         maps::HashMap,
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
-    use tools_common::runqlat::{key_mode, Config};
-    use tools_ebpf::{config, declare_config, drops_map, histogram_maps, read_field};
+    use tools_common::runqlat::{key_mode, programs, Config};
+    use tools_ebpf::{
+        check_name, config, count_drop, declare_config, histogram_maps, read_field, record, record_keyed,
+    };
 
     declare_config!(Config);
 
-    drops_map!();
-    histogram_maps!(keyed_entries = 16384);
+    histogram_maps!(DROPS, HIST, KEYED_HIST);
 
     /// Task → when it became runnable (ns), 0 once its latency is taken.
     /// The key is the task's address on the rungs that have one (no read
@@ -52,7 +53,7 @@ mod bpf {
             // SAFETY: the value of a live entry; a racing writer can only store a timestamp too.
             unsafe { *start = now };
         } else if START.insert(&task, &now, 0).is_err() {
-            count_drop(|d| &mut d.inflight_full);
+            count_drop(&DROPS, |d| &mut d.inflight_full);
         }
     }
 
@@ -98,12 +99,12 @@ mod bpf {
     #[inline(always)]
     fn record_for(task: Task, tid: u32, tgid: u32, latency: u64) {
         match config!(key_mode) {
-            key_mode::NONE => record(latency),
-            key_mode::PID => record_keyed(tgid as u64, latency),
-            key_mode::TID => record_keyed(tid as u64, latency),
+            key_mode::NONE => record(&HIST, latency),
+            key_mode::PID => record_keyed(&KEYED_HIST, &DROPS, tgid as u64, latency),
+            key_mode::TID => record_keyed(&KEYED_HIST, &DROPS, tid as u64, latency),
             _ => match task_pid_ns(task) {
-                Some(ns) => record_keyed(ns as u64, latency),
-                None => count_drop(|d| &mut d.read_failed),
+                Some(ns) => record_keyed(&KEYED_HIST, &DROPS, ns as u64, latency),
+                None => count_drop(&DROPS, |d| &mut d.read_failed),
             },
         }
     }
@@ -115,7 +116,7 @@ mod bpf {
     #[inline(always)]
     fn runnable_task(task: Task) {
         let target = config!(target_tgid);
-        if target != 0 && read_field::<u32>(task, config!(task_tgid)) != Some(target) {
+        if target != 0 && read_field::<u32>(task, config!(task.tgid)) != Some(target) {
             return;
         }
         if !task_in_cgroup(task) {
@@ -128,16 +129,16 @@ mod bpf {
     fn switch_tasks(prev: Task, prev_runnable: bool, next: Task) {
         // The idle task is runnable whenever it is switched out, but never
         // waits in a run queue: PID 0 is not stamped.
-        if prev_runnable && read_field::<u32>(prev, config!(task_pid)).is_some_and(|pid| pid != 0) {
+        if prev_runnable && read_field::<u32>(prev, config!(task.pid)).is_some_and(|pid| pid != 0) {
             runnable_task(prev);
         }
         let Some(latency) = take_latency(next as u64, false) else { return };
         if config!(key_mode) == key_mode::NONE {
-            return record(latency);
+            return record(&HIST, latency);
         }
-        match (read_field::<u32>(next, config!(task_pid)), read_field::<u32>(next, config!(task_tgid))) {
+        match (read_field::<u32>(next, config!(task.pid)), read_field::<u32>(next, config!(task.tgid))) {
             (Some(tid), Some(tgid)) => record_for(next, tid, tgid, latency),
-            _ => count_drop(|d| &mut d.read_failed),
+            _ => count_drop(&DROPS, |d| &mut d.read_failed),
         }
     }
 
@@ -146,12 +147,14 @@ mod bpf {
         runnable_task(ctx.arg::<Task>(0));
         0
     }
+    check_name!(runqlat_raw_wakeup = programs::RAW_WAKEUP);
 
     #[raw_tracepoint(tracepoint = "sched_wakeup_new")]
     pub fn runqlat_raw_wakeup_new(ctx: RawTracePointContext) -> i32 {
         runnable_task(ctx.arg::<Task>(0));
         0
     }
+    check_name!(runqlat_raw_wakeup_new = programs::RAW_WAKEUP_NEW);
 
     /// `sched_switch(preempt, prev, next)` before 5.18: the state is read from
     /// the task. A preempted task stays runnable whatever its state says.
@@ -159,10 +162,11 @@ mod bpf {
     pub fn runqlat_raw_switch(ctx: RawTracePointContext) -> i32 {
         let preempt = ctx.arg::<u64>(0) & 0xff != 0;
         let prev = ctx.arg::<Task>(1);
-        let runnable = preempt || read_field::<u32>(prev, config!(task_state)) == Some(0);
+        let runnable = preempt || read_field::<u32>(prev, config!(task.state)) == Some(0);
         switch_tasks(prev, runnable, ctx.arg::<Task>(2));
         0
     }
+    check_name!(runqlat_raw_switch = programs::RAW_SWITCH);
 
     /// `sched_switch(preempt, prev, next, prev_state)` from 5.18: the state
     /// the scheduler saw, free of the race of re-reading it from the task.
@@ -175,6 +179,7 @@ mod bpf {
         switch_tasks(ctx.arg::<Task>(1), runnable, ctx.arg::<Task>(2));
         0
     }
+    check_name!(runqlat_raw_switch4 = programs::RAW_SWITCH4);
 
     /// `ttwu_do_activate(rq, p, ...)` (or `ttwu_do_wakeup(rq, p, ...)` where
     /// that is missing; it takes only `p` from 6.3, hence second choice):
@@ -186,6 +191,7 @@ mod bpf {
         }
         0
     }
+    check_name!(runqlat_kp_wakeup = programs::KP_WAKEUP);
 
     #[kprobe]
     pub fn runqlat_kp_wakeup_new(ctx: ProbeContext) -> u32 {
@@ -194,6 +200,7 @@ mod bpf {
         }
         0
     }
+    check_name!(runqlat_kp_wakeup_new = programs::KP_WAKEUP_NEW);
 
     /// `finish_task_switch(prev)` runs in the next task: current is next.
     #[kprobe]
@@ -201,11 +208,12 @@ mod bpf {
         let Some(prev) = ctx.arg::<Task>(0) else {
             return 0;
         };
-        let runnable = read_field::<u32>(prev, config!(task_state)) == Some(0);
+        let runnable = read_field::<u32>(prev, config!(task.state)) == Some(0);
         let next = unsafe { bpf_get_current_task() } as Task;
         switch_tasks(prev, runnable, next);
         0
     }
+    check_name!(runqlat_kp_switch = programs::KP_SWITCH);
 
     // ---- Plain tracepoints: TIDs only, the current task at switch is prev ----
 
@@ -230,7 +238,7 @@ mod bpf {
             // and filtered when its sample is recorded.
             Some(0) => {}
             Some(tid) => stamp(tid as u64),
-            None => count_drop(|d| &mut d.read_failed),
+            None => count_drop(&DROPS, |d| &mut d.read_failed),
         }
     }
 
@@ -239,23 +247,25 @@ mod bpf {
         tp_wakeup(&ctx);
         0
     }
+    check_name!(runqlat_tp_wakeup = programs::TP_WAKEUP);
 
     #[tracepoint(category = "sched", name = "sched_wakeup_new")]
     pub fn runqlat_tp_wakeup_new(ctx: TracePointContext) -> u32 {
         tp_wakeup(&ctx);
         0
     }
+    check_name!(runqlat_tp_wakeup_new = programs::TP_WAKEUP_NEW);
 
     #[tracepoint(category = "sched", name = "sched_switch")]
     pub fn runqlat_tp_switch(ctx: TracePointContext) -> u32 {
         let (Some(prev), Some(next)) =
             (tp_read_u32(&ctx, config!(tp_switch_prev_pid)), tp_read_u32(&ctx, config!(tp_switch_next_pid)))
         else {
-            count_drop(|d| &mut d.read_failed);
+            count_drop(&DROPS, |d| &mut d.read_failed);
             return 0;
         };
         let Ok(state) = (unsafe { ctx.read_at::<u64>(config!(tp_switch_prev_state) as usize) }) else {
-            count_drop(|d| &mut d.read_failed);
+            count_drop(&DROPS, |d| &mut d.read_failed);
             return 0;
         };
         // prev is the current task: its process and cgroup are known here.
@@ -284,10 +294,11 @@ mod bpf {
                 if !deferred {
                     record_for(core::ptr::null(), next, 0, latency);
                 } else if PENDING.insert(&next, &latency, 0).is_err() {
-                    count_drop(|d| &mut d.inflight_full);
+                    count_drop(&DROPS, |d| &mut d.inflight_full);
                 }
             }
         }
         0
     }
+    check_name!(runqlat_tp_switch = programs::TP_SWITCH);
 }

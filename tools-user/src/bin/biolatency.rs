@@ -6,13 +6,15 @@ use std::{collections::HashMap, process::ExitCode};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::Value;
-use tools_common::biolatency::{key_mode, Config};
+use tools_common::biolatency::{key_mode, programs, Config};
 use tools_user::{
     btf::Btf,
     cli::{HistogramArgs, RuntimeArgs},
-    ebpf_object, histogram,
-    lifetime::{self, HistogramTool},
+    diag,
+    driver::histograms::{self, HistogramTool},
+    ebpf_object, histogram, lifetime,
     loader::{self, Attach, Rung},
+    offsets,
     tracefs::Format,
 };
 
@@ -59,10 +61,10 @@ const EXAMPLES: &str = "examples:
     ./biolatency -j                 # print JSON Lines";
 
 fn main() -> ExitCode {
-    lifetime::main_with(|| {
+    lifetime::main_with("biolatency", || {
         let mut args = Args::parse();
         args.runtime.json |= args.j;
-        loader::init_logging(&args.runtime);
+        diag::init_logging(args.runtime.verbose);
         let disks = Disks::read()?;
         let btf = Btf::for_tool(&args.runtime);
         let (config, rungs) = plan(&args, &disks, btf.as_ref().ok())?;
@@ -88,7 +90,7 @@ fn main() -> ExitCode {
             hist: &args.hist,
             runtime: &args.runtime,
         };
-        lifetime::run_histograms(tool, loaded)
+        histograms::run(tool, loaded)
     })
 }
 
@@ -105,77 +107,64 @@ fn plan(args: &Args, disks: &Disks, btf: Option<&Btf>) -> Result<(Config, Vec<Ru
         config.cgroup = tools_user::cgroup::filter(path, btf)?;
     }
 
-    let no_request_offsets = match btf {
-        Some(btf) => request_offsets(btf, &mut config).err().map(|e| format!("no struct request offsets: {e:#}")),
+    let no_request_offsets = match btf.map(offsets::request) {
+        Some(Ok(rq)) => {
+            config.rq = rq;
+            None
+        }
+        Some(Err(e)) => Some(format!("no struct request offsets: {e:#}")),
         None => Some(format!("no struct request offsets: no kernel BTF at {}", tools_user::btf::VMLINUX)),
     };
     // Before 5.11 (and 5.10.137) block_rq_issue/insert also passed the queue first.
     let with_queue = btf.and_then(|b| b.raw_tracepoint_args("block_rq_issue")) == Some(2);
-    let raw = |name: &'static str| if with_queue { format!("{name}_q") } else { name.to_owned() };
-    let (issue, insert) = (
-        if args.queued { raw("biolatency_raw_issue_queued") } else { raw("biolatency_raw_issue") },
-        raw("biolatency_raw_insert"),
-    );
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let raw = |plain, with_q| if with_queue { with_q } else { plain };
     // Completion attaches first: a request started before it would never complete.
-    let mut raw_programs = vec![("biolatency_raw_complete", Attach::RawTracepoint("block_rq_complete"))];
-    let mut tp_programs =
-        vec![("biolatency_tp_complete", Attach::Tracepoint { category: "block", name: "block_rq_complete" })];
-    let mut kp_programs = vec![(
-        "biolatency_kp_complete",
-        Attach::Kprobe(&["__blk_account_io_done", "blk_account_io_done", "__blk_mq_end_request"]),
-    )];
-    raw_programs.push((leak(issue), Attach::RawTracepoint("block_rq_issue")));
-    tp_programs.push((
-        if args.queued { "biolatency_tp_issue_queued" } else { "biolatency_tp_issue" },
-        Attach::Tracepoint { category: "block", name: "block_rq_issue" },
-    ));
-    kp_programs.push((
-        if args.queued { "biolatency_kp_issue_queued" } else { "biolatency_kp_issue" },
-        Attach::Kprobe(&["blk_mq_start_request"]),
-    ));
+    let mut raw_rung =
+        Rung::new("raw_tracepoint").program(programs::RAW_COMPLETE, Attach::raw_tp("block_rq_complete")).program(
+            match args.queued {
+                true => raw(programs::RAW_ISSUE_QUEUED, programs::RAW_ISSUE_QUEUED_Q),
+                false => raw(programs::RAW_ISSUE, programs::RAW_ISSUE_Q),
+            },
+            Attach::raw_tp("block_rq_issue"),
+        );
+    let mut tp_rung = Rung::new("tracepoint")
+        .program(programs::TP_COMPLETE, Attach::tracepoint("block", "block_rq_complete"))
+        .program(
+            if args.queued { programs::TP_ISSUE_QUEUED } else { programs::TP_ISSUE },
+            Attach::tracepoint("block", "block_rq_issue"),
+        );
+    let mut kp_rung = Rung::new("kprobe")
+        .program(
+            programs::KP_COMPLETE,
+            Attach::kprobe(&["__blk_account_io_done", "blk_account_io_done", "__blk_mq_end_request"]),
+        )
+        .program(
+            if args.queued { programs::KP_ISSUE_QUEUED } else { programs::KP_ISSUE },
+            Attach::kprobe(&["blk_mq_start_request"]),
+        );
     if args.queued {
-        raw_programs.push((leak(insert), Attach::RawTracepoint("block_rq_insert")));
-        tp_programs.push(("biolatency_tp_insert", Attach::Tracepoint { category: "block", name: "block_rq_insert" }));
-        kp_programs
-            .push(("biolatency_kp_account_start", Attach::Kprobe(&["__blk_account_io_start", "blk_account_io_start"])));
+        raw_rung =
+            raw_rung.program(raw(programs::RAW_INSERT, programs::RAW_INSERT_Q), Attach::raw_tp("block_rq_insert"));
+        tp_rung = tp_rung.program(programs::TP_INSERT, Attach::tracepoint("block", "block_rq_insert"));
+        kp_rung = kp_rung
+            .program(programs::KP_ACCOUNT_START, Attach::kprobe(&["__blk_account_io_start", "blk_account_io_start"]));
     }
+    let io_rung =
+        Rung::new("tracepoint_io").program(programs::TP_IO_DONE, Attach::tracepoint("block", "block_io_done")).program(
+            if args.queued { programs::TP_IO_START } else { programs::TP_ISSUE },
+            Attach::tracepoint("block", if args.queued { "block_io_start" } else { "block_rq_issue" }),
+        );
 
-    let io_programs = vec![
-        ("biolatency_tp_io_done", Attach::Tracepoint { category: "block", name: "block_io_done" }),
-        if args.queued {
-            ("biolatency_tp_io_start", Attach::Tracepoint { category: "block", name: "block_io_start" })
-        } else {
-            ("biolatency_tp_issue", Attach::Tracepoint { category: "block", name: "block_rq_issue" })
-        },
-    ];
     let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
     let flags_need_request =
         args.flags.then(|| "-F needs the request's flags; plain block tracepoints do not carry them".to_owned());
     let rungs = vec![
-        Rung::new("raw_tracepoint", raw_programs).unusable_if(no_request_offsets.clone()),
-        Rung::new("tracepoint_io", io_programs)
-            .unusable_if(no_tracepoint_fields.clone())
-            .unusable_if(flags_need_request.clone()),
-        Rung::new("tracepoint", tp_programs).unusable_if(no_tracepoint_fields).unusable_if(flags_need_request),
-        Rung::new("kprobe", kp_programs).unusable_if(no_request_offsets),
+        raw_rung.unusable_if(no_request_offsets.clone()),
+        io_rung.unusable_if(no_tracepoint_fields.clone()).unusable_if(flags_need_request.clone()),
+        tp_rung.unusable_if(no_tracepoint_fields).unusable_if(flags_need_request),
+        kp_rung.unusable_if(no_request_offsets),
     ];
     Ok((config, rungs))
-}
-
-fn request_offsets(btf: &Btf, config: &mut Config) -> Result<()> {
-    config.rq_q = btf.member_any("request", &["q"])?.offset;
-    config.rq_cmd_flags = btf.member_any("request", &["cmd_flags"])?.offset;
-    // rq->rq_disk until 5.17; rq->q->disk from 5.15.
-    if let Some(m) = btf.member("request", "rq_disk") {
-        config.rq_disk = m.offset;
-        config.has_rq_disk = 1;
-    } else {
-        config.q_disk = btf.member_any("request_queue", &["disk"])?.offset;
-    }
-    config.disk_major = btf.member_any("gendisk", &["major"])?.offset;
-    config.disk_first_minor = btf.member_any("gendisk", &["first_minor"])?.offset;
-    Ok(())
 }
 
 fn tracepoint_fields(config: &mut Config) -> Result<()> {

@@ -2,22 +2,26 @@
 //! seen (execveat, fexecve and non-leader threads too) and arguments that
 //! cannot be missing or forge a line.
 
-use std::{io::Write as _, mem::offset_of, process::ExitCode, time::Instant};
+use std::{process::ExitCode, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use regex_lite::Regex;
-use serde_json::json;
-use tools_common::execsnoop::{event_flags, Config, ExecEvent};
+use serde_json::Value;
+use tools_common::execsnoop::{event_flags, programs, Config, ExecEvent};
 use tools_user::{
     btf::Btf,
     cli::{EventArgs, RuntimeArgs},
+    columns::{Cell, Column, Columns},
+    diag,
+    driver::events::{self, EventTool, Filter},
     ebpf_object,
-    events::{EventStream, Transport},
-    lifetime::{self, note, Shutdown, EXIT_LOST},
-    loader::{self, tool_name, Attach, Rung},
-    output::{self, Out},
-    tracefs::Format,
+    events::EventPath,
+    lifetime,
+    loader::{self, Attach, Rung},
+    offsets,
+    output::{self, cstr, Format},
+    tracefs,
 };
 
 /// Trace exec() syscalls.
@@ -87,215 +91,124 @@ const EXAMPLES: &str = "examples:
 const ARG_BYTES: usize = 127;
 
 fn main() -> ExitCode {
-    lifetime::main_with(|| {
+    lifetime::main_with("execsnoop", || {
         let args = Args::parse();
-        loader::init_logging(&args.runtime);
+        diag::init_logging(args.runtime.verbose);
         let name = args.name.as_deref().map(Regex::new).transpose().context("-n")?;
         let line = args.line.as_deref().map(Regex::new).transpose().context("-l")?;
-        let transport = Transport::choose(&args.runtime);
-        let (config, rungs) = plan(&args, transport)?;
-        let pages = args.events.buffer_pages as usize;
-        let mut loaded =
-            loader::load(ebpf_object!("execsnoop"), &config, &transport.max_entries(pages), rungs, &args.runtime)?;
-        let rt = lifetime::runtime()?;
-        let _in_runtime = rt.enter();
-        let mut stream = EventStream::open(&mut loaded.ebpf, transport, pages)?;
-        let printer = Printer { args: &args, name, line, started: Instant::now() };
-        let lost = rt.block_on(run(&printer, &mut stream))?;
-        drop(stream);
-        drop(loaded);
-        if lost > 0 {
-            note(&format!("{}: lost {lost} events in total", tool_name()));
-            return Ok(ExitCode::from(EXIT_LOST));
-        }
-        Ok(ExitCode::SUCCESS)
+        let path = EventPath::choose(&args.runtime, &args.events);
+        let (config, rungs) = plan(&args, &path)?;
+        let loaded = loader::load(ebpf_object!("execsnoop"), &config, &path.max_entries(), rungs, &args.runtime)?;
+        let format = args.events.format(&args.runtime);
+        let mut tool = EventTool::new(columns(&args, format), "Tracing exec()s... Hit Ctrl-C to end.");
+        tool.filter = filter(name, line);
+        tool.inflight = "failed execs";
+        events::run(tool, loaded, &path)
     })
 }
 
-/// Prints events until a signal; returns how many were lost.
-async fn run(printer: &Printer<'_>, stream: &mut EventStream) -> Result<u64> {
-    let mut shutdown = Shutdown::new()?;
-    let mut out = Out::stdout();
-    if printer.args.runtime.json {
-        note("Tracing exec()s... Hit Ctrl-C to end.");
-    } else {
-        writeln!(out.text(), "{}", printer.header()).map_err(output::closed_or)?;
-        out.flush()?;
-    }
-    let mut lost = 0u64;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut failed = None;
-    loop {
-        let mut handle = |bytes: &[u8]| {
-            if failed.is_none() {
-                failed = printer.event(&mut out, bytes).err();
+/// BCC's columns (`-T`, `-t`, `-U`, `-M` and `-C` add theirs), and the
+/// JSON fields.
+fn columns(a: &Args, format: Format) -> Columns<'_, ExecEvent> {
+    let started = Instant::now();
+    let columns = vec![
+        Column::new(|_| Cell::Text(output::hms_now())).text("TIME", 9).gap("").csv("TIME").text_if(a.time),
+        Column::new(move |_| Cell::Fixed(started.elapsed().as_secs_f64(), 3))
+            .text("TIME(s)", 8)
+            .gap("")
+            .csv("TIME(s)")
+            .text_if(a.timestamp),
+        Column::new(|e: &ExecEvent| Cell::UInt(e.ts_ns)).json("ts_ns"),
+        Column::new(|e: &ExecEvent| Cell::UInt(e.uid.into()))
+            .text("UID", 6)
+            .gap("")
+            .csv("UID")
+            .text_if(a.print_uid)
+            .json("uid"),
+        Column::new(|e: &ExecEvent| Cell::Bytes(cstr(&e.comm))).text_csv("COMM", 16).json("comm"),
+        Column::new(|e: &ExecEvent| Cell::UInt(e.pid.into())).text_csv("PID", 7).json("pid"),
+        Column::new(|e: &ExecEvent| Cell::Bytes(cstr(&e.pcomm)))
+            .text_csv("PCOMM", 16)
+            .text_if(a.print_pcomm)
+            .json("pcomm"),
+        Column::new(|e: &ExecEvent| Cell::UInt(e.ppid.into())).text_csv("PPID", 7).json("ppid"),
+        Column::new(|e: &ExecEvent| Cell::UInt(e.cpu.into())).text_csv("CPU", 4).text_if(a.print_cpu).json("cpu"),
+        Column::new(|e: &ExecEvent| Cell::Int(e.ret.into())).text_csv("RET", 3).right().json("ret"),
+        Column::new(|e: &ExecEvent| Cell::Text(args_text(a, e))).text("ARGS", 0),
+        Column::new(|e: &ExecEvent| Cell::Text(output::csv_text(&Exec::of(e).shown.join(&b' ')))).csv("ARGS"),
+        // JSON: every argument uncut, and when one is not UTF-8 (shown with
+        // U+FFFD in `args`), `args_hex` with every argument's exact bytes.
+        Column::new(|e: &ExecEvent| Cell::Json(Exec::of(e).shown.iter().map(|a| String::from_utf8_lossy(a)).collect()))
+            .json("args"),
+        Column::new(|e: &ExecEvent| {
+            Cell::Json(Exec::of(e).argv.first().map_or(Value::Null, |a0| String::from_utf8_lossy(a0).into()))
+        })
+        .json("argv0"),
+        Column::new(|e: &ExecEvent| Cell::Bool(e.flags & event_flags::ARGS_TRUNCATED != 0)).json("args_truncated"),
+        Column::new(|e: &ExecEvent| {
+            let shown = Exec::of(e).shown;
+            if shown.iter().all(|a| std::str::from_utf8(a).is_ok()) {
+                return Cell::Absent;
             }
-        };
-        let exiting = tokio::select! {
-            batch = stream.next_batch(&mut handle) => { batch?; false }
-            _ = tick.tick() => false,
-            _ = shutdown.requested() => true,
-        };
-        if exiting {
-            stream.drain_now(&mut handle);
-        }
-        if let Some(err) = failed.take() {
-            return Err(err);
-        }
-        out.flush()?;
-        let drops = stream.new_drops()?;
-        // Events not handed over, and failed execs whose entry did not fit.
-        let new = drops.output_failed + drops.inflight_full;
-        if new > 0 {
-            lost += new;
-            note(&format!(
-                "{}: lost {new} events ({} with the event buffer full: raise --buffer-pages; {} failed execs untracked, in-flight table full)",
-                tool_name(),
-                drops.output_failed,
-                drops.inflight_full
-            ));
-            if printer.args.runtime.json {
-                let mut record = output::json_record("execsnoop", "lost");
-                record.insert("count".into(), json!(new));
-                out.json(&record.into()).map_err(output::closed_or)?;
-                out.flush()?;
-            }
-        }
-        if exiting {
-            return Ok(lost);
-        }
-    }
+            Cell::Json(shown.iter().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<String>()).collect())
+        })
+        .json("args_hex"),
+    ];
+    Columns { columns, format, record: "exec" }
 }
 
-struct Printer<'a> {
-    args: &'a Args,
-    name: Option<Regex>,
-    line: Option<Regex>,
-    started: Instant,
+/// `-n` on COMM and `-l` on the arguments, as BCC applies them.
+fn filter<'a>(name: Option<Regex>, line: Option<Regex>) -> Option<Filter<'a, ExecEvent>> {
+    if name.is_none() && line.is_none() {
+        return None;
+    }
+    Some(Box::new(move |e: &ExecEvent| {
+        name.as_ref().is_none_or(|re| re.is_match(&String::from_utf8_lossy(cstr(&e.comm))))
+            && line.as_ref().is_none_or(|re| re.is_match(&String::from_utf8_lossy(&Exec::of(e).shown.join(&b' '))))
+    }))
 }
 
-impl Printer<'_> {
-    fn header(&self) -> String {
-        let a = self.args;
-        let mut h = String::new();
-        if a.time {
-            h += &format!("{:<9}", "TIME");
-        }
-        if a.timestamp {
-            h += &format!("{:<8}", "TIME(s)");
-        }
-        if a.print_uid {
-            h += &format!("{:<6}", "UID");
-        }
-        h += &format!("{:<16} {:<7} ", "COMM", "PID");
-        if a.print_pcomm {
-            h += &format!("{:<16} ", "PCOMM");
-        }
-        h += &format!("{:<7} ", "PPID");
-        if a.print_cpu {
-            h += &format!("{:<4} ", "CPU");
-        }
-        h + &format!("{:>3} {}", "RET", "ARGS")
+/// ARGS as BCC prints it: each argument escaped (quoted with -q) and cut at
+/// 127 bytes, at most --max-args of them, then `...` if more were passed.
+fn args_text(a: &Args, e: &ExecEvent) -> String {
+    let shown = Exec::of(e).shown;
+    let max = a.max_args as usize;
+    let mut words: Vec<String> = shown
+        .iter()
+        .take(max)
+        .map(|arg| {
+            let escaped = output::escape(&arg[..arg.len().min(ARG_BYTES)]);
+            if a.quote {
+                format!("\"{}\"", escaped.replace('"', "\\\""))
+            } else {
+                escaped
+            }
+        })
+        .collect();
+    if shown.len() > max || e.flags & event_flags::ARGS_TRUNCATED != 0 {
+        words.push("...".into());
     }
+    words.join(" ")
+}
 
-    fn event(&self, out: &mut Out, bytes: &[u8]) -> Result<()> {
-        let header = offset_of!(ExecEvent, args);
-        if bytes.len() < header {
-            bail!("short event ({} bytes)", bytes.len());
-        }
-        // SAFETY: ExecEvent is plain data; only its first `bytes.len()` bytes are read.
-        let mut ev: ExecEvent = unsafe { std::mem::zeroed() };
-        let n = bytes.len().min(size_of::<ExecEvent>());
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut ev as *mut ExecEvent as *mut u8, n) };
-        let args_len = (ev.args_len as usize).min(n - header);
-        let argv: Vec<&[u8]> = split_strings(&ev.args[..args_len]);
-        let filename = cstr(&ev.filename);
-        // ARGS as BCC prints them: the path as passed, then argv[1..]. A
-        // script's argv, read after exec, starts with what the kernel put
+/// An exec's arguments: as the kernel side captured them (`argv`), and as
+/// BCC shows them (`shown`: the path as passed to exec, then argv[1..]).
+struct Exec<'e> {
+    argv: Vec<&'e [u8]>,
+    shown: Vec<&'e [u8]>,
+}
+
+impl<'e> Exec<'e> {
+    fn of(e: &'e ExecEvent) -> Self {
+        let args_len = (e.args_len as usize).min(e.args.len());
+        let argv = split_strings(&e.args[..args_len]);
+        let filename = cstr(&e.filename);
+        // A script's argv, read after exec, starts with what the kernel put
         // before the script's own arguments.
-        let skip = if ev.flags & event_flags::FROM_MM != 0 { script_prefix(&argv, filename) } else { 0 };
-        let mut shown: Vec<&[u8]> = vec![filename];
+        let skip = if e.flags & event_flags::FROM_MM != 0 { script_prefix(&argv, filename) } else { 0 };
+        let mut shown = vec![filename];
         shown.extend(argv.iter().skip(skip + 1));
-        let comm = cstr(&ev.comm);
-        if let Some(re) = &self.name {
-            if !re.is_match(&String::from_utf8_lossy(comm)) {
-                return Ok(());
-            }
-        }
-        if let Some(re) = &self.line {
-            if !re.is_match(&String::from_utf8_lossy(&shown.join(&b' '))) {
-                return Ok(());
-            }
-        }
-        let truncated = ev.flags & event_flags::ARGS_TRUNCATED != 0;
-        if self.args.runtime.json {
-            return self.json(out, &ev, &shown, argv.first().copied(), truncated);
-        }
-        let a = self.args;
-        let mut row = String::new();
-        if a.time {
-            row += &format!("{:<9}", output::hms_now());
-        }
-        if a.timestamp {
-            row += &format!("{:<8.3}", self.started.elapsed().as_secs_f64());
-        }
-        if a.print_uid {
-            row += &format!("{:<6}", ev.uid);
-        }
-        row += &format!("{:<16} {:<7} ", output::escape(comm), ev.pid);
-        if a.print_pcomm {
-            row += &format!("{:<16} ", output::escape(cstr(&ev.pcomm)));
-        }
-        row += &format!("{:<7} ", ev.ppid);
-        if a.print_cpu {
-            row += &format!("{:<4} ", ev.cpu);
-        }
-        let max = a.max_args as usize;
-        let mut words: Vec<String> =
-            shown.iter().take(max).map(|arg| self.word(&arg[..arg.len().min(ARG_BYTES)])).collect();
-        if shown.len() > max || truncated {
-            words.push("...".into());
-        }
-        row += &format!("{:>3} {}", ev.ret, words.join(" "));
-        writeln!(out.text(), "{row}").map_err(output::closed_or)
-    }
-
-    /// One argument for a text line: escaped, quoted with -q.
-    fn word(&self, arg: &[u8]) -> String {
-        let escaped = output::escape(arg);
-        if self.args.quote {
-            format!("\"{}\"", escaped.replace('"', "\\\""))
-        } else {
-            escaped
-        }
-    }
-
-    fn json(
-        &self,
-        out: &mut Out,
-        ev: &ExecEvent,
-        shown: &[&[u8]],
-        argv0: Option<&[u8]>,
-        truncated: bool,
-    ) -> Result<()> {
-        let mut r = output::json_record("execsnoop", "exec");
-        r.insert("ts_ns".into(), json!(ev.ts_ns));
-        r.insert("pid".into(), json!(ev.pid));
-        r.insert("ppid".into(), json!(ev.ppid));
-        r.insert("uid".into(), json!(ev.uid));
-        r.insert("cpu".into(), json!(ev.cpu));
-        r.insert("comm".into(), json!(String::from_utf8_lossy(cstr(&ev.comm))));
-        r.insert("pcomm".into(), json!(String::from_utf8_lossy(cstr(&ev.pcomm))));
-        r.insert("ret".into(), json!(ev.ret));
-        r.insert("args".into(), shown.iter().map(|a| String::from_utf8_lossy(a)).collect());
-        r.insert("argv0".into(), json!(argv0.map(String::from_utf8_lossy)));
-        r.insert("args_truncated".into(), json!(truncated));
-        // Lossless: where an argument is not UTF-8, `args` has U+FFFD in its
-        // place and `args_hex` gives every argument's exact bytes.
-        if shown.iter().any(|a| std::str::from_utf8(a).is_err()) {
-            r.insert("args_hex".into(), shown.iter().map(|a| hex(a)).collect());
-        }
-        out.json(&r.into()).map_err(output::closed_or)
+        Exec { argv, shown }
     }
 }
 
@@ -313,10 +226,6 @@ fn script_prefix(argv: &[&[u8]], filename: &[u8]) -> usize {
     0
 }
 
-fn cstr(bytes: &[u8]) -> &[u8] {
-    &bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())]
-}
-
 /// NUL-separated strings; a last one cut short by the buffer still counts.
 fn split_strings(bytes: &[u8]) -> Vec<&[u8]> {
     let bytes = bytes.strip_suffix(b"\0").unwrap_or(bytes);
@@ -326,18 +235,13 @@ fn split_strings(bytes: &[u8]) -> Vec<&[u8]> {
     bytes.split(|&b| b == 0).collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn plan(args: &Args, transport: Transport) -> Result<(Config, Vec<Rung>)> {
+/// The configuration and the one rung: `sched_process_exec`, with the
+/// exec syscalls' tracepoints for -x.
+fn plan(args: &Args, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
     let btf = Btf::for_tool(&args.runtime)
         .context("execsnoop reads the parent and the new argument area through kernel BTF")?;
     let mut config = Config {
-        task_real_parent: btf.member_any("task_struct", &["real_parent"])?.offset,
-        task_tgid: btf.member_any("task_struct", &["tgid"])?.offset,
-        task_comm: btf.member_any("task_struct", &["comm"])?.offset,
-        task_mm: btf.member_any("task_struct", &["mm"])?.offset,
+        task: offsets::task(&btf)?,
         mm_arg_start: btf.member_any("mm_struct", &["arg_start"])?.offset,
         mm_arg_end: btf.member_any("mm_struct", &["arg_end"])?.offset,
         ppid: args.ppid.unwrap_or(0),
@@ -350,45 +254,38 @@ fn plan(args: &Args, transport: Transport) -> Result<(Config, Vec<Rung>)> {
     if let Some(path) = &args.cgroup {
         config.cgroup = tools_user::cgroup::filter(path, Some(&btf))?;
     }
-    let exec = Format::read("sched", "sched_process_exec")?;
+    let exec = tracefs::Format::read("sched", "sched_process_exec")?;
     config.tp_exec_filename = exec.field_u32("filename")?;
     config.tp_exec_old_pid = exec.field_u32("old_pid")?;
 
-    let mut programs = vec![(
-        transport.program("execsnoop_exec"),
-        Attach::Tracepoint { category: "sched", name: "sched_process_exec" },
-    )];
-    let mut unusable = None;
+    let mut rung = Rung::new("tracepoint")
+        .program(path.program(programs::EXEC), Attach::tracepoint("sched", "sched_process_exec"));
     if args.fails {
         match syscall_fields(&mut config) {
-            Ok(()) => programs.extend([
-                ("execsnoop_enter_execve", Attach::Tracepoint { category: "syscalls", name: "sys_enter_execve" }),
-                ("execsnoop_enter_execveat", Attach::Tracepoint { category: "syscalls", name: "sys_enter_execveat" }),
-                (
-                    transport.program("execsnoop_exit_execve"),
-                    Attach::Tracepoint { category: "syscalls", name: "sys_exit_execve" },
-                ),
-                (
-                    transport.program("execsnoop_exit_execveat"),
-                    Attach::Tracepoint { category: "syscalls", name: "sys_exit_execveat" },
-                ),
-            ]),
-            Err(err) => unusable = Some(format!("-x needs the exec syscall tracepoints: {err:#}")),
+            Ok(()) => {
+                rung = rung
+                    .program(programs::ENTER_EXECVE, Attach::tracepoint("syscalls", "sys_enter_execve"))
+                    .program(programs::ENTER_EXECVEAT, Attach::tracepoint("syscalls", "sys_enter_execveat"))
+                    .program(path.program(programs::EXIT_EXECVE), Attach::tracepoint("syscalls", "sys_exit_execve"))
+                    .program(path.program(programs::EXIT_EXECVEAT), Attach::tracepoint("syscalls", "sys_exit_execveat"))
+            }
+            Err(err) => rung = rung.unusable_if(Some(format!("-x needs the exec syscall tracepoints: {err:#}"))),
         }
     }
-    Ok((config, vec![Rung::new("tracepoint", programs).unusable_if(unusable)]))
+    Ok((config, vec![rung]))
 }
 
 fn syscall_fields(config: &mut Config) -> Result<()> {
-    let enter = Format::read("syscalls", "sys_enter_execve")?;
+    let format = |name| tracefs::Format::read("syscalls", name);
+    let enter = format("sys_enter_execve")?;
     config.tp_execve_filename = enter.field("filename")?.0;
     config.tp_execve_argv = enter.field("argv")?.0;
-    let enter_at = Format::read("syscalls", "sys_enter_execveat")?;
+    let enter_at = format("sys_enter_execveat")?;
     config.tp_execveat_filename = enter_at.field("filename")?.0;
     config.tp_execveat_argv = enter_at.field("argv")?.0;
-    let exit = Format::read("syscalls", "sys_exit_execve")?;
+    let exit = format("sys_exit_execve")?;
     config.tp_exit_ret = exit.field("ret")?.0;
-    if Format::read("syscalls", "sys_exit_execveat")?.field("ret")?.0 != config.tp_exit_ret {
+    if format("sys_exit_execveat")?.field("ret")?.0 != config.tp_exit_ret {
         bail!("sys_exit_execve and sys_exit_execveat records differ");
     }
     Ok(())

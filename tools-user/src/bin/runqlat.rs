@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use tools_common::runqlat::{key_mode, Config};
+use tools_common::runqlat::{key_mode, programs, Config};
 use tools_user::{
     btf::Btf,
     cli::{HistogramArgs, PidArg, RuntimeArgs},
-    ebpf_object, histogram,
-    lifetime::{self, HistogramTool},
+    diag,
+    driver::histograms::{self, HistogramTool},
+    ebpf_object, histogram, lifetime,
     loader::{self, Attach, Rung},
+    offsets,
     tracefs::Format,
 };
 
@@ -48,9 +50,9 @@ const EXAMPLES: &str = "examples:
     ./runqlat -p 185     # trace PID 185 only";
 
 fn main() -> ExitCode {
-    lifetime::main_with(|| {
+    lifetime::main_with("runqlat", || {
         let args = Args::parse();
-        loader::init_logging(&args.runtime);
+        diag::init_logging(args.runtime.verbose);
         let (config, rungs) = plan(&args)?;
         let mut map_sizes = histogram::map_sizes(config.key_mode != key_mode::NONE);
         map_sizes.push(("START", start_table_size()));
@@ -71,7 +73,7 @@ fn main() -> ExitCode {
             hist: &args.hist,
             runtime: &args.runtime,
         };
-        lifetime::run_histograms(tool, loaded)
+        histograms::run(tool, loaded)
     })
 }
 
@@ -122,44 +124,30 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
     let pidnss_needs_task = (args.pidnss && no_task_offsets.is_some())
         .then(|| "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned());
 
-    let switch = if switch4 { "runqlat_raw_switch4" } else { "runqlat_raw_switch" };
+    let switch = if switch4 { programs::RAW_SWITCH4 } else { programs::RAW_SWITCH };
     let rungs = vec![
-        Rung::new(
-            "raw_tracepoint",
-            vec![
-                ("runqlat_raw_wakeup", Attach::RawTracepoint("sched_wakeup")),
-                ("runqlat_raw_wakeup_new", Attach::RawTracepoint("sched_wakeup_new")),
-                (switch, Attach::RawTracepoint("sched_switch")),
-            ],
-        )
-        .unusable_if(no_task_offsets.clone()),
-        Rung::new(
-            "tracepoint",
-            vec![
-                ("runqlat_tp_wakeup", Attach::Tracepoint { category: "sched", name: "sched_wakeup" }),
-                ("runqlat_tp_wakeup_new", Attach::Tracepoint { category: "sched", name: "sched_wakeup_new" }),
-                ("runqlat_tp_switch", Attach::Tracepoint { category: "sched", name: "sched_switch" }),
-            ],
-        )
-        .unusable_if(no_tracepoint_fields)
-        .unusable_if(pidnss_needs_task),
-        Rung::new(
-            "kprobe",
-            vec![
-                ("runqlat_kp_wakeup", Attach::Kprobe(&["ttwu_do_activate", "ttwu_do_wakeup"])),
-                ("runqlat_kp_wakeup_new", Attach::Kprobe(&["wake_up_new_task"])),
-                ("runqlat_kp_switch", Attach::Kprobe(&["finish_task_switch"])),
-            ],
-        )
-        .unusable_if(no_task_offsets),
+        Rung::new("raw_tracepoint")
+            .program(programs::RAW_WAKEUP, Attach::raw_tp("sched_wakeup"))
+            .program(programs::RAW_WAKEUP_NEW, Attach::raw_tp("sched_wakeup_new"))
+            .program(switch, Attach::raw_tp("sched_switch"))
+            .unusable_if(no_task_offsets.clone()),
+        Rung::new("tracepoint")
+            .program(programs::TP_WAKEUP, Attach::tracepoint("sched", "sched_wakeup"))
+            .program(programs::TP_WAKEUP_NEW, Attach::tracepoint("sched", "sched_wakeup_new"))
+            .program(programs::TP_SWITCH, Attach::tracepoint("sched", "sched_switch"))
+            .unusable_if(no_tracepoint_fields)
+            .unusable_if(pidnss_needs_task),
+        Rung::new("kprobe")
+            .program(programs::KP_WAKEUP, Attach::kprobe(&["ttwu_do_activate", "ttwu_do_wakeup"]))
+            .program(programs::KP_WAKEUP_NEW, Attach::kprobe(&["wake_up_new_task"]))
+            .program(programs::KP_SWITCH, Attach::kprobe(&["finish_task_switch"]))
+            .unusable_if(no_task_offsets),
     ];
     Ok((config, rungs))
 }
 
 fn task_offsets(btf: &Btf, config: &mut Config, pidnss: bool) -> Result<()> {
-    config.task_pid = btf.member_any("task_struct", &["pid"])?.offset;
-    config.task_tgid = btf.member_any("task_struct", &["tgid"])?.offset;
-    config.task_state = btf.member_any("task_struct", &["__state", "state"])?.offset;
+    config.task = offsets::task(btf)?;
     if !pidnss {
         return Ok(());
     }
