@@ -6,7 +6,7 @@
 //! across kernels (`state` → `__state`, ...) are handled by asking for each
 //! spelling in turn.
 
-use std::{fs, path::Path};
+use std::{cell::RefCell, collections::HashMap, fs, path::Path};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -33,6 +33,11 @@ pub struct Btf {
     strings_len: usize,
     /// Byte offset of each type record, indexed by type id (id 0 is void).
     records: Vec<u32>,
+    /// Types already looked up by (kinds, name): each lookup scans every
+    /// type (about 1.5 ms on a current kernel), and tools ask for the same
+    /// structs' members one by one.
+    /// Keyed by (a bit per kind asked for, name).
+    found: RefCell<HashMap<(u32, String), Option<u32>>>,
 }
 
 /// Where a member lies in its struct.
@@ -102,7 +107,7 @@ impl Btf {
         if types + types_len > data.len() || strings + strings_len > data.len() {
             bail!("BTF sections run past the end of the data");
         }
-        let mut btf = Btf { data, types, strings, strings_len, records: vec![0] };
+        let mut btf = Btf { data, types, strings, strings_len, records: vec![0], found: RefCell::default() };
         let mut off = 0;
         while off < types_len {
             btf.records.push(off as u32);
@@ -164,9 +169,15 @@ impl Btf {
 
     /// Id of the first type of one of `kinds` named `name`.
     fn find(&self, kinds: &[u32], name: &str) -> Option<u32> {
-        (1..self.records.len() as u32).find(|&id| {
+        let key = (kinds.iter().fold(0, |bits, kind| bits | 1 << kind), name.to_owned());
+        if let Some(&id) = self.found.borrow().get(&key) {
+            return id;
+        }
+        let id = (1..self.records.len() as u32).find(|&id| {
             self.ty(id).is_some_and(|ty| kinds.contains(&ty.kind) && self.name(ty.name_off) == name.as_bytes())
-        })
+        });
+        self.found.borrow_mut().insert(key, id);
+        id
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
