@@ -294,6 +294,21 @@ pub fn bpf_program_loaded(id: u32) -> bool {
     false
 }
 
+/// Parses CSV with a real CSV parser (Python's `csv` module), as a user's
+/// script would: rows of fields.
+pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut python = Command::new("python3")
+        .args(["-c", "import csv, json, sys; json.dump(list(csv.reader(sys.stdin)), sys.stdout)"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (cargo xtask setup installs it)");
+    python.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3's csv module refused:\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Reads a whole file to a string, for /proc lookups.
 pub fn read(path: &str) -> String {
     let mut s = String::new();

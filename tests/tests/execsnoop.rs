@@ -266,6 +266,36 @@ fn json_lines_are_lossless() {
 
 use std::os::unix::ffi::OsStrExt as _;
 
+/// `--csv` is RFC 4180: a real parser gets every field back exactly, and
+/// ordinary fields are not quoted.
+#[test]
+fn csv_parses_with_a_real_csv_parser() {
+    let _serial = serial();
+    let tag = uuid();
+    let tool = Running::start("execsnoop", &["--csv", "-U"], READY_JSON);
+    let mut child = Command::new("/bin/true").args([tag.as_str(), "a,b", "say \"hi\"", "two\nlines"]).spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tool.interrupt();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let rows = parse_csv(&out.stdout);
+    assert_eq!(rows[0], ["UID", "COMM", "PID", "PPID", "RET", "ARGS"]);
+    let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r.last().is_some_and(|a| a.contains(&tag))).collect();
+    assert_eq!(mine.len(), 1, "{}", out.stdout);
+    let expected = [
+        "0".to_owned(),
+        "true".into(),
+        pid.to_string(),
+        std::process::id().to_string(),
+        "0".into(),
+        format!("/bin/true {tag} a,b say \"hi\" two\nlines"),
+    ];
+    assert_eq!(mine[0][..], expected[..]);
+    let raw = format!("\n0,true,{pid},{},0,\"/bin/true {tag} a,b say \"\"hi\"\" two\nlines\"\n", std::process::id());
+    assert!(out.stdout.contains(&raw), "only the field that needs it is quoted:\n{}", out.stdout);
+}
+
 /// `n` execs from each of two threads at full speed: every one is printed
 /// or counted as lost.
 fn accounting(extra: &[&str], stall_reader: bool) -> u64 {

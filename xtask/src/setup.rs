@@ -24,6 +24,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
     ("unshare", "util-linux"),
     ("losetup", "mount"),
+    // The tests parse CSV with Python's csv module, as a user's script would.
+    ("/usr/bin/python3", "python3"),
     // The C tools the benchmarks compare with.
     ("/usr/sbin/runqlat", "libbpf-tools"),
 ];
