@@ -29,8 +29,39 @@ use anyhow::{bail, Context as _, Result};
 use integration_tests::LoopDevice;
 use workload::Done;
 
-/// Tools with a benchmark workload, in the order they are run.
-const TOOLS: &[&str] = &["runqlat", "execsnoop", "biolatency"];
+/// Each tool's benchmark, in the order they are run: the workload that
+/// exercises its hooks, and what one operation of it is.
+struct Benchmark {
+    tool: &'static str,
+    title: &'static str,
+    ops: &'static str,
+    run: fn(&Bench, f64) -> Result<Done>,
+}
+
+const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        tool: "runqlat",
+        title: "ping-pong over pipes between two processes pinned to one CPU",
+        ops: "round trips",
+        run: |bench, secs| workload::ping_pong(bench.cpu, secs),
+    },
+    Benchmark {
+        tool: "execsnoop",
+        title: "one process forking and exec'ing /bin/true",
+        ops: "execs",
+        run: |bench, secs| workload::exec_storm(1, None, secs, &bench.marker()),
+    },
+    Benchmark {
+        tool: "biolatency",
+        title: "4 KiB O_DIRECT reads of a loop device, one at a time",
+        ops: "I/Os",
+        run: |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
+    },
+];
+
+fn benchmark(tool: &str) -> &'static Benchmark {
+    BENCHMARKS.iter().find(|b| b.tool == tool).expect("tools come from BENCHMARKS")
+}
 
 /// Where the C tools are (Debian's libbpf-tools).
 const C_TOOLS: &str = "/usr/sbin";
@@ -78,10 +109,11 @@ fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
 }
 
 pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
+    let names: Vec<&str> = BENCHMARKS.iter().map(|b| b.tool).collect();
     let tools: Vec<&str> = match &options.tool {
-        Some(tool) if TOOLS.contains(&tool.as_str()) => vec![tool.as_str()],
-        Some(tool) => bail!("no benchmark for {tool}; tools: {}", TOOLS.join(", ")),
-        None => TOOLS.to_vec(),
+        Some(tool) if names.contains(&tool.as_str()) => vec![tool.as_str()],
+        Some(tool) => bail!("no benchmark for {tool}; tools: {}", names.join(", ")),
+        None => names,
     };
     let settings = if options.quick {
         Settings { rounds: 1, run_secs: 1.0, loss_secs: 0.5, settle: Duration::from_millis(300) }
@@ -100,7 +132,7 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
         bin_dir: bin_dir.to_owned(),
         work,
         settings,
-        loop_device: tools.contains(&"biolatency").then(LoopDevice::new),
+        loop_device: std::cell::OnceCell::new(),
         cpu: workload::last_cpu(),
         trials: std::cell::Cell::new(0),
     };
@@ -186,7 +218,8 @@ struct Bench {
     bin_dir: PathBuf,
     work: PathBuf,
     settings: Settings,
-    loop_device: Option<LoopDevice>,
+    /// Made when a workload first asks for one.
+    loop_device: std::cell::OnceCell<LoopDevice>,
     /// The CPU the ping-pong pair is pinned to.
     cpu: usize,
     trials: std::cell::Cell<u64>,
@@ -285,13 +318,11 @@ impl Bench {
     }
 
     fn run_workload(&self, tool: &str) -> Result<Done> {
-        let secs = self.settings.run_secs;
-        match tool {
-            "runqlat" => workload::ping_pong(self.cpu, secs),
-            "execsnoop" => workload::exec_storm(1, None, secs, &self.marker()),
-            "biolatency" => workload::direct_reads(&self.loop_device.as_ref().context("no loop device")?.path, secs),
-            _ => bail!("no workload for {tool}"),
-        }
+        (benchmark(tool).run)(self, self.settings.run_secs)
+    }
+
+    fn loop_device(&self) -> &LoopDevice {
+        self.loop_device.get_or_init(LoopDevice::new)
     }
 
     fn overhead(&self, tool: &str, hooks: &[String]) -> Result<Overhead> {
@@ -506,18 +537,9 @@ struct Overhead {
     profile: Vec<(Contender, Vec<bpf_stats::ProgStats>, u64)>,
 }
 
-/// What each tool's workload is and how its operations are counted.
-fn workload_title(tool: &str) -> (&'static str, &'static str) {
-    match tool {
-        "runqlat" => ("ping-pong over pipes between two processes pinned to one CPU", "round trips"),
-        "execsnoop" => ("one process forking and exec'ing /bin/true", "execs"),
-        _ => ("4 KiB O_DIRECT reads of a loop device, one at a time", "I/Os"),
-    }
-}
-
 impl Overhead {
     fn section(&self, tool: &str, rung: &str, hooks: &[String]) -> String {
-        let (title, ops) = workload_title(tool);
+        let Benchmark { title, ops, .. } = benchmark(tool);
         let mut s = format!("### {tool}: {title}\n\n");
         let _ = writeln!(
             s,
