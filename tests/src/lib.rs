@@ -214,11 +214,12 @@ impl Drop for Running {
     }
 }
 
-/// A workload process (see `src/bin/workload.rs`), held until it is started
+/// A workload process (see `src/bin/workload/main.rs`), held until it is started
 /// with [`Workload::go`], and killed when dropped.
 pub struct Workload {
     child: Child,
     stdin: Option<ChildStdin>,
+    stdout: Option<BufReader<std::process::ChildStdout>>,
 }
 
 impl Workload {
@@ -235,9 +236,10 @@ impl Workload {
             }
             None => Command::new(exe),
         };
-        let mut child = cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn workload");
+        let mut child = cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn workload");
         let stdin = child.stdin.take();
-        Workload { child, stdin }
+        let stdout = child.stdout.take().map(BufReader::new);
+        Workload { child, stdin, stdout }
     }
 
     pub fn new(args: &[&str]) -> Workload {
@@ -251,6 +253,15 @@ impl Workload {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The next line the workload printed (what it reports before it
+    /// waits: PIDs, a port).
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.as_mut().expect("stdout").read_line(&mut line).expect("workload output");
+        assert!(!line.is_empty(), "the workload ended without reporting");
+        line.trim_end().to_owned()
     }
 
     /// Lets the workload start.

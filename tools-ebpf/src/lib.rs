@@ -17,6 +17,7 @@ use aya_ebpf::{
 };
 use tools_common::{
     histogram::{self, HistKey, Histogram, Totals},
+    offsets::{FileOffsets, TaskOffsets},
     CgroupFilter, Drops,
 };
 
@@ -29,6 +30,21 @@ pub fn read_field<T>(base: *const u8, offset: u32) -> Option<T> {
     }
     // SAFETY: bpf_probe_read_kernel copes with any address.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T).ok() }
+}
+
+/// The `struct file` behind descriptor `fd` of `task`: `task->files->fdt`,
+/// bounds-checked against the table's `max_fds`, then `fd[fd]`.
+#[inline(always)]
+pub fn file_of_fd(task: *const u8, fd: i64, t: &TaskOffsets, f: &FileOffsets) -> Option<*const u8> {
+    let files: *const u8 = read_field(task, t.files)?;
+    let fdt: *const u8 = read_field(files, f.files_fdt)?;
+    let max_fds: u32 = read_field(fdt, f.fdt_max_fds)?;
+    if fd < 0 || fd >= max_fds as i64 {
+        return None;
+    }
+    let fds: *const u8 = read_field(fdt, f.fdt_fd)?;
+    let file: *const u8 = read_field(fds, (fd as u32).wrapping_mul(8))?;
+    (!file.is_null()).then_some(file)
 }
 
 /// Counts something the kernel side could not record, in the tool's

@@ -33,8 +33,11 @@ pub fn note(line: &str) {
 pub fn init_logging(verbose: bool) {
     struct Stderr;
     impl log::Log for Stderr {
+        /// Our own lines: the library's and the tool binary's (whose
+        /// crate is named after the tool), not those of aya or tokio.
         fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.target().starts_with("tools_user")
+            let target = m.target();
+            target.starts_with("tools_user") || target.split("::").next() == Some(&tool_name().replace('-', "_"))
         }
         fn log(&self, r: &log::Record<'_>) {
             if self.enabled(r.metadata()) {

@@ -229,6 +229,19 @@ pub fn load<C: Pod>(
     rungs: Vec<Rung>,
     runtime: &RuntimeArgs,
 ) -> Result<Loaded> {
+    load_with(objects, config, max_entries, rungs, runtime, |_| Ok(()))
+}
+
+/// As [`load`], with `fill` run on the maps before any program attaches
+/// (a filter's table, which must be in place before the first event).
+pub fn load_with<C: Pod>(
+    objects: Objects,
+    config: &C,
+    max_entries: &[(&'static str, u32)],
+    rungs: Vec<Rung>,
+    runtime: &RuntimeArgs,
+    fill: impl FnOnce(&mut Ebpf) -> Result<()>,
+) -> Result<Loaded> {
     raise_memlock();
     KERNEL_BTF_HIDDEN.store(runtime.hide_kernel_btf, Ordering::Relaxed);
     let started = Instant::now();
@@ -254,6 +267,7 @@ pub fn load<C: Pod>(
         ebpf
     };
     log::info!("object loaded, maps created in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    fill(&mut ebpf)?;
 
     if let Some(forced) = &runtime.rung {
         if !rungs.iter().any(|r| r.name == forced) {

@@ -52,15 +52,18 @@ pub fn file(btf: &Btf) -> Result<FileOffsets> {
 }
 
 /// `struct sock` (its `sock_common`), `struct tcp_sock` and `struct socket`.
+/// `sk_protocol` became a u16 of its own in 5.6 (bf9765145b85); before, it
+/// was 8 bits of a bitfield word, at a byte boundary: read as one byte.
 pub fn sock(btf: &Btf) -> Result<SockOffsets> {
     let common = |name: &str| btf.member_any("sock", &[&format!("__sk_common.{name}")]).map(|m| m.offset);
     // The byte counters of RFC 4898 came in 4.1 (bytes_acked, bytes_received);
     // without them bytes are unknown, never 0.
     let tcp = |name: &str| btf.member("tcp_sock", name).map_or(0, |m| m.offset);
     Ok(SockOffsets {
+        protocol: btf.member_any("sock", &["sk_protocol"])?.offset,
         family: common("skc_family")?,
         state: common("skc_state")?,
-        num: common("skc_num")?,
+        sport: btf.member_any("inet_sock", &["inet_sport"])?.offset,
         dport: common("skc_dport")?,
         rcv_saddr: common("skc_rcv_saddr")?,
         daddr: common("skc_daddr")?,
@@ -70,7 +73,6 @@ pub fn sock(btf: &Btf) -> Result<SockOffsets> {
         tcp_bytes_acked: tcp("bytes_acked"),
         tcp_bytes_received: tcp("bytes_received"),
         socket_sk: btf.member_any("socket", &["sk"])?.offset,
-        _pad: 0,
     })
 }
 
@@ -120,7 +122,7 @@ mod tests {
         assert_ne!(f.f_dentry, f.f_inode);
         let s = sock(&btf).unwrap();
         assert!(s.tcp_bytes_acked > 0 && s.tcp_bytes_received > 0, "6.18 has the RFC 4898 counters");
-        assert_eq!(s.num, s.dport + 2, "skc_num follows skc_dport in skc_portpair");
+        assert!(s.sport > s.dport, "inet_sock follows its sock_common");
         request(&btf).unwrap();
         cgroup_walk(&btf).unwrap();
     }

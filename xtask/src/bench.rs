@@ -57,6 +57,12 @@ const BENCHMARKS: &[Benchmark] = &[
         ops: "I/Os",
         run: |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
     },
+    Benchmark {
+        tool: "tcplife",
+        title: "loopback connections, each 100 bytes sent then closed, one after another",
+        ops: "connections",
+        run: |_, secs| workload::tcp_cycles(secs),
+    },
 ];
 
 fn benchmark(tool: &str) -> &'static Benchmark {

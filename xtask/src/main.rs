@@ -47,6 +47,9 @@ enum Cmd {
         /// 5.10, 6.1, 6.12, 7.3 or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// Only this tool's cells (all tools when omitted).
+        #[arg(long)]
+        tool: Option<String>,
     },
     /// Run one command inside a Debian kernel under qemu: `cargo xtask vm-run --kernel 6.1 -- CMD...`.
     VmRun {
@@ -90,9 +93,9 @@ fn main() -> Result<()> {
             }
             // One short round: the harness still works (no number can fail it).
             bench::bench(&bin_dir, &bench::Options { tool: None, quick: true })?;
-            vm::vm_test(&vm::KERNELS.map(String::from))
+            vm::vm_test(&vm::KERNELS.map(String::from), None)
         }
-        Cmd::VmTest { kernel } => {
+        Cmd::VmTest { kernel, tool } => {
             setup::setup()?;
             let kernels: Vec<String> = if kernel == "all" {
                 vm::KERNELS.iter().map(|k| k.to_string()).collect()
@@ -101,7 +104,7 @@ fn main() -> Result<()> {
             } else {
                 bail!("unknown kernel {kernel}: one of {} or all", vm::KERNELS.join(", "));
             };
-            vm::vm_test(&kernels)
+            vm::vm_test(&kernels, tool.as_deref())
         }
         Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),
         Cmd::Bench { tool, quick } => {

@@ -11,6 +11,7 @@ pub mod execsnoop;
 pub mod histogram;
 pub mod offsets;
 pub mod runqlat;
+pub mod tcplife;
 
 /// Names of the maps every histogram tool declares; user space finds them by these names.
 pub mod map_names {

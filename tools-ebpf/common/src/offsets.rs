@@ -50,10 +50,14 @@ pub struct FileOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SockOffsets {
+    /// `sk_protocol`: a u16 from 5.6, before that 8 bits of a bitfield word
+    /// at a byte boundary; read as one byte either way.
+    pub protocol: u32,
     pub family: u32,
     pub state: u32,
-    /// Local port, host byte order (`skc_num`).
-    pub num: u32,
+    /// Local port, network byte order (`inet_sock.inet_sport`: `skc_num`
+    /// is zeroed when the port is released, before the CLOSE tracepoint).
+    pub sport: u32,
     /// Remote port, network byte order (`skc_dport`).
     pub dport: u32,
     pub rcv_saddr: u32,
@@ -66,5 +70,4 @@ pub struct SockOffsets {
     pub tcp_bytes_received: u32,
     /// `struct socket.sk`.
     pub socket_sk: u32,
-    pub _pad: u32,
 }

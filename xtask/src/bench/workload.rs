@@ -241,3 +241,60 @@ pub fn direct_reads(device: &str, secs: f64) -> Result<Done> {
         None => Ok(Done { ops, secs }),
     }
 }
+
+/// A client process connects to a loopback server, sends 100 bytes and
+/// closes, one connection after another until the deadline; the server
+/// process reads each to its end and closes. Every cycle is two TCP
+/// sessions (one per end) and a dozen state changes.
+pub fn tcp_cycles(secs: f64) -> Result<Done> {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let (result_r, result_w) = pipe()?;
+    let server = fork(|| {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((mut conn, _)) = listener.accept() else { return 1 };
+            let mut got = 0;
+            loop {
+                match std::io::Read::read(&mut conn, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(_) => return 1,
+                }
+            }
+            // The client's last connection carries no data: the end.
+            if got == 0 {
+                return 0;
+            }
+        }
+    })?;
+    drop(listener);
+    let client = fork(|| {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(secs);
+        let mut cycles = 0u64;
+        let payload = [b'x'; 100];
+        while Instant::now() < deadline {
+            let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else { return 1 };
+            if std::io::Write::write_all(&mut conn, &payload).is_err() {
+                return 1;
+            }
+            // Wait for the server's end, so no 4-tuple is reused half-closed.
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = std::io::Read::read(&mut conn, &mut [0u8; 1]);
+            cycles += 1;
+        }
+        let elapsed = started.elapsed();
+        drop(TcpStream::connect(("127.0.0.1", port)));
+        write_u64(&result_w, cycles);
+        write_u64(&result_w, elapsed.as_nanos() as u64);
+        0
+    })?;
+    drop(result_w);
+    let result = read_u64s(result_r, 2);
+    wait_ok(client, "tcp client")?;
+    wait_ok(server, "tcp server")?;
+    let result = result?;
+    Ok(Done { ops: result[0], secs: result[1] as f64 / 1e9 })
+}

@@ -8,6 +8,8 @@
 //!   workload execveat PATH ARG...     execveat(AT_FDCWD, PATH, [PATH, ARG...])
 //!   workload fexecve PATH ARG...      fexecve(open(PATH), [PATH, ARG...])
 //!   workload exec-storm N PATH ARG... two threads fork and exec PATH ARG... W-I N times each, at full speed
+//!   workload tcp-session ...          a TCP client and server (see tcp.rs)
+//!   workload tcp-storm COUNT          COUNT short TCP connections (see tcp.rs)
 
 use std::{
     ffi::{CString, OsStr},
@@ -15,6 +17,8 @@ use std::{
     os::unix::ffi::OsStrExt as _,
     time::Duration,
 };
+
+mod tcp;
 
 fn cstrings(args: &[String]) -> Vec<CString> {
     args.iter().map(|a| CString::new(OsStr::new(a).as_bytes()).unwrap()).collect()
@@ -27,13 +31,22 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).expect("usage: see workload.rs") };
+    let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).expect("usage: see workload/main.rs") };
     let cmd = args[0].as_str();
+    let wait_for_go = || {
+        let mut go = [0u8; 1];
+        let _ = std::io::stdin().read(&mut go);
+    };
+    // These report what the test needs (PIDs, a port) before they wait.
+    match cmd {
+        "tcp-session" => return tcp::session(&args[1..], wait_for_go),
+        "tcp-storm" => return tcp::storm(&args[1..], wait_for_go),
+        _ => {}
+    }
     if matches!(cmd, "spin" | "sleep") {
         assert!(integration_tests::pin_to_cpu(num(1) as usize), "sched_setaffinity");
     }
-    let mut go = [0u8; 1];
-    let _ = std::io::stdin().read(&mut go);
+    wait_for_go();
     let env: [*const libc::c_char; 1] = [std::ptr::null()];
     match cmd {
         "spin" => {
