@@ -415,8 +415,13 @@ impl Default for LoopDevice {
 
 impl LoopDevice {
     pub fn new() -> LoopDevice {
+        Self::with_size(64 << 20)
+    }
+
+    /// A loop device over a sparse file of `bytes`.
+    pub fn with_size(bytes: u64) -> LoopDevice {
         let file = std::env::temp_dir().join(format!("ebpf-tools-loop-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::File::create(&file).and_then(|f| f.set_len(64 << 20)).expect("backing file");
+        std::fs::File::create(&file).and_then(|f| f.set_len(bytes)).expect("backing file");
         let out = Command::new("losetup").args(["-f", "--show"]).arg(&file).output().expect("losetup");
         assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
         let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
@@ -452,6 +457,50 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").args(["-d", &self.path]).status();
         let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// A fresh filesystem (`ext4`, `xfs`, `btrfs`, or `tmpfs`) mounted on a
+/// temporary directory; unmounted (and its loop device detached) when dropped.
+pub struct Mounted {
+    pub dir: PathBuf,
+    _device: Option<LoopDevice>,
+}
+
+impl Mounted {
+    pub fn new(fs: &str) -> Mounted {
+        let dir = std::env::temp_dir().join(format!("ebpf-tools-{fs}-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let device = if fs == "tmpfs" {
+            let status = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&dir).status().expect("mount");
+            assert!(status.success(), "mounting tmpfs");
+            None
+        } else {
+            // XFS wants 300 MB at least; the files are sparse.
+            let device = LoopDevice::with_size(if fs == "xfs" { 320 << 20 } else { 128 << 20 });
+            let force = if fs == "ext4" { "-F" } else { "-f" };
+            let out = Command::new(format!("mkfs.{fs}"))
+                .args(["-q", force])
+                .arg(&device.path)
+                .output()
+                .unwrap_or_else(|e| panic!("mkfs.{fs} (cargo xtask setup installs it): {e}"));
+            assert!(out.status.success(), "mkfs.{fs}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("mount").arg(&device.path).arg(&dir).output().expect("mount");
+            assert!(out.status.success(), "mount {fs}: {}", String::from_utf8_lossy(&out.stderr));
+            Some(device)
+        };
+        Mounted { dir, _device: device }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 

@@ -22,6 +22,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
@@ -146,7 +147,8 @@ impl Btf {
             KIND_FUNC_PROTO => 8 * ty.vlen,
             14 /* VAR */ | 17 /* DECL_TAG */ => 4,
             15 /* DATASEC */ | KIND_ENUM64 => 12 * ty.vlen,
-            0 | KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | 16 | KIND_TYPE_TAG => 0,
+            0 | KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC | 16
+            | KIND_TYPE_TAG => 0,
             kind => bail!("unknown BTF kind {kind}"),
         })
     }
@@ -262,6 +264,12 @@ impl Btf {
         let (_, ptr) = self.resolve(typedef)?;
         let (_, proto) = self.resolve(ptr.size_or_type)?;
         (proto.kind == KIND_FUNC_PROTO).then(|| proto.vlen.saturating_sub(1))
+    }
+
+    /// The type id of kernel function `name`, if this BTF describes it (a
+    /// function of a module is in the module's BTF, not in vmlinux's).
+    pub fn function_id(&self, name: &str) -> Option<u32> {
+        self.find(&[KIND_FUNC], name)
     }
 
     /// Names and values of enum `name`.

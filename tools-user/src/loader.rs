@@ -451,6 +451,11 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
 /// The first candidate the kernel lets us probe: a symbol can be listed
 /// yet refuse a kprobe (blacklisted, notrace, mid-function).
 fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<()> {
+    // Without the kprobe PMU (CONFIG_KPROBES=n) no candidate can attach:
+    // say so before reading the kernel's symbols.
+    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        bail!("this kernel has no kprobes (no /sys/bus/event_source/devices/kprobe)");
+    }
     let mut refused = Vec::new();
     for func in kallsyms_find_all(funcs) {
         match p.attach(&func, 0) {
@@ -458,7 +463,7 @@ fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<()> {
                 log::info!("  kprobe on {func}");
                 return Ok(());
             }
-            Err(err) => refused.push(format!("{func}: {err}")),
+            Err(err) => refused.push(format!("{func}: {:#}", anyhow::Error::from(err))),
         }
     }
     if refused.is_empty() {
@@ -487,21 +492,58 @@ fn fentry_btf() -> Result<&'static aya::Btf> {
     .map_err(|err| anyhow!("{err}"))
 }
 
+/// Whether the kernel lets a program of fentry's type load, asked with an
+/// empty program aimed at the function of BTF id `function_id` (from our
+/// own BTF reader): a refusal (EPERM on this kind of host) is known before
+/// aya parses the kernel's BTF for the real load.
+pub fn fentry_allowed(function_id: u32) -> Result<(), String> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    const BPF_TRACE_FENTRY: u32 = 24;
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = c"GPL";
+    let mut attr = [0u8; 144];
+    let mut put = |at: usize, bytes: &[u8]| attr[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &BPF_PROG_TYPE_TRACING.to_ne_bytes());
+    put(4, &2u32.to_ne_bytes());
+    put(8, &(insns.as_ptr() as u64).to_ne_bytes());
+    put(16, &(license.as_ptr() as u64).to_ne_bytes());
+    put(68, &BPF_TRACE_FENTRY.to_ne_bytes());
+    put(108, &function_id.to_ne_bytes());
+    // SAFETY: a bpf_attr of the size passed, pointing at live buffers.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_ptr(), attr.len()) };
+    if fd < 0 {
+        return Err(format!("the kernel refuses fentry programs: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptor just returned.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
 /// The kernel's symbols for `functions`, in that order, as named in
 /// /proc/kallsyms (which may carry a compiler suffix: `finish_task_switch.isra.0`).
+/// Read line by line: the file is megabytes long.
 pub fn kallsyms_find_all(functions: &[String]) -> Vec<String> {
-    let Ok(syms) = fs::read_to_string("/proc/kallsyms") else { return Vec::new() };
-    let mut found = Vec::new();
-    for want in functions {
-        for line in syms.lines() {
-            let Some(name) = line.split_whitespace().nth(2) else { continue };
+    use std::io::BufRead as _;
+    let Ok(file) = fs::File::open("/proc/kallsyms") else { return Vec::new() };
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); functions.len()];
+    for line in io::BufReader::new(file).lines().map_while(Result::ok) {
+        let Some(name) = line.split_whitespace().nth(2) else { continue };
+        for (want, hits) in functions.iter().zip(found.iter_mut()) {
             let matches = name == want || (name.starts_with(want.as_str()) && name[want.len()..].starts_with('.'));
-            if matches && !found.iter().any(|f| f == name) {
-                found.push(name.to_owned());
+            if matches && !hits.iter().any(|f| f == name) {
+                hits.push(name.to_owned());
             }
         }
     }
-    found
+    let mut all: Vec<String> = Vec::new();
+    for name in found.into_iter().flatten() {
+        if !all.contains(&name) {
+            all.push(name);
+        }
+    }
+    all
 }
 
 #[cfg(test)]

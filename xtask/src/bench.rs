@@ -29,10 +29,15 @@ use anyhow::{bail, Context as _, Result};
 use integration_tests::LoopDevice;
 use workload::Done;
 
-/// Each tool's benchmark, in the order they are run: the workload that
+/// The benchmarks, in the order they are run: the tool, the workload that
 /// exercises its hooks, and what one operation of it is.
 struct Benchmark {
+    /// The section's name: the tool's, or the tool's and the workload's.
+    name: &'static str,
     tool: &'static str,
+    /// libbpf-tools' tool of the same name runs on this kernel (its
+    /// ext4slower has only kprobe and fentry paths: not here).
+    c_tool: bool,
     title: &'static str,
     ops: &'static str,
     run: fn(&Bench, f64) -> Result<Done>,
@@ -40,33 +45,60 @@ struct Benchmark {
 
 const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
+        name: "runqlat",
         tool: "runqlat",
+        c_tool: true,
         title: "ping-pong over pipes between two processes pinned to one CPU",
         ops: "round trips",
         run: |bench, secs| workload::ping_pong(bench.cpu, secs),
     },
     Benchmark {
+        name: "execsnoop",
         tool: "execsnoop",
+        c_tool: true,
         title: "one process forking and exec'ing /bin/true",
         ops: "execs",
         run: |bench, secs| workload::exec_storm(1, None, secs, &bench.marker()),
     },
     Benchmark {
+        name: "biolatency",
         tool: "biolatency",
+        c_tool: true,
         title: "4 KiB O_DIRECT reads of a loop device, one at a time",
         ops: "I/Os",
         run: |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
     },
     Benchmark {
+        name: "tcplife",
         tool: "tcplife",
+        c_tool: true,
         title: "loopback connections, each 100 bytes sent then closed, one after another",
         ops: "connections",
         run: |_, secs| workload::tcp_cycles(secs),
     },
+    Benchmark {
+        name: "ext4slower",
+        tool: "ext4slower",
+        c_tool: false,
+        title: "4 KiB preads of a cached file on ext4 (all faster than the default 10 ms)",
+        ops: "reads",
+        run: |bench, secs| workload::cached_preads(&bench.ext4().path("bench-file"), secs),
+    },
+    Benchmark {
+        name: "ext4slower on pipes",
+        tool: "ext4slower",
+        c_tool: false,
+        title: "4 KiB written to a pipe and read back: what every read that is not ext4's pays",
+        ops: "write + read pairs",
+        run: |_, secs| workload::pipe_round_trips(secs),
+    },
 ];
 
-fn benchmark(tool: &str) -> &'static Benchmark {
-    BENCHMARKS.iter().find(|b| b.tool == tool).expect("tools come from BENCHMARKS")
+impl Benchmark {
+    /// The contenders that can run: the C tool only where it has a path here.
+    fn contenders(&self) -> Vec<Contender> {
+        OVERHEAD_CONTENDERS.into_iter().filter(|c| self.c_tool || *c != Contender::C).collect()
+    }
 }
 
 /// Where the C tools are (Debian's libbpf-tools).
@@ -115,19 +147,20 @@ fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
 }
 
 pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
-    let names: Vec<&str> = BENCHMARKS.iter().map(|b| b.tool).collect();
-    let tools: Vec<&str> = match &options.tool {
-        Some(tool) if names.contains(&tool.as_str()) => vec![tool.as_str()],
-        Some(tool) => bail!("no benchmark for {tool}; tools: {}", names.join(", ")),
-        None => names,
-    };
+    let benchmarks: Vec<&Benchmark> =
+        BENCHMARKS.iter().filter(|b| options.tool.as_ref().is_none_or(|t| t == b.tool)).collect();
+    if benchmarks.is_empty() {
+        let mut names: Vec<&str> = BENCHMARKS.iter().map(|b| b.tool).collect();
+        names.dedup();
+        bail!("no benchmark for {}; tools: {}", options.tool.as_deref().unwrap_or_default(), names.join(", "));
+    }
     let settings = if options.quick {
         Settings { rounds: 1, run_secs: 1.0, loss_secs: 0.5, settle: Duration::from_millis(300) }
     } else {
         Settings { rounds: 5, run_secs: 5.0, loss_secs: 1.5, settle: Duration::from_millis(500) }
     };
-    for tool in &tools {
-        let c_tool = Path::new(C_TOOLS).join(tool);
+    for b in benchmarks.iter().filter(|b| b.c_tool) {
+        let c_tool = Path::new(C_TOOLS).join(b.tool);
         if !c_tool.exists() {
             bail!("{} is missing: `cargo xtask setup` installs Debian's libbpf-tools", c_tool.display());
         }
@@ -139,6 +172,7 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
         work,
         settings,
         loop_device: std::cell::OnceCell::new(),
+        ext4: std::cell::OnceCell::new(),
         cpu: workload::last_cpu(),
         trials: std::cell::Cell::new(0),
     };
@@ -147,15 +181,20 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     let mut startup = String::new();
     let mut memory = String::new();
     let mut sections = String::new();
-    for tool in &tools {
-        println!("bench: {tool}");
-        let (rung, hooks) = bench.our_hooks(tool)?;
-        let overhead = bench.overhead(tool, &hooks)?;
-        let section = overhead.section(tool, &rung, &hooks);
+    let mut timed_startup = Vec::new();
+    for b in &benchmarks {
+        println!("bench: {}", b.name);
+        let (rung, hooks) = bench.our_hooks(b.tool)?;
+        let overhead = bench.overhead(b, &hooks)?;
+        let section = overhead.section(b, &rung, &hooks);
         println!("{section}");
         sections += &section;
-        memory += &overhead.memory_row(tool);
-        startup += &bench.startup_row(tool)?;
+        memory += &overhead.memory_row(b.name);
+        // Start-up is the tool's, whatever the workload.
+        if !timed_startup.contains(&b.tool) {
+            startup += &bench.startup_row(b)?;
+            timed_startup.push(b.tool);
+        }
     }
     report += "## Per-event overhead\n\n";
     let _ = writeln!(
@@ -174,7 +213,7 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
         writeln!(report, "\n## Memory: max RSS over the {} s runs under the workload (MB)\n", bench.settings.run_secs);
     report += "| tool | ours | libbpf-tools | floor | ours / libbpf-tools |\n|---|---|---|---|---|\n";
     report += &memory;
-    if tools.contains(&"execsnoop") {
+    if benchmarks.iter().any(|b| b.tool == "execsnoop") {
         println!("bench: execsnoop loss");
         report += &bench.loss()?;
     }
@@ -226,6 +265,7 @@ struct Bench {
     settings: Settings,
     /// Made when a workload first asks for one.
     loop_device: std::cell::OnceCell<LoopDevice>,
+    ext4: std::cell::OnceCell<integration_tests::Mounted>,
     /// The CPU the ping-pong pair is pinned to.
     cpu: usize,
     trials: std::cell::Cell<u64>,
@@ -305,7 +345,11 @@ impl Bench {
             let line = line?;
             said += &line;
             said.push('\n');
-            if let Some((_, hook)) = line.split_once(" -> ") {
+            // `  NAME (id N) -> HOOK` for each program attached; a rung that
+            // failed after some attached is unloaded whole: start again.
+            if line.contains(": rung ") && line.contains(": failed: ") {
+                hooks.clear();
+            } else if let Some((_, hook)) = line.split_once(") -> ").filter(|_| line.contains(" (id ")) {
                 hooks.push(hook.trim().to_owned());
             }
             if let Some(rest) = line.split_once(": rung ").map(|(_, r)| r) {
@@ -323,21 +367,26 @@ impl Bench {
         }
     }
 
-    fn run_workload(&self, tool: &str) -> Result<Done> {
-        (benchmark(tool).run)(self, self.settings.run_secs)
+    fn run_workload(&self, b: &Benchmark) -> Result<Done> {
+        (b.run)(self, self.settings.run_secs)
     }
 
     fn loop_device(&self) -> &LoopDevice {
         self.loop_device.get_or_init(LoopDevice::new)
     }
 
-    fn overhead(&self, tool: &str, hooks: &[String]) -> Result<Overhead> {
+    fn ext4(&self) -> &integration_tests::Mounted {
+        self.ext4.get_or_init(|| integration_tests::Mounted::new("ext4"))
+    }
+
+    fn overhead(&self, b: &Benchmark, hooks: &[String]) -> Result<Overhead> {
         let mut result = Overhead::default();
+        let tool = b.tool;
         for round in 0..self.settings.rounds {
-            let mut ns = [0.0; 4];
-            for contender in rotated(&OVERHEAD_CONTENDERS, round) {
+            let mut ns = [f64::NAN; 4];
+            for contender in rotated(&b.contenders(), round) {
                 let tracer = self.start(tool, contender, hooks)?;
-                let done = self.run_workload(tool);
+                let done = self.run_workload(b);
                 let stopped = tracer.map(Tracer::stop).transpose()?;
                 let done = done?;
                 ns[contender.index()] = done.ns_per_op();
@@ -348,25 +397,25 @@ impl Bench {
                 }
                 println!("  round {} {contender:?}: {:.0} ns/op", round + 1, done.ns_per_op());
             }
-            for contender in OVERHEAD_CONTENDERS {
+            for contender in b.contenders() {
                 result.ns[contender.index()].push(ns[contender.index()]);
                 result.added[contender.index()].push(ns[contender.index()] - ns[Contender::Untraced.index()]);
             }
         }
-        result.profile = self.profile(tool, hooks)?;
+        result.profile = self.profile(b, hooks)?;
         Ok(result)
     }
 
     /// One more run of each tracer with the kernel's BPF run-time accounting
     /// on: what each program costs per run, and runs per operation.
-    fn profile(&self, tool: &str, hooks: &[String]) -> Result<Vec<(Contender, Vec<bpf_stats::ProgStats>, u64)>> {
+    fn profile(&self, b: &Benchmark, hooks: &[String]) -> Result<Vec<(Contender, Vec<bpf_stats::ProgStats>, u64)>> {
         let _stats = bpf_stats::Enabled::new()?;
         let mut profile = Vec::new();
-        for contender in [Contender::Floor, Contender::Ours, Contender::C] {
+        for contender in b.contenders().into_iter().filter(|c| *c != Contender::Untraced) {
             let existing = bpf_stats::snapshot();
-            let tracer = self.start(tool, contender, hooks)?;
+            let tracer = self.start(b.tool, contender, hooks)?;
             let before = bpf_stats::snapshot();
-            let done = self.run_workload(tool);
+            let done = self.run_workload(b);
             let after = bpf_stats::snapshot();
             tracer.map(Tracer::stop).transpose()?;
             // The tracer's programs only: not those loaded before it started.
@@ -377,10 +426,14 @@ impl Bench {
         Ok(profile)
     }
 
-    fn startup_row(&self, tool: &str) -> Result<String> {
+    fn startup_row(&self, b: &Benchmark) -> Result<String> {
+        let tool = b.tool;
         let mut ms = [Vec::new(), Vec::new()];
         for round in 0..self.settings.rounds.max(5) {
             for (i, contender) in rotated(&OURS_AND_C, round) {
+                if contender == Contender::C && !b.c_tool {
+                    continue;
+                }
                 let cmd = self.command(tool, contender, &[]).context("no command")?;
                 ms[i].push(time_to_first_line(cmd)?.as_secs_f64() * 1e3);
             }
@@ -544,9 +597,9 @@ struct Overhead {
 }
 
 impl Overhead {
-    fn section(&self, tool: &str, rung: &str, hooks: &[String]) -> String {
-        let Benchmark { title, ops, .. } = benchmark(tool);
-        let mut s = format!("### {tool}: {title}\n\n");
+    fn section(&self, b: &Benchmark, rung: &str, hooks: &[String]) -> String {
+        let Benchmark { name, title, ops, .. } = b;
+        let mut s = format!("### {name}: {title}\n\n");
         let _ = writeln!(
             s,
             "| tracer | {ops} per second | ns per op | added ns per op | tracer's CPU ns per op |\n|---|---|---|---|---|"
@@ -557,7 +610,8 @@ impl Overhead {
                 Contender::Untraced => "no tracer".to_owned(),
                 Contender::Floor => format!("floor: empty programs on {}", hooks.join(", ")),
                 Contender::Ours => format!("ours (rung {rung})"),
-                Contender::C => "libbpf-tools".to_owned(),
+                Contender::C if b.c_tool => "libbpf-tools".to_owned(),
+                Contender::C => "libbpf-tools (no path on this kernel)".to_owned(),
             };
             let added = if contender == Contender::Untraced { "".to_owned() } else { stat(&self.added[i], 0) };
             let _ = writeln!(
@@ -597,10 +651,10 @@ impl Overhead {
         s
     }
 
-    fn memory_row(&self, tool: &str) -> String {
+    fn memory_row(&self, name: &str) -> String {
         let [_, floor, ours, c] = &self.rss_mb;
         format!(
-            "| {tool} | {} | {} | {} | {} |\n",
+            "| {name} | {} | {} | {} | {} |\n",
             stat(ours, 1),
             stat(c, 1),
             stat(floor, 1),

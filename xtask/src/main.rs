@@ -166,6 +166,13 @@ fn install(prefix: &Path) -> Result<()> {
         fs::copy(bin_dir.join(&tool), dest.join(&tool)).with_context(|| format!("installing {tool}"))?;
         println!("installed {}", dest.join(&tool).display());
     }
+    // ext4slower traces the filesystem it is named after.
+    for alias in ["xfsslower", "btrfsslower"] {
+        let link = dest.join(alias);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink("ext4slower", &link).with_context(|| format!("linking {alias}"))?;
+        println!("installed {} -> ext4slower", link.display());
+    }
     Ok(())
 }
 

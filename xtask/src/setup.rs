@@ -26,6 +26,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("losetup", "mount"),
     // The tests parse CSV with Python's csv module, as a user's script would.
     ("/usr/bin/python3", "python3"),
+    // ext4slower's tests (and xfsslower's, btrfsslower's) make filesystems.
+    ("mkfs.ext4", "e2fsprogs"),
+    ("mkfs.xfs", "xfsprogs"),
+    ("mkfs.btrfs", "btrfs-progs"),
     // The C tools the benchmarks compare with.
     ("/usr/sbin/runqlat", "libbpf-tools"),
 ];

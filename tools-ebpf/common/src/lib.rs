@@ -8,6 +8,7 @@
 
 pub mod biolatency;
 pub mod execsnoop;
+pub mod fsslower;
 pub mod histogram;
 pub mod offsets;
 pub mod runqlat;

@@ -298,3 +298,54 @@ pub fn tcp_cycles(secs: f64) -> Result<Done> {
     let result = result?;
     Ok(Done { ops: result[0], secs: result[1] as f64 / 1e9 })
 }
+
+/// 4 KiB `pread`s of one cached file, round the file's first MiB: every
+/// read is served from the page cache (ext4slower's common case: fast
+/// operations its threshold drops).
+pub fn cached_preads(path: &str, secs: f64) -> Result<Done> {
+    const BLOCK: usize = 4096;
+    const FILE: usize = 1 << 20;
+    std::fs::write(path, vec![b'b'; FILE]).with_context(|| format!("writing {path}"))?;
+    let file = File::open(path)?;
+    let mut buf = vec![0u8; BLOCK];
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut ops = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..256 {
+            let offset = (ops as usize * BLOCK % FILE) as libc::off_t;
+            // SAFETY: reads at most BLOCK bytes into the buffer.
+            if unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), BLOCK, offset) } != BLOCK as isize {
+                bail!("pread of {path}: {}", std::io::Error::last_os_error());
+            }
+            ops += 1;
+        }
+    }
+    Ok(Done { ops, secs: started.elapsed().as_secs_f64() })
+}
+
+/// 4 KiB written to a pipe and read back, by one process: a write and a
+/// read of a file that is no filesystem's, the cost every such read pays
+/// under ext4slower's syscall rung.
+pub fn pipe_round_trips(secs: f64) -> Result<Done> {
+    const BLOCK: usize = 4096;
+    let (r, w) = pipe()?;
+    let mut buf = vec![b'p'; BLOCK];
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut ops = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..256 {
+            // SAFETY: BLOCK bytes from and into a live buffer; a pipe holds 64 KiB.
+            let ok = unsafe {
+                libc::write(w.as_raw_fd(), buf.as_ptr().cast(), BLOCK) == BLOCK as isize
+                    && libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), BLOCK) == BLOCK as isize
+            };
+            if !ok {
+                bail!("pipe: {}", std::io::Error::last_os_error());
+            }
+            ops += 1;
+        }
+    }
+    Ok(Done { ops, secs: started.elapsed().as_secs_f64() })
+}

@@ -10,6 +10,9 @@
 //!   workload exec-storm N PATH ARG... two threads fork and exec PATH ARG... W-I N times each, at full speed
 //!   workload tcp-session ...          a TCP client and server (see tcp.rs)
 //!   workload tcp-storm COUNT          COUNT short TCP connections (see tcp.rs)
+//!   workload file-ops PATH N K        open, write, read, fsync, open again (see files.rs)
+//!   workload slow-read PATH MS        a read held up MS milliseconds by userfaultfd (see files.rs)
+//!   workload osync-write PATH         one O_SYNC write (see files.rs)
 
 use std::{
     ffi::{CString, OsStr},
@@ -18,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+mod files;
 mod tcp;
 
 fn cstrings(args: &[String]) -> Vec<CString> {
@@ -93,6 +97,9 @@ fn main() {
             // then expects the failed exec with -x.
             std::process::exit(3);
         }
+        "file-ops" => files::ops(&args[1..]),
+        "slow-read" => files::slow_read(&args[1..]),
+        "osync-write" => files::osync_write(&args[1..]),
         "exec-storm" => {
             // Two threads, each forking and exec'ing N times: every child has
             // this process as its parent, so a tool can filter on it (-P).
