@@ -64,6 +64,8 @@ pub struct Running {
     stdout: mpsc::Receiver<String>,
     seen: String,
     stderr: Option<thread::JoinHandle<String>>,
+    err_lines: mpsc::Receiver<String>,
+    err_seen: String,
 }
 
 /// Runs `tool args...` to completion.
@@ -139,26 +141,40 @@ impl Running {
             }
             all
         });
-        let mut running = Running { child, stdout, seen: String::new(), stderr: Some(stderr) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut err_seen = String::new();
-        loop {
-            while let Ok(line) = err_lines.try_recv() {
-                err_seen.push_str(&line);
-            }
-            if running.seen.contains(ready) || err_seen.contains(ready) {
-                return running;
-            }
+        let mut running =
+            Running { child, stdout, seen: String::new(), stderr: Some(stderr), err_lines, err_seen: String::new() };
+        if !running.wait_for(ready, Duration::from_secs(20)) {
             if let Ok(Some(status)) = running.child.try_wait() {
-                thread::sleep(Duration::from_millis(100));
-                while let Ok(line) = err_lines.try_recv() {
-                    err_seen.push_str(&line);
-                }
-                panic!("{tool} exited ({status}) before it was ready:\n{err_seen}{}", running.seen);
+                panic!("{tool} exited ({status}) before it was ready:\n{}{}", running.err_seen, running.seen);
             }
-            assert!(Instant::now() < deadline, "{tool} not ready after 20 s:\n{err_seen}{}", running.seen);
-            if let Ok(line) = running.stdout.recv_timeout(Duration::from_millis(20)) {
-                running.seen.push_str(&line);
+            panic!("{tool} not ready after 20 s:\n{}{}", running.err_seen, running.seen);
+        }
+        running
+    }
+
+    /// Waits until the tool has printed `text` on stdout or stderr; false if
+    /// it did not within `limit` (or exited first).
+    pub fn wait_for(&mut self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            while let Ok(line) = self.err_lines.try_recv() {
+                self.err_seen.push_str(&line);
+            }
+            if self.seen.contains(text) || self.err_seen.contains(text) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                while let Ok(line) = self.err_lines.try_recv() {
+                    self.err_seen.push_str(&line);
+                }
+                return self.seen.contains(text) || self.err_seen.contains(text);
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            if let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(20)) {
+                self.seen.push_str(&line);
             }
         }
     }
@@ -225,6 +241,19 @@ pub struct Workload {
 impl Workload {
     /// `wrapper` runs before the workload (e.g. `unshare --pid --fork`).
     pub fn with_wrapper(wrapper: &[&str], args: &[&str]) -> Workload {
+        Self::spawn(wrapper, &[], args)
+    }
+
+    /// With these environment variables set (`LD_LIBRARY_PATH`, ...).
+    pub fn with_env(env: &[(&str, &str)], args: &[&str]) -> Workload {
+        Self::spawn(&[], env, args)
+    }
+
+    pub fn new(args: &[&str]) -> Workload {
+        Self::spawn(&[], &[], args)
+    }
+
+    fn spawn(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Workload {
         // Built beside the test executables (target/<profile>/workload).
         let deps = std::env::current_exe().expect("test executable");
         let exe = deps.parent().and_then(|d| d.parent()).expect("target dir").join("workload");
@@ -236,14 +265,11 @@ impl Workload {
             }
             None => Command::new(exe),
         };
+        cmd.envs(env.iter().copied());
         let mut child = cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn workload");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(BufReader::new);
         Workload { child, stdin, stdout }
-    }
-
-    pub fn new(args: &[&str]) -> Workload {
-        Self::with_wrapper(&[], args)
     }
 
     /// A CPU-bound loop pinned to `cpu`.

@@ -1,6 +1,6 @@
 //! bench-floor: empty eBPF programs attached to the hooks named on the
-//! command line (`raw_tp/NAME` or `tracepoint/CATEGORY/NAME`, as a tool's
-//! `--verbose` names them) until SIGINT or SIGTERM. `cargo xtask bench`
+//! command line (`raw_tp/NAME`, `tracepoint/CATEGORY/NAME`,
+//! `uprobe/PATH:0xOFFSET`, as a tool's `--verbose` names them) until SIGINT or SIGTERM. `cargo xtask bench`
 //! runs it as the floor: what attaching anything to a tool's hooks costs.
 //! Not a tool: never installed.
 
@@ -23,11 +23,14 @@ fn main() -> ExitCode {
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")))
             .context("loading the floor object")?;
         for hook in &hooks {
-            let target = Attach::parse(hook)
-                .with_context(|| format!("unknown hook {hook:?}: raw_tp/NAME or tracepoint/CATEGORY/NAME"))?;
+            let target = Attach::parse(hook).with_context(|| {
+                format!("unknown hook {hook:?}: raw_tp/NAME, tracepoint/CATEGORY/NAME, uprobe/PATH:0xOFFSET")
+            })?;
             let program = match target {
                 Attach::RawTracepoint(_) => "floor_raw_tp",
                 Attach::Tracepoint { .. } => "floor_tp",
+                Attach::Uprobe(_) => "floor_uprobe",
+                Attach::Uretprobe(_) => "floor_uretprobe",
                 other => bail!("the floor has no program for {other}"),
             };
             loader::attach(&mut ebpf, program, &target).with_context(|| format!("attaching to {hook}"))?;

@@ -9,12 +9,14 @@ pub mod cli;
 pub mod columns;
 pub mod diag;
 pub mod driver;
+pub mod elf;
 pub mod events;
 pub mod histogram;
 pub mod lifetime;
 pub mod loader;
 pub mod offsets;
 pub mod output;
+pub mod procfs;
 pub mod tracefs;
 
 /// The eBPF objects of a tool, built by `build.rs` and embedded in the binary.

@@ -24,7 +24,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::Array,
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader, Pod,
@@ -64,6 +64,8 @@ pub struct Uprobe {
     pub at: UprobeAt,
     /// Only this process; None for every process that maps the file.
     pub pid: Option<u32>,
+    /// A value the program reads with `bpf_get_attach_cookie` (5.15+).
+    pub cookie: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,9 +102,10 @@ impl Attach {
         Attach::Fexit(function.into())
     }
 
-    /// The inverse of `Display` (without a uprobe's pid): how `--verbose`
-    /// names a hook, as `bench-floor` takes them.
+    /// The inverse of `Display` (a uprobe's pid and cookie left out): how
+    /// `--verbose` names a hook, as `bench-floor` takes them.
     pub fn parse(hook: &str) -> Option<Attach> {
+        let hook = hook.split(" (").next()?;
         let (kind, rest) = hook.split_once('/')?;
         let candidates = || rest.split('|').map(str::to_owned).collect();
         let uprobe = || {
@@ -111,7 +114,7 @@ impl Attach {
                 Some(hex) => UprobeAt::Offset(u64::from_str_radix(hex, 16).ok()?),
                 None => UprobeAt::Symbol(at.to_owned()),
             };
-            Some(Uprobe { binary: binary.into(), at, pid: None })
+            Some(Uprobe { binary: binary.into(), at, pid: None, cookie: None })
         };
         Some(match kind {
             "raw_tp" => Attach::raw_tp(rest),
@@ -138,8 +141,11 @@ impl std::fmt::Display for Attach {
                 UprobeAt::Symbol(s) => write!(f, "{s}")?,
                 UprobeAt::Offset(o) => write!(f, "{o:#x}")?,
             }
-            match u.pid {
-                Some(pid) => write!(f, " (pid {pid})"),
+            if let Some(pid) = u.pid {
+                write!(f, " (pid {pid})")?;
+            }
+            match u.cookie {
+                Some(cookie) => write!(f, " (cookie {cookie:#x})"),
                 None => Ok(()),
             }
         };
@@ -428,7 +434,7 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
                 Some(pid) => UProbeScope::OneProcess(pid),
                 None => UProbeScope::AllProcesses,
             };
-            p.attach(location, &u.binary, scope)?;
+            p.attach(UProbeAttachPoint { location, cookie: u.cookie }, &u.binary, scope)?;
         }
         Attach::Fentry(function) => {
             let p: &mut FEntry = program.try_into()?;

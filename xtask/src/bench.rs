@@ -77,6 +77,14 @@ const BENCHMARKS: &[Benchmark] = &[
         run: |_, secs| workload::tcp_cycles(secs),
     },
     Benchmark {
+        name: "gethostlatency",
+        tool: "gethostlatency",
+        c_tool: true,
+        title: "getaddrinfo(\"localhost\") in a loop, answered from /etc/hosts",
+        ops: "lookups",
+        run: |_, secs| workload::lookups(secs),
+    },
+    Benchmark {
         name: "ext4slower",
         tool: "ext4slower",
         c_tool: false,

@@ -30,6 +30,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("mkfs.xfs", "xfsprogs"),
     ("mkfs.btrfs", "btrfs-progs"),
+    // gethostlatency's tests build a program against musl.
+    ("musl-gcc", "musl-tools"),
     // The C tools the benchmarks compare with.
     ("/usr/sbin/runqlat", "libbpf-tools"),
 ];

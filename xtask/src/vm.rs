@@ -41,6 +41,7 @@ const MATRIX: &[Cell] = &[
     // ext4 is a module on Debian: fentry cannot reach it (see the README),
     // so "best" is the kprobe rung there.
     ("ext4slower", "best", &[], &[]),
+    ("gethostlatency", "best", &[], &[]),
     ("ext4slower", "syscall", &[("EBPF_TOOLS_RUNG", "syscall")], EXT4SLOWER_OPS),
     // Kernel BTF hidden: struct offsets from a BTF file passed with --btf.
     ("runqlat", "btf-file", BTF_FILE, &[]),
@@ -292,7 +293,10 @@ fn boot_and_test(
         "export EBPF_TOOLS_BIN_DIR='{}' RUST_BACKTRACE=1 EBPF_TOOLS_TEST_EXECS=150 EBPF_TOOLS_TEST_CONNECTIONS=150",
         bin_dir.display()
     );
-    cmd.push_str("modprobe loop 2>/dev/null; cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf\n");
+    // Modules the tests need; mount cannot load them itself here (the
+    // kernel's modprobe helper runs in the initramfs, not in this root).
+    cmd.push_str("for m in loop ext4 xfs btrfs; do modprobe $m 2>/dev/null; done\n");
+    cmd.push_str("cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf\n");
     cmd.push_str("echo \"=== kernel $(uname -r)\"\n");
     for (tool, rung, env, filters) in cells {
         let env: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();

@@ -9,6 +9,7 @@
 pub mod biolatency;
 pub mod execsnoop;
 pub mod fsslower;
+pub mod gethostlatency;
 pub mod histogram;
 pub mod offsets;
 pub mod runqlat;

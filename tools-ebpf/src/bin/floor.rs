@@ -10,8 +10,8 @@ fn main() {}
 #[cfg(target_arch = "bpf")]
 mod bpf {
     use aya_ebpf::{
-        macros::{raw_tracepoint, tracepoint},
-        programs::{RawTracePointContext, TracePointContext},
+        macros::{raw_tracepoint, tracepoint, uprobe, uretprobe},
+        programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
     };
     // The crate's panic handler.
     use tools_ebpf as _;
@@ -23,6 +23,16 @@ mod bpf {
 
     #[tracepoint]
     pub fn floor_tp(_ctx: TracePointContext) -> u32 {
+        0
+    }
+
+    #[uprobe]
+    pub fn floor_uprobe(_ctx: ProbeContext) -> u32 {
+        0
+    }
+
+    #[uretprobe]
+    pub fn floor_uretprobe(_ctx: RetProbeContext) -> u32 {
         0
     }
 }

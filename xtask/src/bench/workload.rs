@@ -349,3 +349,24 @@ pub fn pipe_round_trips(secs: f64) -> Result<Done> {
     }
     Ok(Done { ops, secs: started.elapsed().as_secs_f64() })
 }
+
+/// `getaddrinfo("localhost")` in a loop: answered from /etc/hosts, so what
+/// is timed is the C library's resolver and the probes on it.
+pub fn lookups(secs: f64) -> Result<Done> {
+    let node = CString::new("localhost")?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut ops = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..16 {
+            let mut res = std::ptr::null_mut();
+            // SAFETY: a valid name; the result is freed at once.
+            if unsafe { libc::getaddrinfo(node.as_ptr(), std::ptr::null(), std::ptr::null(), &mut res) } != 0 {
+                bail!("getaddrinfo(localhost) failed");
+            }
+            unsafe { libc::freeaddrinfo(res) };
+            ops += 1;
+        }
+    }
+    Ok(Done { ops, secs: started.elapsed().as_secs_f64() })
+}

@@ -13,6 +13,7 @@
 //!   workload file-ops PATH N K        open, write, read, fsync, open again (see files.rs)
 //!   workload slow-read PATH MS        a read held up MS milliseconds by userfaultfd (see files.rs)
 //!   workload osync-write PATH         one O_SYNC write (see files.rs)
+//!   workload resolve MS HOSTS CALL... host-name lookups against a DNS server of its own (see resolve.rs)
 
 use std::{
     ffi::{CString, OsStr},
@@ -22,6 +23,7 @@ use std::{
 };
 
 mod files;
+mod resolve;
 mod tcp;
 
 fn cstrings(args: &[String]) -> Vec<CString> {
@@ -45,6 +47,7 @@ fn main() {
     match cmd {
         "tcp-session" => return tcp::session(&args[1..], wait_for_go),
         "tcp-storm" => return tcp::storm(&args[1..], wait_for_go),
+        "resolve" => return resolve::resolve(&args[1..], wait_for_go),
         _ => {}
     }
     if matches!(cmd, "spin" | "sleep") {

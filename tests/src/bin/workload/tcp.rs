@@ -35,17 +35,24 @@ pub fn set_comm(comm: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
-/// Runs `body` in a forked child, which waits for a byte on `gate` first.
+/// Runs `body` in a forked child, which waits for a byte on the gate pipe
+/// first (and dies with its parent: a test that fails leaves nothing).
 /// Returns the child's PID.
-fn fork_waiting(gate: i32, body: impl FnOnce()) -> i32 {
+fn fork_waiting(gate: [i32; 2], body: impl FnOnce()) -> i32 {
     // SAFETY: the workload is single-threaded here; the child runs `body`
     // and exits without returning.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
         let mut byte = 0u8;
-        // SAFETY: reading one byte into a valid buffer.
-        unsafe { libc::read(gate, (&mut byte as *mut u8).cast(), 1) };
+        // SAFETY: plain syscalls on our own descriptors and a valid buffer.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::close(gate[1]);
+            if libc::read(gate[0], (&mut byte as *mut u8).cast(), 1) != 1 {
+                libc::_exit(1);
+            }
+        }
         body();
         // SAFETY: leave without running the parent's destructors.
         unsafe { libc::_exit(0) };
@@ -105,7 +112,7 @@ pub fn session(args: &[String], go: impl FnOnce()) {
         drop(listener);
         0
     } else {
-        fork_waiting(gate[0], move || {
+        fork_waiting(gate, move || {
             if let Some(fd) = client_end {
                 // SAFETY: closing this process's copy of the client's descriptor.
                 unsafe { libc::close(fd) };
@@ -121,7 +128,7 @@ pub fn session(args: &[String], go: impl FnOnce()) {
             }
         })
     };
-    let client = fork_waiting(gate[0], move || {
+    let client = fork_waiting(gate, move || {
         set_comm(&client_comm);
         if refused {
             assert!(TcpStream::connect(connect_to(port)).is_err(), "the closed port accepted");

@@ -1,0 +1,306 @@
+//! gethostlatency against lookups whose answer is known: a DNS server of
+//! the test's own that answers after a fixed delay, private /etc/hosts and
+//! /etc/resolv.conf (in the workload's own namespaces), and C libraries
+//! that BCC and libbpf-tools would miss (shared/reference/bcc-tools.md §6).
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use integration_tests::*;
+use serde_json::Value;
+
+const HEADER: &str = "TIME      PID     COMM                  LATms HOST";
+const READY_MACHINE: &str = "Tracing host name lookups";
+/// The DNS server's delay, in milliseconds.
+const DELAY: u64 = 100;
+
+fn uuid() -> String {
+    format!(
+        "h{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
+}
+
+/// A `resolve` workload, ready (namespaces and DNS server up), not started.
+fn resolver(env: &[(&str, &str)], hosts: &str, calls: &[String]) -> Workload {
+    let mut args = vec!["resolve".to_owned(), DELAY.to_string(), hosts.to_owned()];
+    args.extend(calls.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut w = Workload::with_env(env, &args);
+    assert_eq!(w.line(), "ready");
+    w
+}
+
+/// Runs gethostlatency with `args` around one resolver's `calls`.
+fn trace(args: &[&str], ready: &str, hosts: &str, calls: &[String]) -> (Output, u32) {
+    let _serial = serial();
+    let mut w = resolver(&[], hosts, calls);
+    let pid = w.pid();
+    let args: Vec<String> = args.iter().map(|a| a.replace("PID", &pid.to_string())).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tool = Running::start("gethostlatency", &args, ready);
+    w.go();
+    w.wait(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tool.interrupt();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    (out, pid)
+}
+
+fn records(out: &Output, pid: u32) -> Vec<Value> {
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("valid JSON"))
+        .filter(|r| r["pid"] == pid)
+        .collect()
+}
+
+/// Text rows of `pid`: (COMM, LATms, HOST).
+fn rows(out: &Output, pid: u32) -> Vec<(String, f64, String)> {
+    out.stdout
+        .lines()
+        .filter(|l| l.get(10..17).is_some_and(|p| p.trim() == pid.to_string()))
+        .map(|l| (l[18..34].trim().to_owned(), l[35..45].trim().parse().unwrap(), l[46..].to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_lookup_against_a_slow_dns_server() {
+    let name = format!("{}.test", uuid());
+    let (out, pid) = trace(&[], HEADER, "-", &[format!("getaddrinfo:{name}")]);
+    assert_eq!(out.stdout.lines().next(), Some(HEADER));
+    let rows = rows(&out, pid);
+    assert_eq!(rows.len(), 1, "{}", out.stdout);
+    let (comm, ms, host) = &rows[0];
+    assert_eq!((comm.as_str(), host.as_str()), ("workload", name.as_str()));
+    assert!(*ms >= DELAY as f64 && *ms < DELAY as f64 + 900.0, "the server answers after {DELAY} ms: {ms}");
+    let line = out.stdout.lines().find(|l| l.ends_with(&name)).unwrap();
+    let b = line.as_bytes();
+    assert!(
+        b[2] == b':' && b[5] == b':' && b[8] == b' ' && line[35..45].split('.').nth(1).map(str::len) == Some(2),
+        "{line}"
+    );
+}
+
+#[test]
+fn failed_and_local_lookups_in_json() {
+    let id = uuid();
+    let (nx, local) = (format!("nx-{id}.test"), format!("local-{id}"));
+    let calls = [format!("getaddrinfo:{nx}"), format!("getaddrinfo:{local}")];
+    let (out, pid) = trace(&["--json"], READY_MACHINE, &local, &calls);
+    let records = records(&out, pid);
+    assert_eq!(records.len(), 2, "{}", out.stdout);
+    let (failed, fast) = (&records[0], &records[1]);
+    assert_eq!(
+        (failed["host"].as_str(), failed["ret"].as_i64(), failed["error"].as_str()),
+        (Some(nx.as_str()), Some(-2), Some("EAI_NONAME"))
+    );
+    assert_eq!(
+        (failed["schema"].as_u64(), failed["tool"].as_str(), failed["type"].as_str()),
+        (Some(1), Some("gethostlatency"), Some("lookup"))
+    );
+    assert!(failed["latency_ns"].as_u64().unwrap() >= DELAY * 1_000_000, "a failed lookup is still a lookup: {failed}");
+    assert_eq!(
+        (fast["host"].as_str(), fast["ret"].as_i64(), fast["error"].clone()),
+        (Some(local.as_str()), Some(0), Value::Null)
+    );
+    assert!(fast["latency_ns"].as_u64().unwrap() < 20_000_000, "answered from /etc/hosts: {fast}");
+    for r in &records {
+        assert_eq!(
+            (r["function"].as_str(), r["comm"].as_str(), r["tid"].as_u64()),
+            (Some("getaddrinfo"), Some("workload"), Some(pid as u64))
+        );
+        assert!(r["libc"].as_str().is_some_and(|l| l.ends_with("libc.so.6")), "{r}");
+    }
+}
+
+/// Each function, one row per outermost call; a NULL host is skipped.
+#[test]
+fn each_function_and_a_null_host() {
+    let id = uuid();
+    let calls = [
+        "getaddrinfo-null".to_owned(),
+        format!("gethostbyname:a-{id}.test"),
+        format!("gethostbyname2:b-{id}.test"),
+        format!("getaddrinfo:c-{id}.test"),
+    ];
+    let (out, pid) = trace(&["--json"], READY_MACHINE, "-", &calls);
+    let got: Vec<(String, String)> = records(&out, pid)
+        .iter()
+        .map(|r| (r["function"].as_str().unwrap().to_owned(), r["host"].as_str().unwrap().to_owned()))
+        .collect();
+    let want = [
+        ("gethostbyname".to_owned(), format!("a-{id}.test")),
+        ("gethostbyname2".to_owned(), format!("b-{id}.test")),
+        ("getaddrinfo".to_owned(), format!("c-{id}.test")),
+    ];
+    assert_eq!(got, want, "{}", out.stdout);
+}
+
+#[test]
+fn only_the_process_asked_for() {
+    let _serial = serial();
+    let id = uuid();
+    let mut mine = resolver(&[], &format!("mine-{id}"), &[format!("getaddrinfo:mine-{id}")]);
+    let mut other = resolver(&[], &format!("other-{id}"), &[format!("getaddrinfo:other-{id}")]);
+    let pid = mine.pid().to_string();
+    let tool = Running::start("gethostlatency", &["-p", &pid], HEADER);
+    for w in [&mut mine, &mut other] {
+        w.go();
+        w.wait(Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tool.interrupt();
+    assert!(
+        out.stdout.contains(&format!("mine-{id}")) && !out.stdout.contains(&format!("other-{id}")),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A copy of the C library, loaded with LD_LIBRARY_PATH by a program that
+/// starts after the tool: a file of its own (another inode), which the
+/// tool finds on its next scan.
+fn libc_copy() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ebpf-tools-libc-{}", uuid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", dir.join("libc.so.6")).unwrap();
+    dir
+}
+
+#[test]
+fn a_second_libc_that_appears_later() {
+    let _serial = serial();
+    let dir = libc_copy();
+    let name = format!("copy-{}", uuid());
+    let mut tool = Running::start("gethostlatency", &["--json", "--verbose"], READY_MACHINE);
+    let mut w = resolver(&[("LD_LIBRARY_PATH", dir.to_str().unwrap())], &name, &[format!("getaddrinfo:{name}")]);
+    let probed = format!("probing /proc/{}/root{}", w.pid(), dir.join("libc.so.6").display());
+    assert!(tool.wait_for(&probed, Duration::from_secs(10)), "the copy was not probed within 10 s");
+    w.go();
+    w.wait(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tool.interrupt();
+    let records = records(&out, w.pid());
+    assert_eq!(records.len(), 1, "{}", out.stdout);
+    assert_eq!(records[0]["libc"].as_str(), Some(dir.join("libc.so.6").to_str().unwrap()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A dynamically linked musl program: its resolver lives in musl's libc.so.
+#[test]
+fn a_musl_program() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("ebpf-tools-musl-{}", uuid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("lookup.c");
+    std::fs::write(
+        &source,
+        "#include <netdb.h>\n#include <unistd.h>\n\
+         int main(int c, char **v) { char b; read(0, &b, 1); struct addrinfo *r;\n\
+         if (getaddrinfo(v[1], 0, 0, &r) == 0) freeaddrinfo(r); gethostbyname(v[1]); return 0; }\n",
+    )
+    .unwrap();
+    let program = dir.join("musl-lookup");
+    let built = Command::new("musl-gcc")
+        .arg("-o")
+        .arg(&program)
+        .arg(&source)
+        .output()
+        .expect("musl-gcc (setup installs musl-tools)");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let mut tool = Running::start("gethostlatency", &["--json", "--verbose"], READY_MACHINE);
+    let mut lookup =
+        std::process::Command::new(&program).arg("localhost").stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = lookup.id();
+    assert!(tool.wait_for("x86_64-linux-musl/libc.so", Duration::from_secs(10)), "musl's libc.so was not probed");
+    use std::io::Write as _;
+    lookup.stdin.take().unwrap().write_all(b"g").unwrap();
+    assert!(lookup.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tool.interrupt();
+    let records = records(&out, pid);
+    // musl's gethostbyname calls its gethostbyname2: one lookup, not two.
+    let functions: Vec<&str> = records.iter().filter_map(|r| r["function"].as_str()).collect();
+    assert_eq!(functions, ["getaddrinfo", "gethostbyname"], "{}", out.stdout);
+    assert_eq!((records[0]["host"].as_str(), records[0]["comm"].as_str()), (Some("localhost"), Some("musl-lookup")));
+    assert!(records[0]["libc"].as_str().is_some_and(|l| l.contains("musl")), "{}", records[0]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `-l` probes exactly the files named: the copy, not the system's libc.
+#[test]
+fn only_the_libraries_named() {
+    let _serial = serial();
+    let dir = libc_copy();
+    let copy = dir.join("libc.so.6");
+    let tool = Running::start("gethostlatency", &["--json", "-l", copy.to_str().unwrap()], READY_MACHINE);
+    let id = uuid();
+    let mut through_copy =
+        resolver(&[("LD_LIBRARY_PATH", dir.to_str().unwrap())], &format!("c-{id}"), &[format!("getaddrinfo:c-{id}")]);
+    let mut through_system = resolver(&[], &format!("s-{id}"), &[format!("getaddrinfo:s-{id}")]);
+    for w in [&mut through_copy, &mut through_system] {
+        w.go();
+        w.wait(Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tool.interrupt();
+    assert!(out.stdout.contains(&format!("c-{id}")) && !out.stdout.contains(&format!("s-{id}")), "{}", out.stdout);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn csv_parses_with_a_real_csv_parser() {
+    // The resolver refuses such a name at once; the lookup is shown all the same.
+    let name = format!("{},with,\"commas\".test", uuid());
+    let (out, pid) = trace(&["--csv"], READY_MACHINE, "-", &[format!("getaddrinfo:{name}")]);
+    let rows = parse_csv(&out.stdout);
+    assert_eq!(rows[0], ["TIME", "PID", "COMM", "LATms", "HOST"]);
+    let row = rows.iter().find(|r| r[1] == pid.to_string()).expect("the lookup");
+    assert_eq!((row[2].as_str(), row[4].as_str()), ("workload", name.as_str()));
+    assert!(row[3].parse::<f64>().is_ok() && row[0].len() == 8, "{row:?}");
+}
+
+#[test]
+fn hostile_host_name_is_escaped_in_text_and_exact_in_json() {
+    let name = format!("{}\nfake\u{1b}[31m.test", uuid());
+    let (out, pid) = trace(&[], HEADER, "-", &[format!("getaddrinfo:{name}")]);
+    assert!(!out.stdout.contains('\u{1b}'), "ESC reached the output raw");
+    assert_eq!(rows(&out, pid)[0].2, name.replace('\n', "\\n").replace('\u{1b}', "\\x1b"));
+    let (out, pid) = trace(&["--json"], READY_MACHINE, "-", &[format!("getaddrinfo:{name}")]);
+    assert_eq!(records(&out, pid)[0]["host"].as_str(), Some(name.as_str()));
+}
+
+/// The other rung (kernels without cookies), the perf array, the config map.
+#[test]
+fn without_cookies_on_the_perf_array_with_the_config_map() {
+    let name = format!("{}.test", uuid());
+    let (out, pid) = trace(
+        &["--json", "--rung", "uprobe", "--perf-array", "--config-map"],
+        READY_MACHINE,
+        "-",
+        &[format!("getaddrinfo:{name}")],
+    );
+    let records = records(&out, pid);
+    assert_eq!(records.len(), 1, "{}", out.stdout);
+    assert!(
+        records[0]["libc"].as_str().is_some_and(|l| l.ends_with("libc.so.6")),
+        "from the process's maps: {}",
+        records[0]
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    for (args, message) in [
+        (&["-l", "/etc/passwd"][..], "not an ELF library"),
+        (&["-l", "/nonexistent/libc.so.6"], "/nonexistent/libc.so.6"),
+        (&["-l", "/bin/true"], "exports none of"),
+        (&["-l", "/dev/zero"], "not a regular file"),
+        (&["-p", "999999999"], "no process"),
+    ] {
+        let out = run("gethostlatency", args);
+        assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+}

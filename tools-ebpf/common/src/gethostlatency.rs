@@ -1,0 +1,92 @@
+//! gethostlatency's programs, in-flight calls, event and configuration.
+
+/// Its programs' names (see the crate root); `RETURN` emits events and
+/// has a `_perf` twin.
+pub mod programs {
+    /// Kernels with BPF cookies (5.15+): one entry program for every
+    /// function of every library; the cookie says which.
+    pub const ENTRY: &str = "gethostlatency_entry";
+    /// Older kernels: one entry program per function; the library is found
+    /// from the process's mappings in user space.
+    pub const ENTRY_GETADDRINFO: &str = "gethostlatency_entry_getaddrinfo";
+    pub const ENTRY_GETHOSTBYNAME: &str = "gethostlatency_entry_gethostbyname";
+    pub const ENTRY_GETHOSTBYNAME2: &str = "gethostlatency_entry_gethostbyname2";
+    /// Every function's return (what it was is known from its entry).
+    pub const RETURN: &str = "gethostlatency_return";
+}
+
+/// The functions traced, as BCC traces them.
+pub mod function {
+    pub const GETADDRINFO: u32 = 0;
+    pub const GETHOSTBYNAME: u32 = 1;
+    pub const GETHOSTBYNAME2: u32 = 2;
+}
+
+/// A cookie: the library's index in user space's table, and the function.
+pub const fn cookie(library: u32, function: u32) -> u64 {
+    ((library as u64) << 8) | function as u64
+}
+
+/// `library` of an event whose library the kernel side cannot know.
+pub const UNKNOWN_LIBRARY: u32 = u32::MAX;
+
+/// Bytes of a host name kept: DNS's 253, its NUL, rounded to a power of two.
+pub const HOST_SIZE: usize = 256;
+
+/// A thread's outermost resolver call, from its entry to its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Call {
+    pub ts_ns: u64,
+    /// The stack pointer at entry, and the return address it points to: a
+    /// call made deeper in the stack while this one runs is nested in it,
+    /// and so is a tail call (the same stack pointer, but the return address
+    /// is the uretprobe's by then); a call at or above it otherwise means
+    /// this one never returned (longjmp, thread exit) and is replaced.
+    pub sp: u64,
+    pub ret_addr: u64,
+    /// The host name argument, read at the return (the caller's string, which
+    /// the call does not change): the table keeps 48 bytes per call, not 300.
+    pub host: u64,
+    /// Calls nested in it that have not returned yet, plus one.
+    pub depth: u32,
+    pub function: u32,
+    pub library: u32,
+    pub _pad: u32,
+}
+
+/// One lookup that returned. Only the first
+/// `offset_of!(LookupEvent, host) + host_len` bytes are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LookupEvent {
+    /// CLOCK_MONOTONIC at the return.
+    pub ts_ns: u64,
+    pub latency_ns: u64,
+    /// The return value: getaddrinfo's 0 or EAI_*; gethostbyname's pointer.
+    pub ret: i64,
+    pub pid: u32,
+    pub tid: u32,
+    pub function: u32,
+    pub library: u32,
+    pub comm: [u8; 16],
+    pub host_len: u32,
+    pub _pad: u32,
+    pub host: [u8; HOST_SIZE],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// `-p`: only this process; 0 = all.
+    pub target_tgid: u32,
+    pub _pad: u32,
+    pub cgroup: crate::CgroupFilter,
+}
+
+crate::plain_data!(Config, Call, LookupEvent);
+
+#[cfg(feature = "user")]
+impl crate::Event for LookupEvent {
+    const MIN_LEN: usize = core::mem::offset_of!(LookupEvent, host);
+}

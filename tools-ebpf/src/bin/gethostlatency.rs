@@ -1,0 +1,163 @@
+//! gethostlatency: the latency of each host-name lookup through libc's
+//! getaddrinfo, gethostbyname and gethostbyname2, in every C library
+//! user space attaches these uprobes to.
+//!
+//! Each thread's outermost call is kept from its entry to its return: a
+//! resolver function that calls another inside the library (musl's
+//! gethostbyname calls gethostbyname2) gives one lookup, not two. A call
+//! that never returns is replaced by the thread's next call (longjmp), or
+//! removed by user space once its thread is gone (thread exit): nothing is
+//! left to fill the table. (An LRU table would evict by itself, at twice
+//! the cost per call.)
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+mod bpf {
+    use core::mem::offset_of;
+
+    use aya_ebpf::{
+        helpers::{
+            bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+            bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        },
+        macros::{map, uprobe},
+        maps::{HashMap, PerCpuArray},
+        programs::{ProbeContext, RetProbeContext},
+        EbpfContext as _,
+    };
+    use tools_common::gethostlatency::{function, programs, Call, Config, LookupEvent, HOST_SIZE, UNKNOWN_LIBRARY};
+    use tools_ebpf::{check_name, config, count_drop, declare_config, emit, event_maps, event_programs};
+
+    declare_config!(Config);
+    event_maps!(DROPS, EVENTS, EVENTS_PERF);
+
+    /// Thread → its outermost resolver call in flight.
+    #[map]
+    static CALLS: HashMap<u32, Call> = HashMap::with_max_entries(10240, 0);
+
+    /// Where an event is built: too large for the BPF stack.
+    #[map]
+    static EVENT_SCRATCH: PerCpuArray<LookupEvent> = PerCpuArray::with_max_entries(1, 0);
+
+    type Ptr = *const u8;
+
+    /// A resolver function's entry: its first argument is the host name.
+    #[inline(always)]
+    fn entry(ctx: &ProbeContext, function: u32, library: u32) {
+        let id = bpf_get_current_pid_tgid();
+        let target = config!(target_tgid);
+        if target != 0 && (id >> 32) as u32 != target {
+            return;
+        }
+        let tid = id as u32;
+        // SAFETY: the probe's registers; at a function's entry the stack
+        // pointer points at its return address.
+        let sp = unsafe { (*ctx.regs).rsp };
+        let ret_addr = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+        if let Some(call) = CALLS.get_ptr_mut(&tid) {
+            // SAFETY: the value of a live entry, this thread's own.
+            unsafe {
+                let nested = sp < (*call).sp || (sp == (*call).sp && ret_addr != (*call).ret_addr);
+                if (*call).depth > 0 && nested {
+                    (*call).depth += 1;
+                    return;
+                }
+            }
+        }
+        // BCC skips a NULL host (getaddrinfo(NULL, service, ...)).
+        let Some(host) = ctx.arg::<Ptr>(0).filter(|h| !h.is_null()) else { return };
+        if !tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config!(cgroup)) {
+            return;
+        }
+        let call = Call {
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            sp,
+            ret_addr,
+            host: host as u64,
+            depth: 1,
+            function,
+            library,
+            _pad: 0,
+        };
+        if CALLS.insert(&tid, &call, 0).is_err() {
+            count_drop(&DROPS, |d| &mut d.inflight_full);
+        }
+    }
+
+    /// With a cookie (5.15+): which library and function, from attach time.
+    #[uprobe]
+    pub fn gethostlatency_entry(ctx: ProbeContext) -> u32 {
+        let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        entry(&ctx, (cookie & 0xff) as u32, (cookie >> 8) as u32);
+        0
+    }
+    check_name!(gethostlatency_entry = programs::ENTRY);
+
+    #[uprobe]
+    pub fn gethostlatency_entry_getaddrinfo(ctx: ProbeContext) -> u32 {
+        entry(&ctx, function::GETADDRINFO, UNKNOWN_LIBRARY);
+        0
+    }
+    check_name!(gethostlatency_entry_getaddrinfo = programs::ENTRY_GETADDRINFO);
+
+    #[uprobe]
+    pub fn gethostlatency_entry_gethostbyname(ctx: ProbeContext) -> u32 {
+        entry(&ctx, function::GETHOSTBYNAME, UNKNOWN_LIBRARY);
+        0
+    }
+    check_name!(gethostlatency_entry_gethostbyname = programs::ENTRY_GETHOSTBYNAME);
+
+    #[uprobe]
+    pub fn gethostlatency_entry_gethostbyname2(ctx: ProbeContext) -> u32 {
+        entry(&ctx, function::GETHOSTBYNAME2, UNKNOWN_LIBRARY);
+        0
+    }
+    check_name!(gethostlatency_entry_gethostbyname2 = programs::ENTRY_GETHOSTBYNAME2);
+
+    /// A resolver function's return: the outermost one reports the lookup.
+    #[inline(always)]
+    fn returned<const RING: bool>(ctx: &RetProbeContext) {
+        let id = bpf_get_current_pid_tgid();
+        let tid = id as u32;
+        let Some(call) = CALLS.get_ptr_mut(&tid) else { return };
+        // SAFETY: the value of a live entry, this thread's own.
+        let call = unsafe { &mut *call };
+        if call.depth > 1 {
+            call.depth -= 1;
+            return;
+        }
+        let Some(ev) = EVENT_SCRATCH.get_ptr_mut(0) else { return };
+        // SAFETY: this CPU's scratch value.
+        let ev = unsafe { &mut *ev };
+        let now = unsafe { bpf_ktime_get_ns() };
+        ev.ts_ns = now;
+        ev.latency_ns = now.saturating_sub(call.ts_ns);
+        ev.ret = ctx.ret::<i64>();
+        ev.pid = (id >> 32) as u32;
+        ev.tid = tid;
+        ev.function = call.function;
+        ev.library = call.library;
+        ev.comm = bpf_get_current_comm().unwrap_or_default();
+        ev.host_len = match unsafe { bpf_probe_read_user_str_bytes(call.host as Ptr, &mut ev.host) } {
+            Ok(bytes) => bytes.len() as u32,
+            Err(_) => 0,
+        };
+        let _ = CALLS.remove(&tid);
+        if ev.function == function::GETADDRINFO {
+            // An int: the upper half of the register is not the result's.
+            ev.ret = ev.ret as i32 as i64;
+        }
+        let len = offset_of!(LookupEvent, host) + (ev.host_len as usize & (HOST_SIZE - 1));
+        let bytes = unsafe { core::slice::from_raw_parts(ev as *const LookupEvent as *const u8, len) };
+        emit::<RING, _>(ctx, &EVENTS, &EVENTS_PERF, &DROPS, bytes);
+    }
+
+    event_programs!(
+        uretprobe()
+        gethostlatency_return / gethostlatency_return_perf(RetProbeContext) = programs::RETURN => returned
+    );
+}
