@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::{
     cli::{HistogramArgs, RuntimeArgs},
     diag::{note, tool_name},
-    histogram::{self, HistogramMaps, Interval},
+    heatmap::Live,
+    histogram::{self, Counts, HistogramMaps, Interval},
     lifetime::{runtime, Shutdown, EXIT_LOST},
     loader::Loaded,
     output::{self, Out},
@@ -78,7 +79,7 @@ fn interval_records(tool: &HistogramTool<'_>, interval: &Interval, interval_no: 
 fn histogram_record(
     interval_no: u64,
     key: Option<serde_json::Map<String, Value>>,
-    counts: &histogram::Counts,
+    counts: &Counts,
     unit: &str,
     lost: u64,
 ) -> Value {
@@ -102,9 +103,13 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
     let (unit, unit_ns) = tool.hist.unit();
     let mut out = Out::stdout();
     let mut lost_total = 0u64;
+    let mut live = tool.hist.heatmap.as_deref().map(Live::new).transpose()?;
     rt.block_on(async {
         let mut shutdown = Shutdown::new()?;
         let capture = Value::from(output::capture_record());
+        if let Some(live) = &mut live {
+            live.record(&capture)?;
+        }
         if tool.runtime.json {
             out.json(&capture).map_err(output::closed_or)?;
             note(tool.banner);
@@ -123,10 +128,22 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
             let interval = maps.read_interval(tool.key_alive)?;
             let lost = interval.dropped.total();
             lost_total += lost;
-            let records = match tool.runtime.json {
+            let records = match tool.runtime.json || live.is_some() {
                 true => interval_records(&tool, &interval, interval_no, lost),
                 false => Vec::new(),
             };
+            if let Some(live) = &mut live {
+                if interval.histograms.is_empty() {
+                    // Keyed, and nothing counted: still a column of the picture.
+                    live.record(&histogram_record(interval_no, None, &Counts::default(), unit, lost))?;
+                }
+                for record in records.iter().filter(|r| r["type"] == "histogram") {
+                    live.record(record)?;
+                }
+                if let Err(err) = live.write() {
+                    note(&format!("{name}: warning: --heatmap: {err:#}"));
+                }
+            }
             if tool.runtime.json {
                 for record in &records {
                     out.json(record).map_err(output::closed_or)?;
