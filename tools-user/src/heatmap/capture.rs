@@ -38,6 +38,11 @@ const OTHER_RECORDS: &[&str] = &["capture", "lost", "totals"];
 /// Event captures are cut into at most this many time bins.
 const MAX_BINS: i64 = 5000;
 
+/// Intervals kept: past this, neighbours are merged in pairs, so that the
+/// live picture of a long run keeps bounded memory (the picture draws at
+/// most a few hundred columns anyway).
+const MAX_INTERVALS: usize = 2048;
+
 /// Counts by inclusive [low, high] range of values, in the capture's unit.
 pub type Cells = BTreeMap<(u64, u64), u64>;
 
@@ -111,9 +116,11 @@ pub struct Choice {
     pub bin_secs: Option<f64>,
 }
 
-/// One interval of a histogram tool, as its records say.
+/// One interval of a histogram tool, as its records say (or several in a
+/// row, merged: `first` to `number`).
 struct Interval {
     run: usize,
+    first: u64,
     number: u64,
     end: Stamp,
     cells: Cells,
@@ -332,9 +339,13 @@ impl Capture {
             self.run += 1;
         }
         if last.is_none_or(|i| i.number != number) {
+            if self.intervals.len() >= MAX_INTERVALS {
+                self.merge_pairs();
+            }
             let run = self.run;
             self.intervals.push(Interval {
                 run,
+                first: number,
                 number,
                 end: time,
                 cells: Cells::new(),
@@ -369,6 +380,21 @@ impl Capture {
             _ => None,
         };
         Ok(())
+    }
+
+    /// Halves the intervals kept: each pair of neighbours in a run becomes one.
+    fn merge_pairs(&mut self) {
+        let mut intervals = std::mem::take(&mut self.intervals).into_iter().peekable();
+        while let Some(mut a) = intervals.next() {
+            if let Some(b) = intervals.next_if(|b| b.run == a.run) {
+                for (range, n) in b.cells {
+                    *a.cells.entry(range).or_default() += n;
+                }
+                a.record_marks = if a.records + b.records == 1 { a.record_marks.or(b.record_marks) } else { None };
+                (a.number, a.end, a.records, a.lost) = (b.number, b.end, a.records + b.records, a.lost + b.lost);
+            }
+            self.intervals.push(a);
+        }
     }
 
     /// The picture of what has been read so far.
@@ -441,13 +467,16 @@ impl Capture {
                 Some((run, number, end)) if run == interval.run => Some((number, end)),
                 _ => self.run_starts.get(&interval.run).map(|start| (0, *start)),
             };
-            let (from_number, from) = anchor
-                .filter(|(n, t)| *n < interval.number && t.micros <= interval.end.micros)
-                .unwrap_or((interval.number.saturating_sub(1), interval.end.at(interval.end.micros - typical)));
-            let steps = (interval.number - from_number).max(1);
-            let span = (interval.end.micros - from.micros) / steps as i64;
+            let held = interval.number - interval.first + 1;
+            let (from_number, from) =
+                anchor.filter(|(n, t)| *n < interval.first && t.micros <= interval.end.micros).unwrap_or((
+                    interval.first.saturating_sub(1),
+                    interval.end.at(interval.end.micros - typical * held as i64),
+                ));
+            let missing = interval.first.saturating_sub(from_number + 1);
+            let span = (interval.end.micros - from.micros) / (missing + held) as i64;
             let at = |k: u64| from.at(from.micros + k as i64 * span);
-            for k in 1..steps {
+            for k in 1..=missing {
                 columns.push(Column::empty(at(k - 1), at(k), Some(from_number + k)));
             }
             let marks = match interval.records {
@@ -455,12 +484,12 @@ impl Capture {
                 _ => marks_from_cells(&interval.cells, unit_ns),
             };
             columns.push(Column {
-                start: at(steps - 1),
+                start: at(missing),
                 end: interval.end,
                 cells: interval.cells.clone(),
                 marks,
                 lost: interval.lost,
-                intervals: Some((interval.number, interval.number)),
+                intervals: Some((interval.first, interval.number)),
             });
             prev = Some((interval.run, interval.number, interval.end));
         }
@@ -666,6 +695,26 @@ mod tests {
         );
         // A complete last line without its newline is a record.
         assert_eq!(read(whole.trim_end()).unwrap().0.columns.len(), 2);
+    }
+
+    #[test]
+    fn a_long_run_keeps_bounded_memory() {
+        let mut capture = Capture::new(Choice::default());
+        let n = MAX_INTERVALS as u64 * 2 + 100;
+        for i in 1..=n {
+            let time = format!("2026-11-24T{:02}:{:02}:{:02}.000000Z", i / 3600, i / 60 % 60, i % 60);
+            let record = serde_json::json!({"schema": 1, "tool": "runqlat", "type": "histogram", "time": time,
+                "interval": i, "unit": "usecs", "count": 1, "buckets": [{"low": i, "high": i, "count": 1}]});
+            capture.record(i as usize, &record).unwrap();
+        }
+        assert!(capture.intervals.len() <= MAX_INTERVALS);
+        let columns = capture.picture().unwrap().columns;
+        assert_eq!(columns.iter().map(Column::count).sum::<u64>(), n);
+        // Merged twice: the oldest columns hold 8 intervals, the newest 1.
+        assert_eq!((columns[0].intervals, columns.last().unwrap().intervals), (Some((1, 8)), Some((n, n))));
+        assert!(columns.windows(2).all(|w| w[0].intervals.unwrap().1 + 1 == w[1].intervals.unwrap().0));
+        assert!(columns.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(columns[1].start.clock(0), "00:00:08");
     }
 
     #[test]
