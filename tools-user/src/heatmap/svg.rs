@@ -3,7 +3,7 @@
 //! cells, a tooltip (`<title>`) on every cell.
 //!
 //! Rows are log-linear: 2^k rows per power of two, as many as the plot's
-//! height allows at 4 px a row (at most 128, the kernel's own slots), so
+//! height allows at 6 px a row (at most 128, the kernel's own slots), so
 //! they nest the kernel's slots exactly; a coarser cell (a log2 bucket of
 //! a capture without slots) is drawn as its own row. The values in cells
 //! are whole units (a tool truncates to its unit), so the cell of `v`
@@ -33,8 +33,9 @@ const LEFT: f64 = 78.0;
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 62.0;
 const BOTTOM: f64 = 48.0;
-/// The lowest a row may be, which sets how many rows a power of two gets.
-const MIN_ROW_PX: f64 = 4.0;
+/// The lowest a row may be, which sets how many rows a power of two gets
+/// (a band of one row stays visible under the p50 line).
+const MIN_ROW_PX: f64 = 6.0;
 /// Colours from one count (pale yellow) to the most (dark red).
 const PALETTE: [(f64, [f64; 3]); 4] = [
     (0.0, [255.0, 237.0, 160.0]),
@@ -235,7 +236,7 @@ pub fn render(picture: &Picture, style: &Style) -> String {
             let (top, bottom) = (plot.y(high), plot.y(low));
             let from = if range.0 == 0 { "0".to_owned() } else { duration(low) };
             let tip = format!(
-                "{when}\n{from} to {}\ncount {n}, {:.1} % of the column's {total}",
+                "{when}\n{from} to {}\ncount {n}, {:.1} % of the column ({total})",
                 duration(high),
                 n as f64 * 100.0 / total as f64
             );
