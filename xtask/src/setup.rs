@@ -26,6 +26,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("losetup", "mount"),
     // The tests parse CSV with Python's csv module, as a user's script would.
     ("/usr/bin/python3", "python3"),
+    // The heatmap tests: SVG well-formedness, and a real browser's rendering.
+    ("xmllint", "libxml2-utils"),
+    ("/usr/bin/chromium", "chromium"),
     // The C tools the benchmarks compare with.
     ("/usr/sbin/runqlat", "libbpf-tools"),
 ];
