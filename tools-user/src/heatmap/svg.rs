@@ -265,7 +265,8 @@ pub fn render(picture: &Picture, style: &Style) -> String {
 
     marks(w, &plot, &columns);
     losses(w, &plot, &columns);
-    axes(w, &plot, &columns);
+    let zero_row = column_rows.iter().any(|rows| rows.keys().any(|r| r.0 == 0)).then_some(unit as f64);
+    axes(w, &plot, &columns, zero_row);
     legend(w, &plot, max_count, style.scale);
     let _ = writeln!(w, "</svg>");
     svg
@@ -365,8 +366,9 @@ fn losses(w: &mut String, plot: &Plot, columns: &[Column]) {
     }
 }
 
-/// Time ticks (wall clock, in the capture's zone) and latency ticks (1, 2, 5 × 10^k).
-fn axes(w: &mut String, plot: &Plot, columns: &[Column]) {
+/// Time ticks (wall clock, in the capture's zone) and latency ticks (1, 2,
+/// 5 × 10^k); the band of 0 (drawn below one unit, `zero_row`) is labelled 0.
+fn axes(w: &mut String, plot: &Plot, columns: &[Column], zero_row: Option<f64>) {
     let bottom = plot.top + plot.height;
     let _ = writeln!(w, r##"<g class="axes" stroke="#555555" fill="#222222">"##);
     // Time: the first step giving labels at least 90 px apart.
@@ -423,25 +425,29 @@ fn axes(w: &mut String, plot: &Plot, columns: &[Column]) {
     // Latency: decades, and 2 and 5 between them where there is room.
     let decade_px = plot.height * 10f64.log2() / (plot.y1 - plot.y0);
     let every = (18.0 / decade_px).ceil().max(1.0) as i32;
-    let (lo, hi) = (plot.y0.exp2(), plot.y1.exp2());
+    let (lo, hi) = (plot.y0.exp2().max(zero_row.unwrap_or(0.0)), plot.y1.exp2());
+    let mut ticks = Vec::new();
     for k in (lo.log10().floor() as i32)..=(hi.log10().ceil() as i32) {
         for m in [1.0, 2.0, 5.0] {
             let v = m * 10f64.powi(k);
             let shown = if m == 1.0 { k.rem_euclid(every) == 0 } else { decade_px >= 60.0 };
-            if !shown || v < lo * 0.999 || v > hi * 1.001 {
-                continue;
+            if shown && v >= lo * 0.999 && v <= hi * 1.001 {
+                ticks.push((plot.y(v), duration(v)));
             }
-            let y = plot.y(v);
-            let _ = writeln!(
-                w,
-                r#"<line x1="{}" y1="{y:.2}" x2="{}" y2="{y:.2}"/><text x="{}" y="{:.2}" text-anchor="end" stroke="none">{}</text>"#,
-                plot.left - 5.0,
-                plot.left,
-                plot.left - 8.0,
-                y + 4.0,
-                duration(v)
-            );
         }
+    }
+    if let Some(unit) = zero_row {
+        ticks.push((plot.y(unit * std::f64::consts::FRAC_1_SQRT_2), "0".into()));
+    }
+    for (y, label) in ticks {
+        let _ = writeln!(
+            w,
+            r#"<line x1="{}" y1="{y:.2}" x2="{}" y2="{y:.2}"/><text x="{}" y="{:.2}" text-anchor="end" stroke="none">{label}</text>"#,
+            plot.left - 5.0,
+            plot.left,
+            plot.left - 8.0,
+            y + 4.0
+        );
     }
     let (x, y) = (16.0, plot.top + plot.height / 2.0);
     let _ = writeln!(
