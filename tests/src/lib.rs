@@ -314,6 +314,15 @@ impl Drop for Workload {
     }
 }
 
+/// Two spinners pinned to CPU 1: each waits while the other runs, a few
+/// milliseconds a time (HZ and scheduler settings decide how many).
+pub fn contention() -> (Workload, Workload) {
+    let (mut a, mut b) = (Workload::spinner(1), Workload::spinner(1));
+    a.go();
+    b.go();
+    (a, b)
+}
+
 /// Whether a BPF program with this id is still loaded in the kernel.
 pub fn bpf_program_loaded(id: u32) -> bool {
     // union bpf_attr for BPF_PROG_GET_FD_BY_ID: { u32 prog_id; u32 next_id; u32 open_flags; }

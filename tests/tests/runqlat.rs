@@ -6,15 +6,6 @@ use integration_tests::*;
 
 const READY: &str = "Tracing run queue latency... Hit Ctrl-C to end.";
 
-/// Two spinners pinned to CPU 1: each waits while the other runs, a few
-/// milliseconds a time (HZ and scheduler settings decide how many).
-fn contention() -> (Workload, Workload) {
-    let (mut a, mut b) = (Workload::spinner(1), Workload::spinner(1));
-    a.go();
-    b.go();
-    (a, b)
-}
-
 fn assert_contention_table(table: &Table) {
     let total = table.total();
     assert!((100..=2000).contains(&total), "expected a few hundred samples, got {total}: {table:?}");
@@ -229,9 +220,15 @@ fn json_lines_parse_and_match_the_text() {
     let json = Running::start("runqlat", &["--json", "-p", &pid, "2", "1"], READY);
     let text = Running::start("runqlat", &["-p", &pid, "2", "1"], READY);
     let (json, text) = (json.wait(Duration::from_secs(10)), text.wait(Duration::from_secs(10)));
-    let lines: Vec<&str> = json.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one histogram per interval: {}", json.stdout);
-    let record: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
+    let records: Vec<serde_json::Value> =
+        json.stdout.lines().map(|l| serde_json::from_str(l).expect("valid JSON")).collect();
+    assert_eq!(records.len(), 2, "the capture record, then one histogram per interval: {}", json.stdout);
+    let capture = &records[0];
+    assert_eq!((capture["type"].as_str(), capture["tool"].as_str()), (Some("capture"), Some("runqlat")));
+    assert_eq!(capture["kernel"].as_str().unwrap(), read("/proc/sys/kernel/osrelease").trim());
+    assert_eq!(capture["host"].as_str().unwrap(), read("/proc/sys/kernel/hostname").trim());
+    assert_eq!(capture["command"], serde_json::json!(["runqlat", "--json", "-p", pid, "2", "1"]));
+    let record = &records[1];
     assert_eq!(record["schema"], 1);
     assert_eq!(record["tool"], "runqlat");
     assert_eq!(record["type"], "histogram");
@@ -243,6 +240,16 @@ fn json_lines_parse_and_match_the_text() {
     let count = record["count"].as_u64().unwrap();
     assert_eq!(buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>(), count);
     assert_eq!((buckets[0]["low"].as_u64(), buckets[0]["high"].as_u64()), (Some(0), Some(1)));
+    // The kernel's fine slots: the same samples, each slot inside one bucket.
+    let slots = record["slots"].as_array().unwrap();
+    assert_eq!(slots.iter().map(|s| s[2].as_u64().unwrap()).sum::<u64>(), count);
+    for slot in slots {
+        let (low, high) = (slot[0].as_u64().unwrap(), slot[1].as_u64().unwrap());
+        assert!(
+            buckets.iter().any(|b| b["low"].as_u64().unwrap() <= low && high <= b["high"].as_u64().unwrap()),
+            "slot {slot} in no bucket"
+        );
+    }
     let table = Table {
         unit: "usecs".into(),
         rows: buckets

@@ -22,6 +22,11 @@ pub struct HistogramArgs {
     /// Number of outputs.
     #[arg(default_value_t = 99_999_999)]
     pub count: u64,
+
+    /// Also draw the latency heatmap of every interval so far into this
+    /// SVG file, rewritten (atomically) after each interval.
+    #[arg(long, value_name = "FILE.svg")]
+    pub heatmap: Option<std::path::PathBuf>,
 }
 
 impl HistogramArgs {

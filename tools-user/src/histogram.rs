@@ -53,6 +53,14 @@ impl Counts {
         self.0.iter().sum()
     }
 
+    /// The non-empty slots as (low, high, count), lowest first.
+    pub fn slots(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.0.iter().enumerate().filter(|(_, &n)| n > 0).map(|(slot, &n)| {
+            let (low, high) = slot_bounds(slot as u32);
+            (low, high, n)
+        })
+    }
+
     /// Counts per BCC log2 row, index = row (index 0 unused, as in BCC).
     pub fn log2_rows(&self) -> Vec<u64> {
         let mut rows = vec![0u64; 66];
@@ -73,8 +81,7 @@ impl Counts {
         // Each slot enters hdrhistogram at its midpoint; 3 significant digits
         // keep hdrhistogram's own error (0.1 %) well below the slots'.
         let mut hdr = Hdr::<u64>::new(3).ok()?;
-        for (slot, &n) in self.0.iter().enumerate().filter(|(_, &n)| n > 0) {
-            let (low, high) = slot_bounds(slot as u32);
+        for (low, high, n) in self.slots() {
             hdr.record_n(low + (high - low) / 2, n).ok()?;
         }
         let at = |q: f64| hdr.highest_equivalent(hdr.value_at_percentile(q)).min(hdr.max());
@@ -137,7 +144,9 @@ pub fn write_table(out: &mut impl Write, counts: &Counts, unit: &str) -> std::io
 }
 
 /// One histogram as a JSON object: the table's rows as inclusive buckets,
-/// and the summary. The caller adds schema, tool, time and key.
+/// the summary, and the kernel's non-empty fine slots as `[low, high,
+/// count]` (inclusive, in the unit: finer rows for a heatmap, percentiles
+/// of merged histograms). The caller adds schema, tool, time and key.
 pub fn json_fields(counts: &Counts, unit: &str) -> Map<String, Value> {
     let rows = printed_rows(&counts.log2_rows());
     let summary = counts.summary();
@@ -152,6 +161,7 @@ pub fn json_fields(counts: &Counts, unit: &str) -> Map<String, Value> {
         obj.insert((*name).into(), json!(summary.as_ref().map(|s| s.percentiles[i])));
     }
     obj.insert("max".into(), json!(summary.as_ref().map(|s| s.max)));
+    obj.insert("slots".into(), counts.slots().map(|(low, high, count)| json!([low, high, count])).collect());
     obj
 }
 

@@ -1,6 +1,6 @@
 //! The shared runtime of the tools: loading with fallbacks, BTF offsets,
-//! event streams, histograms, columns and output formats, common flags,
-//! signals and exit status. Each binary in `src/bin` holds only what is
+//! event streams, histograms, columns and output formats, latency
+//! heatmaps, common flags, signals and exit status. Each binary in `src/bin` holds only what is
 //! specific to its tool: its flags, its plan, its columns.
 
 pub mod btf;
@@ -11,6 +11,7 @@ pub mod diag;
 pub mod driver;
 pub mod elf;
 pub mod events;
+pub mod heatmap;
 pub mod histogram;
 pub mod lifetime;
 pub mod loader;

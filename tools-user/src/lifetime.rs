@@ -15,14 +15,34 @@ use crate::{
 /// Exit status when the tool ran but the kernel side lost data.
 pub const EXIT_LOST: u8 = 3;
 
+/// Exit status for bad usage or input (clap's own errors exit 2 too).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Input the tool cannot use (a capture line that is no record, an unknown
+/// series): said on stderr, exit status 2.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
 /// Runs tool `name`'s body and turns its outcome into the exit status:
-/// errors are printed as `name: error: ...` with status 1; a closed stdout
-/// is a quiet success.
+/// errors are printed as `name: error: ...` with status 1 ([`BadInput`]:
+/// 2); a closed stdout is a quiet success.
 pub fn main_with(name: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> ExitCode {
     set_tool_name(name);
     match body() {
         Ok(code) => code,
         Err(err) if err.is::<Closed>() => ExitCode::SUCCESS,
+        Err(err) if err.is::<BadInput>() => {
+            note(&format!("{}: error: {err:#}", tool_name()));
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
         Err(err) => {
             note(&format!("{}: error: {err:#}", tool_name()));
             ExitCode::FAILURE

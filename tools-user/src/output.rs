@@ -80,6 +80,29 @@ pub fn json_record(kind: &str) -> Map<String, Value> {
     obj
 }
 
+/// The first record of a JSON capture: where and when it was made (its
+/// `time` is the start), by which command (`command`: the tool's name,
+/// then its arguments). A reader such as the heatmap
+/// names the host and kernel from it; readers that filter by `type` pass
+/// it over.
+pub fn capture_record() -> Map<String, Value> {
+    let mut obj = json_record("capture");
+    // SAFETY: uname fills the struct it is given; a zeroed one is valid.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } == 0 {
+        let text = |field: &[libc::c_char]| {
+            let bytes: Vec<u8> = field.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+            Value::from(String::from_utf8_lossy(&bytes))
+        };
+        obj.insert("host".into(), text(&uts.nodename));
+        obj.insert("kernel".into(), text(&uts.release));
+    }
+    let args = std::env::args_os().skip(1).map(|a| Value::from(a.to_string_lossy()));
+    let command: Vec<Value> = std::iter::once(Value::from(crate::diag::tool_name())).chain(args).collect();
+    obj.insert("command".into(), command.into());
+    obj
+}
+
 /// A C string from the kernel (a COMM, a name): the bytes before the first NUL.
 pub fn cstr(bytes: &[u8]) -> &[u8] {
     &bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())]

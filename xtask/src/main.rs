@@ -120,7 +120,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
 
-/// Tool names: one per file in tools-user/src/bin.
+/// Tool names: one per file in tools-user/src/bin. This includes
+/// `ebpf-tools-heatmap`, the renderer of the tools' captures (no BPF, no
+/// root): `install` puts it beside them and `run` runs it like a tool.
 fn tools() -> Result<Vec<String>> {
     let mut names: Vec<String> = fs::read_dir(workspace().join("tools-user/src/bin"))?
         .filter_map(|e| Some(e.ok()?.path().file_stem()?.to_string_lossy().into_owned()))

@@ -32,6 +32,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("mkfs.btrfs", "btrfs-progs"),
     // gethostlatency's tests build a program against musl.
     ("musl-gcc", "musl-tools"),
+    // The heatmap tests: SVG well-formedness, and a real browser's rendering.
+    ("xmllint", "libxml2-utils"),
+    ("/usr/bin/chromium", "chromium"),
     // The C tools the benchmarks compare with.
     ("/usr/sbin/runqlat", "libbpf-tools"),
 ];

@@ -92,6 +92,9 @@ async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, e
             writeln!(out.text(), "{banner}").map_err(output::closed_or)?;
         }
     } else {
+        if format == Format::Json {
+            out.json(&output::capture_record().into()).map_err(output::closed_or)?;
+        }
         note(&tool.tracing);
     }
     if let Some(header) = tool.columns.header() {

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::{
     cli::{HistogramArgs, RuntimeArgs},
     diag::{note, tool_name},
-    histogram::{self, HistogramMaps},
+    heatmap::Live,
+    histogram::{self, Counts, HistogramMaps, Interval},
     lifetime::{runtime, Shutdown, EXIT_LOST},
     loader::Loaded,
     output::{self, Out},
@@ -46,6 +47,52 @@ fn section_header(fields: &[(&str, Value)]) -> String {
     parts.join(", ")
 }
 
+/// One interval as JSON records: a histogram per key (or the one), then
+/// the totals (`-e`), each with the interval's loss.
+fn interval_records(tool: &HistogramTool<'_>, interval: &Interval, interval_no: u64, lost: u64) -> Vec<Value> {
+    let unit = tool.hist.unit().0;
+    let mut records = Vec::new();
+    for (key, counts) in &interval.histograms {
+        let key = match (tool.key_fields, key) {
+            (Some(fields), Some(key)) => {
+                Some(fields(*key).into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
+            }
+            _ => None,
+        };
+        records.push(histogram_record(interval_no, key, counts, unit, lost));
+    }
+    if let Some(totals) = interval.totals.filter(|t| t.count > 0) {
+        let unit_ns = tool.hist.unit().1;
+        let mut record = output::json_record("totals");
+        record.insert("interval".into(), json!(interval_no));
+        record.insert("unit".into(), json!(unit));
+        record.insert("avg".into(), json!(totals.sum_ns / unit_ns / totals.count));
+        record.insert("total".into(), json!(totals.sum_ns / unit_ns));
+        record.insert("count".into(), json!(totals.count));
+        record.insert("lost".into(), json!(lost));
+        records.push(record.into());
+    }
+    records
+}
+
+/// One histogram record: `key` (`{"pid": 42}`) with keyed histograms.
+fn histogram_record(
+    interval_no: u64,
+    key: Option<serde_json::Map<String, Value>>,
+    counts: &Counts,
+    unit: &str,
+    lost: u64,
+) -> Value {
+    let mut record = output::json_record("histogram");
+    record.insert("interval".into(), json!(interval_no));
+    if let Some(key) = key {
+        record.insert("key".into(), key.into());
+    }
+    record.extend(histogram::json_fields(counts, unit));
+    record.insert("lost".into(), json!(lost));
+    record.into()
+}
+
 /// BCC's interval loop: sleep, print the interval's histograms, repeat
 /// `count` times or until a signal, which prints the partial interval.
 pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
@@ -56,9 +103,15 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
     let (unit, unit_ns) = tool.hist.unit();
     let mut out = Out::stdout();
     let mut lost_total = 0u64;
+    let mut live = tool.hist.heatmap.as_deref().map(Live::new).transpose()?;
     rt.block_on(async {
         let mut shutdown = Shutdown::new()?;
+        let capture = Value::from(output::capture_record());
+        if let Some(live) = &mut live {
+            live.record(&capture)?;
+        }
         if tool.runtime.json {
+            out.json(&capture).map_err(output::closed_or)?;
             note(tool.banner);
         } else {
             writeln!(out.text(), "{}", tool.banner).map_err(output::closed_or)?;
@@ -75,28 +128,25 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
             let interval = maps.read_interval(tool.key_alive)?;
             let lost = interval.dropped.total();
             lost_total += lost;
-            if tool.runtime.json {
-                for (key, counts) in &interval.histograms {
-                    let mut record = output::json_record("histogram");
-                    record.insert("interval".into(), json!(interval_no));
-                    if let (Some(fields), Some(key)) = (tool.key_fields, key) {
-                        let key: serde_json::Map<String, Value> =
-                            fields(*key).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
-                        record.insert("key".into(), key.into());
-                    }
-                    record.extend(histogram::json_fields(counts, unit));
-                    record.insert("lost".into(), json!(lost));
-                    out.json(&record.into()).map_err(output::closed_or)?;
+            let records = match tool.runtime.json || live.is_some() {
+                true => interval_records(&tool, &interval, interval_no, lost),
+                false => Vec::new(),
+            };
+            if let Some(live) = &mut live {
+                if interval.histograms.is_empty() {
+                    // Keyed, and nothing counted: still a column of the picture.
+                    live.record(&histogram_record(interval_no, None, &Counts::default(), unit, lost))?;
                 }
-                if let Some(totals) = interval.totals.filter(|t| t.count > 0) {
-                    let mut record = output::json_record("totals");
-                    record.insert("interval".into(), json!(interval_no));
-                    record.insert("unit".into(), json!(unit));
-                    record.insert("avg".into(), json!(totals.sum_ns / unit_ns / totals.count));
-                    record.insert("total".into(), json!(totals.sum_ns / unit_ns));
-                    record.insert("count".into(), json!(totals.count));
-                    record.insert("lost".into(), json!(lost));
-                    out.json(&record.into()).map_err(output::closed_or)?;
+                for record in records.iter().filter(|r| r["type"] == "histogram") {
+                    live.record(record)?;
+                }
+                if let Err(err) = live.write() {
+                    note(&format!("{name}: warning: --heatmap: {err:#}"));
+                }
+            }
+            if tool.runtime.json {
+                for record in &records {
+                    out.json(record).map_err(output::closed_or)?;
                 }
             } else {
                 let w = out.text();
