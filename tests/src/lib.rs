@@ -73,14 +73,6 @@ pub fn run(tool: &str, args: &[&str]) -> Output {
     run_without(tool, args, &[])
 }
 
-/// Runs `tool args...` expecting it to refuse: a non-zero exit and
-/// `message` on stderr.
-pub fn assert_refused(tool: &str, args: &[&str], message: &str) {
-    let out = run(tool, args);
-    assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
-    assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
-}
-
 /// As [`run`], without the environment variables `unset`.
 pub fn run_without(tool: &str, args: &[&str], unset: &[&str]) -> Output {
     let mut command = Command::new(tool_path(tool));
@@ -181,6 +173,11 @@ impl Running {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Whether the tool has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends `signal` and collects everything the tool printed until it exits.

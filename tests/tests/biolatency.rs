@@ -151,15 +151,3 @@ fn idle_intervals_print_timestamps_and_exit() {
     assert_eq!(times, 3, "{}", out.stdout);
     assert!(parse_tables(&out.stdout).is_empty(), "no I/O, no rows: {}", out.stdout);
 }
-
-#[test]
-fn bad_input_is_a_clear_error() {
-    for (args, message) in [
-        (&["-d", "nosuchdisk"][..], "no such disk 'nosuchdisk'"),
-        (&["-D", "-j", "x"], "invalid value 'x'"),
-        (&["--no-such-flag"], "unexpected argument"),
-        (&["-F", "--rung", "tracepoint"], "plain block tracepoints do not carry them"),
-    ] {
-        assert_refused("biolatency", args, message);
-    }
-}

@@ -303,25 +303,6 @@ fn a_closed_stdout_ends_the_tool_quietly() {
     assert_eq!(out.stderr, "");
 }
 
-#[test]
-fn bad_input_is_a_clear_error() {
-    for (args, message) in [
-        (&["-P", "-L"][..], "cannot be used with"),
-        (&["-P", "--pidnss"], "cannot be used with"),
-        (&["-L", "--pidnss"], "cannot be used with"),
-        (&["-p", "abc"], "'abc' is not a PID"),
-        (&["-p", "0"], "idle task"),
-        (&["-p", "4194304"], "no process with PID 4194304"),
-        (&["1", "2", "3"], "unexpected argument"),
-        (&["x"], "invalid value 'x'"),
-        (&["--rung", "nosuch"], "unknown rung"),
-        (&["-c", "/nonexistent/cgroup"], "/nonexistent/cgroup"),
-        (&["-c", "/tmp"], "not a cgroup v2 directory"),
-    ] {
-        assert_refused("runqlat", args, message);
-    }
-}
-
 /// A kernel without BTF (forced): offsets come from a BTF file passed with
 /// --btf; without one, the tracepoint rung still serves -p, and flags that
 /// need a task's struct say so.
@@ -356,4 +337,16 @@ fn without_kernel_btf() {
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("--btf FILE"), "{}", out.stderr);
     let _ = std::fs::remove_file(&file);
+}
+
+/// As BCC's Python runqlat: a count of 0 never runs out (until Ctrl-C).
+#[test]
+fn a_count_of_zero_runs_until_interrupted() {
+    let _serial = serial();
+    let mut tool = Running::start("runqlat", &["1", "0"], READY);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(tool.is_running(), "runqlat 1 0 ended by itself");
+    let out = tool.interrupt();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(parse_tables(&out.stdout).len() >= 2, "{}", out.stdout);
 }

@@ -6,11 +6,21 @@
 //! across kernels (`state` → `__state`, ...) are handled by asking for each
 //! spelling in turn.
 
-use std::{cell::RefCell, collections::HashMap, fs, path::Path};
+use std::{cell::RefCell, collections::HashMap, fs, io::Read as _, path::Path};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::lifetime::BadInput;
+
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// The largest BTF read: a kernel's is a few MB (tens with every module's).
+pub const MAX_SIZE: u64 = 128 << 20;
+
+/// How deep anonymous members and array element types are followed: real
+/// kernels nest a few levels; a file whose types refer to themselves would
+/// otherwise recurse until the stack runs out.
+const MAX_DEPTH: u32 = 16;
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
@@ -69,26 +79,52 @@ impl Btf {
     }
 
     /// Where the tools take struct offsets from: `--btf FILE`, else the
-    /// kernel's own BTF. Without either, the error says what to do; rungs
-    /// that need no struct offsets (plain tracepoints) still work.
-    pub fn for_tool(runtime: &crate::cli::RuntimeArgs) -> Result<Self> {
+    /// kernel's own BTF. A file the user names is used or refused (an
+    /// error, exit status 2): the ladder steps down for what the kernel
+    /// lacks, never for what the user got wrong. The inner error says why
+    /// there is no BTF at all (the kernel has none): rungs that need no
+    /// struct offsets (plain tracepoints) still work then.
+    pub fn for_tool(runtime: &crate::cli::RuntimeArgs) -> Result<std::result::Result<Self, String>> {
         if let Some(file) = &runtime.btf {
-            let btf = Self::from_file(file)?;
+            let refused = |err: anyhow::Error| BadInput(format!("--btf {}: {err:#}", file.display()));
+            let btf = Self::from_file(file).map_err(refused)?;
+            // Any kernel's BTF describes its tasks; another file's does not.
+            if btf.find(&[KIND_STRUCT], "task_struct").is_none() {
+                return Err(refused(anyhow::anyhow!("no struct task_struct: not a kernel's BTF")).into());
+            }
             log::info!("BTF: {} (--btf)", file.display());
-            return Ok(btf);
+            return Ok(Ok(btf));
         }
         if runtime.hide_kernel_btf {
-            bail!("kernel BTF hidden (EBPF_TOOLS_HIDE_KERNEL_BTF); pass --btf FILE");
+            return Ok(Err("kernel BTF hidden (EBPF_TOOLS_HIDE_KERNEL_BTF); pass --btf FILE".into()));
+        }
+        if !Path::new(VMLINUX).exists() {
+            return Ok(Err(format!("this kernel has no BTF ({VMLINUX}); pass --btf FILE (for example from BTFHub)")));
         }
         let started = std::time::Instant::now();
-        let btf = Self::from_sys_fs().context("this kernel has no BTF; pass --btf FILE (for example from BTFHub)")?;
+        let btf = Self::from_sys_fs()?;
         log::info!("BTF: {VMLINUX} ({:.1} ms)", started.elapsed().as_secs_f64() * 1e3);
-        Ok(btf)
+        Ok(Ok(btf))
     }
 
+    /// Reads a BTF file: a regular file of at most [`MAX_SIZE`] bytes (so
+    /// `/dev/zero` or a FIFO is refused at once, not read until memory runs out).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(data).with_context(|| format!("parsing BTF from {}", path.display()))
+        let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let meta = file.metadata()?;
+        // sysfs files report a size of their own (or 4096): only the type is checked there.
+        if !meta.is_file() {
+            bail!("not a regular file");
+        }
+        if meta.len() > MAX_SIZE {
+            bail!("{} bytes: larger than any kernel's BTF ({MAX_SIZE})", meta.len());
+        }
+        let mut data = Vec::new();
+        file.take(MAX_SIZE + 1).read_to_end(&mut data).with_context(|| format!("reading {}", path.display()))?;
+        if data.len() as u64 > MAX_SIZE {
+            bail!("larger than any kernel's BTF ({MAX_SIZE} bytes)");
+        }
+        Self::parse(data).context("not a BTF file")
     }
 
     pub fn parse(data: Vec<u8>) -> Result<Self> {
@@ -195,20 +231,32 @@ impl Btf {
     }
 
     fn size_of(&self, id: u32) -> Option<u32> {
+        self.size_at_depth(id, 0)
+    }
+
+    fn size_at_depth(&self, id: u32, depth: u32) -> Option<u32> {
         let (_, ty) = self.resolve(id)?;
         match ty.kind {
             KIND_PTR => Some(8),
-            KIND_ARRAY => {
+            KIND_ARRAY if depth < MAX_DEPTH => {
                 let elem = self.u32_at(ty.extra);
                 let count = self.u32_at(ty.extra + 8);
-                Some(self.size_of(elem)? * count)
+                self.size_at_depth(elem, depth + 1)?.checked_mul(count)
             }
+            KIND_ARRAY => None,
             _ => Some(ty.size_or_type),
         }
     }
 
     /// A member of a struct or union, searching inside anonymous members too.
     fn member_of(&self, id: u32, name: &str) -> Option<Member> {
+        self.member_at_depth(id, name, 0)
+    }
+
+    fn member_at_depth(&self, id: u32, name: &str, depth: u32) -> Option<Member> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         let (_, ty) = self.resolve(id)?;
         if ty.kind != KIND_STRUCT && ty.kind != KIND_UNION {
             return None;
@@ -218,7 +266,8 @@ impl Btf {
             let (name_off, type_id, raw_offset) = (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
             let bit_offset = if ty.kind_flag { raw_offset & 0xff_ffff } else { raw_offset };
             let found = if name_off == 0 {
-                self.member_of(type_id, name).map(|inner| Member { offset: inner.offset + bit_offset / 8, ..inner })
+                self.member_at_depth(type_id, name, depth + 1)
+                    .map(|inner| Member { offset: inner.offset.wrapping_add(bit_offset / 8), ..inner })
             } else if self.name(name_off) == name.as_bytes() {
                 Some(Member { offset: bit_offset / 8, size: self.size_of(type_id)?, type_id })
             } else {
@@ -238,7 +287,7 @@ impl Btf {
         let mut member = self.member_of(id, parts.next()?)?;
         for part in parts {
             let inner = self.member_of(member.type_id, part)?;
-            member = Member { offset: member.offset + inner.offset, ..inner };
+            member = Member { offset: member.offset.checked_add(inner.offset)?, ..inner };
         }
         Some(member)
     }

@@ -7,17 +7,33 @@ use anyhow::{bail, Context as _, Result};
 
 const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
-/// The tracefs root, mounting it at /sys/kernel/tracing if nothing is mounted.
+/// The tracefs root, mounting it at /sys/kernel/tracing if nothing is
+/// mounted. A tracefs this process may not read (mode 0700, and no root) is
+/// said to be so, not taken for a missing one.
 pub fn root() -> Result<&'static PathBuf> {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     if let Some(root) = ROOT.get() {
         return Ok(root);
     }
-    let found = MOUNTS.iter().map(PathBuf::from).find(|p| p.join("events").is_dir());
+    let mut found = None;
+    for candidate in MOUNTS.iter().map(PathBuf::from) {
+        match fs::metadata(candidate.join("events")) {
+            Ok(meta) if meta.is_dir() => {
+                found = Some(candidate);
+                break;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+                "tracefs at {} is not readable by this user ({err}): tracepoints need root (or CAP_DAC_READ_SEARCH)",
+                candidate.display()
+            ),
+            _ => {}
+        }
+    }
     let root = match found {
         Some(root) => root,
         None => {
             let target = PathBuf::from(MOUNTS[0]);
+            // SAFETY: a mount of a pseudo filesystem on a path of ours.
             let ret = unsafe {
                 libc::mount(
                     c"nodev".as_ptr(),

@@ -12,7 +12,8 @@ use tools_user::{
     cli::{HistogramArgs, RuntimeArgs},
     diag,
     driver::histograms::{self, HistogramTool},
-    ebpf_object, histogram, lifetime,
+    ebpf_object, histogram,
+    lifetime::{self, BadInput},
     loader::{self, Attach, Rung},
     offsets,
     tracefs::Format,
@@ -43,7 +44,7 @@ struct Args {
     #[arg(short = 'j')]
     j: bool,
     /// Trace I/O started by tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
         args.runtime.json |= args.j;
         diag::init_logging(args.runtime.verbose);
         let disks = Disks::read()?;
-        let btf = Btf::for_tool(&args.runtime);
+        let btf = Btf::for_tool(&args.runtime)?;
         let (config, rungs) = plan(&args, &disks, btf.as_ref().ok())?;
         let flag_names = if args.flags { Some(FlagNames::from_btf(btf.as_ref().ok())?) } else { None };
         drop(btf);
@@ -210,10 +211,12 @@ impl Disks {
 
     fn dev(&self, name: &str) -> Result<u32> {
         let Some((&dev, _)) = self.0.iter().find(|(_, n)| *n == name) else {
-            bail!("no such disk '{name}' (not in /proc/partitions)");
+            return Err(BadInput(format!("no such disk '{name}' (not in /proc/partitions)")).into());
         };
         if std::path::Path::new(&format!("/sys/class/block/{name}/partition")).exists() {
-            bail!("'{name}' is a partition: block I/O is accounted to the whole disk, name the disk instead");
+            let why =
+                format!("'{name}' is a partition: block I/O is accounted to the whole disk, name the disk instead");
+            return Err(BadInput(why).into());
         }
         Ok(dev)
     }

@@ -31,7 +31,7 @@ use tools_user::{
     ebpf_object,
     elf::Elf,
     events::EventPath,
-    lifetime,
+    lifetime::{self, BadInput},
     loader::{self, Attach, Rung, Uprobe, UprobeAt},
     output::{self, cstr, Format},
     procfs,
@@ -48,7 +48,7 @@ struct Args {
     #[arg(short = 'l', long = "libc", value_name = "PATH")]
     libc: Vec<PathBuf>,
     /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<PathBuf>,
     #[command(flatten)]
     events: EventArgs,
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         let config = Config {
             target_tgid: args.pid.pid.unwrap_or(0),
             cgroup: match &args.cgroup {
-                Some(dir) => tools_user::cgroup::filter(dir, Btf::for_tool(&args.runtime).ok().as_ref())?,
+                Some(dir) => tools_user::cgroup::filter(dir, Btf::for_tool(&args.runtime)?.ok().as_ref())?,
                 None => Default::default(),
             },
             ..Config::default()
@@ -245,7 +245,7 @@ impl Libraries {
     /// with the resolver functions.
     fn named(&mut self, paths: &[PathBuf]) -> Result<Vec<usize>> {
         for path in paths {
-            let offsets = resolver_offsets(path).with_context(|| format!("-l {}", path.display()))?;
+            let offsets = resolver_offsets(path).map_err(|e| BadInput(format!("-l {}: {e:#}", path.display())))?;
             let meta = std::fs::metadata(path)?;
             self.found.push(((meta.dev(), meta.ino()), Library { path: path.clone(), offsets }));
         }

@@ -36,7 +36,7 @@ struct Args {
     #[command(flatten)]
     pid: PidArg,
     /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -108,7 +108,7 @@ fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
     };
 
     // Task struct offsets, for every rung that reads a task.
-    let btf = Btf::for_tool(&args.runtime);
+    let btf = Btf::for_tool(&args.runtime)?;
     let no_task_offsets = match &btf {
         Ok(btf) => task_offsets(btf, &mut config, args.pidnss).err().map(|err| format!("{err:#}")),
         Err(err) => Some(format!("{err:#}")),

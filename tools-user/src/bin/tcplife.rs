@@ -61,7 +61,7 @@ struct Args {
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
     /// Trace sessions owned by tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     events: EventArgs,
@@ -229,7 +229,7 @@ fn plan(args: &Args, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
         filter_dports: !args.remoteport.is_empty() as u32,
         ..Config::default()
     };
-    let btf = Btf::for_tool(&args.runtime);
+    let btf = Btf::for_tool(&args.runtime)?;
     if let Some(cgroup) = &args.cgroup {
         config.cgroup = tools_user::cgroup::filter(cgroup, btf.as_ref().ok())?;
     }
