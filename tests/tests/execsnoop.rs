@@ -113,7 +113,7 @@ fn argument_limits() {
     let lines: Vec<Line> = lines.iter().map(|l| parse(l)).collect();
     assert_eq!(lines.len(), 2, "the 25-argument line is cut before its tag: {lines:?}");
     assert_eq!(lines[0].args, format!("/bin/true {}", args(18).join(" ")), "19 arguments: all, no ...");
-    assert_eq!(lines[1].args, format!("/bin/true {} {tag}", &long[..127]), "127 bytes of a long argument");
+    assert_eq!(lines[1].args, format!("/bin/true {}... {tag}", &long[..127]), "127 bytes of a long argument, marked");
     // 25 arguments: a1..a19 then "...".
     let (out, _) = trace(&[], &tag, || {
         Command::new("/bin/true").args(args(24)).arg("end").status().unwrap();
@@ -265,6 +265,33 @@ fn json_lines_are_lossless() {
 }
 
 use std::os::unix::ffi::OsStrExt as _;
+
+/// JSON keeps arguments whole up to the kernel side's 16 KB: a 12 KB
+/// argument comes back exact; one past the limit is flagged.
+#[test]
+fn json_keeps_long_arguments_whole() {
+    let _serial = serial();
+    let tag = uuid();
+    let long = "y".repeat(12_000);
+    let too_long = "z".repeat(20_000);
+    let tool = Running::start("execsnoop", &["--json"], READY_JSON);
+    Command::new("/bin/true").args([tag.as_str(), &long]).status().unwrap();
+    Command::new("/bin/true").args([tag.as_str(), &too_long]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tool.interrupt();
+    let records: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON"))
+        .filter(|r: &serde_json::Value| r["args"][1] == tag.as_str())
+        .collect();
+    assert_eq!(records.len(), 2, "{}", out.stdout);
+    assert_eq!(
+        (records[0]["args"][2].as_str(), records[0]["args_truncated"].as_bool()),
+        (Some(long.as_str()), Some(false))
+    );
+    assert_eq!(records[1]["args_truncated"].as_bool(), Some(true), "20 KB is past the limit");
+}
 
 /// `--csv` is RFC 4180: a real parser gets every field back exactly, and
 /// ordinary fields are not quoted.

@@ -167,7 +167,9 @@ fn filter<'a>(name: Option<Regex>, line: Option<Regex>) -> Option<Filter<'a, Exe
 }
 
 /// ARGS as BCC prints it: each argument escaped (quoted with -q) and cut at
-/// 127 bytes, at most --max-args of them, then `...` if more were passed.
+/// 127 bytes, at most --max-args of them, then ` ...` if more were passed.
+/// A cut argument ends in `...` of its own, so it cannot be read as one
+/// argument more.
 fn args_text(a: &Args, e: &ExecEvent) -> String {
     let shown = Exec::of(e).shown;
     let max = a.max_args as usize;
@@ -175,12 +177,15 @@ fn args_text(a: &Args, e: &ExecEvent) -> String {
         .iter()
         .take(max)
         .map(|arg| {
-            let escaped = output::escape(&arg[..arg.len().min(ARG_BYTES)]);
+            let cut = arg.len() > ARG_BYTES;
+            let mut escaped = output::escape(&arg[..arg.len().min(ARG_BYTES)]);
             if a.quote {
-                format!("\"{}\"", escaped.replace('"', "\\\""))
-            } else {
-                escaped
+                escaped = format!("\"{}\"", escaped.replace('"', "\\\""));
             }
+            if cut {
+                escaped.push_str("...");
+            }
+            escaped
         })
         .collect();
     if shown.len() > max || e.flags & event_flags::ARGS_TRUNCATED != 0 {
