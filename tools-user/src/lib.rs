@@ -9,7 +9,6 @@ pub mod cli;
 pub mod columns;
 pub mod diag;
 pub mod driver;
-pub mod elf;
 pub mod events;
 pub mod heatmap;
 pub mod histogram;
@@ -19,6 +18,8 @@ pub mod offsets;
 pub mod output;
 pub mod procfs;
 pub mod tracefs;
+
+pub use tools_parse::elf;
 
 /// The eBPF objects of a tool, built by `build.rs` and embedded in the binary.
 #[macro_export]
