@@ -1,4 +1,5 @@
-//! /proc readers, bounded: what processes exist and which files they map.
+//! /proc (and /sys) readers, bounded: what processes exist, which files
+//! they map, and the small files the tools size their tables from.
 
 use std::{fs, io::Read as _};
 
@@ -9,7 +10,7 @@ pub use tools_parse::maps::{parse_maps, Mapped};
 /// KB at most; beyond this the rest is ignored.
 const MAX_READ: u64 = 16 << 20;
 
-/// Reads a /proc file, at most [`MAX_READ`] bytes.
+/// Reads a /proc or /sys file, at most [`MAX_READ`] bytes.
 pub fn read(path: &str) -> Result<String> {
     let mut text = String::new();
     fs::File::open(path)

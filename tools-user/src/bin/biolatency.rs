@@ -196,7 +196,7 @@ struct Disks(HashMap<u32, String>);
 
 impl Disks {
     fn read() -> Result<Self> {
-        let text = std::fs::read_to_string("/proc/partitions").context("reading /proc/partitions")?;
+        let text = tools_user::procfs::read("/proc/partitions")?;
         let disks = text
             .lines()
             .skip(2)

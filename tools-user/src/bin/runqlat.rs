@@ -82,7 +82,7 @@ fn main() -> ExitCode {
 /// sized from the tasks that exist now (with room for twice as many) and
 /// never below BCC's 10240.
 fn start_table_size() -> u32 {
-    let tasks = std::fs::read_to_string("/proc/loadavg")
+    let tasks = tools_user::procfs::read("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().nth(3)?.split_once('/')?.1.parse::<u32>().ok())
         .unwrap_or(0);

@@ -184,7 +184,7 @@ fn owner_name(how: u32) -> &'static str {
 /// machine may be in it at once (it is emptied at CLOSE), so twice the
 /// sockets allocated now, and never below BCC's 10240.
 fn session_table_size() -> u32 {
-    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let sockstat = tools_user::procfs::read("/proc/net/sockstat").unwrap_or_default();
     let alloc = sockstat
         .lines()
         .find_map(|l| l.strip_prefix("TCP:"))
