@@ -6,9 +6,16 @@ use integration_tests::*;
 
 const READY: &str = "Tracing run queue latency... Hit Ctrl-C to end.";
 
+/// The fewest wakeups two spinners sharing a CPU make in two seconds: a few
+/// hundred on real hardware, fewer in an emulated guest whose clock runs
+/// ahead of the work it gets done (the matrix lowers it there).
+fn min_samples() -> u64 {
+    std::env::var("EBPF_TOOLS_TEST_MIN_WAKEUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
+}
+
 fn assert_contention_table(table: &Table) {
     let total = table.total();
-    assert!((100..=2000).contains(&total), "expected a few hundred samples, got {total}: {table:?}");
+    assert!((min_samples()..=2000).contains(&total), "expected a few hundred samples, got {total}: {table:?}");
     let slow = table.at_or_above(1024);
     assert!(slow * 100 >= total * 80, "only {slow} of {total} samples at or above 1024 usecs: {table:?}");
     table.assert_summary_consistent();
@@ -189,7 +196,7 @@ fn milliseconds() {
     let tables = parse_tables(&out.stdout);
     let table = &tables[0].1;
     assert_eq!(table.unit, "msecs");
-    assert!((100..=2000).contains(&table.total()), "{table:?}");
+    assert!((min_samples()..=2000).contains(&table.total()), "{table:?}");
     // Rows are in msecs, and row "0 -> 1" holds everything below 2 ms: the
     // median waits at least 1 ms (values are truncated to the unit).
     assert!(table.summary.expect("summary")[1] >= 1, "{table:?}");
