@@ -123,12 +123,7 @@ fn json_counts_exactly() {
     let dev = LoopDevice::new();
     for flag in ["--json", "-j"] {
         let out = around_io(&dev, &[flag, "-D", "-d", dev.name()]);
-        let records: Vec<serde_json::Value> = out
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("valid JSON"))
-            .filter(|r: &serde_json::Value| r["type"] != "capture")
-            .collect();
+        let records: Vec<_> = json_lines(&out.stdout).into_iter().filter(|r| r["type"] != "capture").collect();
         assert_eq!(records.len(), 1, "{}", out.stdout);
         let r = &records[0];
         assert_eq!(

@@ -245,12 +245,7 @@ fn json_lines_are_lossless() {
     Command::new("/bin/true").arg(&tag).arg(std::ffi::OsStr::from_bytes(b"\xff\xfe")).status().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let out = tool.interrupt();
-    let records: Vec<serde_json::Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON"))
-        .filter(|r: &serde_json::Value| r["args"][1] == tag.as_str())
-        .collect();
+    let records: Vec<_> = json_lines(&out.stdout).into_iter().filter(|r| r["args"][1] == tag.as_str()).collect();
     assert_eq!(records.len(), 2, "{}", out.stdout);
     let r = &records[0];
     assert_eq!(
@@ -279,12 +274,7 @@ fn json_keeps_long_arguments_whole() {
     Command::new("/bin/true").args([tag.as_str(), &too_long]).status().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let out = tool.interrupt();
-    let records: Vec<serde_json::Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON"))
-        .filter(|r: &serde_json::Value| r["args"][1] == tag.as_str())
-        .collect();
+    let records: Vec<_> = json_lines(&out.stdout).into_iter().filter(|r| r["args"][1] == tag.as_str()).collect();
     assert_eq!(records.len(), 2, "{}", out.stdout);
     assert_eq!(
         (records[0]["args"][2].as_str(), records[0]["args_truncated"].as_bool()),

@@ -227,8 +227,7 @@ fn json_lines_parse_and_match_the_text() {
     let json = Running::start("runqlat", &["--json", "-p", &pid, "2", "1"], READY);
     let text = Running::start("runqlat", &["-p", &pid, "2", "1"], READY);
     let (json, text) = (json.wait(Duration::from_secs(10)), text.wait(Duration::from_secs(10)));
-    let records: Vec<serde_json::Value> =
-        json.stdout.lines().map(|l| serde_json::from_str(l).expect("valid JSON")).collect();
+    let records = json_lines(&json.stdout);
     assert_eq!(records.len(), 2, "the capture record, then one histogram per interval: {}", json.stdout);
     let capture = &records[0];
     assert_eq!((capture["type"].as_str(), capture["tool"].as_str()), (Some("capture"), Some("runqlat")));
