@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::Array;
 use clap::Parser;
-use tools_common::tcplife::{owner_from, programs, session_flags, Config, SessionEvent, PORT_WORDS};
+use tools_common::tcplife::{maps, owner_from, programs, session_flags, Config, SessionEvent, PORT_WORDS};
 use tools_user::{
     btf::Btf,
     cli::{EventArgs, PidArg, RuntimeArgs},
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         let path = EventPath::choose(&args.runtime, &args.events);
         let (config, rungs) = plan(&args, &path)?;
         let mut sizes = path.max_entries();
-        sizes.push(("SESSIONS", session_table_size()));
+        sizes.push((maps::SESSIONS, session_table_size()));
         let ports = (&args.localport, &args.remoteport);
         let fill = |ebpf: &mut aya::Ebpf| fill_ports(ebpf, ports.0, ports.1);
         let loaded = loader::load_with(ebpf_object!("tcplife"), &config, &sizes, rungs, &args.runtime, fill)?;
@@ -201,7 +201,7 @@ fn fill_ports(ebpf: &mut aya::Ebpf, local: &[u16], remote: &[u16]) -> Result<()>
     if local.is_empty() && remote.is_empty() {
         return Ok(());
     }
-    let mut map: Array<_, u64> = Array::try_from(ebpf.map_mut("PORTS").context("no PORTS map")?)?;
+    let mut map: Array<_, u64> = Array::try_from(ebpf.map_mut(maps::PORTS).context("no PORTS map")?)?;
     for (first_word, ports) in [(0, local), (PORT_WORDS, remote)] {
         let mut words = vec![0u64; PORT_WORDS as usize];
         for &port in ports {
