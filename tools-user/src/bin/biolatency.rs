@@ -14,7 +14,7 @@ use tools_user::{
     driver::histograms::{self, HistogramTool},
     ebpf_object, histogram, lifetime,
     loader::{self, Attach, Rung},
-    offsets,
+    manual, offsets,
     tracefs::Format,
 };
 
@@ -62,7 +62,7 @@ const EXAMPLES: &str = "examples:
 
 fn main() -> ExitCode {
     lifetime::main_with("biolatency", || {
-        let mut args = Args::parse();
+        let mut args = manual::parse::<Args>(tools_user::man_page!("biolatency.8"));
         args.runtime.json |= args.j;
         diag::init_logging(args.runtime.verbose);
         let disks = Disks::read()?;

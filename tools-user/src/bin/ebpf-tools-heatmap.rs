@@ -14,7 +14,7 @@ use clap::Parser;
 use tools_user::{
     diag::{note, tool_name},
     heatmap::{self, Options},
-    lifetime,
+    lifetime, manual,
 };
 
 /// Draw a latency heatmap (SVG: time across, latency up, colour by count)
@@ -44,7 +44,7 @@ exit status: 0 drawn (a last line cut short is left out, with a warning),
 
 fn main() -> ExitCode {
     lifetime::main_with("ebpf-tools-heatmap", || {
-        let args = Args::parse();
+        let args = manual::parse::<Args>(tools_user::man_page!("ebpf-tools-heatmap.1"));
         let mut input = Vec::new();
         match args.capture.as_deref().filter(|p| p.as_os_str() != "-") {
             Some(path) => input = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
