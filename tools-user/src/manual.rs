@@ -176,17 +176,30 @@ pub mod prose {
         let mut sections: Vec<Section> = Vec::new();
         let mut paragraph: Vec<&str> = Vec::new();
         let mut literal = false;
-        let flush = |roff: &mut Roff, paragraph: &mut Vec<&str>| {
+        let flush_literal = |roff: &mut Roff, literal: &mut bool| {
+            if std::mem::take(literal) {
+                roff.control("fi", []).control("RE", []);
+            }
+        };
+        // Ends the paragraph or literal block being written.
+        let flush = |roff: &mut Roff, paragraph: &mut Vec<&str>, literal: &mut bool| {
+            flush_literal(roff, literal);
             if !paragraph.is_empty() {
                 roff.text(inline(&paragraph.join(" ")));
                 paragraph.clear();
             }
         };
-        for line in text.lines() {
+        // A last, empty heading closes the last section.
+        for line in text.lines().chain(["# "]) {
             if let Some(heading) = line.strip_prefix("# ") {
-                let mut roff = Roff::new();
-                roff.control("SH", [heading]);
-                sections.push(Section { heading: heading.to_owned(), roff });
+                if let Some(section) = sections.last_mut() {
+                    flush(&mut section.roff, &mut paragraph, &mut literal);
+                }
+                if !heading.is_empty() {
+                    let mut roff = Roff::new();
+                    roff.control("SH", [heading]);
+                    sections.push(Section { heading: heading.to_owned(), roff });
+                }
                 continue;
             }
             let Some(section) = sections.last_mut() else { continue };
@@ -199,17 +212,14 @@ pub mod prose {
                 roff.text([roman(code)]);
                 continue;
             }
-            if literal {
-                roff.control("fi", []).control("RE", []);
-                literal = false;
-            }
+            flush_literal(roff, &mut literal);
             if line.trim().is_empty() {
-                flush(roff, &mut paragraph);
+                flush(roff, &mut paragraph, &mut literal);
             } else if let Some(heading) = line.strip_prefix("## ") {
-                flush(roff, &mut paragraph);
+                flush(roff, &mut paragraph, &mut literal);
                 roff.control("SS", [heading]);
             } else if let Some(item) = line.strip_prefix("- ") {
-                flush(roff, &mut paragraph);
+                flush(roff, &mut paragraph, &mut literal);
                 roff.control("IP", ["\\(bu", "2"]);
                 paragraph.push(item);
             } else {
@@ -218,12 +228,6 @@ pub mod prose {
                 }
                 paragraph.push(line.trim());
             }
-        }
-        if let Some(section) = sections.last_mut() {
-            if literal {
-                section.roff.control("fi", []).control("RE", []);
-            }
-            flush(&mut section.roff, &mut paragraph);
         }
         sections
     }
@@ -235,12 +239,68 @@ pub mod prose {
         while let Some(start) = rest.find(['`', '*']) {
             let mark = &rest[start..start + 1];
             let Some(len) = rest[start + 1..].find(mark) else { break };
-            out.push(roman(&rest[..start]));
+            if start > 0 {
+                out.push(roman(&rest[..start]));
+            }
             let marked = &rest[start + 1..start + 1 + len];
             out.push(if mark == "`" { bold(marked) } else { italic(marked) });
             rest = &rest[start + 2 + len..];
         }
         out.push(roman(rest));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roff(section: &prose::Section) -> String {
+        section.roff.to_roff()
+    }
+
+    #[test]
+    fn prose_becomes_sections_paragraphs_lists_and_literal_blocks() {
+        let sections = prose::sections(
+            "# DESCRIPTION\n\nSome `--flag` and *words*,\nwrapped.\n\n    literal -x\n\n- one\n  more\n- two\n\n## Sub\n\n.dot\n# SEE ALSO\n\nx(8)\n",
+        );
+        let headings: Vec<&str> = sections.iter().map(|s| s.heading.as_str()).collect();
+        assert_eq!(headings, ["DESCRIPTION", "SEE ALSO"]);
+        let text = roff(&sections[0]);
+        assert!(text.contains(".PP\nSome \\fB\\-\\-flag\\fR and \\fIwords\\fR, wrapped.\n"), "{text}");
+        assert!(text.contains(".RS 4\n.nf\nliteral \\-x\n.fi\n.RE\n"), "{text}");
+        assert!(text.contains(".IP \\(bu 2\none more\n.IP \\(bu 2\ntwo\n"), "{text}");
+        // A line that would be a roff request is escaped.
+        assert!(text.contains(".SS Sub\n.PP\n\\&.dot\n"), "{text}");
+    }
+
+    #[test]
+    fn examples_come_from_after_help() {
+        let text =
+            examples_section("examples:\n    ./runqlat 1 10   # print 1 second summaries\n    ./x\n\nexit status: 0")
+                .to_roff();
+        assert!(text.contains(".TP\n\\fBrunqlat 1 10\\fR\nprint 1 second summaries\n"), "{text}");
+        assert!(text.contains(".TP\n\\fBx\\fR\n"), "{text}");
+        assert!(!text.contains("exit status"), "{text}");
+    }
+
+    /// Every page's prose has the sections a man page of this project
+    /// needs, and no figure left to fill in.
+    #[test]
+    fn every_prose_file_is_complete() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man");
+        let mut pages = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let headings: Vec<String> = prose::sections(&text).into_iter().map(|s| s.heading).collect();
+            assert_eq!(headings.first().map(String::as_str), Some("DESCRIPTION"), "{}", path.display());
+            for needed in ["OUTPUT", "OVERHEAD", "SEE ALSO"] {
+                assert!(headings.iter().any(|h| h == needed), "{} has no {needed}", path.display());
+            }
+            assert!(!text.contains('@'), "{} has a placeholder left", path.display());
+            pages += 1;
+        }
+        assert!(pages > 0, "no prose in {}", dir.display());
     }
 }
