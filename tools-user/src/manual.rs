@@ -119,7 +119,13 @@ fn man(command: Command, page: &Page) -> String {
         Ok(())
     })();
     rendered.expect("writing to memory");
-    without_repeated_preambles(&String::from_utf8_lossy(&out))
+    ascii_only(&without_repeated_preambles(&String::from_utf8_lossy(&out)))
+}
+
+/// Characters beyond ASCII (a help's `×`) as groff's `\[uXXXX]`, so the
+/// page reads the same whatever encoding its reader assumes.
+fn ascii_only(page: &str) -> String {
+    page.chars().map(|c| if c.is_ascii() { c.to_string() } else { format!("\\[u{:04X}]", c as u32) }).collect()
 }
 
 /// Each of clap_mangen's sections starts with the same two-line preamble
@@ -272,6 +278,11 @@ mod tests {
         assert!(text.contains(".IP \\(bu 2\none more\n.IP \\(bu 2\ntwo\n"), "{text}");
         // A line that would be a roff request is escaped.
         assert!(text.contains(".SS Sub\n.PP\n\\&.dot\n"), "{text}");
+    }
+
+    #[test]
+    fn pages_are_ascii() {
+        assert_eq!(ascii_only("5 \u{d7} 10^k\n"), "5 \\[u00D7] 10^k\n");
     }
 
     #[test]

@@ -59,11 +59,19 @@ struct Layout {
 const LOCAL: Layout = Layout { gzip_man: false, zsh: "share/zsh/site-functions", strip: false };
 const DEBIAN: Layout = Layout { gzip_man: true, zsh: "share/zsh/vendor-completions", strip: true };
 
-const SHELLS: [(&str, fn(&Layout, &str) -> String); 3] = [
-    ("bash", |_, name| format!("share/bash-completion/completions/{name}")),
-    ("zsh", |layout, name| format!("{}/_{name}", layout.zsh)),
-    ("fish", |_, name| format!("share/fish/vendor_completions.d/{name}.fish")),
-];
+impl Layout {
+    /// Where `shell` looks for the completions of command `name`.
+    fn completion(&self, shell: &str, name: &str) -> String {
+        match shell {
+            "bash" => format!("share/bash-completion/completions/{name}"),
+            "zsh" => format!("{}/_{name}", self.zsh),
+            "fish" => format!("share/fish/vendor_completions.d/{name}.fish"),
+            _ => unreachable!("a shell of SHELLS"),
+        }
+    }
+}
+
+const SHELLS: [&str; 3] = ["bash", "zsh", "fish"];
 
 /// `cargo xtask install --prefix DIR`.
 pub fn install(bin_dir: &Path, prefix: &Path) -> Result<()> {
@@ -104,9 +112,9 @@ fn lay_out(bin_dir: &Path, dest: &Path, layout: &Layout) -> Result<Vec<PathBuf>>
         }
 
         for name in std::iter::once(&program.name).chain(program.aliases) {
-            for (shell, path) in SHELLS {
+            for shell in SHELLS {
                 let script = generate(&built, name, shell)?;
-                written.push(write(&dest.join(path(layout, name)), script.as_bytes())?);
+                written.push(write(&dest.join(layout.completion(shell, name)), script.as_bytes())?);
             }
         }
         if let Some(unit) = program.unit {
