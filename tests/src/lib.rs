@@ -31,17 +31,18 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
 }
 
 /// Where the tool binaries are: `EBPF_TOOLS_BIN_DIR` (set by `cargo xtask
-/// test`), else the workspace's release then debug build.
+/// test`), else the workspace's static release build (`cargo xtask build`),
+/// then host builds.
 pub fn tool_path(tool: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("EBPF_TOOLS_BIN_DIR") {
         return PathBuf::from(dir).join(tool);
     }
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    ["release", "debug"]
+    ["x86_64-unknown-linux-musl/release", "release", "debug"]
         .iter()
-        .map(|profile| target.join(profile).join(tool))
+        .map(|dir| target.join(dir).join(tool))
         .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{tool} is not built: run `cargo xtask test` (or `cargo build -p tools-user`)"))
+        .unwrap_or_else(|| panic!("{tool} is not built: run `cargo xtask test` (or `cargo xtask build`)"))
 }
 
 /// What a finished tool printed.
@@ -101,13 +102,15 @@ impl Running {
         for var in unset {
             command.env_remove(var);
         }
-        let mut child = command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tool");
+        command.args(args);
+        Self::start_command(command, tool, ready)
+    }
+
+    /// As [`Running::start`], for a command made ready to run (`tool` names
+    /// it in failures).
+    pub fn start_command(mut command: Command, tool: &str, ready: &str) -> Running {
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tool");
         let (tx, stdout) = mpsc::channel();
         let (err_tx, err_lines) = mpsc::channel::<String>();
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -338,6 +341,25 @@ pub fn bpf_program_loaded(id: u32) -> bool {
     let err = std::io::Error::last_os_error();
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "BPF_PROG_GET_FD_BY_ID({id}): {err}");
     false
+}
+
+/// The ids of the programs a tool's `--verbose` says it attached
+/// (`  name (id 42) -> hook`).
+pub fn attached_program_ids(stderr: &str) -> Vec<u32> {
+    stderr.lines().filter_map(|l| l.split("(id ").nth(1)?.split(')').next()?.parse().ok()).collect()
+}
+
+/// Asserts that none of these programs is loaded any more. The kernel
+/// frees a program after an RCU grace period once its last reference is
+/// gone: it is allowed 5 s.
+pub fn assert_unloaded(ids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ids.iter().any(|&id| bpf_program_loaded(id)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    for &id in ids {
+        assert!(!bpf_program_loaded(id), "program {id} still loaded 5 s after exit");
+    }
 }
 
 /// Parses CSV with a real CSV parser (Python's `csv` module), as a user's

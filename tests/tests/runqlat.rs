@@ -284,18 +284,9 @@ fn ctrl_c_and_sigterm_print_the_summary_and_detach_everything() {
         let tables = parse_tables(&out.stdout);
         assert_eq!(tables.len(), 1, "{}", out.stdout);
         assert!(tables[0].1.at_or_above(1024) > 50);
-        let ids: Vec<u32> =
-            out.stderr.lines().filter_map(|l| l.split("(id ").nth(1)?.split(')').next()?.parse().ok()).collect();
+        let ids = attached_program_ids(&out.stderr);
         assert_eq!(ids.len(), 3, "--verbose names three attached programs: {}", out.stderr);
-        // The kernel frees a program after an RCU grace period once its
-        // last reference is gone: allow it a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while ids.iter().any(|&id| bpf_program_loaded(id)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for id in ids {
-            assert!(!bpf_program_loaded(id), "program {id} still loaded 5 s after exit");
-        }
+        assert_unloaded(&ids);
     }
 }
 

@@ -13,13 +13,15 @@ pub fn set_tool_name(name: &'static str) {
 
 /// The tool's name: as set by its `main`, else the name it was run as.
 pub fn tool_name() -> &'static str {
-    TOOL_NAME.get_or_init(|| {
-        let argv0 = std::env::args_os()
-            .next()
-            .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "tool".into());
-        Box::leak(argv0.into_boxed_str())
-    })
+    TOOL_NAME.get_or_init(|| Box::leak(invoked_name().into_boxed_str()))
+}
+
+/// The name the program was run as (`xfsslower` for a link to ext4slower).
+pub fn invoked_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tool".into())
 }
 
 /// A line on stderr. A closed stderr (`tool 2>&1 | head`) is no reason to

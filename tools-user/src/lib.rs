@@ -1,7 +1,9 @@
 //! The shared runtime of the tools: loading with fallbacks, BTF offsets,
 //! event streams, histograms, columns and output formats, latency
-//! heatmaps, common flags, signals and exit status. Each binary in `src/bin` holds only what is
-//! specific to its tool: its flags, its plan, its columns.
+//! heatmaps, common flags, signals and exit status, and what every program
+//! says about itself (`--version`, man page, completions). Each binary in
+//! `src/bin` holds only what is specific to its tool: its flags, its plan,
+//! its columns.
 
 pub mod btf;
 pub mod cgroup;
@@ -14,6 +16,7 @@ pub mod heatmap;
 pub mod histogram;
 pub mod lifetime;
 pub mod loader;
+pub mod manual;
 pub mod offsets;
 pub mod output;
 pub mod procfs;

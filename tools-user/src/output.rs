@@ -170,7 +170,12 @@ fn is_invisible_control(c: char) -> bool {
         | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
 }
 
-fn local_time(secs: libc::time_t) -> libc::tm {
+/// libc's `time_t`. The libc crate marks it deprecated on musl targets (it
+/// is to become 64-bit on 32-bit ones); on x86-64 it is 64-bit already.
+#[allow(deprecated)]
+type TimeT = libc::time_t;
+
+fn local_time(secs: TimeT) -> libc::tm {
     // SAFETY: localtime_r fills the struct it is given.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
@@ -179,9 +184,9 @@ fn local_time(secs: libc::time_t) -> libc::tm {
     }
 }
 
-fn now() -> (libc::time_t, u32) {
+fn now() -> (TimeT, u32) {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (d.as_secs() as libc::time_t, d.subsec_nanos())
+    (d.as_secs() as TimeT, d.subsec_nanos())
 }
 
 /// Local wall-clock time as BCC's `strftime("%H:%M:%S")`.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod fuzz;
+mod package;
 mod setup;
 mod vm;
 
@@ -25,8 +26,13 @@ struct Cli {
 enum Cmd {
     /// Install what a fresh machine lacks: nightly rust-src, bpf-linker (cached), Debian packages.
     Setup,
-    /// Set up if needed, then build every tool (release).
-    Build,
+    /// Set up if needed, then build every tool: release, statically linked
+    /// (musl), in target/x86_64-unknown-linux-musl/release.
+    Build {
+        /// Always the case; accepted for the habit.
+        #[arg(long)]
+        release: bool,
+    },
     /// Set up if needed, build, and run one tool: `cargo xtask run runqlat -- 1 5`.
     Run {
         tool: String,
@@ -61,11 +67,15 @@ enum Cmd {
     },
     /// Benchmark the tools against libbpf-tools and the floor; writes target/bench.md.
     Bench {
-        /// One tool (runqlat, execsnoop, biolatency); all when omitted.
+        /// One tool (runqlat, execsnoop, biolatency, tcplife, gethostlatency, ext4slower); all when omitted.
         tool: Option<String>,
         /// One short round of each measurement: checks the harness, not the numbers.
         #[arg(long)]
         quick: bool,
+        /// Benchmark the tools in this directory instead of building them
+        /// (another build, to compare with).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
     },
     /// Fuzz the parsers of outside input (BTF, ELF, tracefs formats, /proc
     /// maps) with libFuzzer; a fault's input is kept in fuzz/regressions.
@@ -76,17 +86,25 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Build and copy the tool binaries into PREFIX/bin.
+    /// Build, then install the binaries (PREFIX/bin), their man pages
+    /// (PREFIX/share/man) and bash, zsh and fish completions (PREFIX/share).
     Install {
         #[arg(long, default_value = "/usr/local")]
         prefix: PathBuf,
     },
+    /// Build, then make the Debian package target/debian/ebpf-tools_VERSION_amd64.deb
+    /// and check it with lintian.
+    Deb,
 }
+
+/// The tools' target: statically linked, so one file runs on any
+/// distribution (glibc binaries need the glibc they were built against).
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::setup(),
-        Cmd::Build => build().map(drop),
+        Cmd::Build { release: _ } => build().map(drop),
         Cmd::Run { tool, args } => {
             let bin = build()?.join(&tool);
             if !bin.exists() {
@@ -119,8 +137,11 @@ fn main() -> Result<()> {
             vm::vm_test(&kernels, tool.as_deref())
         }
         Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),
-        Cmd::Bench { tool, quick } => {
-            let bin_dir = build()?;
+        Cmd::Bench { tool, quick, bin_dir } => {
+            let bin_dir = match bin_dir {
+                Some(dir) => dir,
+                None => build()?,
+            };
             require_root("the benchmarks load BPF programs")?;
             bench::bench(&bin_dir, &bench::Options { tool, quick })
         }
@@ -128,7 +149,8 @@ fn main() -> Result<()> {
             setup::setup()?;
             fuzz::fuzz(target.as_deref(), seconds)
         }
-        Cmd::Install { prefix } => install(&prefix),
+        Cmd::Install { prefix } => package::install(&build()?, &prefix),
+        Cmd::Deb => package::deb(&build()?).map(drop),
     }
 }
 
@@ -147,11 +169,23 @@ fn tools() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Sets up (cheap when done), builds the tools in release, returns their directory.
+/// Sets up (cheap when done), builds the tools, returns their directory.
 fn build() -> Result<PathBuf> {
     setup::setup()?;
-    run(Command::new(env!("CARGO")).current_dir(workspace()).args(["build", "--release", "-p", "tools-user"]))?;
-    Ok(workspace().join("target/release"))
+    build_tools()
+}
+
+/// Builds the tools in release for [`STATIC_TARGET`]; returns their directory.
+pub fn build_tools() -> Result<PathBuf> {
+    run(Command::new(env!("CARGO")).current_dir(workspace()).args([
+        "build",
+        "--release",
+        "-p",
+        "tools-user",
+        "--target",
+        STATIC_TARGET,
+    ]))?;
+    Ok(workspace().join("target").join(STATIC_TARGET).join("release"))
 }
 
 /// Runs the host tests; returns the tools' directory.
@@ -159,12 +193,24 @@ fn test(args: &[String]) -> Result<PathBuf> {
     let bin_dir = build()?;
     // Without root the tests would fail one by one.
     require_root("the tests load BPF programs")?;
-    run(Command::new(env!("CARGO"))
-        .current_dir(workspace())
-        // --release: the same build as the tools, so the eBPF crate is built once.
-        .args(["test", "--release", "--workspace", "--exclude", "tools-ebpf", "--"])
-        .args(args)
-        .env("EBPF_TOOLS_BIN_DIR", &bin_dir))?;
+    let deb = package::deb(&bin_dir)?;
+    let cargo_test = |packages: &[&str]| -> Result<()> {
+        run(Command::new(env!("CARGO"))
+            .current_dir(workspace())
+            // --release: the same build as the tools, so the eBPF crate is built once.
+            .args(["test", "--release"])
+            .args(packages)
+            .arg("--")
+            .args(args)
+            .env("EBPF_TOOLS_BIN_DIR", &bin_dir)
+            .env("EBPF_TOOLS_DEB", &deb))
+    };
+    // tools-user's unit tests for the tools' own target: one more build of
+    // it (and of the eBPF objects its build script embeds) would cost minutes.
+    cargo_test(&["-p", "tools-user", "--target", STATIC_TARGET])?;
+    // The rest for the host: the integration tests' workloads resolve names
+    // through glibc, as most programs gethostlatency traces do.
+    cargo_test(&["--workspace", "--exclude", "tools-ebpf", "--exclude", "tools-user"])?;
     Ok(bin_dir)
 }
 
@@ -172,24 +218,6 @@ fn require_root(why: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("{why}: run them as root");
-    }
-    Ok(())
-}
-
-fn install(prefix: &Path) -> Result<()> {
-    let bin_dir = build()?;
-    let dest = prefix.join("bin");
-    fs::create_dir_all(&dest)?;
-    for tool in tools()? {
-        fs::copy(bin_dir.join(&tool), dest.join(&tool)).with_context(|| format!("installing {tool}"))?;
-        println!("installed {}", dest.join(&tool).display());
-    }
-    // ext4slower traces the filesystem it is named after.
-    for alias in ["xfsslower", "btrfsslower"] {
-        let link = dest.join(alias);
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink("ext4slower", &link).with_context(|| format!("linking {alias}"))?;
-        println!("installed {} -> ext4slower", link.display());
     }
     Ok(())
 }

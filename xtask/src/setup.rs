@@ -19,8 +19,12 @@ use crate::run;
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
+/// The Rust targets the tools are built for (see `STATIC_TARGET`).
+const RUST_TARGETS: &[&str] = &[crate::STATIC_TARGET];
+
 /// Debian packages the tests, tools and benchmarks need, keyed by a command
-/// they provide (an absolute path where the name alone could be ours).
+/// they provide (an absolute path where the name alone could be ours, or a
+/// file where they provide no command).
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
     ("unshare", "util-linux"),
@@ -38,10 +42,18 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/chromium", "chromium"),
     // The C tools the benchmarks compare with.
     ("/usr/sbin/runqlat", "libbpf-tools"),
+    // The Debian package: stripped binaries, built, checked, installed and
+    // its man pages found; bash completion as a user gets it.
+    ("strip", "binutils"),
+    ("dpkg-deb", "dpkg"),
+    ("lintian", "lintian"),
+    ("man", "man-db"),
+    ("/usr/share/bash-completion/bash_completion", "bash-completion"),
 ];
 
 pub fn setup() -> Result<()> {
     install_rust_src()?;
+    install_rust_targets()?;
     let linker = install_bpf_linker()?;
     println!("setup: bpf-linker at {}", linker.display());
     install_apt_packages()?;
@@ -57,6 +69,15 @@ fn install_rust_src() -> Result<()> {
         return Ok(());
     }
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn install_rust_targets() -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    for target in RUST_TARGETS.iter().filter(|t| !installed.lines().any(|line| line == **t)) {
+        run(Command::new("rustup").args(["target", "add", target]))?;
+    }
+    Ok(())
 }
 
 /// Where build outputs that outlive the repository go.
@@ -149,7 +170,7 @@ fn install_apt_packages() -> Result<()> {
 
 pub fn command_exists(cmd: &str) -> bool {
     if cmd.starts_with('/') {
-        return is_executable(Path::new(cmd));
+        return Path::new(cmd).is_file();
     }
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(cmd))))

@@ -72,8 +72,7 @@ pub fn vm_test(kernels: &[String], only_tool: Option<&str>) -> Result<()> {
     for kernel in kernels {
         prepare(&cache, kernel).with_context(|| format!("preparing kernel {kernel}"))?;
     }
-    let tests = build_tests(&cells)?;
-    let bin_dir = workspace().join("target/release");
+    let (bin_dir, tests) = build_tests(&cells)?;
 
     // Two guests at a time: the fastest on two host cores.
     let mut results: BTreeMap<(String, String, String), bool> = BTreeMap::new();
@@ -237,11 +236,12 @@ fn build_initramfs(dir: &Path) -> Result<()> {
     run(Command::new("bash").args(["-c", &cpio]))
 }
 
-/// Builds the tools and the integration tests on the host; returns the test
-/// executables by tool name.
-fn build_tests(cells: &[&Cell]) -> Result<BTreeMap<String, PathBuf>> {
+/// Builds the tools (static: the guests run the very binaries a user copies)
+/// and the integration tests on the host; returns the tools' directory and
+/// the test executables by tool name.
+fn build_tests(cells: &[&Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
     let cargo = env!("CARGO");
-    run(Command::new(cargo).current_dir(workspace()).args(["build", "--release", "-p", "tools-user"]))?;
+    let bin_dir = crate::build_tools()?;
     let out = Command::new(cargo)
         .current_dir(workspace())
         .args(["test", "--release", "-p", "integration-tests", "--no-run", "--message-format=json"])
@@ -269,7 +269,7 @@ fn build_tests(cells: &[&Cell]) -> Result<BTreeMap<String, PathBuf>> {
             bail!("no integration test executable for {tool}");
         }
     }
-    Ok(tests)
+    Ok((bin_dir, tests))
 }
 
 /// Boots one kernel, runs the matrix in it, streams libtest's output, and

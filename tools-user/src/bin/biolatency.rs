@@ -15,7 +15,7 @@ use tools_user::{
     ebpf_object, histogram,
     lifetime::{self, BadInput},
     loader::{self, Attach, Rung},
-    offsets,
+    manual, offsets,
     tracefs::Format,
 };
 
@@ -63,7 +63,7 @@ const EXAMPLES: &str = "examples:
 
 fn main() -> ExitCode {
     lifetime::main_with("biolatency", || {
-        let mut args = Args::parse();
+        let mut args = manual::parse::<Args>(tools_user::man_page!("biolatency.8"));
         args.runtime.json |= args.j;
         diag::init_logging(args.runtime.verbose);
         let disks = Disks::read()?;

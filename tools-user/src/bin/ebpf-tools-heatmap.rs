@@ -15,6 +15,7 @@ use tools_user::{
     diag::{note, tool_name},
     heatmap::{self, Options},
     lifetime::{self, BadInput},
+    manual,
 };
 
 /// Draw a latency heatmap (SVG: time across, latency up, colour by count)
@@ -40,11 +41,12 @@ const EXAMPLES: &str = "examples:
     ebpf-tools-heatmap --bin 0.5 --scale linear tcplife.jsonl -o tcplife.svg
 
 exit status: 0 drawn (a last line cut short is left out, with a warning),
-1 error, 2 bad input (the line is named) or bad usage";
+1 error writing the picture, 2 bad input (a capture that cannot be read;
+a bad line, named) or bad usage";
 
 fn main() -> ExitCode {
     lifetime::main_with("ebpf-tools-heatmap", || {
-        let args = Args::parse();
+        let args = manual::parse::<Args>(tools_user::man_page!("ebpf-tools-heatmap.1"));
         let mut input = Vec::new();
         match args.capture.as_deref().filter(|p| p.as_os_str() != "-") {
             // The capture the user names is bad input if it cannot be read.

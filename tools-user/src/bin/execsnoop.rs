@@ -19,7 +19,7 @@ use tools_user::{
     events::EventPath,
     lifetime,
     loader::{self, Attach, Rung},
-    offsets,
+    manual, offsets,
     output::{self, cstr, Format},
     tracefs,
 };
@@ -92,7 +92,7 @@ const ARG_BYTES: usize = 127;
 
 fn main() -> ExitCode {
     lifetime::main_with("execsnoop", || {
-        let args = Args::parse();
+        let args = manual::parse::<Args>(tools_user::man_page!("execsnoop.8"));
         diag::init_logging(args.runtime.verbose);
         let path = EventPath::choose(&args.runtime, &args.events);
         let (config, rungs) = plan(&args, &path)?;

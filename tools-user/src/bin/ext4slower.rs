@@ -4,7 +4,7 @@
 //! of filesystems, as libbpf-tools' fsslower: run as `xfsslower` or
 //! `btrfsslower` (or with `-t`), it traces that filesystem.
 
-use std::{path::Path, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
@@ -19,7 +19,7 @@ use tools_user::{
     events::EventPath,
     lifetime::{self, BadInput},
     loader::{self, Attach, Rung},
-    offsets,
+    manual, offsets,
     output::{self, cstr, Format},
     tracefs,
 };
@@ -119,13 +119,11 @@ const SYSCALLS: &[(&str, &[&str])] = &[
 
 fn main() -> ExitCode {
     // The name it runs as picks the filesystem: ext4slower, xfsslower, ...
-    let name = std::env::args_os()
-        .next()
-        .and_then(|a| Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+    let name = Some(diag::invoked_name())
         .filter(|n| FILESYSTEMS.iter().any(|fs| *n == format!("{}slower", fs.name)) || n == "fsslower")
         .unwrap_or_else(|| "ext4slower".into());
     lifetime::main_with(Box::leak(name.clone().into_boxed_str()), || {
-        let mut args = Args::parse();
+        let mut args = manual::parse::<Args>(tools_user::man_page!("ext4slower.8"));
         args.events.csv |= args.j;
         diag::init_logging(args.runtime.verbose);
         let fs_name = args.fs_type.clone().unwrap_or_else(|| name.trim_end_matches("slower").to_owned());

@@ -34,6 +34,7 @@ use tools_user::{
     events::EventPath,
     lifetime::{self, BadInput},
     loader::{self, Attach, Rung, Uprobe, UprobeAt},
+    manual,
     output::{self, cstr, Format},
     procfs,
 };
@@ -68,7 +69,7 @@ const FUNCTIONS: [&str; 3] = ["getaddrinfo", "gethostbyname", "gethostbyname2"];
 
 fn main() -> ExitCode {
     lifetime::main_with("gethostlatency", || {
-        let args = Args::parse();
+        let args = manual::parse::<Args>(tools_user::man_page!("gethostlatency.8"));
         diag::init_logging(args.runtime.verbose);
         let path = EventPath::choose(&args.runtime, &args.events);
         let config = Config {

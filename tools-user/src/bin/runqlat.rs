@@ -14,7 +14,7 @@ use tools_user::{
     driver::histograms::{self, HistogramTool},
     ebpf_object, histogram, lifetime,
     loader::{self, Attach, Rung},
-    offsets,
+    manual, offsets,
     tracefs::Format,
 };
 
@@ -51,7 +51,7 @@ const EXAMPLES: &str = "examples:
 
 fn main() -> ExitCode {
     lifetime::main_with("runqlat", || {
-        let args = Args::parse();
+        let args = manual::parse::<Args>(tools_user::man_page!("runqlat.8"));
         diag::init_logging(args.runtime.verbose);
         let (config, rungs) = plan(&args)?;
         let mut map_sizes = histogram::map_sizes(config.key_mode != key_mode::NONE);

@@ -25,7 +25,7 @@ use tools_user::{
     events::EventPath,
     lifetime,
     loader::{self, Attach, Rung},
-    offsets,
+    manual, offsets,
     output::{self, cstr, Format},
     tracefs,
 };
@@ -91,7 +91,7 @@ fn parse_port(s: &str) -> Result<u16, String> {
 
 fn main() -> ExitCode {
     lifetime::main_with("tcplife", || {
-        let mut args = Args::parse();
+        let mut args = manual::parse::<Args>(tools_user::man_page!("tcplife.8"));
         args.events.csv |= args.s;
         diag::init_logging(args.runtime.verbose);
         let path = EventPath::choose(&args.runtime, &args.events);
