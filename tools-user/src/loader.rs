@@ -559,18 +559,33 @@ pub fn fentry_allowed(function_id: u32) -> Result<(), String> {
 pub fn kallsyms_find_all(functions: &[String]) -> Vec<String> {
     use std::io::BufRead as _;
     let Ok(file) = fs::File::open("/proc/kallsyms") else { return Vec::new() };
-    let mut found: Vec<Vec<String>> = vec![Vec::new(); functions.len()];
-    for line in io::BufReader::new(file).lines().map_while(Result::ok) {
+    symbols_for(functions, io::BufReader::new(file).lines().map_while(Result::ok))
+}
+
+/// The symbols of `lines` (kallsyms' format) that are `functions`' entry
+/// points: each function's exact name first, then its compiler-suffixed
+/// copies (`.isra.0`, `.constprop.0`: the whole function, renamed). A
+/// `.cold` symbol is the function's rarely run tail split off by the
+/// compiler (7.x lists `tcp_set_state.cold` before `tcp_set_state`): a
+/// probe there sees nothing, so it is never a candidate.
+fn symbols_for(functions: &[String], lines: impl Iterator<Item = String>) -> Vec<String> {
+    let mut exact: Vec<Option<String>> = vec![None; functions.len()];
+    let mut suffixed: Vec<Vec<String>> = vec![Vec::new(); functions.len()];
+    for line in lines {
         let Some(name) = line.split_whitespace().nth(2) else { continue };
-        for (want, hits) in functions.iter().zip(found.iter_mut()) {
-            let matches = name == want || (name.starts_with(want.as_str()) && name[want.len()..].starts_with('.'));
-            if matches && !hits.iter().any(|f| f == name) {
-                hits.push(name.to_owned());
+        for (i, want) in functions.iter().enumerate() {
+            if name == want {
+                exact[i] = Some(name.to_owned());
+            } else if let Some(suffix) = name.strip_prefix(want.as_str()).filter(|s| s.starts_with('.')) {
+                let fragment = suffix.split('.').any(|part| part == "cold");
+                if !fragment && !suffixed[i].iter().any(|f| f == name) {
+                    suffixed[i].push(name.to_owned());
+                }
             }
         }
     }
     let mut all: Vec<String> = Vec::new();
-    for name in found.into_iter().flatten() {
+    for name in exact.into_iter().zip(suffixed).flat_map(|(exact, suffixed)| exact.into_iter().chain(suffixed)) {
         if !all.contains(&name) {
             all.push(name);
         }
@@ -581,6 +596,25 @@ pub fn kallsyms_find_all(functions: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_symbols_exact_first_never_a_cold_fragment() {
+        let kallsyms = [
+            "ffffffff8128eef0 t tcp_set_state.cold",
+            "ffffffff81fe89d0 T tcp_set_state",
+            "ffffffff81fe9000 T tcp_set_state_extra",
+            "ffffffff81100000 t finish_task_switch.isra.0",
+            "ffffffff81100400 t finish_task_switch.isra.0.cold",
+        ];
+        let lines = || kallsyms.iter().map(|l| l.to_string());
+        let want = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(symbols_for(&want(&["tcp_set_state"]), lines()), ["tcp_set_state"]);
+        assert_eq!(symbols_for(&want(&["finish_task_switch"]), lines()), ["finish_task_switch.isra.0"]);
+        assert_eq!(
+            symbols_for(&want(&["nosuch", "finish_task_switch", "tcp_set_state"]), lines()),
+            ["finish_task_switch.isra.0", "tcp_set_state"]
+        );
+    }
 
     #[test]
     fn hooks_print_and_parse_back() {
