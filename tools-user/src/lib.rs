@@ -17,6 +17,7 @@ pub mod lifetime;
 pub mod loader;
 pub mod offsets;
 pub mod output;
+pub mod plan;
 pub mod procfs;
 pub mod tracefs;
 
