@@ -11,6 +11,7 @@ pub mod diag;
 pub mod driver;
 pub mod elf;
 pub mod events;
+pub mod exporter;
 pub mod heatmap;
 pub mod histogram;
 pub mod lifetime;
