@@ -253,11 +253,7 @@ impl Exporter {
         all.extend_from_slice(args);
         let mut running = Running::start("ebpf-tools-exporter", &all, "ebpf-tools-exporter: serving");
         let said = running.stderr_so_far().to_owned();
-        let address = said
-            .lines()
-            .find_map(|l| l.split_once(": serving ")?.1.split_once(" on ")?.1.split([' ', ',']).next())
-            .unwrap_or_else(|| panic!("no address in: {said}"))
-            .to_owned();
+        let address = serving_address(&said).unwrap_or_else(|| panic!("no address in: {said}"));
         Exporter { running, address }
     }
 
@@ -271,6 +267,15 @@ impl Exporter {
         .expect("scraping the exporter");
         (status, String::from_utf8_lossy(&body).into_owned())
     }
+}
+
+/// The (first) address the exporter serves on, from its stderr line
+/// `ebpf-tools-exporter: serving http on ADDRESS (...)`.
+pub fn serving_address(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find_map(|l| l.split_once(": serving ")?.1.split_once(" on ")?.1.split([' ', ',']).next())
+        .map(str::to_owned)
 }
 
 /// Sends one raw HTTP/1.1 request on a new connection and reads the reply

@@ -338,9 +338,7 @@ fn native_message(h: &Histogram, schema: i32) -> Proto {
     for &(index, count) in &buckets {
         match next_index {
             Some(next) if index - next <= 2 => {
-                for _ in next..index {
-                    counts.push(0);
-                }
+                counts.extend(std::iter::repeat_n(0, (index - next) as usize));
                 spans.last_mut().expect("a span is open").1 += (index - next) as u32 + 1;
             }
             Some(next) => spans.push((index - next, 1)),

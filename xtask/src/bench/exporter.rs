@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use integration_tests::http_request;
+use integration_tests::{http_request, serving_address};
 
 use super::{stat, workload, Bench, Contender, BENCHMARKS, EXPORTER};
 
@@ -84,10 +84,7 @@ fn wait_for_address(stderr: &std::path::Path) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let said = fs::read_to_string(stderr).unwrap_or_default();
-        let address = said.lines().find_map(|l| {
-            l.split_once(": serving ")?.1.split_once(" on ")?.1.split([' ', ',']).next().map(str::to_owned)
-        });
-        if let Some(address) = address {
+        if let Some(address) = serving_address(&said) {
             return Ok(address);
         }
         if Instant::now() > deadline {
