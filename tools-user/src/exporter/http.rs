@@ -138,9 +138,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         served += 1;
         let head_only = request.method == "HEAD";
-        // A body is never read: the connection cannot be reused after one.
-        let keep_alive = request.keep_alive && !request.has_body;
         let response = respond(&request, web, exporter).await;
+        // A body is never read: the connection cannot be reused after one.
+        // Nor after an error: a client that asks for what is not served
+        // gets no connection to hold.
+        let keep_alive = request.keep_alive && !request.has_body && response.status < 400;
         write(&mut stream, &response, head_only, keep_alive, web).await?;
         if !keep_alive {
             return Ok(());
