@@ -103,9 +103,10 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf>, runtime: &Runtime
                 ..Default::default()
             };
             let (config, rungs) = biolatency::plan(&plan_options, btf.as_ref())?;
-            // Disks × operations × the slots each uses.
-            let sizes = [(tools_common::map_names::KEYED_HIST, 65536)];
-            let (mut loaded, programs) = attach(ebpf_object!("biolatency"), &config, &sizes, rungs, runtime)?;
+            // The keyed table keeps the object's 16384 (disk, operation, slot)
+            // entries, as biolatency -D -F: 8 bytes per entry per CPU of
+            // kernel memory; what does not fit is counted as lost.
+            let (mut loaded, programs) = attach(ebpf_object!("biolatency"), &config, &[], rungs, runtime)?;
             let maps = HistogramMaps::take(&mut loaded.ebpf, true, false)?;
             let operations = match flag_names {
                 Ok(names) if RUNGS_WITH_FLAGS.contains(&loaded.rung) => Some(names),
