@@ -266,11 +266,14 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
         bench.settings.run_secs
     );
     report += &sections;
-    report += "## Startup: exec to the first line of output, on a pty (ms)\n\n";
-    report += "| tool | ours | libbpf-tools | ours / libbpf-tools |\n|---|---|---|---|\n";
-    report += &startup;
+    if !startup.is_empty() {
+        report += "## Startup: exec to the first line of output, on a pty (ms)\n\n";
+        report += "| tool | ours | libbpf-tools | ours / libbpf-tools |\n|---|---|---|---|\n";
+        report += &startup;
+    }
     let _ =
         writeln!(report, "\n## Memory: max RSS over the {} s runs under the workload (MB)\n", bench.settings.run_secs);
+    report += "For the exporter's rows, the libbpf-tools column is our command-line tool's.\n\n";
     report += "| tool | ours | libbpf-tools | floor | ours / libbpf-tools |\n|---|---|---|---|---|\n";
     report += &memory;
     if benchmarks.iter().any(|b| b.tool == "execsnoop") {

@@ -134,10 +134,7 @@ fn tools() -> Result<Vec<String>> {
 /// Sets up (cheap when done), builds the tools in release, returns their directory.
 fn build() -> Result<PathBuf> {
     setup::setup()?;
-    run(Command::new(env!("CARGO"))
-        .current_dir(workspace())
-        .args(["build", "--release", "-p", "tools-user"])
-        .env("EBPF_TOOLS_REVISION", revision()))?;
+    run(Command::new(env!("CARGO")).current_dir(workspace()).args(["build", "--release", "-p", "tools-user"]))?;
     Ok(workspace().join("target/release"))
 }
 
@@ -151,23 +148,8 @@ fn test(args: &[String]) -> Result<PathBuf> {
         // --release: the same build as the tools, so the eBPF crate is built once.
         .args(["test", "--release", "--workspace", "--exclude", "tools-ebpf", "--"])
         .args(args)
-        .env("EBPF_TOOLS_BIN_DIR", &bin_dir)
-        // As in `build`: a different value would rebuild the tools.
-        .env("EBPF_TOOLS_REVISION", revision()))?;
+        .env("EBPF_TOOLS_BIN_DIR", &bin_dir))?;
     Ok(bin_dir)
-}
-
-/// The commit the tools are built from (the exporter's `build_info`), or
-/// "unknown" outside a git checkout.
-fn revision() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(workspace())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn require_root(why: &str) -> Result<()> {

@@ -99,7 +99,9 @@ impl Exporter {
         scrape.number(
             "ebpf_tools_build_info",
             Kind::Info,
-            "The exporter's version and the commit it was built from.",
+            "The exporter's version, and the commit it was built from where the build said \
+             (EBPF_TOOLS_REVISION at build time: a package build sets it; a development build, whose every \
+             commit would otherwise rebuild the tools, does not).",
             vec![
                 ("version", env!("CARGO_PKG_VERSION").into()),
                 ("revision", option_env!("EBPF_TOOLS_REVISION").unwrap_or("unknown").into()),
