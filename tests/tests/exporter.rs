@@ -266,6 +266,7 @@ impl Drop for Credentials {
 
 #[test]
 fn tls_and_basic_auth() {
+    let _serial = serial();
     let credentials = Credentials::make();
     let exporter = Exporter::start(&["--tools", "runqlat", "--web.config.file", &credentials.path("web.yml")]);
     let url = format!("https://{}/metrics", exporter.address);
@@ -292,6 +293,7 @@ fn tls_and_basic_auth() {
 
 #[test]
 fn only_get_of_two_paths_and_stalled_clients_block_nobody() {
+    let _serial = serial();
     let exporter = Exporter::start(&["--tools", "runqlat"]);
     let request = |text: &str| http_request(&exporter.address, text).expect("request");
     assert_eq!(request("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").0, 404);
@@ -367,6 +369,7 @@ fn mistakes_are_refused_clearly() {
 
 #[test]
 fn a_tool_that_cannot_attach_is_named_and_the_others_serve() {
+    let _serial = serial();
     // biolatency has a rung runqlat lacks: forced, runqlat cannot attach.
     let mut exporter = Exporter::start(&["--rung", "tracepoint_io"]);
     let said = exporter.running.stderr_so_far().to_owned();
