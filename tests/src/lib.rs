@@ -73,14 +73,6 @@ pub fn run(tool: &str, args: &[&str]) -> Output {
     run_without(tool, args, &[])
 }
 
-/// Runs `tool args...` expecting it to refuse: a non-zero exit and
-/// `message` on stderr.
-pub fn assert_refused(tool: &str, args: &[&str], message: &str) {
-    let out = run(tool, args);
-    assert_ne!(out.code(), Some(0), "{args:?}: {out:?}");
-    assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
-}
-
 /// As [`run`], without the environment variables `unset`.
 pub fn run_without(tool: &str, args: &[&str], unset: &[&str]) -> Output {
     let mut command = Command::new(tool_path(tool));
@@ -98,13 +90,13 @@ pub fn run_without(tool: &str, args: &[&str], unset: &[&str]) -> Output {
 impl Running {
     /// Starts the tool and waits until it printed `ready` (its banner) on
     /// stdout or stderr: from then on its programs are attached.
-    pub fn start(tool: &str, args: &[&str], ready: &str) -> Running {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(tool: &str, args: &[S], ready: &str) -> Running {
         Self::start_without(tool, args, ready, &[])
     }
 
     /// As [`Running::start`], without the environment variables `unset`
     /// (the kernel matrix sets some for every tool).
-    pub fn start_without(tool: &str, args: &[&str], ready: &str, unset: &[&str]) -> Running {
+    pub fn start_without<S: AsRef<std::ffi::OsStr>>(tool: &str, args: &[S], ready: &str, unset: &[&str]) -> Running {
         let mut command = Command::new(tool_path(tool));
         for var in unset {
             command.env_remove(var);
@@ -181,6 +173,11 @@ impl Running {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Whether the tool has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends `signal` and collects everything the tool printed until it exits.
@@ -301,21 +298,16 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// `wrapper` runs before the workload (e.g. `unshare --pid --fork`).
+    /// `wrapper` runs the workload: `unshare --pid --fork`, `env VAR=value`.
     pub fn with_wrapper(wrapper: &[&str], args: &[&str]) -> Workload {
-        Self::spawn(wrapper, &[], args)
-    }
-
-    /// With these environment variables set (`LD_LIBRARY_PATH`, ...).
-    pub fn with_env(env: &[(&str, &str)], args: &[&str]) -> Workload {
-        Self::spawn(&[], env, args)
+        Self::spawn(wrapper, args)
     }
 
     pub fn new(args: &[&str]) -> Workload {
-        Self::spawn(&[], &[], args)
+        Self::spawn(&[], args)
     }
 
-    fn spawn(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Workload {
+    fn spawn(wrapper: &[&str], args: &[&str]) -> Workload {
         // Built beside the test executables (target/<profile>/workload).
         let deps = std::env::current_exe().expect("test executable");
         let exe = deps.parent().and_then(|d| d.parent()).expect("target dir").join("workload");
@@ -327,7 +319,6 @@ impl Workload {
             }
             None => Command::new(exe),
         };
-        cmd.envs(env.iter().copied());
         let mut child = cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn workload");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(BufReader::new);
@@ -357,6 +348,15 @@ impl Workload {
         if let Some(mut stdin) = self.stdin.take() {
             stdin.write_all(b"g").expect("start workload");
         }
+    }
+
+    /// Lets the workload go while `tool` traces it, waits for it to end,
+    /// gives the tool a moment to print what it saw, and interrupts it.
+    pub fn traced_by(&mut self, tool: Running) -> Output {
+        self.go();
+        self.wait(Duration::from_secs(30));
+        thread::sleep(Duration::from_millis(300));
+        tool.interrupt()
     }
 
     /// Waits for a workload that ends by itself.
@@ -415,6 +415,18 @@ pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let out = python.wait_with_output().unwrap();
     assert!(out.status.success(), "python3's csv module refused:\n{text}");
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `args` with each placeholder replaced by its value: a PID or a port
+/// known only once the workload has started.
+pub fn filled_in(args: &[&str], values: &[(&str, &str)]) -> Vec<String> {
+    args.iter().map(|a| values.iter().fold(a.to_string(), |a, (name, value)| a.replace(name, value))).collect()
+}
+
+/// Every line of a `--json` output as a JSON value; a line that is not
+/// JSON fails the test, with the line.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
 /// Reads a whole file to a string, for /proc lookups.

@@ -45,10 +45,6 @@ fn text(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-fn records(capture: &str) -> Vec<Value> {
-    capture.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
 /// Draws `capture` with `args`; returns the SVG, after checking the exit
 /// status, that nothing but `warning` (if any) was said, and the XML.
 fn draw(dir: &TempDir, capture: &Path, args: &[&str], warning: Option<&str>) -> String {
@@ -283,7 +279,7 @@ fn runqlat_under_contention_drawn_live_and_from_its_capture_then_seen_in_a_brows
     assert_eq!(out.code(), Some(0), "{out:?}");
     let capture = dir.file("runqlat.jsonl");
     fs::write(&capture, &out.stdout).unwrap();
-    let records = records(&out.stdout);
+    let records = json_lines(&out.stdout);
     let histograms = histograms(&records);
     assert_eq!(histograms.len(), 4, "{}", out.stdout);
 
@@ -348,7 +344,7 @@ fn biolatency_per_disk_series_and_a_live_picture_left_by_ctrl_c() {
     assert_eq!(out.code(), Some(0), "{out:?}");
     let capture = dir.file("biolatency.jsonl");
     fs::write(&capture, &out.stdout).unwrap();
-    let records = records(&out.stdout);
+    let records = json_lines(&out.stdout);
     let histograms = histograms(&records);
     for (dev, expected) in [(&a, 150), (&b, 30)] {
         let key = format!("disk={}", dev.name());
@@ -431,7 +427,7 @@ fn a_kill_mid_line_leaves_a_drawable_capture_and_a_whole_live_picture() {
     let path = dir.file("cut.jsonl");
     fs::write(&path, &capture).unwrap();
     let lines = capture.lines().count();
-    let whole = records(&capture[..capture.rfind('\n').unwrap()]);
+    let whole = json_lines(&capture[..capture.rfind('\n').unwrap()]);
     let svg = draw(&dir, &path, &[], Some(&format!("warning: line {lines} is cut short")));
     assert_counts_per_interval(&svg, &histograms(&whole), &|_| true);
 
@@ -547,9 +543,10 @@ fn bad_input_is_a_clear_error_naming_the_line() {
     fs::write(&path, format!("{tcplife}{ext4}")).unwrap();
     let svg = draw(&dir, &path, &["--tool", "ext4slower", "--bin", "1"], None);
     assert!(svg.contains("<title>ext4slower on testhost"));
-    // A missing file is not bad input but an error: status 1.
+    // A capture that does not exist is a file the user named wrongly: status 2.
     let out = run("ebpf-tools-heatmap", &["/nonexistent/capture.jsonl"]);
-    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("/nonexistent/capture.jsonl"), "{out:?}");
 }
 
 /// Without a capture record, the title takes the host and kernel from flags,

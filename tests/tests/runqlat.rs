@@ -6,9 +6,16 @@ use integration_tests::*;
 
 const READY: &str = "Tracing run queue latency... Hit Ctrl-C to end.";
 
+/// The fewest wakeups two spinners sharing a CPU make in two seconds: a few
+/// hundred on real hardware, fewer in an emulated guest whose clock runs
+/// ahead of the work it gets done (the matrix lowers it there).
+fn min_samples() -> u64 {
+    std::env::var("EBPF_TOOLS_TEST_MIN_WAKEUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
+}
+
 fn assert_contention_table(table: &Table) {
     let total = table.total();
-    assert!((100..=2000).contains(&total), "expected a few hundred samples, got {total}: {table:?}");
+    assert!((min_samples()..=2000).contains(&total), "expected a few hundred samples, got {total}: {table:?}");
     let slow = table.at_or_above(1024);
     assert!(slow * 100 >= total * 80, "only {slow} of {total} samples at or above 1024 usecs: {table:?}");
     table.assert_summary_consistent();
@@ -189,7 +196,7 @@ fn milliseconds() {
     let tables = parse_tables(&out.stdout);
     let table = &tables[0].1;
     assert_eq!(table.unit, "msecs");
-    assert!((100..=2000).contains(&table.total()), "{table:?}");
+    assert!((min_samples()..=2000).contains(&table.total()), "{table:?}");
     // Rows are in msecs, and row "0 -> 1" holds everything below 2 ms: the
     // median waits at least 1 ms (values are truncated to the unit).
     assert!(table.summary.expect("summary")[1] >= 1, "{table:?}");
@@ -220,8 +227,7 @@ fn json_lines_parse_and_match_the_text() {
     let json = Running::start("runqlat", &["--json", "-p", &pid, "2", "1"], READY);
     let text = Running::start("runqlat", &["-p", &pid, "2", "1"], READY);
     let (json, text) = (json.wait(Duration::from_secs(10)), text.wait(Duration::from_secs(10)));
-    let records: Vec<serde_json::Value> =
-        json.stdout.lines().map(|l| serde_json::from_str(l).expect("valid JSON")).collect();
+    let records = json_lines(&json.stdout);
     assert_eq!(records.len(), 2, "the capture record, then one histogram per interval: {}", json.stdout);
     let capture = &records[0];
     assert_eq!((capture["type"].as_str(), capture["tool"].as_str()), (Some("capture"), Some("runqlat")));
@@ -303,25 +309,6 @@ fn a_closed_stdout_ends_the_tool_quietly() {
     assert_eq!(out.stderr, "");
 }
 
-#[test]
-fn bad_input_is_a_clear_error() {
-    for (args, message) in [
-        (&["-P", "-L"][..], "cannot be used with"),
-        (&["-P", "--pidnss"], "cannot be used with"),
-        (&["-L", "--pidnss"], "cannot be used with"),
-        (&["-p", "abc"], "'abc' is not a PID"),
-        (&["-p", "0"], "idle task"),
-        (&["-p", "4194304"], "no process with PID 4194304"),
-        (&["1", "2", "3"], "unexpected argument"),
-        (&["x"], "invalid value 'x'"),
-        (&["--rung", "nosuch"], "unknown rung"),
-        (&["-c", "/nonexistent/cgroup"], "/nonexistent/cgroup"),
-        (&["-c", "/tmp"], "not a cgroup v2 directory"),
-    ] {
-        assert_refused("runqlat", args, message);
-    }
-}
-
 /// A kernel without BTF (forced): offsets come from a BTF file passed with
 /// --btf; without one, the tracepoint rung still serves -p, and flags that
 /// need a task's struct say so.
@@ -356,4 +343,16 @@ fn without_kernel_btf() {
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("--btf FILE"), "{}", out.stderr);
     let _ = std::fs::remove_file(&file);
+}
+
+/// As BCC's Python runqlat: a count of 0 never runs out (until Ctrl-C).
+#[test]
+fn a_count_of_zero_runs_until_interrupted() {
+    let _serial = serial();
+    let mut tool = Running::start("runqlat", &["1", "0"], READY);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(tool.is_running(), "runqlat 1 0 ended by itself");
+    let out = tool.interrupt();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(parse_tables(&out.stdout).len() >= 2, "{}", out.stdout);
 }

@@ -9,9 +9,8 @@ use crate::btf::Btf;
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// The filter for `path`: checks it is a cgroup v2 directory and resolves
-/// the struct members the kernel side walks (see [`CgroupFilter`]).
-pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
+/// Checks that `path` is a cgroup v2 directory.
+pub fn check_dir(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("cgroup {}", path.display()))?;
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     // SAFETY: statfs fills the struct it is given.
@@ -22,6 +21,14 @@ pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
     {
         bail!("{} is not a cgroup v2 directory", path.display());
     }
+    Ok(())
+}
+
+/// The filter for `path` (a cgroup v2 directory, see [`check_dir`]): its
+/// inode, and the struct members the kernel side walks (see [`CgroupFilter`]).
+pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
+    check_dir(path)?;
+    let ino = std::fs::metadata(path)?.ino() as u32;
     let btf = btf.context("-c reads the task's cgroup, which needs kernel BTF")?;
-    Ok(CgroupFilter { ino: meta.ino() as u32, ..crate::offsets::cgroup_walk(btf)? })
+    Ok(CgroupFilter { ino, ..crate::offsets::cgroup_walk(btf)? })
 }

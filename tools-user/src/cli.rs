@@ -117,3 +117,9 @@ impl EventArgs {
         }
     }
 }
+
+/// `-c PATH`: a cgroup v2 directory (checked here, so a file, a plain
+/// directory or a cgroup v1 path is bad input, exit status 2).
+pub fn cgroup_dir(path: &str) -> Result<std::path::PathBuf, String> {
+    crate::cgroup::check_dir(std::path::Path::new(path)).map(|()| path.into()).map_err(|e| format!("{e:#}"))
+}

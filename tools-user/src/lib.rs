@@ -9,7 +9,6 @@ pub mod cli;
 pub mod columns;
 pub mod diag;
 pub mod driver;
-pub mod elf;
 pub mod events;
 pub mod exporter;
 pub mod heatmap;
@@ -21,6 +20,8 @@ pub mod output;
 pub mod plan;
 pub mod procfs;
 pub mod tracefs;
+
+pub use tools_parse::elf;
 
 /// The eBPF objects of a tool, built by `build.rs` and embedded in the binary.
 #[macro_export]

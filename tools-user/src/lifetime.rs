@@ -40,14 +40,31 @@ pub fn main_with(name: &'static str, body: impl FnOnce() -> Result<ExitCode>) ->
         Ok(code) => code,
         Err(err) if err.is::<Closed>() => ExitCode::SUCCESS,
         Err(err) if err.is::<BadInput>() => {
-            note(&format!("{}: error: {err:#}", tool_name()));
+            note(&format!("{}: error: {}", tool_name(), chain(&err)));
             ExitCode::from(EXIT_BAD_INPUT)
         }
         Err(err) => {
-            note(&format!("{}: error: {err:#}", tool_name()));
+            note(&format!("{}: error: {}", tool_name(), chain(&err)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes as one line, `a: b: c`, without a cause that the
+/// line already says (aya's errors repeat their source in their own text).
+fn chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// A single-threaded runtime: the tools wait on timers, signals and rings;

@@ -222,6 +222,30 @@ fn raise_memlock() {
     log::info!("RLIMIT_MEMLOCK stays limited: {}", io::Error::last_os_error());
 }
 
+/// Whether this process may load and attach tracing programs: root, or
+/// CAP_BPF with CAP_PERFMON (5.8+), or CAP_SYS_ADMIN. Asked before anything
+/// is loaded, so the answer is one clear line, not a map-creation error.
+fn check_privilege() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    // struct __user_cap_header_struct { version, pid } and two data blocks
+    // of { effective, permitted, inheritable }.
+    let mut header = [0x2008_0522u32, 0];
+    let mut data = [[0u32; 3]; 2];
+    // SAFETY: capget fills the buffers it is given (version 3: two blocks).
+    let ret = unsafe { libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) };
+    if ret != 0 {
+        // Cannot tell: let the kernel answer when the maps are created.
+        return Ok(());
+    }
+    let has = |cap: u32| data[(cap / 32) as usize][0] & (1 << (cap % 32)) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("this needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run it with sudo")
+}
+
 /// Tests hide the kernel's BTF (`--hide-kernel-btf`): fentry then has none.
 static KERNEL_BTF_HIDDEN: AtomicBool = AtomicBool::new(false);
 
@@ -248,6 +272,7 @@ pub fn load_with<C: Pod>(
     runtime: &RuntimeArgs,
     fill: impl FnOnce(&mut Ebpf) -> Result<()>,
 ) -> Result<Loaded> {
+    check_privilege()?;
     raise_memlock();
     KERNEL_BTF_HIDDEN.store(runtime.hide_kernel_btf, Ordering::Relaxed);
     let started = Instant::now();
@@ -278,7 +303,8 @@ pub fn load_with<C: Pod>(
     if let Some(forced) = &runtime.rung {
         if !rungs.iter().any(|r| r.name == forced) {
             let names: Vec<_> = rungs.iter().map(|r| r.name).collect();
-            return Err(anyhow!("unknown rung {forced:?}; this tool has {}", names.join(", ")));
+            let why = format!("unknown rung {forced:?}; this tool has {}", names.join(", "));
+            return Err(crate::lifetime::BadInput(why).into());
         }
     }
 

@@ -1,14 +1,16 @@
-//! /proc readers, bounded: what processes exist and which files they map.
+//! /proc (and /sys) readers, bounded: what processes exist, which files
+//! they map, and the small files the tools size their tables from.
 
-use std::{fs, io::Read as _, path::PathBuf};
+use std::{fs, io::Read as _};
 
 use anyhow::{Context as _, Result};
+pub use tools_parse::maps::{parse_maps, Mapped};
 
 /// The most of a /proc file read: a process's maps run to a few hundred
 /// KB at most; beyond this the rest is ignored.
 const MAX_READ: u64 = 16 << 20;
 
-/// Reads a /proc file, at most [`MAX_READ`] bytes.
+/// Reads a /proc or /sys file, at most [`MAX_READ`] bytes.
 pub fn read(path: &str) -> Result<String> {
     let mut text = String::new();
     fs::File::open(path)
@@ -25,57 +27,10 @@ pub fn pids() -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
-/// A file mapped into a process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapped {
-    /// The file's device (as `st_dev`) and inode: one file, whatever its names.
-    pub dev: u64,
-    pub ino: u64,
-    /// Its path in the process's mount namespace.
-    pub path: String,
-    pub pid: u32,
-}
-
-impl Mapped {
-    /// The path that reaches it from here, through the process's root
-    /// (a container's files are in its own mount namespace).
-    pub fn reachable(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root{}", self.pid, self.path))
-    }
-}
-
 /// The files `pid` maps, each once, whose name passes `wanted`.
 pub fn mapped_files(pid: u32, wanted: impl Fn(&str) -> bool) -> Result<Vec<Mapped>> {
     let maps = read(&format!("/proc/{pid}/maps"))?;
     Ok(parse_maps(&maps, pid, wanted))
-}
-
-/// `/proc/PID/maps`: `start-end perms offset major:minor inode path`.
-pub fn parse_maps(maps: &str, pid: u32, wanted: impl Fn(&str) -> bool) -> Vec<Mapped> {
-    let mut files: Vec<Mapped> = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.splitn(6, ' ');
-        let (Some(_), Some(_), Some(_), Some(dev), Some(ino), Some(path)) =
-            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let path = path.trim_start();
-        let Ok(ino) = ino.parse::<u64>() else { continue };
-        // Anonymous and special mappings, and files replaced since mapped.
-        if ino == 0 || !path.starts_with('/') || path.ends_with(" (deleted)") || !wanted(path) {
-            continue;
-        }
-        let Some((major, minor)) = dev.split_once(':') else { continue };
-        let (Ok(major), Ok(minor)) = (u32::from_str_radix(major, 16), u32::from_str_radix(minor, 16)) else {
-            continue;
-        };
-        let dev = libc::makedev(major, minor);
-        if !files.iter().any(|f| f.dev == dev && f.ino == ino) {
-            files.push(Mapped { dev, ino, path: path.to_owned(), pid });
-        }
-    }
-    files
 }
 
 #[cfg(test)]
@@ -87,21 +42,5 @@ mod tests {
         let files = mapped_files(std::process::id(), |p| p.contains("libc")).unwrap();
         assert_eq!(files.iter().filter(|f| f.path.ends_with("libc.so.6")).count(), 1, "{files:?}");
         assert!(files[0].reachable().exists());
-    }
-
-    #[test]
-    fn odd_lines_are_skipped() {
-        let maps = "7f00-7f01 r-xp 00000000 fe:00 42 /lib/libc.so.6\n\
-                    garbage\n\
-                    7f01-7f02 rw-p 00000000 00:00 0 \n\
-                    7f02-7f03 r-xp 00000000 fe:00 43 /tmp/libc.so.6 (deleted)\n\
-                    7f03-7f04 r-xp 00000000 zz:00 44 /x/libc.so\n\
-                    7f04-7f05 r--p 00001000 fe:00 42 /lib/libc.so.6\n";
-        let files = parse_maps(maps, 1, |_| true);
-        assert_eq!(files.len(), 1);
-        assert_eq!(
-            (files[0].ino, files[0].dev, files[0].path.as_str()),
-            (42, libc::makedev(0xfe, 0), "/lib/libc.so.6")
-        );
     }
 }

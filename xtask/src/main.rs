@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <command>`.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod vm;
 
@@ -66,6 +67,15 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz the parsers of outside input (BTF, ELF, tracefs formats, /proc
+    /// maps) with libFuzzer; a fault's input is kept in fuzz/regressions.
+    Fuzz {
+        /// One target (btf, elf, tracefs_format, proc_maps); all when omitted.
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build and copy the tool binaries into PREFIX/bin.
     Install {
         #[arg(long, default_value = "/usr/local")]
@@ -93,7 +103,9 @@ fn main() -> Result<()> {
             }
             // One short round: the harness still works (no number can fail it).
             bench::bench(&bin_dir, &bench::Options { tool: None, quick: true })?;
-            vm::vm_test(&vm::KERNELS.map(String::from), None)
+            vm::vm_test(&vm::KERNELS.map(String::from), None)?;
+            // Last: the matrix has fetched its kernels, whose BTF seeds the BTF target.
+            fuzz::fuzz(None, 60)
         }
         Cmd::VmTest { kernel, tool } => {
             setup::setup()?;
@@ -111,6 +123,10 @@ fn main() -> Result<()> {
             let bin_dir = build()?;
             require_root("the benchmarks load BPF programs")?;
             bench::bench(&bin_dir, &bench::Options { tool, quick })
+        }
+        Cmd::Fuzz { target, seconds } => {
+            setup::setup()?;
+            fuzz::fuzz(target.as_deref(), seconds)
         }
         Cmd::Install { prefix } => install(&prefix),
     }

@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::run;
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 /// Debian packages the tests, tools and benchmarks need, keyed by a command
 /// they provide (an absolute path where the name alone could be ours).
@@ -127,6 +128,20 @@ fn nightly_libllvm() -> Result<PathBuf> {
         }
     }
     bail!("no libLLVM.so.*-rust-* in {}", lib.display())
+}
+
+/// cargo-fuzz, built once and cached beside bpf-linker (it drives libFuzzer
+/// on the nightly toolchain for `cargo xtask fuzz`).
+pub fn install_cargo_fuzz() -> Result<PathBuf> {
+    let root = cache_dir().join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
+    let bin = root.join("bin/cargo-fuzz");
+    if !bin.exists() {
+        println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+        run(Command::new("cargo")
+            .args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION, "--root"])
+            .arg(&root))?;
+    }
+    Ok(bin)
 }
 
 fn install_apt_packages() -> Result<()> {

@@ -15,10 +15,13 @@ pub mod programs {
 /// Bytes kept of the file name as passed to exec.
 pub const FILENAME_SIZE: usize = 256;
 /// Bytes kept of the argument strings (NUL-separated): a power of two, so
-/// the kernel side can bound reads with a mask.
-pub const ARGS_SIZE: usize = 8192;
+/// the kernel side can bound reads with a mask. The event is built in a
+/// per-CPU map value, which the kernel caps at 32 KB: 16 KB of arguments
+/// is the most that fits beside the rest, rounded to a power of two.
+pub const ARGS_SIZE: usize = 16384;
 /// Arguments read one by one from a failed exec's argv (successful execs
-/// read the new process's whole argument area at once).
+/// read the new process's whole argument area at once), each at most half
+/// of `ARGS_SIZE`: the loop is unrolled, and every read must stay inside.
 pub const FAILED_MAX_ARGS: usize = 32;
 
 /// `flags` bits of an [`ExecEvent`].

@@ -13,7 +13,22 @@ pub mod programs {
     pub const ENTRY_GETHOSTBYNAME2: &str = "gethostlatency_entry_gethostbyname2";
     /// Every function's return (what it was is known from its entry).
     pub const RETURN: &str = "gethostlatency_return";
+    /// Every exec, on sched/sched_process_exec: the process may now map
+    /// another C library.
+    pub const EXEC: &str = "gethostlatency_exec";
 }
+
+/// Map names (beside the shared event maps).
+pub mod maps {
+    /// Thread → its outermost resolver call in flight ([`super::Call`]).
+    pub const CALLS: &str = "CALLS";
+    /// Processes that exec'd since user space last looked.
+    pub const EXECS: &str = "EXECS";
+}
+
+/// Execs remembered between two looks of user space (each second); when
+/// the table is full user space reads every process again.
+pub const EXECS_SIZE: u32 = 4096;
 
 /// The functions traced, as BCC traces them.
 pub mod function {

@@ -18,6 +18,14 @@ pub mod programs {
     pub const KRET_ACCEPT: &str = "tcplife_kret_accept";
 }
 
+/// Map names (beside the shared event maps).
+pub mod maps {
+    /// Sessions open: socket → its start, owner and addresses; sized by user space.
+    pub const SESSIONS: &str = "SESSIONS";
+    /// `-L` then `-D` ports, one bit each.
+    pub const PORTS: &str = "PORTS";
+}
+
 /// TCP states (include/net/tcp_states.h), the same in every kernel.
 pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;

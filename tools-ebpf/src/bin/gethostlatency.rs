@@ -24,12 +24,14 @@ mod bpf {
             bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
             bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         },
-        macros::{map, uprobe},
+        macros::{map, tracepoint, uprobe},
         maps::{HashMap, PerCpuArray},
-        programs::{ProbeContext, RetProbeContext},
+        programs::{ProbeContext, RetProbeContext, TracePointContext},
         EbpfContext as _,
     };
-    use tools_common::gethostlatency::{function, programs, Call, Config, LookupEvent, HOST_SIZE, UNKNOWN_LIBRARY};
+    use tools_common::gethostlatency::{
+        function, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, HOST_SIZE, UNKNOWN_LIBRARY,
+    };
     use tools_ebpf::{check_name, config, count_drop, declare_config, emit, event_maps, event_programs};
 
     declare_config!(Config);
@@ -38,6 +40,22 @@ mod bpf {
     /// Thread → its outermost resolver call in flight.
     #[map]
     static CALLS: HashMap<u32, Call> = HashMap::with_max_entries(10240, 0);
+    check_name!(CALLS = maps::CALLS);
+
+    /// Processes that exec'd since user space last read this table (it
+    /// reads their mappings again, and empties it). When it is full, user
+    /// space reads every process.
+    #[map]
+    static EXECS: HashMap<u32, u8> = HashMap::with_max_entries(EXECS_SIZE, 0);
+    check_name!(EXECS = maps::EXECS);
+
+    #[tracepoint]
+    pub fn gethostlatency_exec(_ctx: TracePointContext) -> u32 {
+        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let _ = EXECS.insert(&pid, &0, 0);
+        0
+    }
+    check_name!(gethostlatency_exec = programs::EXEC);
 
     /// Where an event is built: too large for the BPF stack.
     #[map]

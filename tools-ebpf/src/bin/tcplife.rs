@@ -28,7 +28,7 @@ mod bpf {
         EbpfContext,
     };
     use tools_common::tcplife::{
-        owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
+        maps, owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
     };
     use tools_ebpf::{check_name, config, count_drop, declare_config, emit, event_maps, event_programs, read_field};
 
@@ -40,10 +40,12 @@ mod bpf {
     /// counted as lost.
     #[map]
     static SESSIONS: HashMap<u64, Session> = HashMap::with_max_entries(10240, 0);
+    check_name!(SESSIONS = maps::SESSIONS);
 
     /// `-L` then `-D` ports, one bit each.
     #[map]
     static PORTS: Array<u64> = Array::with_max_entries(2 * PORT_WORDS, 0);
+    check_name!(PORTS = maps::PORTS);
 
     type Ptr = *const u8;
     const AF_INET6: u16 = 10;

@@ -39,7 +39,7 @@ struct Args {
     #[arg(short = 'j')]
     j: bool,
     /// Trace I/O started by tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -71,8 +71,8 @@ fn main() -> ExitCode {
             unit_ns: args.hist.unit().1,
             ..Default::default()
         };
-        let btf = Btf::for_tool(&args.runtime);
-        let (config, rungs) = biolatency::plan(&options, btf.as_ref())?;
+        let btf = Btf::for_tool(&args.runtime)?;
+        let (config, rungs) = biolatency::plan(&options, &btf)?;
         let flag_names = if args.flags { Some(FlagNames::from_btf(btf.as_ref().ok())?) } else { None };
         drop(btf);
         let map_sizes = histogram::map_sizes(config.key_mode != 0);

@@ -138,8 +138,9 @@ fn main() -> ExitCode {
             hide_kernel_btf: args.hide_kernel_btf,
             perf_array: false,
         };
-        // Parsed once for every tool.
-        let btf = Btf::for_tool(&runtime);
+        // Parsed once for every tool; a --btf file that is not a kernel's
+        // BTF is refused (exit status 2) before anything is loaded.
+        let btf = Btf::for_tool(&runtime)?;
         let options = tools::Options {
             runqlat_max_processes: if args.per_process { args.max_processes } else { 0 },
             biolatency_queued: args.queued,

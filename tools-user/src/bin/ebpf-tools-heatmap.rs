@@ -14,7 +14,7 @@ use clap::Parser;
 use tools_user::{
     diag::{note, tool_name},
     heatmap::{self, Options},
-    lifetime,
+    lifetime::{self, BadInput},
 };
 
 /// Draw a latency heatmap (SVG: time across, latency up, colour by count)
@@ -47,7 +47,10 @@ fn main() -> ExitCode {
         let args = Args::parse();
         let mut input = Vec::new();
         match args.capture.as_deref().filter(|p| p.as_os_str() != "-") {
-            Some(path) => input = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            // The capture the user names is bad input if it cannot be read.
+            Some(path) => {
+                input = std::fs::read(path).map_err(|e| BadInput(format!("reading {}: {e}", path.display())))?
+            }
             None => {
                 std::io::stdin().read_to_end(&mut input).context("reading standard input")?;
             }

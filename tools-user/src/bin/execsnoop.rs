@@ -38,17 +38,17 @@ struct Args {
     #[arg(short = 'x', long = "fails")]
     fails: bool,
     /// Trace this UID only (a number or a user name).
-    #[arg(short = 'u', long = "uid", value_name = "USER")]
-    uid: Option<String>,
+    #[arg(short = 'u', long = "uid", value_name = "USER", value_parser = resolve_uid)]
+    uid: Option<u32>,
     /// Add quotemarks (") around arguments.
     #[arg(short = 'q', long = "quote")]
     quote: bool,
     /// Only print commands matching this name (regex), any argument.
-    #[arg(short = 'n', long = "name")]
-    name: Option<String>,
+    #[arg(short = 'n', long = "name", value_parser = regex)]
+    name: Option<Regex>,
     /// Only print commands where the arguments contain this line (regex).
-    #[arg(short = 'l', long = "line")]
-    line: Option<String>,
+    #[arg(short = 'l', long = "line", value_parser = regex)]
+    line: Option<Regex>,
     /// Print UID column.
     #[arg(short = 'U', long = "print-uid")]
     print_uid: bool,
@@ -65,7 +65,7 @@ struct Args {
     #[arg(long = "max-args", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     max_args: u32,
     /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     events: EventArgs,
@@ -94,14 +94,12 @@ fn main() -> ExitCode {
     lifetime::main_with("execsnoop", || {
         let args = Args::parse();
         diag::init_logging(args.runtime.verbose);
-        let name = args.name.as_deref().map(Regex::new).transpose().context("-n")?;
-        let line = args.line.as_deref().map(Regex::new).transpose().context("-l")?;
         let path = EventPath::choose(&args.runtime, &args.events);
         let (config, rungs) = plan(&args, &path)?;
         let loaded = loader::load(ebpf_object!("execsnoop"), &config, &path.max_entries(), rungs, &args.runtime)?;
         let format = args.events.format(&args.runtime);
         let mut tool = EventTool::new(columns(&args, format), "Tracing exec()s... Hit Ctrl-C to end.");
-        tool.filter = filter(name, line);
+        tool.filter = filter(args.name.clone(), args.line.clone());
         tool.inflight = "failed execs";
         events::run(tool, loaded, &path)
     })
@@ -169,7 +167,9 @@ fn filter<'a>(name: Option<Regex>, line: Option<Regex>) -> Option<Filter<'a, Exe
 }
 
 /// ARGS as BCC prints it: each argument escaped (quoted with -q) and cut at
-/// 127 bytes, at most --max-args of them, then `...` if more were passed.
+/// 127 bytes, at most --max-args of them, then ` ...` if more were passed.
+/// A cut argument ends in `...` of its own, so it cannot be read as one
+/// argument more.
 fn args_text(a: &Args, e: &ExecEvent) -> String {
     let shown = Exec::of(e).shown;
     let max = a.max_args as usize;
@@ -177,12 +177,15 @@ fn args_text(a: &Args, e: &ExecEvent) -> String {
         .iter()
         .take(max)
         .map(|arg| {
-            let escaped = output::escape(&arg[..arg.len().min(ARG_BYTES)]);
+            let cut = arg.len() > ARG_BYTES;
+            let mut escaped = output::escape(&arg[..arg.len().min(ARG_BYTES)]);
             if a.quote {
-                format!("\"{}\"", escaped.replace('"', "\\\""))
-            } else {
-                escaped
+                escaped = format!("\"{}\"", escaped.replace('"', "\\\""));
             }
+            if cut {
+                escaped.push_str("...");
+            }
+            escaped
         })
         .collect();
     if shown.len() > max || e.flags & event_flags::ARGS_TRUNCATED != 0 {
@@ -238,7 +241,8 @@ fn split_strings(bytes: &[u8]) -> Vec<&[u8]> {
 /// The configuration and the one rung: `sched_process_exec`, with the
 /// exec syscalls' tracepoints for -x.
 fn plan(args: &Args, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
-    let btf = Btf::for_tool(&args.runtime)
+    let btf = Btf::for_tool(&args.runtime)?
+        .map_err(anyhow::Error::msg)
         .context("execsnoop reads the parent and the new argument area through kernel BTF")?;
     let mut config = Config {
         task: offsets::task(&btf)?,
@@ -247,8 +251,8 @@ fn plan(args: &Args, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
         ppid: args.ppid.unwrap_or(0),
         ..Config::default()
     };
-    if let Some(user) = &args.uid {
-        config.uid = resolve_uid(user)?;
+    if let Some(uid) = args.uid {
+        config.uid = uid;
         config.filter_uid = 1;
     }
     if let Some(path) = &args.cgroup {
@@ -292,15 +296,19 @@ fn syscall_fields(config: &mut Config) -> Result<()> {
 }
 
 /// A UID, or a user name looked up in the passwd database.
-fn resolve_uid(user: &str) -> Result<u32> {
+fn resolve_uid(user: &str) -> Result<u32, String> {
     if let Ok(uid) = user.parse() {
         return Ok(uid);
     }
-    let c_user = std::ffi::CString::new(user)?;
+    let c_user = std::ffi::CString::new(user).map_err(|_| format!("no such user '{user}'"))?;
     // SAFETY: getpwnam returns NULL or a pointer to a static record, read at once.
     let pw = unsafe { libc::getpwnam(c_user.as_ptr()) };
     if pw.is_null() {
-        bail!("no such user '{user}'");
+        return Err(format!("no such user '{user}'"));
     }
     Ok(unsafe { (*pw).pw_uid })
+}
+
+fn regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| e.to_string())
 }

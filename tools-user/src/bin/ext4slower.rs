@@ -17,7 +17,7 @@ use tools_user::{
     driver::events::{self, EventTool},
     ebpf_object,
     events::EventPath,
-    lifetime,
+    lifetime::{self, BadInput},
     loader::{self, Attach, Rung},
     offsets,
     output::{self, cstr, Format},
@@ -47,7 +47,7 @@ struct Args {
     #[arg(short = 't', long = "type", value_name = "FS", value_parser = filesystem_names())]
     fs_type: Option<String>,
     /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     events: EventArgs,
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
         diag::init_logging(args.runtime.verbose);
         let fs_name = args.fs_type.clone().unwrap_or_else(|| name.trim_end_matches("slower").to_owned());
         let Some(fs) = FILESYSTEMS.iter().find(|fs| fs.name == fs_name) else {
-            bail!("fsslower traces one filesystem: name it with -t");
+            return Err(BadInput("fsslower traces one filesystem: name it with -t".into()).into());
         };
         let min_ms = args.min_ms.or(args.min).unwrap_or(10);
         let path = EventPath::choose(&args.runtime, &args.events);
@@ -200,8 +200,9 @@ fn op_name(op: u32) -> &'static str {
 
 /// The configuration and the rungs, best first.
 fn plan(args: &Args, fs: &Fs, min_ms: u64, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
-    let btf =
-        Btf::for_tool(&args.runtime).context("the file behind an operation is read through kernel BTF offsets")?;
+    let btf = Btf::for_tool(&args.runtime)?
+        .map_err(anyhow::Error::msg)
+        .context("the file behind an operation is read through kernel BTF offsets")?;
     let mut config = Config {
         min_ns: min_ms.saturating_mul(1_000_000),
         target_tgid: args.pid.pid.unwrap_or(0),

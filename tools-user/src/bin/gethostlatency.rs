@@ -3,8 +3,9 @@
 //! use, not one: glibc and musl, a container's, a copy beside a binary.
 //! Libraries are found through /proc/*/maps, opened through the process's
 //! root, told apart by device and inode, recognised by the resolver
-//! functions they export, and probed once each; the scan repeats every
-//! second, so a library that appears later is probed within about one.
+//! functions they export, and probed once each. The scan repeats every
+//! second, over new processes and those that exec'd (a tracepoint says
+//! which), so a library that appears later is probed within about one.
 
 use std::{
     cell::RefCell,
@@ -20,7 +21,7 @@ use aya::Ebpf;
 use clap::Parser;
 use serde_json::Value;
 use tools_common::gethostlatency::{
-    cookie as attach_cookie, function, programs, Call, Config, LookupEvent, UNKNOWN_LIBRARY,
+    cookie as attach_cookie, function, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, UNKNOWN_LIBRARY,
 };
 use tools_user::{
     btf::Btf,
@@ -31,7 +32,7 @@ use tools_user::{
     ebpf_object,
     elf::Elf,
     events::EventPath,
-    lifetime,
+    lifetime::{self, BadInput},
     loader::{self, Attach, Rung, Uprobe, UprobeAt},
     output::{self, cstr, Format},
     procfs,
@@ -48,7 +49,7 @@ struct Args {
     #[arg(short = 'l', long = "libc", value_name = "PATH")]
     libc: Vec<PathBuf>,
     /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<PathBuf>,
     #[command(flatten)]
     events: EventArgs,
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
         let config = Config {
             target_tgid: args.pid.pid.unwrap_or(0),
             cgroup: match &args.cgroup {
-                Some(dir) => tools_user::cgroup::filter(dir, Btf::for_tool(&args.runtime).ok().as_ref())?,
+                Some(dir) => tools_user::cgroup::filter(dir, Btf::for_tool(&args.runtime)?.ok().as_ref())?,
                 None => Default::default(),
             },
             ..Config::default()
@@ -96,8 +97,14 @@ fn main() -> ExitCode {
                 .unusable_if((!cookies).then(|| "this kernel has no BPF cookies (5.15+)".to_owned())),
             probes(Rung::new("uprobe"), &found, &libraries.borrow(), false, &path),
         ];
-        let loaded = loader::load(ebpf_object!("gethostlatency"), &config, &path.max_entries(), rungs, &args.runtime)?;
+        let mut loaded =
+            loader::load(ebpf_object!("gethostlatency"), &config, &path.max_entries(), rungs, &args.runtime)?;
         let with_cookies = loaded.rung == "uprobe_cookie";
+        let named = !args.libc.is_empty();
+        let execs_followed = !named && follow_execs(&mut loaded.ebpf);
+        // What exec'd between the first scan and now was not seen: the
+        // next scan reads every process again, once.
+        libraries.borrow_mut().forget(None);
         for &index in &found {
             log::info!("probing {}", libraries.borrow().found[index].1.path.display());
         }
@@ -106,7 +113,7 @@ fn main() -> ExitCode {
             EventTool::new(columns(format, libraries.clone()), "Tracing host name lookups... Hit Ctrl-C to end.");
         tool.inflight = "lookups";
         let rescan = libraries.clone();
-        let (pid, path, named) = (args.pid.pid, path, !args.libc.is_empty());
+        let pid = args.pid.pid;
         tool.every_second = Some(Box::new(move |ebpf: &mut Ebpf| {
             forget_calls_of_exited_threads(ebpf)?;
             if named {
@@ -114,6 +121,7 @@ fn main() -> ExitCode {
             }
             // Libraries that appear later: a container started after the tool.
             let mut libs = rescan.borrow_mut();
+            libs.forget(if execs_followed { take_execs(ebpf)? } else { None });
             let new = libs.scan(pid);
             libs.attach(ebpf, &new, with_cookies, &path)
         }));
@@ -189,7 +197,9 @@ struct Library {
 #[derive(Default)]
 struct Libraries {
     found: Vec<((u64, u64), Library)>,
-    /// Processes whose maps were read: each is read once.
+    /// Processes whose maps were read: each is read again only after an
+    /// exec (a container's first process execs its entrypoint, which maps
+    /// the container's C library).
     scanned: HashSet<u32>,
     /// Files looked at that are not C libraries, so they are not read again.
     not_libc: HashSet<(u64, u64)>,
@@ -202,21 +212,27 @@ impl Libraries {
     /// Looks at the processes not seen before (or only `pid`); returns the
     /// indexes of libraries found for the first time.
     fn scan(&mut self, only: Option<u32>) -> Vec<usize> {
-        let pids = match only {
-            Some(pid) => vec![pid],
-            None => procfs::pids(),
+        let pids: HashSet<u32> = match only {
+            Some(pid) => HashSet::from([pid]),
+            None => procfs::pids().into_iter().collect(),
         };
         // Forget processes that are gone (their PIDs may come back as others).
         self.scanned.retain(|pid| pids.contains(pid));
         self.by_pid.retain(|pid, _| pids.contains(pid));
         let mut new = Vec::new();
         for pid in pids {
-            if !self.scanned.insert(pid) {
+            if self.scanned.contains(&pid) {
                 continue;
             }
             // A process that exited meanwhile has nothing to say.
-            let Ok(files) = procfs::mapped_files(pid, looks_like_libc) else { continue };
-            for file in files {
+            let Ok(files) = procfs::mapped_files(pid, |f| looks_like_libc(f) || is_glibc_loader(f)) else { continue };
+            // Caught between its exec and the loader mapping its C library:
+            // read again next time.
+            if files.iter().all(|f| is_glibc_loader(&f.path)) && !files.is_empty() {
+                continue;
+            }
+            self.scanned.insert(pid);
+            for file in files.into_iter().filter(|f| looks_like_libc(&f.path)) {
                 let key = (file.dev, file.ino);
                 if let Some(index) = self.found.iter().position(|(k, _)| *k == key) {
                     self.by_pid.insert(pid, index);
@@ -241,11 +257,24 @@ impl Libraries {
         new
     }
 
+    /// Processes to read again at the next scan: they exec'd (`None`: any
+    /// may have, and every process is read again).
+    fn forget(&mut self, execs: Option<Vec<u32>>) {
+        match execs {
+            Some(pids) => {
+                for pid in pids {
+                    self.scanned.remove(&pid);
+                }
+            }
+            None => self.scanned.clear(),
+        }
+    }
+
     /// `-l`: exactly these files, each of which must be an ELF library
     /// with the resolver functions.
     fn named(&mut self, paths: &[PathBuf]) -> Result<Vec<usize>> {
         for path in paths {
-            let offsets = resolver_offsets(path).with_context(|| format!("-l {}", path.display()))?;
+            let offsets = resolver_offsets(path).map_err(|e| BadInput(format!("-l {}: {e:#}", path.display())))?;
             let meta = std::fs::metadata(path)?;
             self.found.push(((meta.dev(), meta.ino()), Library { path: path.clone(), offsets }));
         }
@@ -296,11 +325,38 @@ fn shown_path(path: &Path) -> String {
     }
 }
 
+/// Attaches the exec tracepoint, which tells which processes to read
+/// again; without it every process is read again each second.
+fn follow_execs(ebpf: &mut Ebpf) -> bool {
+    match loader::attach(ebpf, programs::EXEC, &Attach::tracepoint("sched", "sched_process_exec")) {
+        Ok(_) => {
+            log::info!("execs followed on tracepoint sched/sched_process_exec");
+            true
+        }
+        Err(err) => {
+            log::info!("execs not followed ({err:#}): every process is read again each second");
+            false
+        }
+    }
+}
+
+/// The processes that exec'd since the last look, taken out of the table;
+/// `None` when it filled up (some were not recorded).
+fn take_execs(ebpf: &mut Ebpf) -> Result<Option<Vec<u32>>> {
+    let mut execs: aya::maps::HashMap<_, u32, u8> =
+        aya::maps::HashMap::try_from(ebpf.map_mut(maps::EXECS).context("no EXECS map")?)?;
+    let pids: Vec<u32> = execs.keys().filter_map(Result::ok).collect();
+    for pid in &pids {
+        let _ = execs.remove(pid);
+    }
+    Ok((pids.len() < EXECS_SIZE as usize).then_some(pids))
+}
+
 /// Removes the calls in flight of threads that are gone: a thread that
 /// exits inside a resolver call never returns from it.
 fn forget_calls_of_exited_threads(ebpf: &mut Ebpf) -> Result<()> {
     let mut calls: aya::maps::HashMap<_, u32, Call> =
-        aya::maps::HashMap::try_from(ebpf.map_mut("CALLS").context("no CALLS map")?)?;
+        aya::maps::HashMap::try_from(ebpf.map_mut(maps::CALLS).context("no CALLS map")?)?;
     let gone: Vec<u32> =
         calls.keys().filter_map(Result::ok).filter(|tid| !Path::new(&format!("/proc/{tid}")).exists()).collect();
     for tid in gone {
@@ -315,6 +371,11 @@ fn forget_calls_of_exited_threads(ebpf: &mut Ebpf) -> Result<()> {
 fn looks_like_libc(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     name.starts_with("libc.") || name.starts_with("libc-") || name.starts_with("ld-musl")
+}
+
+/// glibc's dynamic loader, which maps the C library after the exec.
+fn is_glibc_loader(path: &str) -> bool {
+    path.rsplit('/').next().unwrap_or(path).starts_with("ld-linux")
 }
 
 /// The file offsets of the resolver functions in the ELF file at `path`;

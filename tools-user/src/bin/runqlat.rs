@@ -33,7 +33,7 @@ struct Args {
     #[command(flatten)]
     pid: PidArg,
     /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -62,8 +62,8 @@ fn main() -> ExitCode {
             cgroup: args.cgroup.clone(),
             ..Default::default()
         };
-        let btf = Btf::for_tool(&args.runtime);
-        let (config, rungs) = runqlat::plan(&options, btf.as_ref())?;
+        let btf = Btf::for_tool(&args.runtime)?;
+        let (config, rungs) = runqlat::plan(&options, &btf)?;
         drop(btf);
         let map_sizes = runqlat::map_sizes(&config, None);
         let loaded = loader::load(ebpf_object!("runqlat"), &config, &map_sizes, rungs, &args.runtime)?;

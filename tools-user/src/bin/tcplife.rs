@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::Array;
 use clap::Parser;
-use tools_common::tcplife::{owner_from, programs, session_flags, Config, SessionEvent, PORT_WORDS};
+use tools_common::tcplife::{maps, owner_from, programs, session_flags, Config, SessionEvent, PORT_WORDS};
 use tools_user::{
     btf::Btf,
     cli::{EventArgs, PidArg, RuntimeArgs},
@@ -61,7 +61,7 @@ struct Args {
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
     /// Trace sessions owned by tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH")]
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
     cgroup: Option<std::path::PathBuf>,
     #[command(flatten)]
     events: EventArgs,
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         let path = EventPath::choose(&args.runtime, &args.events);
         let (config, rungs) = plan(&args, &path)?;
         let mut sizes = path.max_entries();
-        sizes.push(("SESSIONS", session_table_size()));
+        sizes.push((maps::SESSIONS, session_table_size()));
         let ports = (&args.localport, &args.remoteport);
         let fill = |ebpf: &mut aya::Ebpf| fill_ports(ebpf, ports.0, ports.1);
         let loaded = loader::load_with(ebpf_object!("tcplife"), &config, &sizes, rungs, &args.runtime, fill)?;
@@ -184,7 +184,7 @@ fn owner_name(how: u32) -> &'static str {
 /// machine may be in it at once (it is emptied at CLOSE), so twice the
 /// sockets allocated now, and never below BCC's 10240.
 fn session_table_size() -> u32 {
-    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let sockstat = tools_user::procfs::read("/proc/net/sockstat").unwrap_or_default();
     let alloc = sockstat
         .lines()
         .find_map(|l| l.strip_prefix("TCP:"))
@@ -201,7 +201,7 @@ fn fill_ports(ebpf: &mut aya::Ebpf, local: &[u16], remote: &[u16]) -> Result<()>
     if local.is_empty() && remote.is_empty() {
         return Ok(());
     }
-    let mut map: Array<_, u64> = Array::try_from(ebpf.map_mut("PORTS").context("no PORTS map")?)?;
+    let mut map: Array<_, u64> = Array::try_from(ebpf.map_mut(maps::PORTS).context("no PORTS map")?)?;
     for (first_word, ports) in [(0, local), (PORT_WORDS, remote)] {
         let mut words = vec![0u64; PORT_WORDS as usize];
         for &port in ports {
@@ -229,7 +229,7 @@ fn plan(args: &Args, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
         filter_dports: !args.remoteport.is_empty() as u32,
         ..Config::default()
     };
-    let btf = Btf::for_tool(&args.runtime);
+    let btf = Btf::for_tool(&args.runtime)?;
     if let Some(cgroup) = &args.cgroup {
         config.cgroup = tools_user::cgroup::filter(cgroup, btf.as_ref().ok())?;
     }

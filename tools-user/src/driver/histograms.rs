@@ -177,9 +177,11 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
                     d.inflight_full, d.hist_full, d.read_failed
                 ));
             }
-            remaining = remaining.saturating_sub(1);
-            // As BCC: without an interval (0), one output and done.
-            if exiting || remaining == 0 || tool.hist.interval == 0 {
+            // As BCC's Python tools: the count runs down to 0 (so a count of
+            // 0 never does: until Ctrl-C), and an interval of 0 prints again
+            // at once.
+            remaining = remaining.wrapping_sub(1);
+            if exiting || remaining == 0 {
                 break;
             }
         }

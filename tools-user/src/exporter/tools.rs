@@ -65,7 +65,7 @@ pub struct Options {
 }
 
 /// Loads tool `name` (one of [`TOOLS`]) with the BTF parsed once for all.
-pub fn load(name: &'static str, options: &Options, btf: &Result<Btf>, runtime: &RuntimeArgs) -> Tool {
+pub fn load(name: &'static str, options: &Options, btf: &Result<Btf, String>, runtime: &RuntimeArgs) -> Tool {
     let state = match load_tool(name, options, btf, runtime) {
         Ok(state) => state,
         Err(err) => State::Failed(format!("{err:#}")),
@@ -73,7 +73,7 @@ pub fn load(name: &'static str, options: &Options, btf: &Result<Btf>, runtime: &
     Tool { name, state }
 }
 
-fn load_tool(name: &str, options: &Options, btf: &Result<Btf>, runtime: &RuntimeArgs) -> Result<State> {
+fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: &RuntimeArgs) -> Result<State> {
     match name {
         "runqlat" => {
             let per_process = options.runqlat_max_processes > 0;
@@ -84,7 +84,7 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf>, runtime: &Runtime
                 series_cap: options.runqlat_max_processes,
                 ..Default::default()
             };
-            let (config, rungs) = runqlat::plan(&plan_options, btf.as_ref())?;
+            let (config, rungs) = runqlat::plan(&plan_options, btf)?;
             // Each process's slots and sum, plus room for the others' key.
             let keyed = options.runqlat_max_processes.saturating_add(1).saturating_mul(512).clamp(16384, 1 << 20);
             let sizes = runqlat::map_sizes(&config, Some(keyed));
@@ -102,7 +102,7 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf>, runtime: &Runtime
                 totals: true,
                 ..Default::default()
             };
-            let (config, rungs) = biolatency::plan(&plan_options, btf.as_ref())?;
+            let (config, rungs) = biolatency::plan(&plan_options, btf)?;
             // The keyed table keeps the object's 16384 (disk, operation, slot)
             // entries, as biolatency -D -F: 8 bytes per entry per CPU of
             // kernel memory; what does not fit is counted as lost.

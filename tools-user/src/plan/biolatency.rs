@@ -11,6 +11,7 @@ use tools_common::biolatency::{key_mode, programs, Config};
 use super::{no_btf_reason, BtfSource};
 use crate::{
     btf::Btf,
+    lifetime::BadInput,
     loader::{Attach, Rung},
     offsets,
     tracefs::Format,
@@ -54,10 +55,10 @@ pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)
         ..Config::default()
     };
     if options.per_operation && !options.per_flags {
-        config.flags_mask = FlagNames::from_btf(btf.ok()).map_or(0, |names| names.op_mask);
+        config.flags_mask = FlagNames::from_btf(btf.as_ref().ok()).map_or(0, |names| names.op_mask);
     }
     if let Some(path) = &options.cgroup {
-        config.cgroup = crate::cgroup::filter(path, btf.ok())?;
+        config.cgroup = crate::cgroup::filter(path, btf.as_ref().ok())?;
     }
 
     let no_request_offsets = no_btf_reason("struct request", btf, |btf| {
@@ -65,7 +66,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)
         Ok(())
     });
     // Before 5.11 (and 5.10.137) block_rq_issue/insert also passed the queue first.
-    let with_queue = btf.ok().and_then(|b| b.raw_tracepoint_args("block_rq_issue")) == Some(2);
+    let with_queue = btf.as_ref().ok().and_then(|b| b.raw_tracepoint_args("block_rq_issue")) == Some(2);
     let raw = |plain, with_q| if with_queue { with_q } else { plain };
     let queued = options.queued;
     // Completion attaches first: a request started before it would never complete.
@@ -145,7 +146,7 @@ pub struct Disks(HashMap<u32, String>);
 
 impl Disks {
     pub fn read() -> Result<Self> {
-        let text = std::fs::read_to_string("/proc/partitions").context("reading /proc/partitions")?;
+        let text = crate::procfs::read("/proc/partitions")?;
         let disks = text
             .lines()
             .skip(2)
@@ -158,13 +159,16 @@ impl Disks {
         Ok(Disks(disks))
     }
 
-    /// The dev of a whole disk named as in /proc/partitions.
+    /// The dev of a whole disk named as in /proc/partitions (another name
+    /// is the user's error, [`BadInput`]: exit status 2).
     pub fn dev(&self, name: &str) -> Result<u32> {
         let Some((&dev, _)) = self.0.iter().find(|(_, n)| *n == name) else {
-            bail!("no such disk '{name}' (not in /proc/partitions)");
+            return Err(BadInput(format!("no such disk '{name}' (not in /proc/partitions)")).into());
         };
         if std::path::Path::new(&format!("/sys/class/block/{name}/partition")).exists() {
-            bail!("'{name}' is a partition: block I/O is accounted to the whole disk, name the disk instead");
+            let why =
+                format!("'{name}' is a partition: block I/O is accounted to the whole disk, name the disk instead");
+            return Err(BadInput(why).into());
         }
         Ok(dev)
     }

@@ -7,8 +7,10 @@ pub mod biolatency;
 pub mod runqlat;
 
 /// What a plan needs besides its options: the struct offsets' source,
-/// parsed once for every tool (`Err` says why there is none).
-pub type BtfSource<'a> = Result<&'a crate::btf::Btf, &'a anyhow::Error>;
+/// parsed once for every tool, as [`crate::btf::Btf::for_tool`] gives it
+/// (`Err` says why the kernel has none; a `--btf` file the user got wrong
+/// was refused before any plan).
+pub type BtfSource<'a> = &'a Result<crate::btf::Btf, String>;
 
 /// The reason a rung that needs struct offsets cannot be tried.
 fn no_btf_reason(
@@ -17,8 +19,8 @@ fn no_btf_reason(
     resolve: impl FnOnce(&crate::btf::Btf) -> anyhow::Result<()>,
 ) -> Option<String> {
     match btf {
-        Ok(btf) => resolve(btf).err(),
-        Err(err) => Some(anyhow::anyhow!("{err:#}")),
+        Ok(btf) => resolve(btf).err().map(|err| format!("{err:#}")),
+        Err(err) => Some(err.clone()),
     }
-    .map(|err| format!("no {what} offsets: {err:#}"))
+    .map(|err| format!("no {what} offsets: {err}"))
 }

@@ -49,12 +49,12 @@ pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)
 
     // Task struct offsets, for every rung that reads a task.
     let no_task_offsets = no_btf_reason("task_struct", btf, |btf| task_offsets(btf, &mut config, pidnss));
-    let switch4 = btf.ok().and_then(|b| b.raw_tracepoint_args("sched_switch")) == Some(4);
+    let switch4 = btf.as_ref().ok().and_then(|b| b.raw_tracepoint_args("sched_switch")) == Some(4);
     config.switch_has_prev_state = switch4 as u32;
 
     let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|err| format!("{err:#}"));
     if let Some(path) = &options.cgroup {
-        config.cgroup = crate::cgroup::filter(path, btf.ok())?;
+        config.cgroup = crate::cgroup::filter(path, btf.as_ref().ok())?;
     }
     let pidnss_needs_task = (pidnss && no_task_offsets.is_some())
         .then(|| "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned());
@@ -99,7 +99,7 @@ pub fn map_sizes(config: &Config, keyed_entries: Option<u32>) -> Vec<(&'static s
 /// sized from the tasks that exist now (with room for twice as many) and
 /// never below BCC's 10240.
 fn start_table_size() -> u32 {
-    let tasks = std::fs::read_to_string("/proc/loadavg")
+    let tasks = crate::procfs::read("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().nth(3)?.split_once('/')?.1.parse::<u32>().ok())
         .unwrap_or(0);

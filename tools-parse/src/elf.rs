@@ -30,6 +30,8 @@ pub struct Elf {
 /// A section header: what the symbol lookup needs of it.
 #[derive(Clone, Copy)]
 struct Section {
+    /// Offset of its name in the section-name table.
+    name: u32,
     kind: u32,
     offset: usize,
     size: usize,
@@ -113,6 +115,7 @@ impl Elf {
             .map(|i| {
                 let h = start + i * size;
                 let section = Section {
+                    name: self.u32_at(h)?,
                     kind: self.u32_at(h + 4)?,
                     offset: self.u64_at(h + 0x18)? as usize,
                     size: self.u64_at(h + 0x20)? as usize,
@@ -172,6 +175,17 @@ impl Elf {
             }
         }
         Ok(None)
+    }
+
+    /// The contents of section `name` (`.BTF` of a kernel image), if any.
+    pub fn section(&self, name: &str) -> Result<Option<&[u8]>> {
+        let sections = self.sections()?;
+        let Some(names) = sections.get(self.u16_at(0x3e)? as usize) else { return Ok(None) };
+        let found = sections.iter().find(|s| {
+            let at = s.name as usize;
+            at < names.size && self.c_str(names.offset + at, names.offset + names.size) == name.as_bytes()
+        });
+        Ok(found.filter(|s| s.kind != 8).map(|s| &self.data[s.offset..s.offset + s.size]))
     }
 
     fn c_str(&self, start: usize, end: usize) -> &[u8] {
