@@ -345,6 +345,9 @@ fn mistakes_are_refused_clearly() {
         (&["--tools", "nosuch"], 2, "invalid value 'nosuch'"),
         (&["--native-histogram.schema", "8"], 2, "8 is not in -4..=7"),
         (&["--web.config.file", "/nonexistent/web.yml"], 2, "/nonexistent/web.yml"),
+        // A --btf file is used or refused, as in every tool (nothing is loaded).
+        (&["--web.listen-address", "127.0.0.1:0", "--btf", "/nonexistent"], 2, "--btf /nonexistent"),
+        (&["--web.listen-address", "127.0.0.1:0", "--btf", "/etc/passwd"], 2, "not a BTF file"),
     ] {
         let out = run("ebpf-tools-exporter", args);
         assert_eq!(out.code(), Some(code), "{args:?}: {out:?}");
