@@ -216,6 +216,14 @@ impl Running {
         Output { status, stdout, stderr }
     }
 
+    /// What the tool printed on stderr so far.
+    pub fn stderr_so_far(&mut self) -> &str {
+        while let Ok(line) = self.err_lines.try_recv() {
+            self.err_seen.push_str(&line);
+        }
+        &self.err_seen
+    }
+
     /// Closes the read end of the tool's stdout (as `tool | head` does).
     pub fn close_stdout(&mut self) {
         let (_, dead) = mpsc::channel();
@@ -228,6 +236,60 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `ebpf-tools-exporter` running in the background on a port of its own.
+pub struct Exporter {
+    pub running: Running,
+    /// `127.0.0.1:PORT`
+    pub address: String,
+}
+
+impl Exporter {
+    /// Starts the exporter with `args` on 127.0.0.1 and an unused port;
+    /// returns once it serves.
+    pub fn start(args: &[&str]) -> Exporter {
+        let mut all = vec!["--web.listen-address", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut running = Running::start("ebpf-tools-exporter", &all, "ebpf-tools-exporter: serving");
+        let said = running.stderr_so_far().to_owned();
+        let address = serving_address(&said).unwrap_or_else(|| panic!("no address in: {said}"));
+        Exporter { running, address }
+    }
+
+    /// `GET path` (plain HTTP): the status and the body.
+    pub fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        let (status, _, body) = http_request(
+            &self.address,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n"),
+        )
+        .expect("scraping the exporter");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// The (first) address the exporter serves on, from its stderr line
+/// `ebpf-tools-exporter: serving http on ADDRESS (...)`.
+pub fn serving_address(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find_map(|l| l.split_once(": serving ")?.1.split_once(" on ")?.1.split([' ', ',']).next())
+        .map(str::to_owned)
+}
+
+/// Sends one raw HTTP/1.1 request on a new connection and reads the reply
+/// to its end: the status, the head and the body.
+pub fn http_request(address: &str, request: &str) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply)?;
+    let split = reply.windows(4).position(|w| w == b"\r\n\r\n").map_or(reply.len(), |at| at + 4);
+    let head = String::from_utf8_lossy(&reply[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, head, reply[split..].to_vec()))
 }
 
 /// A workload process (see `src/bin/workload/main.rs`), held until it is started

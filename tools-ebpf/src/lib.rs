@@ -118,16 +118,26 @@ pub fn record(hist: &PerCpuArray<Histogram>, value: u64) {
 /// is counted in `drops`.
 #[inline(always)]
 pub fn record_keyed(keyed: &PerCpuHashMap<HistKey, u64>, drops: &PerCpuArray<Drops>, key: u64, value: u64) {
-    let key = HistKey { key, slot: histogram::slot(value), _pad: 0 };
+    add_keyed(keyed, drops, HistKey { key, slot: histogram::slot(value), _pad: 0 }, 1);
+}
+
+/// Adds `ns` to the sum of `key`'s values (its `SUM_SLOT` entry).
+#[inline(always)]
+pub fn add_keyed_sum(keyed: &PerCpuHashMap<HistKey, u64>, drops: &PerCpuArray<Drops>, key: u64, ns: u64) {
+    add_keyed(keyed, drops, HistKey { key, slot: histogram::SUM_SLOT, _pad: 0 }, ns);
+}
+
+#[inline(always)]
+fn add_keyed(keyed: &PerCpuHashMap<HistKey, u64>, drops: &PerCpuArray<Drops>, key: HistKey, n: u64) {
     match keyed.get_ptr_mut(&key) {
         // SAFETY: this CPU's value of a live entry.
-        Some(count) => unsafe { *count += 1 },
+        Some(count) => unsafe { *count += n },
         None => {
             // BPF_NOEXIST: another CPU may have created it meanwhile (its
             // per-CPU slot for us is then zero, so retry the lookup).
-            if keyed.insert(&key, &1, 1).is_err() {
+            if keyed.insert(&key, &n, 1).is_err() {
                 match keyed.get_ptr_mut(&key) {
-                    Some(count) => unsafe { *count += 1 },
+                    Some(count) => unsafe { *count += n },
                     None => count_drop(drops, |d| &mut d.hist_full),
                 }
             }

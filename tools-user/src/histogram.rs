@@ -15,7 +15,7 @@ use aya::{
 use hdrhistogram::Histogram as Hdr;
 use serde_json::{json, Map, Value};
 use tools_common::{
-    histogram::{slot_bounds, HistKey, Histogram, Totals, SLOTS},
+    histogram::{slot_bounds, HistKey, Histogram, Totals, SLOTS, SUM_SLOT},
     map_names, Drops,
 };
 
@@ -49,6 +49,24 @@ pub struct Summary {
 }
 
 impl Counts {
+    /// Counts from one number per slot (`SLOTS` of them).
+    pub fn from_slots(per_slot: Vec<u64>) -> Counts {
+        assert_eq!(per_slot.len(), SLOTS, "one count per slot");
+        Counts(per_slot)
+    }
+
+    /// Adds another histogram's counts to these.
+    pub fn add(&mut self, other: &Counts) {
+        for (sum, n) in self.0.iter_mut().zip(&other.0) {
+            *sum += n;
+        }
+    }
+
+    /// The count of every slot, by slot number (see `tools_common::histogram`).
+    pub fn per_slot(&self) -> &[u64] {
+        &self.0
+    }
+
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
@@ -255,27 +273,16 @@ impl HistogramMaps {
                 self.reclaim(alive);
             }
         } else {
-            let per_cpu = self.hist.get(&0, 0).context("reading the histogram")?;
-            let mut now = Counts::default();
-            for cpu in per_cpu.iter() {
-                for (total, n) in now.0.iter_mut().zip(cpu.slots.iter()) {
-                    *total += n;
-                }
-            }
+            let now = self.unkeyed_total()?;
             let delta = Counts(now.0.iter().zip(&self.seen.0).map(|(n, s)| n - s).collect());
             self.seen = now;
             histograms.push((None, delta));
         }
-        let drops = self.drops.get(&0, 0).context("reading drop counters")?;
-        let now = drops.iter().fold(Drops::default(), |a, d| a.add(d));
+        let now = self.drops_total()?;
         let dropped = now.since(&self.seen_drops);
         self.seen_drops = now;
-        let totals = match &self.totals {
-            Some(map) => {
-                let per_cpu = map.get(&0, 0).context("reading totals")?;
-                let now = per_cpu
-                    .iter()
-                    .fold(Totals::default(), |a, t| Totals { sum_ns: a.sum_ns + t.sum_ns, count: a.count + t.count });
+        let totals = match self.totals_total()? {
+            Some(now) => {
                 let delta =
                     Totals { sum_ns: now.sum_ns - self.seen_totals.sum_ns, count: now.count - self.seen_totals.count };
                 self.seen_totals = now;
@@ -284,6 +291,61 @@ impl HistogramMaps {
             None => None,
         };
         Ok(Interval { histograms, dropped, totals })
+    }
+
+    /// The unkeyed histogram: everything counted since the programs were
+    /// loaded, every CPU's counts added up.
+    pub fn unkeyed_total(&self) -> Result<Counts> {
+        let per_cpu = self.hist.get(&0, 0).context("reading the histogram")?;
+        let mut total = Counts::default();
+        for cpu in per_cpu.iter() {
+            for (sum, n) in total.0.iter_mut().zip(cpu.slots.iter()) {
+                *sum += n;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Every key's histogram and sum of values (its `SUM_SLOT` entry, in
+    /// nanoseconds; 0 where the tool keeps none), since the programs were loaded.
+    pub fn keyed_total(&self) -> Result<BTreeMap<u64, (Counts, u64)>> {
+        let mut by_key: BTreeMap<u64, (Counts, u64)> = BTreeMap::new();
+        for entry in self.keyed.iter() {
+            let (key, per_cpu) = entry.context("reading the keyed histogram")?;
+            let n: u64 = per_cpu.iter().sum();
+            let (counts, sum) = by_key.entry(key.key).or_default();
+            match key.slot {
+                SUM_SLOT => *sum += n,
+                slot if (slot as usize) < SLOTS => counts.0[slot as usize] += n,
+                _ => {}
+            }
+        }
+        Ok(by_key)
+    }
+
+    /// Removes every entry of `keys` from the keyed table (processes that
+    /// exited); returns how many entries went.
+    pub fn remove_keys(&mut self, keys: &std::collections::BTreeSet<u64>) -> usize {
+        let gone: Vec<HistKey> = self.keyed.keys().filter_map(Result::ok).filter(|k| keys.contains(&k.key)).collect();
+        gone.iter().filter(|key| self.keyed.remove(key).is_ok()).count()
+    }
+
+    /// What the kernel side could not record, since the programs were loaded.
+    pub fn drops_total(&self) -> Result<Drops> {
+        let drops = self.drops.get(&0, 0).context("reading drop counters")?;
+        Ok(drops.iter().fold(Drops::default(), |a, d| a.add(d)))
+    }
+
+    /// Sum and count of every value, since the programs were loaded (tools
+    /// that keep them).
+    pub fn totals_total(&self) -> Result<Option<Totals>> {
+        let Some(map) = &self.totals else { return Ok(None) };
+        let per_cpu = map.get(&0, 0).context("reading totals")?;
+        Ok(Some(
+            per_cpu
+                .iter()
+                .fold(Totals::default(), |a, t| Totals { sum_ns: a.sum_ns + t.sum_ns, count: a.count + t.count }),
+        ))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod columns;
 pub mod diag;
 pub mod driver;
 pub mod events;
+pub mod exporter;
 pub mod heatmap;
 pub mod histogram;
 pub mod lifetime;
@@ -19,6 +20,7 @@ pub mod loader;
 pub mod manual;
 pub mod offsets;
 pub mod output;
+pub mod plan;
 pub mod procfs;
 pub mod tracefs;
 

@@ -13,6 +13,7 @@
 //! that cannot run (a tracer that dies, a workload that fails).
 
 mod bpf_stats;
+mod exporter;
 mod workload;
 
 use std::{
@@ -38,6 +39,11 @@ struct Benchmark {
     /// libbpf-tools' tool of the same name runs on this kernel (its
     /// ext4slower has only kprobe and fentry paths: not here).
     c_tool: bool,
+    /// The tool's arguments.
+    args: &'static [&'static str],
+    /// The contender beside ours when it is not libbpf-tools' tool of the
+    /// same name: our command-line tool of this name (for the exporter).
+    versus_cli: Option<&'static str>,
     title: &'static str,
     ops: &'static str,
     run: fn(&Bench, f64) -> Result<Done>,
@@ -48,6 +54,8 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "runqlat",
         tool: "runqlat",
         c_tool: true,
+        args: &[],
+        versus_cli: None,
         title: "ping-pong over pipes between two processes pinned to one CPU",
         ops: "round trips",
         run: |bench, secs| workload::ping_pong(bench.cpu, secs),
@@ -56,6 +64,8 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "execsnoop",
         tool: "execsnoop",
         c_tool: true,
+        args: &[],
+        versus_cli: None,
         title: "one process forking and exec'ing /bin/true",
         ops: "execs",
         run: |bench, secs| workload::exec_storm(1, None, secs, &bench.marker()),
@@ -64,6 +74,8 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "biolatency",
         tool: "biolatency",
         c_tool: true,
+        args: &[],
+        versus_cli: None,
         title: "4 KiB O_DIRECT reads of a loop device, one at a time",
         ops: "I/Os",
         run: |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
@@ -72,6 +84,8 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "tcplife",
         tool: "tcplife",
         c_tool: true,
+        args: &[],
+        versus_cli: None,
         title: "loopback connections, each 100 bytes sent then closed, one after another",
         ops: "connections",
         run: |_, secs| workload::tcp_cycles(secs),
@@ -80,6 +94,8 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "gethostlatency",
         tool: "gethostlatency",
         c_tool: true,
+        args: &[],
+        versus_cli: None,
         title: "getaddrinfo(\"localhost\") in a loop, answered from /etc/hosts",
         ops: "lookups",
         run: |_, secs| workload::lookups(secs),
@@ -88,6 +104,8 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "ext4slower",
         tool: "ext4slower",
         c_tool: false,
+        args: &[],
+        versus_cli: None,
         title: "4 KiB preads of a cached file on ext4 (all faster than the default 10 ms)",
         ops: "reads",
         run: |bench, secs| workload::cached_preads(&bench.ext4().path("bench-file"), secs),
@@ -96,13 +114,47 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "ext4slower on pipes",
         tool: "ext4slower",
         c_tool: false,
+        args: &[],
+        versus_cli: None,
         title: "4 KiB written to a pipe and read back: what every read that is not ext4's pays",
         ops: "write + read pairs",
         run: |_, secs| workload::pipe_round_trips(secs),
     },
+    Benchmark {
+        name: "exporter under runqlat's workload",
+        tool: EXPORTER,
+        c_tool: true,
+        args: EXPORTER_ARGS,
+        versus_cli: Some("runqlat"),
+        title: "ping-pong over pipes between two processes pinned to one CPU (runqlat and biolatency loaded)",
+        ops: "round trips",
+        run: |bench, secs| workload::ping_pong(bench.cpu, secs),
+    },
+    Benchmark {
+        name: "exporter under biolatency's workload",
+        tool: EXPORTER,
+        c_tool: true,
+        args: EXPORTER_ARGS,
+        versus_cli: Some("biolatency"),
+        title: "4 KiB O_DIRECT reads of a loop device, one at a time (runqlat and biolatency loaded)",
+        ops: "I/Os",
+        run: |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
+    },
 ];
 
+const EXPORTER: &str = "ebpf-tools-exporter";
+/// Every tool the exporter has, on a port of the kernel's choosing.
+const EXPORTER_ARGS: &[&str] = &["--web.listen-address", "127.0.0.1:0", "--tools", "runqlat,biolatency"];
+
 impl Benchmark {
+    /// How tables name the contender beside ours.
+    fn versus_label(&self) -> String {
+        match self.versus_cli {
+            Some(cli) => format!("{cli} (command line)"),
+            None => "libbpf-tools".to_owned(),
+        }
+    }
+
     /// The contenders that can run: the C tool only where it has a path here.
     fn contenders(&self) -> Vec<Contender> {
         OVERHEAD_CONTENDERS.into_iter().filter(|c| self.c_tool || *c != Contender::C).collect()
@@ -167,7 +219,7 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     } else {
         Settings { rounds: 5, run_secs: 5.0, loss_secs: 1.5, settle: Duration::from_millis(500) }
     };
-    for b in benchmarks.iter().filter(|b| b.c_tool) {
+    for b in benchmarks.iter().filter(|b| b.c_tool && b.versus_cli.is_none()) {
         let c_tool = Path::new(C_TOOLS).join(b.tool);
         if !c_tool.exists() {
             bail!("{} is missing: `cargo xtask setup` installs Debian's libbpf-tools", c_tool.display());
@@ -192,14 +244,14 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     let mut timed_startup = Vec::new();
     for b in &benchmarks {
         println!("bench: {}", b.name);
-        let (rung, hooks) = bench.our_hooks(b.tool)?;
+        let (rung, hooks) = bench.our_hooks(b)?;
         let overhead = bench.overhead(b, &hooks)?;
         let section = overhead.section(b, &rung, &hooks);
         println!("{section}");
         sections += &section;
         memory += &overhead.memory_row(b.name);
-        // Start-up is the tool's, whatever the workload.
-        if !timed_startup.contains(&b.tool) {
+        // Start-up is the tool's, whatever the workload (the exporter prints no first line).
+        if !timed_startup.contains(&b.tool) && b.tool != EXPORTER {
             startup += &bench.startup_row(b)?;
             timed_startup.push(b.tool);
         }
@@ -214,16 +266,23 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
         bench.settings.run_secs
     );
     report += &sections;
-    report += "## Startup: exec to the first line of output, on a pty (ms)\n\n";
-    report += "| tool | ours | libbpf-tools | ours / libbpf-tools |\n|---|---|---|---|\n";
-    report += &startup;
+    if !startup.is_empty() {
+        report += "## Startup: exec to the first line of output, on a pty (ms)\n\n";
+        report += "| tool | ours | libbpf-tools | ours / libbpf-tools |\n|---|---|---|---|\n";
+        report += &startup;
+    }
     let _ =
         writeln!(report, "\n## Memory: max RSS over the {} s runs under the workload (MB)\n", bench.settings.run_secs);
+    report += "For the exporter's rows, the libbpf-tools column is our command-line tool's.\n\n";
     report += "| tool | ours | libbpf-tools | floor | ours / libbpf-tools |\n|---|---|---|---|---|\n";
     report += &memory;
     if benchmarks.iter().any(|b| b.tool == "execsnoop") {
         println!("bench: execsnoop loss");
         report += &bench.loss()?;
+    }
+    if benchmarks.iter().any(|b| b.tool == EXPORTER) {
+        println!("bench: exporter scrapes");
+        report += &bench.exporter_scrapes()?;
     }
 
     let path = crate::workspace().join("target/bench.md");
@@ -298,7 +357,8 @@ struct Stopped {
 }
 
 impl Bench {
-    fn command(&self, tool: &str, contender: Contender, hooks: &[String]) -> Option<Command> {
+    fn command(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Option<Command> {
+        let tool = b.tool;
         match contender {
             Contender::Untraced => None,
             Contender::Floor => {
@@ -306,8 +366,15 @@ impl Bench {
                 cmd.args(hooks);
                 Some(cmd)
             }
-            Contender::Ours => Some(Command::new(self.bin_dir.join(tool))),
-            Contender::C => Some(Command::new(Path::new(C_TOOLS).join(tool))),
+            Contender::Ours => {
+                let mut cmd = Command::new(self.bin_dir.join(tool));
+                cmd.args(b.args);
+                Some(cmd)
+            }
+            Contender::C => match b.versus_cli {
+                Some(cli) => Some(Command::new(self.bin_dir.join(cli))),
+                None => Some(Command::new(Path::new(C_TOOLS).join(tool))),
+            },
         }
     }
 
@@ -318,8 +385,9 @@ impl Bench {
     }
 
     /// Starts `contender` (None for the untraced run) and lets it attach.
-    fn start(&self, tool: &str, contender: Contender, hooks: &[String]) -> Result<Option<Tracer>> {
-        let Some(mut cmd) = self.command(tool, contender, hooks) else { return Ok(None) };
+    fn start(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Result<Option<Tracer>> {
+        let tool = b.tool;
+        let Some(mut cmd) = self.command(b, contender, hooks) else { return Ok(None) };
         let label = format!("{tool}-{contender:?}").to_lowercase();
         let out = self.work.join(format!("{label}.out"));
         let err = self.work.join(format!("{label}.err"));
@@ -339,8 +407,10 @@ impl Bench {
 
     /// Our tool's rung and hooks on this kernel, from its `--verbose`
     /// account: the floor attaches to the same ones.
-    fn our_hooks(&self, tool: &str) -> Result<(String, Vec<String>)> {
+    fn our_hooks(&self, b: &Benchmark) -> Result<(String, Vec<String>)> {
+        let tool = b.tool;
         let mut child = Command::new(self.bin_dir.join(tool))
+            .args(b.args)
             .arg("--verbose")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -348,7 +418,9 @@ impl Bench {
             .spawn()?;
         let mut hooks = Vec::new();
         let mut said = String::new();
-        let mut rung = None;
+        let mut rungs = Vec::new();
+        // Hooks of rungs already taken (the exporter takes one per tool).
+        let mut kept = 0;
         for line in BufReader::new(child.stderr.take().context("no stderr")?).lines() {
             let line = line?;
             said += &line;
@@ -356,7 +428,7 @@ impl Bench {
             // `  NAME (id N) -> HOOK` for each program attached; a rung that
             // failed after some attached is unloaded whole: start again.
             if line.contains(": rung ") && line.contains(": failed: ") {
-                hooks.clear();
+                hooks.truncate(kept);
             } else if let Some((_, hook)) = line.split_once(") -> ").filter(|_| line.contains(" (id ")) {
                 let hook = in_this_root(hook.trim());
                 if !hooks.contains(&hook) {
@@ -365,16 +437,23 @@ impl Bench {
             }
             if let Some(rest) = line.split_once(": rung ").map(|(_, r)| r) {
                 if let Some((name, _)) = rest.split_once(": all ") {
-                    rung = Some(name.to_owned());
-                    break;
+                    rungs.push(name.to_owned());
+                    kept = hooks.len();
+                    // A tool has one rung; the exporter says when it has them all.
+                    if tool != EXPORTER {
+                        break;
+                    }
                 }
+            }
+            if line.contains(": serving ") {
+                break;
             }
         }
         signal(&child, libc::SIGINT);
         child.wait()?;
-        match rung {
-            Some(rung) if !hooks.is_empty() => Ok((rung, hooks)),
-            _ => bail!("{tool} --verbose named no rung and hooks:\n{said}"),
+        match rungs.is_empty() || hooks.is_empty() {
+            false => Ok((rungs.join(", "), hooks)),
+            true => bail!("{tool} --verbose named no rung and hooks:\n{said}"),
         }
     }
 
@@ -392,11 +471,10 @@ impl Bench {
 
     fn overhead(&self, b: &Benchmark, hooks: &[String]) -> Result<Overhead> {
         let mut result = Overhead::default();
-        let tool = b.tool;
         for round in 0..self.settings.rounds {
             let mut ns = [f64::NAN; 4];
             for contender in rotated(&b.contenders(), round) {
-                let tracer = self.start(tool, contender, hooks)?;
+                let tracer = self.start(b, contender, hooks)?;
                 let done = self.run_workload(b);
                 let stopped = tracer.map(Tracer::stop).transpose()?;
                 let done = done?;
@@ -424,7 +502,7 @@ impl Bench {
         let mut profile = Vec::new();
         for contender in b.contenders().into_iter().filter(|c| *c != Contender::Untraced) {
             let existing = bpf_stats::snapshot();
-            let tracer = self.start(b.tool, contender, hooks)?;
+            let tracer = self.start(b, contender, hooks)?;
             let before = bpf_stats::snapshot();
             let done = self.run_workload(b);
             let after = bpf_stats::snapshot();
@@ -445,7 +523,7 @@ impl Bench {
                 if contender == Contender::C && !b.c_tool {
                     continue;
                 }
-                let cmd = self.command(tool, contender, &[]).context("no command")?;
+                let cmd = self.command(b, contender, &[]).context("no command")?;
                 ms[i].push(time_to_first_line(cmd)?.as_secs_f64() * 1e3);
             }
         }
@@ -462,6 +540,7 @@ impl Bench {
     fn loss(&self) -> Result<String> {
         const WORKERS: [usize; 3] = [1, 2, 4];
         const STEPS: [Option<f64>; 4] = [Some(0.25), Some(0.5), Some(0.75), None];
+        let execsnoop = BENCHMARKS.iter().find(|b| b.tool == "execsnoop").context("no execsnoop benchmark")?;
         let secs = self.settings.loss_secs;
         // Per worker count: untraced rates, then per contender the highest clean rate and notes.
         let mut untraced = vec![Vec::new(); WORKERS.len()];
@@ -479,7 +558,7 @@ impl Bench {
                             continue;
                         }
                         let marker = self.marker();
-                        let tracer = self.start("execsnoop", contender, &[])?.context("no tracer")?;
+                        let tracer = self.start(execsnoop, contender, &[])?.context("no tracer")?;
                         let done = workload::exec_storm(workers, step.map(|f| f * top), secs, &marker);
                         // Let the tracer drain what is still in its buffers.
                         std::thread::sleep(Duration::from_millis(300));
@@ -621,6 +700,7 @@ impl Overhead {
                 Contender::Untraced => "no tracer".to_owned(),
                 Contender::Floor => format!("floor: empty programs on {}", hooks.join(", ")),
                 Contender::Ours => format!("ours (rung {rung})"),
+                Contender::C if b.versus_cli.is_some() => b.versus_label(),
                 Contender::C if b.c_tool => "libbpf-tools".to_owned(),
                 Contender::C => "libbpf-tools (no path on this kernel)".to_owned(),
             };
@@ -647,6 +727,7 @@ impl Overhead {
             let name = match contender {
                 Contender::Floor => "floor",
                 Contender::Ours => "ours",
+                _ if b.versus_cli.is_some() => "command line",
                 _ => "libbpf-tools",
             };
             let per_op = total as f64 / (*ops).max(1) as f64;
@@ -655,7 +736,8 @@ impl Overhead {
         let ours = median(&self.added[Contender::Ours.index()]);
         let _ = writeln!(
             s,
-            "\nAdded cost, ours / libbpf-tools: **{}**; ours / floor: **{}**.\n",
+            "\nAdded cost, ours / {}: **{}**; ours / floor: **{}**.\n",
+            if b.versus_cli.is_some() { b.versus_label() } else { "libbpf-tools".to_owned() },
             ratio(ours, median(&self.added[Contender::C.index()])),
             ratio(ours, median(&self.added[Contender::Floor.index()]))
         );

@@ -41,6 +41,7 @@ pub const PROGRAMS: &[Program] = &[
     // ext4slower traces the filesystem it is run as.
     Program { name: "ext4slower", aliases: &["xfsslower", "btrfsslower"], unit: None },
     Program::new("ebpf-tools-heatmap"),
+    Program { name: "ebpf-tools-exporter", aliases: &[], unit: Some("contrib/systemd/ebpf-tools-exporter.service") },
 ];
 
 /// Where things go under a prefix, which differs between a local install
@@ -75,15 +76,15 @@ const SHELLS: [&str; 3] = ["bash", "zsh", "fish"];
 
 /// `cargo xtask install --prefix DIR`.
 pub fn install(bin_dir: &Path, prefix: &Path) -> Result<()> {
-    for path in lay_out(bin_dir, prefix, &LOCAL)? {
+    for path in lay_out(bin_dir, prefix, prefix, &LOCAL)? {
         println!("installed {}", path.display());
     }
     Ok(())
 }
 
-/// Installs every program under `dest` (a prefix, or a package's /usr);
-/// returns what it wrote.
-fn lay_out(bin_dir: &Path, dest: &Path, layout: &Layout) -> Result<Vec<PathBuf>> {
+/// Installs every program under `dest` (a prefix, or a package's /usr),
+/// which the installed system sees as `prefix`; returns what it wrote.
+fn lay_out(bin_dir: &Path, dest: &Path, prefix: &Path, layout: &Layout) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for program in PROGRAMS {
         let built = bin_dir.join(program.name);
@@ -120,7 +121,10 @@ fn lay_out(bin_dir: &Path, dest: &Path, layout: &Layout) -> Result<Vec<PathBuf>>
         if let Some(unit) = program.unit {
             let source = workspace().join(unit);
             let file_name = source.file_name().context("a unit file name")?;
-            written.push(write(&dest.join("lib/systemd/system").join(file_name), &fs::read(&source)?)?);
+            // The unit names the binary where this installation puts it.
+            let text = fs::read_to_string(&source)?
+                .replace("/usr/local/bin/", &format!("{}/", prefix.join("bin").display()));
+            written.push(write(&dest.join("lib/systemd/system").join(file_name), text.as_bytes())?);
         }
     }
     Ok(written)
@@ -205,7 +209,7 @@ pub fn deb(bin_dir: &Path) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root)?;
 
-    lay_out(bin_dir, &root.join("usr"), &DEBIAN)?;
+    lay_out(bin_dir, &root.join("usr"), Path::new("/usr"), &DEBIAN)?;
     let doc = root.join("usr/share/doc").join(PACKAGE);
     write(&doc.join("copyright"), copyright()?.as_bytes())?;
     write(&doc.join("changelog.gz"), &gzip(changelog.as_bytes())?)?;

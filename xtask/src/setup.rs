@@ -49,6 +49,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("lintian", "lintian"),
     ("man", "man-db"),
     ("/usr/share/bash-completion/bash_completion", "bash-completion"),
+    // The exporter's tests: a real Prometheus (started by the tests on
+    // loopback, never the package's service) and promtool; curl as the
+    // scraping client, openssl for test certificates, htpasswd for bcrypt.
+    ("/usr/bin/prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("htpasswd", "apache2-utils"),
 ];
 
 pub fn setup() -> Result<()> {

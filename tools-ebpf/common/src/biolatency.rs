@@ -64,6 +64,12 @@ pub struct Config {
     /// Plain tracepoints: `dev` and `sector` of block_rq_issue/insert/complete records.
     pub tp_dev: u32,
     pub tp_sector: u32,
+    /// With [`key_mode::FLAGS`]: the bits of `cmd_flags` kept in the key
+    /// (all for `-F`; the operation's for the exporter).
+    pub flags_mask: u32,
+    /// Keyed: also the sum of each key's latencies in nanoseconds (its
+    /// [`SUM_SLOT`](crate::histogram::SUM_SLOT) entry), for the exporter.
+    pub totals: u32,
     pub _pad: u32,
 }
 

@@ -30,6 +30,15 @@ pub fn slot(value: u64) -> u32 {
     }
 }
 
+/// The slot of a keyed histogram entry that holds the key's sum of values,
+/// in nanoseconds, instead of a count: never a real slot. Kept where a
+/// tool is asked for sums (the exporter's `_sum`).
+pub const SUM_SLOT: u32 = SLOTS as u32;
+
+/// The key of the samples of every process beyond a per-process series
+/// cap: counted together, so the keyed histograms still add up to all.
+pub const OTHER_KEY: u64 = u64::MAX;
+
 /// Inclusive bounds of the values that fall in `slot`.
 pub fn slot_bounds(slot: u32) -> (u64, u64) {
     let slot = slot as u64;

@@ -67,6 +67,17 @@ pub struct Config {
     pub _pad: u32,
     /// The `prev_state` bit that marks a preempted (still runnable) task, `R+`.
     pub tp_preempt_bit: u64,
+
+    /// What the exporter reads beside the histograms: the sum of the
+    /// latencies in nanoseconds (`TOTALS`, or each key's
+    /// [`SUM_SLOT`](crate::histogram::SUM_SLOT) entry) and, with a key, the
+    /// unkeyed histogram of every sample too. 0 for the command-line tool.
+    pub totals: u32,
+    /// With a key: at most this many keys of their own (the `SERIES`
+    /// table, first come, freed by user space when a process exits); the
+    /// samples of any other count under [`OTHER_KEY`](crate::histogram::OTHER_KEY).
+    /// 0: no cap.
+    pub series_cap: u32,
 }
 
 crate::plain_data!(Config);

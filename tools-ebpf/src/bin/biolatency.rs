@@ -24,7 +24,8 @@ mod bpf {
         histogram::Totals,
     };
     use tools_ebpf::{
-        add_total, check_name, config, count_drop, declare_config, histogram_maps, read_field, record, record_keyed,
+        add_keyed_sum, add_total, check_name, config, count_drop, declare_config, histogram_maps, read_field, record,
+        record_keyed,
     };
 
     declare_config!(Config);
@@ -114,9 +115,12 @@ mod bpf {
             key |= (dev() as u64) << 32;
         }
         if mode & key_mode::FLAGS != 0 {
-            key |= cmd_flags() as u64;
+            key |= (cmd_flags() & config!(flags_mask)) as u64;
         }
         record_keyed(&KEYED_HIST, &DROPS, key, value);
+        if config!(totals) != 0 {
+            add_keyed_sum(&KEYED_HIST, &DROPS, key, ns);
+        }
     }
 
     #[inline(always)]

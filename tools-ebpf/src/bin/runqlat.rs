@@ -14,17 +14,32 @@ mod bpf {
     use aya_ebpf::{
         helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
         macros::{kprobe, map, raw_tracepoint, tracepoint},
-        maps::HashMap,
+        maps::{HashMap, PerCpuArray},
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
-    use tools_common::runqlat::{key_mode, programs, Config};
+    use tools_common::{
+        histogram::{Totals, OTHER_KEY},
+        runqlat::{key_mode, programs, Config},
+    };
     use tools_ebpf::{
-        check_name, config, count_drop, declare_config, histogram_maps, read_field, record, record_keyed,
+        add_keyed_sum, add_total, check_name, config, count_drop, declare_config, histogram_maps, read_field, record,
+        record_keyed,
     };
 
     declare_config!(Config);
 
     histogram_maps!(DROPS, HIST, KEYED_HIST);
+
+    /// Sum and count of every latency, for the exporter (`Config::totals`).
+    #[map]
+    static TOTALS: PerCpuArray<Totals> = PerCpuArray::with_max_entries(1, 0);
+
+    /// The keys that have a histogram of their own under a series cap
+    /// (`Config::series_cap`, which user space makes its size). First come:
+    /// a full table sends the others to `OTHER_KEY`; user space removes
+    /// the processes that exited.
+    #[map]
+    static SERIES: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
 
     /// Task → when it became runnable (ns), 0 once its latency is taken.
     /// The key is the task's address on the rungs that have one (no read
@@ -57,7 +72,7 @@ mod bpf {
         }
     }
 
-    /// Latency of `task` if it was stamped, in the output unit; `forget`
+    /// Latency of `task` if it was stamped, in nanoseconds; `forget`
     /// deletes its entry (TID keys), else it is zeroed in place.
     #[inline(always)]
     fn take_latency(task: u64, forget: bool) -> Option<u64> {
@@ -73,11 +88,36 @@ mod bpf {
             unsafe { *entry = 0 };
         }
         let now = unsafe { bpf_ktime_get_ns() };
-        if now < start {
-            return None;
-        }
+        now.checked_sub(start)
+    }
+
+    /// Counts a latency (ns) in the unkeyed histogram, and its sum when
+    /// the exporter asks for totals.
+    #[inline(always)]
+    fn record_unkeyed(ns: u64) {
         // checked: a plain division would carry a panic path the verifier rejects.
-        (now - start).checked_div(config!(unit_ns))
+        let Some(value) = ns.checked_div(config!(unit_ns)) else { return };
+        record(&HIST, value);
+        if config!(totals) != 0 {
+            add_total(&TOTALS, ns);
+        }
+    }
+
+    /// The key a sample counts under: its own while it has (or gets) a
+    /// place in `SERIES`, else `OTHER_KEY`; any key without a cap.
+    #[inline(always)]
+    fn admitted(key: u64) -> u64 {
+        if config!(series_cap) == 0 || unsafe { SERIES.get(&key) }.is_some() {
+            return key;
+        }
+        const BPF_NOEXIST: u64 = 1;
+        const EEXIST: i32 = 17;
+        match SERIES.insert(&key, &1, BPF_NOEXIST) {
+            Ok(()) => key,
+            // Another CPU admitted it meanwhile.
+            Err(err) if err == -EEXIST => key,
+            Err(_) => OTHER_KEY,
+        }
     }
 
     #[inline(always)]
@@ -94,18 +134,29 @@ mod bpf {
         tools_ebpf::task_in_cgroup(task, &config!(cgroup))
     }
 
-    /// Records a latency under the key the flags ask for; `tid`, `tgid` and
-    /// `task` describe the task it was measured for.
+    /// Records a latency (ns) under the key the flags ask for; `tid`,
+    /// `tgid` and `task` describe the task it was measured for.
     #[inline(always)]
-    fn record_for(task: Task, tid: u32, tgid: u32, latency: u64) {
-        match config!(key_mode) {
-            key_mode::NONE => record(&HIST, latency),
-            key_mode::PID => record_keyed(&KEYED_HIST, &DROPS, tgid as u64, latency),
-            key_mode::TID => record_keyed(&KEYED_HIST, &DROPS, tid as u64, latency),
+    fn record_for(task: Task, tid: u32, tgid: u32, ns: u64) {
+        let mode = config!(key_mode);
+        let totals = config!(totals) != 0;
+        if mode == key_mode::NONE || totals {
+            record_unkeyed(ns);
+        }
+        let key = match mode {
+            key_mode::NONE => return,
+            key_mode::PID => tgid as u64,
+            key_mode::TID => tid as u64,
             _ => match task_pid_ns(task) {
-                Some(ns) => record_keyed(&KEYED_HIST, &DROPS, ns as u64, latency),
-                None => count_drop(&DROPS, |d| &mut d.read_failed),
+                Some(pidns) => pidns as u64,
+                None => return count_drop(&DROPS, |d| &mut d.read_failed),
             },
+        };
+        let Some(value) = ns.checked_div(config!(unit_ns)) else { return };
+        let key = admitted(key);
+        record_keyed(&KEYED_HIST, &DROPS, key, value);
+        if totals {
+            add_keyed_sum(&KEYED_HIST, &DROPS, key, ns);
         }
     }
 
@@ -134,7 +185,7 @@ mod bpf {
         }
         let Some(latency) = take_latency(next as u64, false) else { return };
         if config!(key_mode) == key_mode::NONE {
-            return record(&HIST, latency);
+            return record_unkeyed(latency);
         }
         match (read_field::<u32>(next, config!(task.pid)), read_field::<u32>(next, config!(task.tgid))) {
             (Some(tid), Some(tgid)) => record_for(next, tid, tgid, latency),

@@ -4,18 +4,15 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
 use clap::Parser;
-use tools_common::runqlat::{key_mode, programs, Config};
+use tools_common::runqlat::key_mode;
 use tools_user::{
     btf::Btf,
     cli::{HistogramArgs, PidArg, RuntimeArgs},
     diag,
     driver::histograms::{self, HistogramTool},
-    ebpf_object, histogram, lifetime,
-    loader::{self, Attach, Rung},
-    manual, offsets,
-    tracefs::Format,
+    ebpf_object, lifetime, loader, manual,
+    plan::runqlat,
 };
 
 /// Summarize run queue (scheduler) latency as a histogram.
@@ -53,9 +50,22 @@ fn main() -> ExitCode {
     lifetime::main_with("runqlat", || {
         let args = manual::parse::<Args>(tools_user::man_page!("runqlat.8"));
         diag::init_logging(args.runtime.verbose);
-        let (config, rungs) = plan(&args)?;
-        let mut map_sizes = histogram::map_sizes(config.key_mode != key_mode::NONE);
-        map_sizes.push(("START", start_table_size()));
+        let options = runqlat::Options {
+            pid: args.pid.pid,
+            key_mode: match (args.pids, args.tids, args.pidnss) {
+                (true, _, _) => key_mode::PID,
+                (_, true, _) => key_mode::TID,
+                (_, _, true) => key_mode::PIDNS,
+                _ => key_mode::NONE,
+            },
+            unit_ns: args.hist.unit().1,
+            cgroup: args.cgroup.clone(),
+            ..Default::default()
+        };
+        let btf = Btf::for_tool(&args.runtime)?;
+        let (config, rungs) = runqlat::plan(&options, &btf)?;
+        drop(btf);
+        let map_sizes = runqlat::map_sizes(&config, None);
         let loaded = loader::load(ebpf_object!("runqlat"), &config, &map_sizes, rungs, &args.runtime)?;
         let section = match config.key_mode {
             key_mode::PID => "pid",
@@ -69,111 +79,11 @@ fn main() -> ExitCode {
             key_fields: (config.key_mode != key_mode::NONE).then_some(&key_fields as _),
             totals: false,
             // -P and -L key by PID or TID: /proc/N exists while it does.
-            key_alive: matches!(config.key_mode, key_mode::PID | key_mode::TID).then_some(&process_exists as _),
+            key_alive: matches!(config.key_mode, key_mode::PID | key_mode::TID)
+                .then_some(&runqlat::process_exists as _),
             hist: &args.hist,
             runtime: &args.runtime,
         };
         histograms::run(tool, loaded)
     })
-}
-
-/// Entries of the kernel's task → runnable-since table. Keyed by task
-/// address, it holds every task struct that has been runnable, so it is
-/// sized from the tasks that exist now (with room for twice as many) and
-/// never below BCC's 10240.
-fn start_table_size() -> u32 {
-    let tasks = tools_user::procfs::read("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().nth(3)?.split_once('/')?.1.parse::<u32>().ok())
-        .unwrap_or(0);
-    tasks.saturating_mul(2).clamp(10240, 1 << 20)
-}
-
-fn process_exists(id: u64) -> bool {
-    std::path::Path::new(&format!("/proc/{id}")).exists()
-}
-
-/// The configuration and the rungs, best first.
-fn plan(args: &Args) -> Result<(Config, Vec<Rung>)> {
-    let mut config = Config {
-        target_tgid: args.pid.pid.unwrap_or(0),
-        key_mode: match (args.pids, args.tids, args.pidnss) {
-            (true, _, _) => key_mode::PID,
-            (_, true, _) => key_mode::TID,
-            (_, _, true) => key_mode::PIDNS,
-            _ => key_mode::NONE,
-        },
-        unit_ns: args.hist.unit().1,
-        ..Config::default()
-    };
-
-    // Task struct offsets, for every rung that reads a task.
-    let btf = Btf::for_tool(&args.runtime)?;
-    let no_task_offsets = match &btf {
-        Ok(btf) => task_offsets(btf, &mut config, args.pidnss).err().map(|err| format!("{err:#}")),
-        Err(err) => Some(format!("{err:#}")),
-    }
-    .map(|err| format!("no task_struct offsets: {err}"));
-    let switch4 = btf.as_ref().ok().and_then(|b| b.raw_tracepoint_args("sched_switch")) == Some(4);
-    config.switch_has_prev_state = switch4 as u32;
-
-    let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|err| format!("{err:#}"));
-    if let Some(path) = &args.cgroup {
-        config.cgroup = tools_user::cgroup::filter(path, btf.as_ref().ok())?;
-    }
-    let pidnss_needs_task = (args.pidnss && no_task_offsets.is_some())
-        .then(|| "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned());
-
-    let switch = if switch4 { programs::RAW_SWITCH4 } else { programs::RAW_SWITCH };
-    let rungs = vec![
-        Rung::new("raw_tracepoint")
-            .program(programs::RAW_WAKEUP, Attach::raw_tp("sched_wakeup"))
-            .program(programs::RAW_WAKEUP_NEW, Attach::raw_tp("sched_wakeup_new"))
-            .program(switch, Attach::raw_tp("sched_switch"))
-            .unusable_if(no_task_offsets.clone()),
-        Rung::new("tracepoint")
-            .program(programs::TP_WAKEUP, Attach::tracepoint("sched", "sched_wakeup"))
-            .program(programs::TP_WAKEUP_NEW, Attach::tracepoint("sched", "sched_wakeup_new"))
-            .program(programs::TP_SWITCH, Attach::tracepoint("sched", "sched_switch"))
-            .unusable_if(no_tracepoint_fields)
-            .unusable_if(pidnss_needs_task),
-        Rung::new("kprobe")
-            .program(programs::KP_WAKEUP, Attach::kprobe(&["ttwu_do_activate", "ttwu_do_wakeup"]))
-            .program(programs::KP_WAKEUP_NEW, Attach::kprobe(&["wake_up_new_task"]))
-            .program(programs::KP_SWITCH, Attach::kprobe(&["finish_task_switch"]))
-            .unusable_if(no_task_offsets),
-    ];
-    Ok((config, rungs))
-}
-
-fn task_offsets(btf: &Btf, config: &mut Config, pidnss: bool) -> Result<()> {
-    config.task = offsets::task(btf)?;
-    if !pidnss {
-        return Ok(());
-    }
-    config.task_thread_pid = btf.member_any("task_struct", &["thread_pid"])?.offset;
-    config.pid_level = btf.member_any("pid", &["level"])?.offset;
-    config.pid_numbers = btf.member_any("pid", &["numbers"])?.offset;
-    config.upid_size = btf.struct_size("upid")?;
-    config.upid_ns = btf.member_any("upid", &["ns"])?.offset;
-    config.pidns_inum = btf.member_any("pid_namespace", &["ns.inum"])?.offset;
-    Ok(())
-}
-
-fn tracepoint_fields(config: &mut Config) -> Result<()> {
-    let wakeup = Format::read("sched", "sched_wakeup")?;
-    config.tp_wakeup_pid = wakeup.field_u32("pid")?;
-    if Format::read("sched", "sched_wakeup_new")?.field_u32("pid")? != config.tp_wakeup_pid {
-        anyhow::bail!("sched_wakeup and sched_wakeup_new records differ");
-    }
-    let switch = Format::read("sched", "sched_switch")?;
-    config.tp_switch_prev_pid = switch.field_u32("prev_pid")?;
-    config.tp_switch_next_pid = switch.field_u32("next_pid")?;
-    config.tp_switch_prev_state = match switch.field("prev_state")? {
-        (offset, 8) => offset,
-        (_, size) => anyhow::bail!("sched_switch prev_state is {size} bytes, expected 8"),
-    };
-    let highest_state = switch.highest_printed_flag().context("sched_switch format names no task states")?;
-    config.tp_preempt_bit = highest_state << 1;
-    Ok(())
 }

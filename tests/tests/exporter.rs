@@ -1,0 +1,383 @@
+//! ebpf-tools-exporter against a real Prometheus (Debian's, started here
+//! on loopback with its own configuration and storage, never a system
+//! service), real workloads, and clients that misbehave.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::*;
+use serde_json::Value;
+
+/// A Prometheus server on an unused loopback port, scraping `target`
+/// every second, with its storage in a directory removed when dropped.
+struct Prometheus {
+    child: Child,
+    address: String,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    fn start(name: &str, target: &str, native_histograms: bool) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("ebpf-tools-prometheus-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: ebpf-tools\n    \
+             static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let address = unused_address();
+        let mut command = Command::new("prometheus");
+        command
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap());
+        if native_histograms {
+            command.arg("--enable-feature=native-histograms");
+        }
+        let child = command.spawn().expect("prometheus (cargo xtask setup installs Debian's)");
+        let prometheus = Prometheus { child, address, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while curl(&[&format!("http://{}/-/ready", prometheus.address)]).0 != 0 {
+            assert!(Instant::now() < deadline, "prometheus not ready: {}", prometheus.log());
+            thread::sleep(Duration::from_millis(100));
+        }
+        prometheus
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// An instant query through the HTTP API: each result's labels and value.
+    fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let url = format!("http://{}/api/v1/query", self.address);
+        let (code, body) = curl(&["-G", &url, "--data-urlencode", &format!("query={promql}")]);
+        assert_eq!(code, 0, "{promql}: {body}");
+        let reply: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{promql}: {body}"));
+        assert_eq!(reply["status"], "success", "{promql}: {body}");
+        reply["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["metric"].clone(), r["value"][1].as_str().unwrap().parse().unwrap()))
+            .collect()
+    }
+
+    /// The single value of `promql`, waiting (up to 10 s) until there is one
+    /// and `ready` accepts it.
+    fn value(&self, promql: &str, ready: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let results = self.query(promql);
+            if let [(_, value)] = results[..] {
+                if ready(value) {
+                    return value;
+                }
+            }
+            assert!(Instant::now() < deadline, "{promql}: {results:?}\n{}", self.log());
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unused_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Runs curl quietly: its exit code and what it printed.
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().expect("curl");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ids of the programs the exporter attached, from its `--verbose` lines.
+fn program_ids(stderr: &str) -> Vec<u32> {
+    stderr.lines().filter_map(|l| l.split_once(" (id ")?.1.split_once(')')?.0.parse().ok()).collect()
+}
+
+/// The whole story on one exporter: promtool accepts its exposition;
+/// Prometheus (classic, and with native histograms) scrapes it every second
+/// while two spinners contend for a CPU and while a loop device does known
+/// I/O; the quantiles agree with runqlat's own and the counts are exact;
+/// SIGTERM leaves nothing loaded.
+#[test]
+fn prometheus_scrapes_quantiles_and_exact_counts() {
+    let _serial = serial();
+    let mut exporter = Exporter::start(&["--runqlat.per-process", "--runqlat.max-processes", "4096", "--verbose"]);
+    let ids = program_ids(exporter.running.stderr_so_far());
+    assert_eq!(ids.len(), 5, "runqlat's 3 programs and biolatency's 2: {}", exporter.running.stderr_so_far());
+
+    // promtool checks the classic text; OpenMetrics ends with its EOF.
+    let (status, text) = exporter.get("/metrics", None);
+    assert_eq!(status, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let (_, om) = exporter.get("/metrics", Some("application/openmetrics-text; version=1.0.0"));
+    assert!(om.ends_with("# EOF\n") && om.contains("# UNIT ebpf_tools_run_queue_latency_seconds seconds"));
+
+    let classic = Prometheus::start("classic", &exporter.address, false);
+    let native = Prometheus::start("native", &exporter.address, true);
+
+    // runqlat's own p90 over exactly the spinner's life: runqlat -p starts
+    // before the spinner runs; SIGSTOP freezes it (alive, its series
+    // kept) before runqlat stops.
+    let mut spinner = Workload::spinner(1);
+    let mut other = Workload::spinner(1);
+    let pid = spinner.pid();
+    let cli = Running::start("runqlat", &["-p", &pid.to_string()], "Tracing run queue latency");
+    spinner.go();
+    other.go();
+    thread::sleep(Duration::from_secs(6));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    drop(other);
+    // Two scrapes after the last sample.
+    thread::sleep(Duration::from_millis(2500));
+    let out = cli.interrupt();
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    drop(spinner);
+    let tables = parse_tables(&out.stdout);
+    let cli_table = &tables.first().unwrap_or_else(|| panic!("no table: {out:?}")).1;
+    let [count, _, cli_p90_us, ..] = cli_table.summary.expect("summary");
+    let cli_p90 = cli_p90_us as f64 / 1e6;
+
+    let series = format!("ebpf_tools_process_run_queue_latency_seconds{{pid=\"{pid}\"}}");
+    let buckets = format!("ebpf_tools_process_run_queue_latency_seconds_bucket{{pid=\"{pid}\"}}");
+    let counted = format!("ebpf_tools_process_run_queue_latency_seconds_count{{pid=\"{pid}\"}}");
+    let exported = classic.value(&counted, |n| n >= count as f64);
+    let classic_p90 = classic.value(&format!("histogram_quantile(0.9, rate({buckets}[1m]))"), f64::is_finite);
+    let native_p90 = native.value(&format!("histogram_quantile(0.9, rate({series}[1m]))"), f64::is_finite);
+    // The schema's bound (see exporter/metrics.rs) and runqlat's own (half a slot).
+    let bound = 2f64.powf(2f64.powi(-7)) * (1.0 + 1.0 / 255.0) * (1.0 + 1.0 / 256.0);
+    println!(
+        "runqlat -p {pid}: {count} samples, p90 {cli_p90:.6} s; exporter: {exported} samples; PromQL p90 classic \
+         {classic_p90:.6} s, native {native_p90:.6} s (ratio to runqlat's {:.4}, bound {bound:.4})",
+        native_p90 / cli_p90
+    );
+    // The exporter also saw the spinner's first few wakeups, before runqlat started.
+    assert!((count..=count + 5).contains(&(exported as u64)), "exporter {exported}, runqlat {count}");
+    assert!((1e-3..=20e-3).contains(&cli_p90), "runqlat's p90 {cli_p90} s is no contention");
+    assert!(classic_p90 / cli_p90 <= 2.0 && cli_p90 / classic_p90 <= 2.0, "classic {classic_p90} vs {cli_p90}");
+    assert!(native_p90 / cli_p90 <= bound && cli_p90 / native_p90 <= bound, "native {native_p90} vs {cli_p90}");
+
+    // Block I/O: exact counts under the disk's and the operation's labels.
+    let dev = LoopDevice::new();
+    dev.direct_io(100, 50);
+    for (operation, n) in [("write", 100.0), ("read", 50.0)] {
+        let labels = format!("disk=\"{}\",operation=\"{operation}\"", dev.name());
+        let classic_count =
+            classic.value(&format!("ebpf_tools_block_io_latency_seconds_count{{{labels}}}"), |v| v >= n);
+        let native_count =
+            native.value(&format!("histogram_count(ebpf_tools_block_io_latency_seconds{{{labels}}})"), |v| v >= n);
+        println!(
+            "{} {operation}: {n} I/Os made; Prometheus counts {classic_count} (classic), {native_count} (native)",
+            dev.name()
+        );
+        assert_eq!((classic_count, native_count), (n, n));
+    }
+    let attached = classic.query("ebpf_tools_tool_attached == 1");
+    assert_eq!(attached.len(), 2, "{attached:?}");
+    for (labels, _) in &attached {
+        assert_eq!(labels["rung"], "raw_tracepoint", "{labels}");
+    }
+
+    // SIGTERM: exit 0, every program gone.
+    let out = exporter.running.signal(libc::SIGTERM);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    thread::sleep(Duration::from_millis(500));
+    for id in ids {
+        assert!(!bpf_program_loaded(id), "program {id} is still loaded after SIGTERM");
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and a bcrypt-hashed password,
+/// in a directory removed when dropped.
+struct Credentials(PathBuf);
+
+impl Credentials {
+    fn make() -> Credentials {
+        let dir = std::env::temp_dir().join(format!("ebpf-tools-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success());
+        let out =
+            Command::new("htpasswd").args(["-nbBC", "10", "prometheus", "right horse"]).output().expect("htpasswd");
+        let line = String::from_utf8(out.stdout).unwrap();
+        let hash = line.trim().split_once(':').unwrap().1.to_owned();
+        let config = format!(
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n\
+             http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n\
+             basic_auth_users:\n  prometheus: '{hash}'\n"
+        );
+        std::fs::write(dir.join("web.yml"), config).unwrap();
+        Credentials(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn tls_and_basic_auth() {
+    let _serial = serial();
+    let credentials = Credentials::make();
+    let exporter = Exporter::start(&["--tools", "runqlat", "--web.config.file", &credentials.path("web.yml")]);
+    let url = format!("https://{}/metrics", exporter.address);
+    let ca = credentials.path("cert.pem");
+    let status = |user: Option<&str>| {
+        let mut args = vec!["--cacert", &ca, "-o", "/dev/null", "-w", "%{http_code}", &url];
+        if let Some(user) = user {
+            args.extend(["-u", user]);
+        }
+        curl(&args)
+    };
+    assert_eq!(status(Some("prometheus:wrong horse")), (0, "401".into()));
+    assert_eq!(status(Some("nobody:right horse")), (0, "401".into()));
+    assert_eq!(status(None), (0, "401".into()));
+    assert_eq!(status(Some("prometheus:right horse")), (0, "200".into()));
+    let (code, body) = curl(&["--cacert", &ca, "-u", "prometheus:right horse", "-i", &url]);
+    assert_eq!(code, 0);
+    assert!(body.contains("ebpf_tools_run_queue_latency_seconds_count "), "{body}");
+    assert!(body.contains("Strict-Transport-Security: max-age=31536000"), "{body}");
+    // Plain HTTP to the TLS port gets no metrics.
+    let (code, body) = curl(&["-u", "prometheus:right horse", &format!("http://{}/metrics", exporter.address)]);
+    assert!(code != 0 && !body.contains("ebpf_tools"), "plain HTTP answered ({code}): {body}");
+}
+
+#[test]
+fn only_get_of_two_paths_and_stalled_clients_block_nobody() {
+    let _serial = serial();
+    let exporter = Exporter::start(&["--tools", "runqlat"]);
+    let request = |text: &str| http_request(&exporter.address, text).expect("request");
+    assert_eq!(request("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").0, 404);
+    let (status, head, _) = request("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    assert_eq!(request("DELETE / HTTP/1.1\r\nHost: x\r\n\r\n").0, 405);
+    let (status, head, body) = request("HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((status, body.len()), (200, 0), "{head}");
+    let (status, index) = exporter.get("/", None);
+    assert!(status == 200 && index.contains("href=\"/metrics\"") && index.contains("runqlat: attached"), "{index}");
+    let huge = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n", "a".repeat(9000));
+    assert_eq!(request(&huge).0, 431);
+    assert_eq!(request("\x16\x03\x01 not http\r\n\r\n").0, 400);
+
+    // One client connects and sends nothing, one sends half a request;
+    // 50 scrapes at once still all succeed, and soon.
+    let mut silent = TcpStream::connect(&exporter.address).unwrap();
+    let mut half = TcpStream::connect(&exporter.address).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+    let started = Instant::now();
+    let scrapes: Vec<_> = (0..50)
+        .map(|_| {
+            let address = exporter.address.clone();
+            thread::spawn(move || {
+                http_request(&address, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map(|r| r.0)
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = scrapes.into_iter().map(|t| t.join().unwrap().expect("scrape")).collect();
+    let elapsed = started.elapsed();
+    println!("50 concurrent scrapes beside two stalled clients: all done in {elapsed:?}");
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // The stalled clients are still held (their timeout is 10 s), then closed with 408 for the half request.
+    let mut reply = Vec::new();
+    half.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    half.read_to_end(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&reply));
+    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(silent.read(&mut [0u8; 16]).unwrap_or(0), 0, "the silent client is closed too");
+}
+
+#[test]
+fn mistakes_are_refused_clearly() {
+    for (args, code, message) in [
+        (&["--web.listen-address", "localhost"][..], 2, "is not HOST:PORT"),
+        (&["--web.listen-address", "127.0.0.1:99999"], 2, "is not a port"),
+        (&["--tools", "nosuch"], 2, "invalid value 'nosuch'"),
+        (&["--native-histogram.schema", "8"], 2, "8 is not in -4..=7"),
+        (&["--web.config.file", "/nonexistent/web.yml"], 2, "/nonexistent/web.yml"),
+        // A --btf file is used or refused, as in every tool (nothing is loaded).
+        (&["--web.listen-address", "127.0.0.1:0", "--btf", "/nonexistent"], 2, "--btf /nonexistent"),
+        (&["--web.listen-address", "127.0.0.1:0", "--btf", "/etc/passwd"], 2, "not a BTF file"),
+    ] {
+        let out = run("ebpf-tools-exporter", args);
+        assert_eq!(out.code(), Some(code), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+    let dir = std::env::temp_dir().join(format!("ebpf-tools-webcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("web.yml");
+    std::fs::write(&bad, "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.key\n").unwrap();
+    let out = run("ebpf-tools-exporter", &["--web.config.file", bad.to_str().unwrap()]);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("missing.pem"), "{}", out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A port in use: exit 1, naming it, before anything is loaded.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = run("ebpf-tools-exporter", &["--web.listen-address", &address]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains(&address) && out.stderr.contains("in use"), "{}", out.stderr);
+}
+
+#[test]
+fn a_tool_that_cannot_attach_is_named_and_the_others_serve() {
+    let _serial = serial();
+    // biolatency has a rung runqlat lacks: forced, runqlat cannot attach.
+    let mut exporter = Exporter::start(&["--rung", "tracepoint_io"]);
+    let said = exporter.running.stderr_so_far().to_owned();
+    assert!(said.contains("runqlat not attached: unknown rung \"tracepoint_io\""), "{said}");
+    let (_, text) = exporter.get("/metrics", None);
+    assert!(text.contains("ebpf_tools_tool_attached{tool=\"runqlat\",rung=\"\"} 0"), "{text}");
+    assert!(text.contains("ebpf_tools_tool_attached{tool=\"biolatency\",rung=\"tracepoint_io\"} 1"), "{text}");
+}

@@ -1,0 +1,262 @@
+//! The tools the exporter loads: each through its plan and the loader's
+//! ladder, as the command-line tool does, with the kernel keeping
+//! nanosecond histograms, their sums and the exporter's keys. Read whole
+//! at every scrape; nothing is reset.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    Ebpf,
+};
+use tools_common::{
+    histogram::OTHER_KEY,
+    runqlat::{key_mode, Config as RunqlatConfig},
+    Drops,
+};
+
+use super::metrics::{Histogram, Kind, Scrape, Series, Value};
+use crate::{
+    btf::Btf,
+    cli::RuntimeArgs,
+    ebpf_object,
+    histogram::HistogramMaps,
+    loader::{self, Loaded, Objects, Rung},
+    plan::{
+        biolatency::{self, Disks, FlagNames, RUNGS_WITH_FLAGS},
+        runqlat,
+    },
+};
+
+/// Every tool the exporter knows, in the order they are loaded.
+pub const TOOLS: [&str; 2] = ["runqlat", "biolatency"];
+
+/// What a loaded tool gives each scrape.
+pub trait Collector {
+    /// Adds the tool's families to the scrape; returns what its kernel side
+    /// could not record since it was loaded.
+    fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops>;
+}
+
+/// A tool as the exporter holds it: attached, or the reason it is not.
+pub struct Tool {
+    pub name: &'static str,
+    pub state: State,
+}
+
+pub enum State {
+    Attached {
+        rung: &'static str,
+        /// (program, hook) of the rung taken.
+        programs: Vec<(String, String)>,
+        collector: Box<dyn Collector>,
+    },
+    Failed(String),
+}
+
+/// The exporter's choices for the tools.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// runqlat: one series per process, at most this many (0: none).
+    pub runqlat_max_processes: u32,
+    /// biolatency: from queue insertion (`-Q`).
+    pub biolatency_queued: bool,
+}
+
+/// Loads tool `name` (one of [`TOOLS`]) with the BTF parsed once for all.
+pub fn load(name: &'static str, options: &Options, btf: &Result<Btf, String>, runtime: &RuntimeArgs) -> Tool {
+    let state = match load_tool(name, options, btf, runtime) {
+        Ok(state) => state,
+        Err(err) => State::Failed(format!("{err:#}")),
+    };
+    Tool { name, state }
+}
+
+fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: &RuntimeArgs) -> Result<State> {
+    match name {
+        "runqlat" => {
+            let per_process = options.runqlat_max_processes > 0;
+            let plan_options = runqlat::Options {
+                key_mode: if per_process { key_mode::PID } else { key_mode::NONE },
+                unit_ns: 1,
+                totals: true,
+                series_cap: options.runqlat_max_processes,
+                ..Default::default()
+            };
+            let (config, rungs) = runqlat::plan(&plan_options, btf)?;
+            // Each process's slots and sum, plus room for the others' key.
+            let keyed = options.runqlat_max_processes.saturating_add(1).saturating_mul(512).clamp(16384, 1 << 20);
+            let sizes = runqlat::map_sizes(&config, Some(keyed));
+            let (loaded, programs) = attach(ebpf_object!("runqlat"), &config, &sizes, rungs, runtime)?;
+            let rung = loaded.rung;
+            Ok(State::Attached { rung, programs, collector: Box::new(Runqlat::new(loaded, &config)?) })
+        }
+        "biolatency" => {
+            let flag_names = FlagNames::from_btf(btf.as_ref().ok());
+            let plan_options = biolatency::Options {
+                queued: options.biolatency_queued,
+                per_disk: true,
+                per_operation: true,
+                unit_ns: 1,
+                totals: true,
+                ..Default::default()
+            };
+            let (config, rungs) = biolatency::plan(&plan_options, btf)?;
+            // The keyed table keeps the object's 16384 (disk, operation, slot)
+            // entries, as biolatency -D -F: 8 bytes per entry per CPU of
+            // kernel memory; what does not fit is counted as lost.
+            let (mut loaded, programs) = attach(ebpf_object!("biolatency"), &config, &[], rungs, runtime)?;
+            let maps = HistogramMaps::take(&mut loaded.ebpf, true, false)?;
+            let operations = match flag_names {
+                Ok(names) if RUNGS_WITH_FLAGS.contains(&loaded.rung) => Some(names),
+                _ => None,
+            };
+            let collector = Biolatency { _ebpf: loaded.ebpf, maps, disks: Disks::read()?, operations };
+            Ok(State::Attached { rung: loaded.rung, programs, collector: Box::new(collector) })
+        }
+        other => anyhow::bail!("no tool named {other}"),
+    }
+}
+
+/// Loads through the ladder; returns the programs of the rung taken.
+fn attach<C: aya::Pod>(
+    objects: Objects,
+    config: &C,
+    sizes: &[(&'static str, u32)],
+    rungs: Vec<Rung>,
+    runtime: &RuntimeArgs,
+) -> Result<(Loaded, Vec<(String, String)>)> {
+    let hooks: Vec<(&str, Vec<(String, String)>)> = rungs
+        .iter()
+        .map(|rung| (rung.name, rung.programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect()))
+        .collect();
+    let loaded = loader::load(objects, config, sizes, rungs, runtime)?;
+    let programs = hooks.into_iter().find(|(rung, _)| *rung == loaded.rung).map(|(_, p)| p).unwrap_or_default();
+    Ok((loaded, programs))
+}
+
+const RUN_QUEUE_LATENCY: &str = "ebpf_tools_run_queue_latency_seconds";
+const RUN_QUEUE_LATENCY_HELP: &str = "Scheduler run-queue latency: from a task becoming runnable (woken, new, or \
+                                      preempted) to it running on a CPU (runqlat).";
+const PROCESS_RUN_QUEUE_LATENCY: &str = "ebpf_tools_process_run_queue_latency_seconds";
+const PROCESS_RUN_QUEUE_LATENCY_HELP: &str = "Run-queue latency per process (--runqlat.max-processes of them, first \
+                                              come while they live); pid=\"other\" counts every process beyond.";
+const PROCESS_SERIES_LIMIT: &str = "ebpf_tools_process_series_limit";
+
+struct Runqlat {
+    _ebpf: Ebpf,
+    maps: HistogramMaps,
+    /// The kernel's table of processes with a series of their own (per process only).
+    series: Option<BpfHashMap<MapData, u64, u8>>,
+    cap: u32,
+}
+
+impl Runqlat {
+    fn new(mut loaded: Loaded, config: &RunqlatConfig) -> Result<Runqlat> {
+        let keyed = config.key_mode != key_mode::NONE;
+        let maps = HistogramMaps::take(&mut loaded.ebpf, keyed, true)?;
+        let series = match keyed {
+            true => Some(BpfHashMap::try_from(loaded.ebpf.take_map("SERIES").context("no SERIES map")?)?),
+            false => None,
+        };
+        Ok(Runqlat { _ebpf: loaded.ebpf, maps, series, cap: config.series_cap })
+    }
+}
+
+impl Collector for Runqlat {
+    fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
+        let counts = self.maps.unkeyed_total()?;
+        let sum_ns = self.maps.totals_total()?.unwrap_or_default().sum_ns;
+        scrape
+            .family(RUN_QUEUE_LATENCY, Kind::Histogram, RUN_QUEUE_LATENCY_HELP)
+            .series
+            .push(Series { labels: vec![], value: Value::Histogram(Histogram { counts, sum_ns }) });
+        if let Some(series) = &mut self.series {
+            let by_process = self.maps.keyed_total()?;
+            let mut exited = BTreeSet::new();
+            let family = scrape.family(PROCESS_RUN_QUEUE_LATENCY, Kind::Histogram, PROCESS_RUN_QUEUE_LATENCY_HELP);
+            let mut other = None;
+            for (pid, (counts, sum_ns)) in by_process {
+                let histogram = Value::Histogram(Histogram { counts, sum_ns });
+                if pid == OTHER_KEY {
+                    other = Some(histogram);
+                    continue;
+                }
+                // Read before /proc is: a process that exits in between is still seen whole.
+                let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+                    exited.insert(pid);
+                    continue;
+                };
+                let comm = String::from_utf8_lossy(comm.trim_end_matches('\n').as_bytes()).into_owned();
+                family.series.push(Series { labels: vec![("pid", pid.to_string()), ("comm", comm)], value: histogram });
+            }
+            if let Some(histogram) = other {
+                family
+                    .series
+                    .push(Series { labels: vec![("pid", "other".into()), ("comm", String::new())], value: histogram });
+            }
+            // An exited process counts no more: its place goes to the next one.
+            self.maps.remove_keys(&exited);
+            for pid in &exited {
+                let _ = series.remove(pid);
+            }
+            scrape.number(
+                PROCESS_SERIES_LIMIT,
+                Kind::Gauge,
+                "Processes that can have a run-queue latency series of their own (--runqlat.max-processes).",
+                vec![],
+                self.cap as f64,
+            );
+        }
+        self.maps.drops_total()
+    }
+}
+
+const BLOCK_IO_LATENCY: &str = "ebpf_tools_block_io_latency_seconds";
+const BLOCK_IO_LATENCY_HELP: &str = "Block I/O latency from issue to the device (or, with --biolatency.queued, \
+                                     from queueing) to completion, by disk and operation (biolatency).";
+
+struct Biolatency {
+    _ebpf: Ebpf,
+    maps: HistogramMaps,
+    disks: Disks,
+    /// Names of operations, where the rung taken reads the request.
+    operations: Option<FlagNames>,
+}
+
+impl Collector for Biolatency {
+    fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
+        let keyed = self.maps.keyed_total()?;
+        // A disk attached since the last look (a new loop device) is named.
+        if keyed.keys().any(|key| self.disks.get((key >> 32) as u32).is_none()) {
+            self.disks = Disks::read()?;
+        }
+        // Keys that name the same (disk, operation) add up (operations this
+        // exporter cannot name are all "unknown").
+        let mut series: BTreeMap<(String, String), Histogram> = BTreeMap::new();
+        for (key, (counts, sum_ns)) in keyed {
+            let dev = (key >> 32) as u32;
+            let disk = match self.disks.get(dev) {
+                Some(name) => name.to_owned(),
+                None => format!("{}:{}", dev >> 20, dev & 0xf_ffff),
+            };
+            let operation = self
+                .operations
+                .as_ref()
+                .and_then(|names| names.op_label(key as u32))
+                .unwrap_or_else(|| "unknown".into());
+            let entry = series.entry((disk, operation)).or_default();
+            entry.counts.add(&counts);
+            entry.sum_ns += sum_ns;
+        }
+        let family = scrape.family(BLOCK_IO_LATENCY, Kind::Histogram, BLOCK_IO_LATENCY_HELP);
+        for ((disk, operation), histogram) in series {
+            family.series.push(Series {
+                labels: vec![("disk", disk), ("operation", operation)],
+                value: Value::Histogram(histogram),
+            });
+        }
+        self.maps.drops_total()
+    }
+}

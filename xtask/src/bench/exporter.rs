@@ -1,0 +1,112 @@
+//! The exporter's own costs, beside its per-event cost (the overhead
+//! benchmarks): the time of one scrape in each exposition, its CPU when
+//! idle and when scraped every second, and its memory.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use integration_tests::{http_request, serving_address};
+
+use super::{stat, workload, Bench, Contender, BENCHMARKS, EXPORTER};
+
+/// Prometheus' Accept header when native histograms are on.
+const ACCEPT_PROTOBUF: &str =
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+
+impl Bench {
+    pub(super) fn exporter_scrapes(&self) -> Result<String> {
+        let b = BENCHMARKS.iter().find(|b| b.tool == EXPORTER).context("no exporter benchmark")?;
+        let quick = self.settings.rounds == 1;
+        let (scrapes, idle_secs, scraped_secs) = if quick { (5, 2, 3) } else { (50, 10, 20) };
+        let tracer = self.start(b, Contender::Ours, &[])?.context("no exporter")?;
+        let address = wait_for_address(&tracer.err)?;
+        // Something in both tools' maps: run-queue latency of a busy pair, a disk's reads and writes.
+        workload::ping_pong(self.cpu, 0.5)?;
+        workload::direct_reads(&self.loop_device().path, 0.5)?;
+
+        let pid = tracer.child.id();
+        let idle_ms = cpu_while(pid, || std::thread::sleep(Duration::from_secs(idle_secs)))? / idle_secs as f64;
+        let mut rows = String::new();
+        for (format, accept) in
+            [("classic text", None), ("protobuf with native histograms (schema 7)", Some(ACCEPT_PROTOBUF))]
+        {
+            let mut ms = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..scrapes {
+                let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+                let started = Instant::now();
+                let (status, _, body) = http_request(
+                    &address,
+                    &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n"),
+                )?;
+                ms.push(started.elapsed().as_secs_f64() * 1e3);
+                if status != 200 {
+                    bail!("scraping the exporter: status {status}");
+                }
+                bytes = body.len();
+            }
+            let _ =
+                writeln!(rows, "| one scrape, {format}, {:.1} KiB (ms) | {} |", bytes as f64 / 1024.0, stat(&ms, 2));
+        }
+        let scraped_ms = cpu_while(pid, || {
+            for _ in 0..scraped_secs {
+                let started = Instant::now();
+                let _ = http_request(&address, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+            }
+        })? / scraped_secs as f64;
+        let stopped = tracer.stop()?;
+
+        let mut s = String::from("\n## Exporter: scrapes, CPU and memory\n\n");
+        let _ = writeln!(
+            s,
+            "`ebpf-tools-exporter` with runqlat and biolatency loaded (every tool it has), after half a second of \
+             each one's workload; {scrapes} scrapes of each exposition over loopback, one connection each (the \
+             time includes connecting); CPU from the kernel's per-task run time. Targets: one scrape under 10 ms, \
+             RSS under 20 MB, no measurable CPU between scrapes.\n"
+        );
+        s += "| measurement | value |\n|---|---|\n";
+        s += &rows;
+        let _ = writeln!(s, "| CPU idle, {idle_secs} s without scrapes (ms of CPU per s) | {idle_ms:.3} |");
+        let _ = writeln!(s, "| CPU scraped every second for {scraped_secs} s (ms of CPU per s) | {scraped_ms:.3} |");
+        let _ = writeln!(s, "| max RSS over the run (MB) | {:.1} |", stopped.max_rss_kb as f64 / 1024.0);
+        println!("{s}");
+        Ok(s)
+    }
+}
+
+/// The exporter's address, from its `serving ... on ADDRESS` line.
+fn wait_for_address(stderr: &std::path::Path) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let said = fs::read_to_string(stderr).unwrap_or_default();
+        if let Some(address) = serving_address(&said) {
+            return Ok(address);
+        }
+        if Instant::now() > deadline {
+            bail!("the exporter did not say where it serves:\n{said}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CPU time (ms) that process `pid`'s threads spent while `work` ran.
+fn cpu_while(pid: u32, work: impl FnOnce()) -> Result<f64> {
+    let before = cpu_ns(pid)?;
+    work();
+    Ok((cpu_ns(pid)? - before) as f64 / 1e6)
+}
+
+/// The run time of every thread of `pid` (`/proc/PID/task/*/schedstat`, ns).
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let schedstat = fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
+        total += schedstat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(total)
+}
