@@ -632,10 +632,15 @@ fn reported_loss(contender: Contender, stderr: &str) -> u64 {
 
 impl Tracer {
     /// SIGINT (the tools print their summary and detach), then the exit
-    /// status and max RSS from wait4.
+    /// status from wait4. The max RSS is the process's own peak (VmHWM),
+    /// read just before: wait4's `ru_maxrss` also counts, at exec, the
+    /// memory the child shared with this process when it was forked, so
+    /// every tracer started after the harness had grown showed the
+    /// harness's size (46.5 MB for every contender) instead of its own.
     fn stop(self) -> Result<Stopped> {
-        signal(&self.child, libc::SIGINT);
         let pid = self.child.id() as libc::pid_t;
+        let max_rss_kb = peak_rss_kb(pid).with_context(|| format!("the peak RSS of {}", self.label))?;
+        signal(&self.child, libc::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(10);
         let (status, usage) = loop {
             let mut status = 0;
@@ -664,8 +669,18 @@ impl Tracer {
         let stdout = fs::read_to_string(&self.out).unwrap_or_default();
         let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         let cpu_secs = secs(usage.ru_utime) + secs(usage.ru_stime);
-        Ok(Stopped { code, max_rss_kb: usage.ru_maxrss as u64, cpu_secs, stdout, stderr })
+        Ok(Stopped { code, max_rss_kb, cpu_secs, stdout, stderr })
     }
+}
+
+/// A live process's peak resident set since its exec, from /proc.
+fn peak_rss_kb(pid: libc::pid_t) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM line")
 }
 
 fn signal(child: &Child, signal: i32) {
