@@ -10,9 +10,7 @@ use tools_user::{
     cli::{HistogramArgs, RuntimeArgs},
     diag,
     driver::histograms::{self, HistogramTool},
-    ebpf_object, histogram,
-    lifetime::{self, BadInput},
-    loader, manual,
+    ebpf_object, histogram, lifetime, loader, manual,
     plan::biolatency::{self, Disks, FlagNames},
 };
 
