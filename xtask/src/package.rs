@@ -122,8 +122,8 @@ fn lay_out(bin_dir: &Path, dest: &Path, prefix: &Path, layout: &Layout) -> Resul
             let source = workspace().join(unit);
             let file_name = source.file_name().context("a unit file name")?;
             // The unit names the binary where this installation puts it.
-            let text = fs::read_to_string(&source)?
-                .replace("/usr/local/bin/", &format!("{}/", prefix.join("bin").display()));
+            let text =
+                fs::read_to_string(&source)?.replace("/usr/local/bin/", &format!("{}/", prefix.join("bin").display()));
             written.push(write(&dest.join("lib/systemd/system").join(file_name), text.as_bytes())?);
         }
     }
