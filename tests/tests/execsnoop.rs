@@ -79,6 +79,43 @@ fn basic_exec_on_forced_perf_array() {
     basic(&["--perf-array"]);
 }
 
+/// Execs that alternate between two CPUs while the reader is stopped
+/// print in the order they happened, on either transport: a perf batch
+/// holds each CPU's buffer, and is put back in time order.
+#[test]
+fn execs_on_two_cpus_print_in_the_order_they_happened() {
+    use std::os::unix::process::CommandExt as _;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "the test needs two CPUs, this machine has {cpus}");
+    for transport in [&[][..], &["--perf-array"]] {
+        let _serial = serial();
+        let tag = uuid();
+        let tool = Running::start("execsnoop", transport, READY);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(tool.pid(), libc::SIGSTOP) };
+        let order: Vec<String> = (0..8).map(|i| format!("{tag}-{i}")).collect();
+        for (i, arg) in order.iter().enumerate() {
+            let mut command = Command::new("/bin/true");
+            command.arg(arg);
+            // SAFETY: sched_setaffinity is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || match pin_to_cpu(1 - i % 2) {
+                    true => Ok(()),
+                    false => Err(std::io::Error::last_os_error()),
+                })
+            };
+            command.status().unwrap();
+        }
+        unsafe { libc::kill(tool.pid(), libc::SIGCONT) };
+        std::thread::sleep(Duration::from_millis(500));
+        let out = tool.interrupt();
+        assert_eq!(out.code(), Some(0), "{out:?}");
+        let printed: Vec<String> =
+            out.stdout.lines().filter(|l| l.contains(&tag)).map(|l| parse(l).args.replace("/bin/true ", "")).collect();
+        assert_eq!(printed, order, "{transport:?}");
+    }
+}
+
 #[test]
 fn basic_exec_with_forced_config_map() {
     basic(&["--config-map"]);

@@ -1,6 +1,9 @@
 //! The event path shared by the event tools: the BPF ring buffer where the
 //! kernel has one (5.8+), a perf event array otherwise, drained in batches,
-//! with the kernel's own count of events it could not hand over.
+//! with the kernel's own count of events it could not hand over. Events
+//! come out in the order they happened on either path: the ring buffer is
+//! one queue, and a perf batch (every CPU's buffer) is put back in time
+//! order before it is handed over.
 
 use std::{future::poll_fn, mem::MaybeUninit, task::Poll};
 
@@ -97,8 +100,8 @@ pub struct EventStream {
     source: Source,
     drops: PerCpuArray<MapData, Drops>,
     reported: Drops,
-    /// Reassembles perf samples that wrap around the end of their buffer.
-    scratch: Vec<u8>,
+    /// A perf batch, every CPU's samples, before it is put in time order.
+    batch: PerfBatch,
     /// When the ring buffer is next drained without a wakeup.
     ring_poll: tokio::time::Interval,
 }
@@ -125,14 +128,13 @@ impl EventStream {
         let drops = PerCpuArray::try_from(ebpf.take_map(map_names::DROPS).context("no DROPS map")?)?;
         let mut ring_poll = tokio::time::interval(RING_POLL);
         ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(EventStream { source, drops, reported: Drops::default(), scratch: Vec::new(), ring_poll })
+        Ok(EventStream { source, drops, reported: Drops::default(), batch: PerfBatch::default(), ring_poll })
     }
 
     /// Waits until events are ready (or, on the ring buffer, for its next
     /// poll), then hands each available one to `f`: one wakeup drains a
     /// whole batch.
     pub async fn next_batch(&mut self, mut f: impl FnMut(&[u8])) -> Result<()> {
-        let scratch = &mut self.scratch;
         let poll = &mut self.ring_poll;
         match &mut self.source {
             Source::Ring(fd) => {
@@ -152,13 +154,13 @@ impl EventStream {
                 }
             }
             Source::Perf(buffers) => {
+                // Wait for any CPU's buffer, then take every CPU's: an event
+                // that happened first on another CPU is in this batch too.
                 poll_fn(|cx| {
                     let mut any = false;
                     for fd in buffers.iter_mut() {
                         if let Poll::Ready(guard) = fd.poll_read_ready_mut(cx) {
-                            let mut guard = guard?;
-                            drain_perf(guard.get_inner_mut(), scratch, &mut f);
-                            guard.clear_ready();
+                            guard?.clear_ready();
                             any = true;
                         }
                     }
@@ -169,6 +171,7 @@ impl EventStream {
                     }
                 })
                 .await?;
+                self.batch.take_in_time_order(buffers, f);
             }
         }
         Ok(())
@@ -182,11 +185,7 @@ impl EventStream {
                     f(&item);
                 }
             }
-            Source::Perf(buffers) => {
-                for fd in buffers.iter_mut() {
-                    drain_perf(fd.get_mut(), &mut self.scratch, &mut f);
-                }
-            }
+            Source::Perf(buffers) => self.batch.take_in_time_order(buffers, f),
         }
     }
 
@@ -207,22 +206,49 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
     unsafe { AsyncFd::register(inner) }.map_err(|err| anyhow::anyhow!("watching an event buffer: {err}"))
 }
 
-/// Perf samples, reassembled when they wrap. The kernel side counts what it
-/// failed to output, so the buffer's own lost records (the same events,
-/// reported late) are not added again.
-fn drain_perf(buf: &mut PerfEventArrayBuffer<MapData>, scratch: &mut Vec<u8>, f: &mut impl FnMut(&[u8])) {
-    buf.for_each(|event| {
-        if let PerfEvent::Sample { head, tail } = event {
-            if tail.is_empty() {
-                f(head);
-            } else {
-                scratch.clear();
-                scratch.extend_from_slice(head);
-                scratch.extend_from_slice(tail);
-                f(scratch);
-            }
+/// Every CPU's perf samples, copied out and handed over in time order.
+/// Each CPU's buffer is in order, but a reader that takes them one after
+/// another would print a read that finished on CPU 1 after the fsync that
+/// followed it on CPU 0. Samples that wrap around the end of their buffer
+/// are reassembled by the copy.
+#[derive(Default)]
+struct PerfBatch {
+    bytes: Vec<u8>,
+    /// (time, start, end) of each sample in `bytes`.
+    samples: Vec<(u64, usize, usize)>,
+}
+
+impl PerfBatch {
+    fn take_in_time_order(&mut self, buffers: &mut [AsyncFd<PerfEventArrayBuffer<MapData>>], mut f: impl FnMut(&[u8])) {
+        self.bytes.clear();
+        self.samples.clear();
+        for fd in buffers.iter_mut() {
+            // The kernel side counts what it failed to output, so the
+            // buffer's own lost records (the same events, reported late)
+            // are not added again.
+            fd.get_mut().for_each(|event| {
+                if let PerfEvent::Sample { head, tail } = event {
+                    let start = self.bytes.len();
+                    self.bytes.extend_from_slice(head);
+                    self.bytes.extend_from_slice(tail);
+                    let time = event_time(&self.bytes[start..]);
+                    self.samples.push((time, start, self.bytes.len()));
+                }
+            });
         }
-    });
+        // Stable: samples of one time keep their CPU's order.
+        self.samples.sort_by_key(|&(time, ..)| time);
+        for &(_, start, end) in &self.samples {
+            f(&self.bytes[start..end]);
+        }
+    }
+}
+
+/// When an event happened: every event begins with its CLOCK_MONOTONIC
+/// time, a native-endian u64 (see `tools_common::Event`); a sample too
+/// short to hold one sorts first, and is refused by `decode`.
+fn event_time(bytes: &[u8]) -> u64 {
+    bytes.first_chunk::<8>().map_or(0, |time| u64::from_ne_bytes(*time))
 }
 
 /// An event as the kernel side sent it, read safely: at least

@@ -101,6 +101,8 @@ pub struct Config {
 
 crate::plain_data!(Config, InFlight, ExecEvent);
 
+crate::time_first!(ExecEvent, ts_ns);
+
 #[cfg(feature = "user")]
 impl crate::Event for ExecEvent {
     const MIN_LEN: usize = core::mem::offset_of!(ExecEvent, args);

@@ -113,6 +113,8 @@ pub struct Config {
 
 crate::plain_data!(Config, Start, FileOpEvent);
 
+crate::time_first!(FileOpEvent, end_ns);
+
 #[cfg(feature = "user")]
 impl crate::Event for FileOpEvent {
     const MIN_LEN: usize = core::mem::offset_of!(FileOpEvent, name);

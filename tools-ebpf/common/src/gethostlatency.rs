@@ -101,6 +101,8 @@ pub struct Config {
 
 crate::plain_data!(Config, Call, LookupEvent);
 
+crate::time_first!(LookupEvent, ts_ns);
+
 #[cfg(feature = "user")]
 impl crate::Event for LookupEvent {
     const MIN_LEN: usize = core::mem::offset_of!(LookupEvent, host);

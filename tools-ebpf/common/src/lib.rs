@@ -106,10 +106,22 @@ macro_rules! plain_data {
 /// An event the kernel side hands to user space through the event path.
 /// `MIN_LEN` is the fewest bytes a valid one has: events may be sent cut
 /// short (execsnoop sends only the arguments it captured); the bytes not
-/// sent read as zero.
+/// sent read as zero. Every event begins with when it happened, a `u64` of
+/// CLOCK_MONOTONIC nanoseconds ([`time_first!`] checks it): the perf path
+/// puts each batch of every CPU's events back in time order by it.
 #[cfg(feature = "user")]
 pub trait Event: aya::Pod {
     const MIN_LEN: usize = core::mem::size_of::<Self>();
+}
+
+/// Checks at compile time that event `$ty` begins with `$field`, its time
+/// as a `u64` (see [`Event`]).
+#[macro_export]
+macro_rules! time_first {
+    ($ty:ty, $field:ident) => {
+        const _: () = assert!(core::mem::offset_of!($ty, $field) == 0, "an event begins with its time");
+        const _: fn(&$ty) -> u64 = |event| event.$field;
+    };
 }
 
 plain_data!(Drops, histogram::Histogram, histogram::HistKey, histogram::Totals);

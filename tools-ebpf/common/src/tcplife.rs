@@ -134,5 +134,7 @@ pub struct Config {
 
 crate::plain_data!(Config, Session, SessionEvent);
 
+crate::time_first!(SessionEvent, ts_ns);
+
 #[cfg(feature = "user")]
 impl crate::Event for SessionEvent {}
