@@ -121,10 +121,19 @@ pub fn record_keyed(keyed: &PerCpuHashMap<HistKey, u64>, drops: &PerCpuArray<Dro
     add_keyed(keyed, drops, HistKey { key, slot: histogram::slot(value), _pad: 0 }, 1);
 }
 
-/// Adds `ns` to the sum of `key`'s values (its `SUM_SLOT` entry).
+/// Adds `ns` to the sum of `key`'s values (its `SUM_SLOT` entry; a key
+/// with no histogram may keep any sum there, such as bytes).
 #[inline(always)]
 pub fn add_keyed_sum(keyed: &PerCpuHashMap<HistKey, u64>, drops: &PerCpuArray<Drops>, key: u64, ns: u64) {
     add_keyed(keyed, drops, HistKey { key, slot: histogram::SUM_SLOT, _pad: 0 }, ns);
+}
+
+/// Counts `ns` in `key`'s histogram and adds it to the key's sum: what an
+/// event tool does instead of sending an event, for the exporter.
+#[inline(always)]
+pub fn record_keyed_with_sum(keyed: &PerCpuHashMap<HistKey, u64>, drops: &PerCpuArray<Drops>, key: u64, ns: u64) {
+    record_keyed(keyed, drops, key, ns);
+    add_keyed_sum(keyed, drops, key, ns);
 }
 
 #[inline(always)]
@@ -284,12 +293,23 @@ macro_rules! histogram_maps {
         static $hist: aya_ebpf::maps::PerCpuArray<tools_common::histogram::Histogram> =
             aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
 
+        $crate::keyed_histogram_map!($keyed);
+
+        $crate::check_name!($drops = tools_common::map_names::DROPS);
+        $crate::check_name!($hist = tools_common::map_names::HIST);
+    };
+}
+
+/// Declares the keyed histogram table (see [`histogram_maps!`]); event
+/// tools declare it too, for the exporter, which has them count in the
+/// kernel instead of sending events (their config's `histograms`).
+#[macro_export]
+macro_rules! keyed_histogram_map {
+    ($keyed:ident) => {
         #[aya_ebpf::macros::map]
         static $keyed: aya_ebpf::maps::PerCpuHashMap<tools_common::histogram::HistKey, u64> =
             aya_ebpf::maps::PerCpuHashMap::with_max_entries(16384, 0);
 
-        $crate::check_name!($drops = tools_common::map_names::DROPS);
-        $crate::check_name!($hist = tools_common::map_names::HIST);
         $crate::check_name!($keyed = tools_common::map_names::KEYED_HIST);
     };
 }

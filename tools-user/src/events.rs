@@ -34,6 +34,9 @@ pub struct EventPath {
     pub transport: Transport,
     /// Buffer pages per CPU (`--buffer-pages`).
     pub pages_per_cpu: usize,
+    /// The tool counts in its kernel's keyed histogram instead of sending
+    /// events (the exporter's tools).
+    pub counting: bool,
 }
 
 impl EventPath {
@@ -55,7 +58,15 @@ impl EventPath {
                 "the kernel has no ring buffer"
             }
         );
-        EventPath { transport: chosen, pages_per_cpu: events.buffer_pages as usize }
+        EventPath { transport: chosen, pages_per_cpu: events.buffer_pages as usize, counting: false }
+    }
+
+    /// The path of a tool that counts in the kernel and sends no events
+    /// (the exporter's): the transport this kernel has, at its smallest.
+    pub fn counting_in_kernel() -> EventPath {
+        let ring = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
+        let transport = if ring { Transport::RingBuffer } else { Transport::PerfArray };
+        EventPath { transport, pages_per_cpu: 1, counting: true }
     }
 
     /// The build of an emitting program for this transport: `name`, or its
@@ -73,11 +84,17 @@ impl EventPath {
         let cpus = online_cpus().map(|c| c.len()).unwrap_or(1);
         // At most 1 GiB: the kernel's limit is below 4 GiB, and the size is a u32.
         let bytes = (self.pages_per_cpu * cpus * page_size()).next_power_of_two().min(1 << 30);
-        match self.transport {
+        let mut sizes = match self.transport {
             Transport::RingBuffer => vec![(map_names::EVENTS, bytes as u32)],
             // An unused ring buffer still gets created where supported: keep it small.
             Transport::PerfArray => vec![(map_names::EVENTS, page_size() as u32)],
+        };
+        // An event tool's keyed histogram table is the exporter's (see
+        // tools-ebpf's keyed_histogram_map!): one entry where it is unused.
+        if !self.counting {
+            sizes.push((map_names::KEYED_HIST, 1));
         }
+        sizes
     }
 }
 

@@ -225,7 +225,8 @@ pub fn map_sizes(keyed_mode: bool) -> Vec<(&'static str, u32)> {
 
 /// The histogram maps of a loaded tool, read as interval deltas.
 pub struct HistogramMaps {
-    hist: PerCpuArray<MapData, Histogram>,
+    /// None for an event tool's (see [`HistogramMaps::take_keyed`]).
+    hist: Option<PerCpuArray<MapData, Histogram>>,
     keyed: PerCpuHashMap<MapData, HistKey, u64>,
     drops: PerCpuArray<MapData, Drops>,
     totals: Option<PerCpuArray<MapData, Totals>>,
@@ -238,9 +239,16 @@ pub struct HistogramMaps {
 
 impl HistogramMaps {
     pub fn take(ebpf: &mut Ebpf, keyed_mode: bool, totals: bool) -> Result<Self> {
+        Self::take_maps(ebpf, true, keyed_mode, totals)
+    }
+
+    fn take_maps(ebpf: &mut Ebpf, unkeyed: bool, keyed_mode: bool, totals: bool) -> Result<Self> {
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("eBPF object has no map {name}"));
         Ok(HistogramMaps {
-            hist: PerCpuArray::try_from(take(map_names::HIST)?)?,
+            hist: match unkeyed {
+                true => Some(PerCpuArray::try_from(take(map_names::HIST)?)?),
+                false => None,
+            },
             keyed: PerCpuHashMap::try_from(take(map_names::KEYED_HIST)?)?,
             drops: PerCpuArray::try_from(take(map_names::DROPS)?)?,
             totals: if totals { Some(PerCpuArray::try_from(take(map_names::TOTALS)?)?) } else { None },
@@ -250,6 +258,12 @@ impl HistogramMaps {
             seen_drops: Drops::default(),
             seen_totals: Totals::default(),
         })
+    }
+
+    /// An event tool's maps, counting in the kernel for the exporter: its
+    /// keyed table and drop counters (it has no unkeyed histogram).
+    pub fn take_keyed(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::take_maps(ebpf, false, true, false)
     }
 
     /// Reads what was counted since the last call. `key_alive` (for keys
@@ -296,7 +310,8 @@ impl HistogramMaps {
     /// The unkeyed histogram: everything counted since the programs were
     /// loaded, every CPU's counts added up.
     pub fn unkeyed_total(&self) -> Result<Counts> {
-        let per_cpu = self.hist.get(&0, 0).context("reading the histogram")?;
+        let hist = self.hist.as_ref().context("this tool keeps no unkeyed histogram")?;
+        let per_cpu = hist.get(&0, 0).context("reading the histogram")?;
         let mut total = Counts::default();
         for cpu in per_cpu.iter() {
             for (sum, n) in total.0.iter_mut().zip(cpu.slots.iter()) {

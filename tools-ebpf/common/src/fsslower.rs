@@ -108,7 +108,9 @@ pub struct Config {
     pub tp_fd: u32,
     pub tp_pos: u32,
     pub tp_ret: u32,
-    pub _pad: u32,
+    /// Non-zero for the exporter: every operation is counted in the keyed
+    /// histogram under its `op`, with its sum, and no event is sent.
+    pub histograms: u32,
 }
 
 crate::plain_data!(Config, Start, FileOpEvent);

@@ -130,7 +130,22 @@ pub struct Config {
     pub tp_daddr_v6: u32,
     /// `sys_exit_accept(4)`: `ret`, the new descriptor.
     pub tp_exit_ret: u32,
+    /// Non-zero for the exporter: each session is counted in the keyed
+    /// histogram (see [`hist_key`]) and no event is sent.
+    pub histograms: u32,
+    pub _pad: u32,
 }
+
+/// Keys of the exporter's keyed histogram: the duration's histogram and
+/// sum (ns), and the sums of the bytes sent and received, each by address
+/// family (`key | family`).
+pub mod hist_key {
+    pub const DURATION: u64 = 0;
+    pub const TX_BYTES: u64 = 1 << 8;
+    pub const RX_BYTES: u64 = 2 << 8;
+}
+
+const _: () = assert!(core::mem::size_of::<Config>() == core::mem::offset_of!(Config, _pad) + 4, "Config has padding");
 
 crate::plain_data!(Config, Session, SessionEvent);
 

@@ -30,11 +30,13 @@ mod bpf {
     };
     use tools_common::fsslower::{op, programs, Config, FileOpEvent, Start, NAME_SIZE};
     use tools_ebpf::{
-        check_name, config, count_drop, declare_config, emit, event_maps, event_programs, file_of_fd, read_field,
+        check_name, config, count_drop, declare_config, emit, event_maps, event_programs, file_of_fd,
+        keyed_histogram_map, read_field, record_keyed_with_sum,
     };
 
     declare_config!(Config);
     event_maps!(DROPS, EVENTS, EVENTS_PERF);
+    keyed_histogram_map!(KEYED_HIST);
 
     /// Operations in flight: by thread and operation on the function rungs
     /// (an O_SYNC write's fsync nests inside it), by thread on the syscall
@@ -76,6 +78,9 @@ mod bpf {
     fn finish<const RING: bool, C: EbpfContext>(ctx: &C, started: &Start, file: Ptr, ret: i64) {
         let now = unsafe { bpf_ktime_get_ns() };
         let latency = now.saturating_sub(started.ts_ns);
+        if config!(histograms) != 0 {
+            return record_keyed_with_sum(&KEYED_HIST, &DROPS, started.op as u64, latency);
+        }
         if latency <= config!(min_ns) {
             return;
         }

@@ -28,12 +28,16 @@ mod bpf {
         EbpfContext,
     };
     use tools_common::tcplife::{
-        maps, owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
+        hist_key, maps, owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
     };
-    use tools_ebpf::{check_name, config, count_drop, declare_config, emit, event_maps, event_programs, read_field};
+    use tools_ebpf::{
+        add_keyed_sum, check_name, config, count_drop, declare_config, emit, event_maps, event_programs,
+        keyed_histogram_map, read_field, record_keyed_with_sum,
+    };
 
     declare_config!(Config);
     event_maps!(DROPS, EVENTS, EVENTS_PERF);
+    keyed_histogram_map!(KEYED_HIST);
 
     /// Socket → its session, from birth to CLOSE (removed there). User
     /// space sizes it from the machine's TCP sockets; a full table is
@@ -142,6 +146,13 @@ mod bpf {
                 (ev.tx_bytes, ev.rx_bytes) = (tx, rx);
                 ev.flags |= session_flags::BYTES_KNOWN;
             }
+        }
+        if config!(histograms) != 0 {
+            let family = ev.family as u64;
+            record_keyed_with_sum(&KEYED_HIST, &DROPS, hist_key::DURATION | family, ev.duration_ns);
+            add_keyed_sum(&KEYED_HIST, &DROPS, hist_key::TX_BYTES | family, ev.tx_bytes);
+            add_keyed_sum(&KEYED_HIST, &DROPS, hist_key::RX_BYTES | family, ev.rx_bytes);
+            return;
         }
         let bytes =
             unsafe { core::slice::from_raw_parts(&ev as *const SessionEvent as *const u8, size_of::<SessionEvent>()) };

@@ -11,10 +11,9 @@ use std::{
     process::ExitCode,
 };
 
-use anyhow::{Context as _, Result};
-use aya::maps::Array;
+use anyhow::Result;
 use clap::Parser;
-use tools_common::tcplife::{maps, owner_from, programs, session_flags, Config, SessionEvent, PORT_WORDS};
+use tools_common::tcplife::{owner_from, session_flags, SessionEvent};
 use tools_user::{
     btf::Btf,
     cli::{EventArgs, PidArg, RuntimeArgs},
@@ -23,11 +22,9 @@ use tools_user::{
     driver::events::{self, EventTool},
     ebpf_object,
     events::EventPath,
-    lifetime,
-    loader::{self, Attach, Rung},
-    manual, offsets,
+    lifetime, loader, manual,
     output::{self, cstr, Format},
-    tracefs,
+    plan::tcplife,
 };
 
 /// Trace the lifespan of TCP sessions and summarize.
@@ -95,11 +92,22 @@ fn main() -> ExitCode {
         args.events.csv |= args.s;
         diag::init_logging(args.runtime.verbose);
         let path = EventPath::choose(&args.runtime, &args.events);
-        let (config, rungs) = plan(&args, &path)?;
-        let mut sizes = path.max_entries();
-        sizes.push((maps::SESSIONS, session_table_size()));
-        let ports = (&args.localport, &args.remoteport);
-        let fill = |ebpf: &mut aya::Ebpf| fill_ports(ebpf, ports.0, ports.1);
+        let btf = Btf::for_tool(&args.runtime)?;
+        let options = tcplife::Options {
+            pid: args.pid.pid,
+            family: match (args.ipv4, args.ipv6) {
+                (true, _) => libc::AF_INET as u32,
+                (_, true) => libc::AF_INET6 as u32,
+                _ => 0,
+            },
+            local_ports: &args.localport,
+            remote_ports: &args.remoteport,
+            cgroup: args.cgroup.as_deref(),
+            histograms: false,
+        };
+        let (config, rungs) = tcplife::plan(&options, &btf, &path)?;
+        let sizes = tcplife::map_sizes(&path);
+        let fill = |ebpf: &mut aya::Ebpf| tcplife::fill_ports(ebpf, options.local_ports, options.remote_ports);
         let loaded = loader::load_with(ebpf_object!("tcplife"), &config, &sizes, rungs, &args.runtime, fill)?;
         let format = args.events.format(&args.runtime);
         let mut tool = EventTool::new(columns(&args, format), "Tracing TCP sessions... Hit Ctrl-C to end.");
@@ -178,128 +186,4 @@ fn owner_name(how: u32) -> &'static str {
         owner_from::CLOSE => "close",
         _ => "unknown",
     }
-}
-
-/// Entries of the kernel's socket → session table: every TCP socket of the
-/// machine may be in it at once (it is emptied at CLOSE), so twice the
-/// sockets allocated now, and never below BCC's 10240.
-fn session_table_size() -> u32 {
-    let sockstat = tools_user::procfs::read("/proc/net/sockstat").unwrap_or_default();
-    let alloc = sockstat
-        .lines()
-        .find_map(|l| l.strip_prefix("TCP:"))
-        .and_then(|l| {
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            fields.windows(2).find(|w| w[0] == "alloc").and_then(|w| w[1].parse::<u32>().ok())
-        })
-        .unwrap_or(0);
-    alloc.saturating_mul(2).clamp(10240, 1 << 20)
-}
-
-/// Writes the -L and -D port bitmaps before any program attaches.
-fn fill_ports(ebpf: &mut aya::Ebpf, local: &[u16], remote: &[u16]) -> Result<()> {
-    if local.is_empty() && remote.is_empty() {
-        return Ok(());
-    }
-    let mut map: Array<_, u64> = Array::try_from(ebpf.map_mut(maps::PORTS).context("no PORTS map")?)?;
-    for (first_word, ports) in [(0, local), (PORT_WORDS, remote)] {
-        let mut words = vec![0u64; PORT_WORDS as usize];
-        for &port in ports {
-            words[port as usize >> 6] |= 1 << (port & 63);
-        }
-        for (i, word) in words.into_iter().enumerate().filter(|(_, w)| *w != 0) {
-            map.set(first_word + i as u32, word, 0)?;
-        }
-    }
-    Ok(())
-}
-
-/// The configuration and the rungs, best first.
-fn plan(args: &Args, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
-    let mut config = Config {
-        target_tgid: args.pid.pid.unwrap_or(0),
-        family: if args.ipv4 {
-            libc::AF_INET as u32
-        } else if args.ipv6 {
-            libc::AF_INET6 as u32
-        } else {
-            0
-        },
-        filter_lports: !args.localport.is_empty() as u32,
-        filter_dports: !args.remoteport.is_empty() as u32,
-        ..Config::default()
-    };
-    let btf = Btf::for_tool(&args.runtime)?;
-    if let Some(cgroup) = &args.cgroup {
-        config.cgroup = tools_user::cgroup::filter(cgroup, btf.as_ref().ok())?;
-    }
-    // The socket's members: addresses on the raw-tracepoint and kprobe
-    // rungs, byte counters on every rung.
-    let no_sock = match btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(offsets::sock) {
-        Ok(sock) => {
-            config.sock = sock;
-            config.has_bytes = (sock.tcp_bytes_acked != 0 && sock.tcp_bytes_received != 0) as u32;
-            None
-        }
-        Err(err) => Some(format!("no struct sock offsets: {err:#}")),
-    };
-    if config.has_bytes == 0 {
-        log::info!("bytes: unknown (no tcp_sock byte counters in BTF); printed as '-'");
-    }
-    // accept() leads to its socket through the descriptor table.
-    let accept = btf.as_ref().ok().and_then(|btf| {
-        let ret = tracefs::Format::read("syscalls", "sys_exit_accept4").and_then(|f| f.field("ret"));
-        match (offsets::task(btf), offsets::file(btf), ret, &no_sock) {
-            (Ok(task), Ok(file), Ok((ret, _)), None) => {
-                (config.task, config.file, config.tp_exit_ret) = (task, file, ret);
-                Some(())
-            }
-            _ => None,
-        }
-    });
-    if accept.is_none() {
-        log::info!("accept: owners of accepted sockets known only when they close (no BTF or no accept tracepoints)");
-    }
-    let no_tracepoint = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
-
-    let with_accept = |rung: Rung| match accept {
-        Some(()) => rung
-            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept"))
-            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept4")),
-        None => rung,
-    };
-    let rungs = vec![
-        with_accept(
-            Rung::new("raw_tracepoint")
-                .program(path.program(programs::RAW_STATE), Attach::raw_tp("inet_sock_set_state")),
-        )
-        .unusable_if(no_sock.clone()),
-        with_accept(
-            Rung::new("tracepoint")
-                .program(path.program(programs::TP_STATE), Attach::tracepoint("sock", "inet_sock_set_state")),
-        )
-        .unusable_if(no_tracepoint),
-        Rung::new("kprobe")
-            .program(path.program(programs::KP_STATE), Attach::kprobe(&["tcp_set_state"]))
-            .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
-            .unusable_if(no_sock),
-    ];
-    Ok((config, rungs))
-}
-
-fn tracepoint_fields(config: &mut Config) -> Result<()> {
-    let f = tracefs::Format::read("sock", "inet_sock_set_state")?;
-    let at = |name: &str| f.field(name).map(|(offset, _)| offset);
-    config.tp_skaddr = at("skaddr")?;
-    config.tp_oldstate = at("oldstate")?;
-    config.tp_newstate = at("newstate")?;
-    config.tp_sport = at("sport")?;
-    config.tp_dport = at("dport")?;
-    config.tp_family = at("family")?;
-    config.tp_protocol = at("protocol")?;
-    config.tp_saddr = at("saddr")?;
-    config.tp_daddr = at("daddr")?;
-    config.tp_saddr_v6 = at("saddr_v6")?;
-    config.tp_daddr_v6 = at("daddr_v6")?;
-    Ok(())
 }

@@ -1,10 +1,13 @@
-//! Each histogram tool's plan: its kernel configuration and its rungs,
+//! Each tool's plan (every histogram tool's, and the event tools' the
+//! exporter loads): its kernel configuration and its rungs,
 //! best first, from options that the command-line tool and the exporter
 //! both fill in. Both load through [`crate::loader`] with what this returns,
 //! so the same kernel paths are probed the same way wherever a tool runs.
 
 pub mod biolatency;
+pub mod fsslower;
 pub mod runqlat;
+pub mod tcplife;
 
 /// What a plan needs besides its options: the struct offsets' source,
 /// parsed once for every tool, as [`crate::btf::Btf::for_tool`] gives it

@@ -1,0 +1,157 @@
+//! tcplife's plan: its configuration and rungs, for the command-line tool
+//! (an event per session) and the exporter (every session counted in the
+//! kernel's keyed histogram), and the tables it fills before attaching.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use aya::maps::Array;
+use tools_common::tcplife::{maps, programs, Config, PORT_WORDS};
+
+use super::BtfSource;
+use crate::{
+    events::EventPath,
+    loader::{Attach, Rung},
+    offsets, tracefs,
+};
+
+/// What the command-line tool and the exporter ask for.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// `-p`: only sessions this process owned.
+    pub pid: Option<u32>,
+    /// `-4` / `-6`: AF_INET or AF_INET6; 0 = both.
+    pub family: u32,
+    /// `-L` and `-D`: only these local or remote ports.
+    pub local_ports: &'a [u16],
+    pub remote_ports: &'a [u16],
+    /// `-c`: only sessions whose owner ran in this cgroup v2 directory.
+    pub cgroup: Option<&'a Path>,
+    /// Count every session in the kernel; send no events (the exporter).
+    pub histograms: bool,
+}
+
+/// The configuration and the rungs, best first.
+pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
+    let mut config = Config {
+        target_tgid: options.pid.unwrap_or(0),
+        family: options.family,
+        filter_lports: !options.local_ports.is_empty() as u32,
+        filter_dports: !options.remote_ports.is_empty() as u32,
+        histograms: options.histograms as u32,
+        ..Config::default()
+    };
+    if let Some(cgroup) = options.cgroup {
+        config.cgroup = crate::cgroup::filter(cgroup, btf.as_ref().ok())?;
+    }
+    // The socket's members: addresses on the raw-tracepoint and kprobe
+    // rungs, byte counters on every rung.
+    let no_sock = match btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(offsets::sock) {
+        Ok(sock) => {
+            config.sock = sock;
+            config.has_bytes = (sock.tcp_bytes_acked != 0 && sock.tcp_bytes_received != 0) as u32;
+            None
+        }
+        Err(err) => Some(format!("no struct sock offsets: {err:#}")),
+    };
+    if config.has_bytes == 0 {
+        log::info!("bytes: unknown (no tcp_sock byte counters in BTF); printed as '-'");
+    }
+    // accept() leads to its socket through the descriptor table.
+    let accept = btf.as_ref().ok().and_then(|btf| {
+        let ret = tracefs::Format::read("syscalls", "sys_exit_accept4").and_then(|f| f.field("ret"));
+        match (offsets::task(btf), offsets::file(btf), ret, &no_sock) {
+            (Ok(task), Ok(file), Ok((ret, _)), None) => {
+                (config.task, config.file, config.tp_exit_ret) = (task, file, ret);
+                Some(())
+            }
+            _ => None,
+        }
+    });
+    if accept.is_none() {
+        log::info!("accept: owners of accepted sockets known only when they close (no BTF or no accept tracepoints)");
+    }
+    let no_tracepoint = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
+
+    let with_accept = |rung: Rung| match accept {
+        Some(()) => rung
+            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept"))
+            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept4")),
+        None => rung,
+    };
+    let rungs = vec![
+        with_accept(
+            Rung::new("raw_tracepoint")
+                .program(path.program(programs::RAW_STATE), Attach::raw_tp("inet_sock_set_state")),
+        )
+        .unusable_if(no_sock.clone()),
+        with_accept(
+            Rung::new("tracepoint")
+                .program(path.program(programs::TP_STATE), Attach::tracepoint("sock", "inet_sock_set_state")),
+        )
+        .unusable_if(no_tracepoint),
+        Rung::new("kprobe")
+            .program(path.program(programs::KP_STATE), Attach::kprobe(&["tcp_set_state"]))
+            .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
+            .unusable_if(no_sock),
+    ];
+    Ok((config, rungs))
+}
+
+fn tracepoint_fields(config: &mut Config) -> Result<()> {
+    let f = tracefs::Format::read("sock", "inet_sock_set_state")?;
+    let at = |name: &str| f.field(name).map(|(offset, _)| offset);
+    config.tp_skaddr = at("skaddr")?;
+    config.tp_oldstate = at("oldstate")?;
+    config.tp_newstate = at("newstate")?;
+    config.tp_sport = at("sport")?;
+    config.tp_dport = at("dport")?;
+    config.tp_family = at("family")?;
+    config.tp_protocol = at("protocol")?;
+    config.tp_saddr = at("saddr")?;
+    config.tp_daddr = at("daddr")?;
+    config.tp_saddr_v6 = at("saddr_v6")?;
+    config.tp_daddr_v6 = at("daddr_v6")?;
+    Ok(())
+}
+
+/// Writes the `-L` and `-D` ports into the kernel's bitmaps.
+pub fn fill_ports(ebpf: &mut aya::Ebpf, local: &[u16], remote: &[u16]) -> Result<()> {
+    if local.is_empty() && remote.is_empty() {
+        return Ok(());
+    }
+    let mut map: Array<_, u64> = Array::try_from(ebpf.map_mut(maps::PORTS).context("no PORTS map")?)?;
+    for (first_word, ports) in [(0, local), (PORT_WORDS, remote)] {
+        let mut words = vec![0u64; PORT_WORDS as usize];
+        for &port in ports {
+            words[port as usize >> 6] |= 1 << (port & 63);
+        }
+        for (i, word) in words.into_iter().enumerate().filter(|(_, w)| *w != 0) {
+            map.set(first_word + i as u32, word, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// Map sizes for the loader: the event path's, and the session table's.
+pub fn map_sizes(path: &EventPath) -> Vec<(&'static str, u32)> {
+    let mut sizes = path.max_entries();
+    sizes.push((maps::SESSIONS, session_table_size()));
+    sizes
+}
+
+/// Entries of the kernel's socket → session table: every TCP socket of the
+/// machine may be in it at once (it is emptied at CLOSE), so twice the
+/// sockets allocated now, and never below BCC's 10240.
+fn session_table_size() -> u32 {
+    let sockstat = crate::procfs::read("/proc/net/sockstat").unwrap_or_default();
+    let alloc = sockstat
+        .lines()
+        .find_map(|l| l.strip_prefix("TCP:"))
+        .and_then(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.windows(2).find(|w| w[0] == "alloc").and_then(|w| w[1].parse::<u32>().ok())
+        })
+        .unwrap_or(0);
+    alloc.saturating_mul(2).clamp(10240, 1 << 20)
+}
