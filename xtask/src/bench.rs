@@ -143,7 +143,7 @@ const BENCHMARKS: &[Benchmark] = &[
 ];
 
 const EXPORTER: &str = "ebpf-tools-exporter";
-/// Every tool the exporter has, on a port of the kernel's choosing.
+/// The tools the command-line rows compare with, on a port of the kernel's choosing.
 const EXPORTER_ARGS: &[&str] = &["--web.listen-address", "127.0.0.1:0", "--tools", "runqlat,biolatency"];
 
 impl Benchmark {

@@ -13,6 +13,7 @@ use aya::{
 use tools_common::{
     histogram::OTHER_KEY,
     runqlat::{key_mode, Config as RunqlatConfig},
+    tcplife::hist_key,
     Drops,
 };
 
@@ -21,16 +22,17 @@ use crate::{
     btf::Btf,
     cli::RuntimeArgs,
     ebpf_object,
+    events::EventPath,
     histogram::HistogramMaps,
     loader::{self, Loaded, Objects, Rung},
     plan::{
         biolatency::{self, Disks, FlagNames, RUNGS_WITH_FLAGS},
-        runqlat,
+        fsslower, runqlat, tcplife,
     },
 };
 
 /// Every tool the exporter knows, in the order they are loaded.
-pub const TOOLS: [&str; 2] = ["runqlat", "biolatency"];
+pub const TOOLS: [&str; 4] = ["runqlat", "biolatency", "ext4slower", "tcplife"];
 
 /// What a loaded tool gives each scrape.
 pub trait Collector {
@@ -114,6 +116,25 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
             };
             let collector = Biolatency { _ebpf: loaded.ebpf, maps, disks: Disks::read()?, operations };
             Ok(State::Attached { rung: loaded.rung, programs, collector: Box::new(collector) })
+        }
+        "ext4slower" => {
+            let ext4 = fsslower::FILESYSTEMS.iter().find(|fs| fs.name == "ext4").context("no ext4 in the table")?;
+            let plan_options = fsslower::Options { fs: ext4, min_ms: 0, pid: None, cgroup: None, histograms: true };
+            let path = EventPath::counting_in_kernel();
+            let (config, rungs) = fsslower::plan(&plan_options, btf, runtime, &path)?;
+            let (loaded, programs) = attach(ebpf_object!("fsslower"), &config, &path.max_entries(), rungs, runtime)?;
+            let rung = loaded.rung;
+            Ok(State::Attached { rung, programs, collector: Box::new(Ext4slower::new(loaded)?) })
+        }
+        "tcplife" => {
+            let plan_options = tcplife::Options { histograms: true, ..Default::default() };
+            let path = EventPath::counting_in_kernel();
+            let (config, rungs) = tcplife::plan(&plan_options, btf, &path)?;
+            let sizes = tcplife::map_sizes(&path);
+            let (loaded, programs) = attach(ebpf_object!("tcplife"), &config, &sizes, rungs, runtime)?;
+            let rung = loaded.rung;
+            let collector = Tcplife::new(loaded, config.has_bytes != 0)?;
+            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
         }
         other => anyhow::bail!("no tool named {other}"),
     }
@@ -256,6 +277,96 @@ impl Collector for Biolatency {
                 labels: vec![("disk", disk), ("operation", operation)],
                 value: Value::Histogram(histogram),
             });
+        }
+        self.maps.drops_total()
+    }
+}
+
+const EXT4_OPERATION_LATENCY: &str = "ebpf_tools_ext4_operation_latency_seconds";
+const EXT4_OPERATION_LATENCY_HELP: &str =
+    "Latency of ext4 reads, writes, opens and fsyncs, from the call to its return, by operation (ext4slower).";
+
+/// ext4slower counting every operation in the kernel, by operation.
+struct Ext4slower {
+    _ebpf: Ebpf,
+    maps: HistogramMaps,
+}
+
+impl Ext4slower {
+    fn new(mut loaded: Loaded) -> Result<Ext4slower> {
+        let maps = HistogramMaps::take_keyed(&mut loaded.ebpf)?;
+        Ok(Ext4slower { _ebpf: loaded.ebpf, maps })
+    }
+}
+
+impl Collector for Ext4slower {
+    fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
+        let by_operation = self.maps.keyed_total()?;
+        let family = scrape.family(EXT4_OPERATION_LATENCY, Kind::Histogram, EXT4_OPERATION_LATENCY_HELP);
+        for (op, (counts, sum_ns)) in by_operation {
+            let operation = fsslower::OPERATIONS.get(op as usize).unwrap_or(&"unknown");
+            family.series.push(Series {
+                labels: vec![("operation", operation.to_string())],
+                value: Value::Histogram(Histogram { counts, sum_ns }),
+            });
+        }
+        self.maps.drops_total()
+    }
+}
+
+const TCP_SESSION_DURATION: &str = "ebpf_tools_tcp_session_duration_seconds";
+const TCP_SESSION_DURATION_HELP: &str = "How long TCP sessions lived, from their last move into a state below \
+                                         FIN_WAIT1 to CLOSE, counted as they close, by address family (tcplife).";
+const TCP_SESSION_SENT: &str = "ebpf_tools_tcp_session_sent_bytes_total";
+const TCP_SESSION_SENT_HELP: &str =
+    "Bytes sent and acknowledged (tcp_sock.bytes_acked) by TCP sessions that closed, by address family (tcplife).";
+const TCP_SESSION_RECEIVED: &str = "ebpf_tools_tcp_session_received_bytes_total";
+const TCP_SESSION_RECEIVED_HELP: &str =
+    "Bytes received (tcp_sock.bytes_received) by TCP sessions that closed, by address family (tcplife).";
+
+/// tcplife counting every session in the kernel as it closes.
+struct Tcplife {
+    _ebpf: Ebpf,
+    maps: HistogramMaps,
+    /// The kernel's BTF gives the byte counters' offsets.
+    bytes_known: bool,
+}
+
+impl Tcplife {
+    fn new(mut loaded: Loaded, bytes_known: bool) -> Result<Tcplife> {
+        let maps = HistogramMaps::take_keyed(&mut loaded.ebpf)?;
+        Ok(Tcplife { _ebpf: loaded.ebpf, maps, bytes_known })
+    }
+}
+
+impl Collector for Tcplife {
+    fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
+        let keyed = self.maps.keyed_total()?;
+        let family_label = |key: u64| match (key & 0xff) as i32 {
+            libc::AF_INET => "ipv4".to_owned(),
+            libc::AF_INET6 => "ipv6".to_owned(),
+            other => other.to_string(),
+        };
+        let durations = scrape.family(TCP_SESSION_DURATION, Kind::Histogram, TCP_SESSION_DURATION_HELP);
+        for (key, (counts, sum_ns)) in keyed.iter().filter(|(key, _)| *key & !0xff == hist_key::DURATION) {
+            durations.series.push(Series {
+                labels: vec![("family", family_label(*key))],
+                value: Value::Histogram(Histogram { counts: counts.clone(), sum_ns: *sum_ns }),
+            });
+        }
+        if self.bytes_known {
+            for (which, name, help) in [
+                (hist_key::TX_BYTES, TCP_SESSION_SENT, TCP_SESSION_SENT_HELP),
+                (hist_key::RX_BYTES, TCP_SESSION_RECEIVED, TCP_SESSION_RECEIVED_HELP),
+            ] {
+                let family = scrape.family(name, Kind::Counter, help);
+                for (key, (_, bytes)) in keyed.iter().filter(|(key, _)| *key & !0xff == which) {
+                    family.series.push(Series {
+                        labels: vec![("family", family_label(*key))],
+                        value: Value::Number(*bytes as f64),
+                    });
+                }
+            }
         }
         self.maps.drops_total()
     }

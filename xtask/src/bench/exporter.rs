@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use integration_tests::{http_request, serving_address};
 
-use super::{stat, workload, Bench, Contender, BENCHMARKS, EXPORTER};
+use super::{stat, workload, Bench, Benchmark, Contender, BENCHMARKS, EXPORTER};
 
 /// Prometheus' Accept header when native histograms are on.
 const ACCEPT_PROTOBUF: &str =
@@ -22,11 +22,16 @@ impl Bench {
         let b = BENCHMARKS.iter().find(|b| b.tool == EXPORTER).context("no exporter benchmark")?;
         let quick = self.settings.rounds == 1;
         let (scrapes, idle_secs, scraped_secs) = if quick { (5, 2, 3) } else { (50, 10, 20) };
-        let tracer = self.start(b, Contender::Ours, &[])?.context("no exporter")?;
+        // Every tool it has: the memory target is with all of them loaded.
+        let every_tool = Benchmark { args: &["--web.listen-address", "127.0.0.1:0"], ..*b };
+        let tracer = self.start(&every_tool, Contender::Ours, &[])?.context("no exporter")?;
         let address = wait_for_address(&tracer.err)?;
-        // Something in both tools' maps: run-queue latency of a busy pair, a disk's reads and writes.
+        // Something in every tool's maps: run-queue latency of a busy pair,
+        // a disk's reads and writes, ext4 reads, TCP sessions.
         workload::ping_pong(self.cpu, 0.5)?;
         workload::direct_reads(&self.loop_device().path, 0.5)?;
+        workload::cached_preads(&self.ext4().path("bench-file"), 0.5)?;
+        workload::tcp_cycles(0.5)?;
 
         let pid = tracer.child.id();
         let idle_ms = cpu_while(pid, || std::thread::sleep(Duration::from_secs(idle_secs)))? / idle_secs as f64;
@@ -64,8 +69,8 @@ impl Bench {
         let mut s = String::from("\n## Exporter: scrapes, CPU and memory\n\n");
         let _ = writeln!(
             s,
-            "`ebpf-tools-exporter` with runqlat and biolatency loaded (every tool it has), after half a second of \
-             each one's workload; {scrapes} scrapes of each exposition over loopback, one connection each (the \
+            "`ebpf-tools-exporter` with every tool it has loaded (runqlat, biolatency, ext4slower, tcplife), after \
+             half a second of each one's workload; {scrapes} scrapes of each exposition over loopback, one connection each (the \
              time includes connecting); CPU from the kernel's per-task run time. Targets: one scrape under 10 ms, \
              RSS under 20 MB, no measurable CPU between scrapes.\n"
         );
