@@ -244,61 +244,85 @@ fn above(histogram: &str, labels: &str, bound_ns: u64) -> String {
     format!("{histogram}_count{{{labels}}} - ignoring(le) {histogram}_bucket{{{labels},le=\"{le}\"}}")
 }
 
-/// ext4slower and tcplife count in the kernel for the exporter (no event
-/// per operation): promtool accepts their families, and Prometheus sees
-/// an ext4 read held up 50 ms by userfaultfd among the slow reads, and a
-/// TCP session's exact bytes and its 300 ms lives. The root filesystem and
-/// the scrapes count too, so each is measured from where it stood.
+/// ext4slower, tcplife and gethostlatency count in the kernel for the
+/// exporter (no event per operation): promtool accepts their families, and
+/// Prometheus sees an ext4 read held up 50 ms by userfaultfd among the slow
+/// reads, a TCP session's exact bytes and its 300 ms lives, and lookups
+/// against a DNS server that answers in 100 ms, by function and result.
+/// The root filesystem, the scrapes and the machine's own lookups count
+/// too, so each is measured from where it stood.
 #[test]
-fn ext4_operations_and_tcp_sessions() {
+fn event_tools_count_in_the_kernel() {
     let _serial = serial();
-    let exporter = Exporter::start(&["--tools", "ext4slower,tcplife"]);
+    let exporter = Exporter::start(&["--tools", "ext4slower,tcplife,gethostlatency"]);
     let mount = Mounted::new("ext4");
     let path = mount.path("exported");
     std::fs::write(&path, vec![b'd'; 4096]).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap().len(), 4096);
-    let prometheus = Prometheus::start("files-and-sessions", &exporter.address, false);
+    let prometheus = Prometheus::start("event-tools", &exporter.address, false);
     let (_, text) = exporter.get("/metrics", None);
     promtool_accepts(&text);
-    for operation in ["read", "write", "open"] {
-        let labels = format!("operation=\"{operation}\"");
-        assert!(text.contains(&format!("ebpf_tools_ext4_operation_latency_seconds_count{{{labels}}} ")), "{text}");
-    }
+    // What a query adds up to, 0 before its series exists.
+    let total =
+        |query: &str, ready: &dyn Fn(f64) -> bool| prometheus.value(&format!("sum({query}) or vector(0)"), ready);
 
-    let ext4 = "ebpf_tools_ext4_operation_latency_seconds";
-    let slow_reads = above(ext4, "operation=\"read\"", (1 << 25) - 1);
-    let before = prometheus.value(&slow_reads, |_| true);
+    let slow_reads = above("ebpf_tools_ext4_operation_latency_seconds", "operation=\"read\"", (1 << 25) - 1);
+    let before = total(&slow_reads, &|_| true);
     let mut reader = Workload::new(&["slow-read", &path, "50"]);
     reader.go();
     reader.wait(Duration::from_secs(30));
-    let after = prometheus.value(&slow_reads, |v| v > before);
+    let after = total(&slow_reads, &|v| v > before);
     println!("ext4 reads slower than 33.5 ms: {before} before, {after} after the one held up 50 ms");
 
-    let duration = "ebpf_tools_tcp_session_duration_seconds";
     let family = "family=\"ipv4\"";
     let sent = format!("ebpf_tools_tcp_session_sent_bytes_total{{{family}}}");
     let received = format!("ebpf_tools_tcp_session_received_bytes_total{{{family}}}");
-    let long_lived = above(duration, family, (1 << 28) - 1);
-    let mut warm_up = Workload::new(&["tcp-session", "4", "1", "1", "client", "warm-cli", "warm-srv"]);
-    let _ = warm_up.line();
-    warm_up.go();
-    warm_up.wait(Duration::from_secs(30));
-    let before: Vec<f64> = [&sent, &received, &long_lived].iter().map(|q| prometheus.value(q, |v| v >= 2.0)).collect();
-    let (client_sends, server_sends) = (100_000.0, 5_000.0);
+    let long_lived = above("ebpf_tools_tcp_session_duration_seconds", family, (1 << 28) - 1);
+    let before: Vec<f64> = [&sent, &received, &long_lived].iter().map(|q| total(q, &|_| true)).collect();
     let mut session = Workload::new(&["tcp-session", "4", "100000", "5000", "client", "exp-cli", "exp-srv"]);
     let _ = session.line();
     session.go();
     session.wait(Duration::from_secs(30));
     // Both ends' sockets close: each counts what it sent and received.
-    let sent_after = prometheus.value(&sent, |v| v >= before[0] + client_sends + server_sends);
-    let received_after = prometheus.value(&received, |v| v >= before[1] + client_sends + server_sends);
-    let long_after = prometheus.value(&long_lived, |v| v >= before[2] + 2.0);
+    let bytes = 100_000.0 + 5_000.0;
+    let sent_after = total(&sent, &|v| v >= before[0] + bytes);
+    let received_after = total(&received, &|v| v >= before[1] + bytes);
+    let long_after = total(&long_lived, &|v| v >= before[2] + 2.0);
     println!(
         "TCP: sent {} and received {} bytes more, {} more sessions lived over 268 ms",
         sent_after - before[0],
         received_after - before[1],
         long_after - before[2]
     );
+
+    let lookups = "ebpf_tools_name_resolution_latency_seconds";
+    let wanted = [
+        ("getaddrinfo", "ok", 2.0),
+        ("getaddrinfo", "EAI_NONAME", 1.0),
+        ("gethostbyname", "ok", 1.0),
+        ("gethostbyname2", "NULL", 1.0),
+    ];
+    let series = |function: &str, result: &str| format!("function=\"{function}\",result=\"{result}\"");
+    let counts = |(function, result, _): &(&str, &str, f64)| format!("{lookups}_count{{{}}}", series(function, result));
+    let before: Vec<f64> = wanted.iter().map(|w| total(&counts(w), &|_| true)).collect();
+    let slow = above(lookups, &series("getaddrinfo", "ok"), (1 << 26) - 1);
+    let slow_before = total(&slow, &|_| true);
+    let calls = ["getaddrinfo:a.test", "getaddrinfo:b.test", "getaddrinfo:nx-c.test", "gethostbyname:d.test"]
+        .map(String::from)
+        .into_iter()
+        .chain(["gethostbyname2:nx-e.test".to_owned()]);
+    let mut args = vec!["resolve".to_owned(), "100".into(), "-".into()];
+    args.extend(calls);
+    let mut resolver = Workload::new(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(resolver.line(), "ready");
+    resolver.go();
+    resolver.wait(Duration::from_secs(30));
+    for (w, before) in wanted.iter().zip(before) {
+        let after = total(&counts(w), &|v| v >= before + w.2);
+        println!("{} {}: {} more", w.0, w.1, after - before);
+    }
+    // Both answered in 100 ms: above the bucket that ends at 67 ms.
+    let slow_after = total(&slow, &|v| v >= slow_before + 2.0);
+    println!("getaddrinfo ok over 67 ms: {} more", slow_after - slow_before);
 }
 
 /// A self-signed certificate for 127.0.0.1 and a bcrypt-hashed password,

@@ -95,8 +95,26 @@ pub struct LookupEvent {
 pub struct Config {
     /// `-p`: only this process; 0 = all.
     pub target_tgid: u32,
-    pub _pad: u32,
+    /// Non-zero for the exporter: each lookup is counted in the keyed
+    /// histogram under [`hist_key`] and no event is sent.
+    pub histograms: u32,
     pub cgroup: crate::CgroupFilter,
+}
+
+/// Keys of the exporter's keyed histogram: `function << 8 | result`, where
+/// result 0 is a success, and a failure is getaddrinfo's EAI_* negated
+/// (255 beyond 254) or gethostbyname's NULL (1).
+#[inline(always)]
+pub fn hist_key(function: u32, ret: i64) -> u64 {
+    let result = match function {
+        function::GETADDRINFO => match ret {
+            0 => 0,
+            -254..=-1 => -ret as u64,
+            _ => 255,
+        },
+        _ => (ret == 0) as u64,
+    };
+    (function as u64) << 8 | result
 }
 
 crate::plain_data!(Config, Call, LookupEvent);

@@ -30,12 +30,16 @@ mod bpf {
         EbpfContext as _,
     };
     use tools_common::gethostlatency::{
-        function, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, HOST_SIZE, UNKNOWN_LIBRARY,
+        function, hist_key, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, HOST_SIZE, UNKNOWN_LIBRARY,
     };
-    use tools_ebpf::{check_name, config, count_drop, declare_config, emit, event_maps, event_programs};
+    use tools_ebpf::{
+        check_name, config, count_drop, declare_config, emit, event_maps, event_programs, keyed_histogram_map,
+        record_keyed_with_sum,
+    };
 
     declare_config!(Config);
     event_maps!(DROPS, EVENTS, EVENTS_PERF);
+    keyed_histogram_map!(KEYED_HIST);
 
     /// Thread → its outermost resolver call in flight.
     #[map]
@@ -147,6 +151,16 @@ mod bpf {
         if call.depth > 1 {
             call.depth -= 1;
             return;
+        }
+        if config!(histograms) != 0 {
+            let now = unsafe { bpf_ktime_get_ns() };
+            // An int for getaddrinfo: the upper half of the register is not the result's.
+            let ret = ctx.ret::<i64>();
+            let ret = if call.function == function::GETADDRINFO { ret as i32 as i64 } else { ret };
+            let key = hist_key(call.function, ret);
+            let latency = now.saturating_sub(call.ts_ns);
+            let _ = CALLS.remove(&tid);
+            return record_keyed_with_sum(&KEYED_HIST, &DROPS, key, latency);
         }
         let Some(ev) = EVENT_SCRATCH.get_ptr_mut(0) else { return };
         // SAFETY: this CPU's scratch value.

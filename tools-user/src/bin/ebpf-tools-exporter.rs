@@ -1,4 +1,4 @@
-//! ebpf-tools-exporter: the histogram tools always on, for Prometheus.
+//! ebpf-tools-exporter: the tools always on, for Prometheus.
 //! Loads the chosen tools' kernel programs once, through the same plans and
 //! ladder as the command-line tools, and serves their kernel histograms at
 //! every scrape of `GET /metrics`: classic text, OpenMetrics, or protobuf

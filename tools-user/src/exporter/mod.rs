@@ -1,4 +1,4 @@
-//! `ebpf-tools-exporter`: the histogram tools always on, their kernel
+//! `ebpf-tools-exporter`: the tools always on, their kernel
 //! histograms read at each scrape and served to Prometheus (see the
 //! binary for its flags, `metrics` for the expositions, `http` for the
 //! server, `web_config` for TLS and basic auth, `tools` for what is loaded).

@@ -27,12 +27,12 @@ use crate::{
     loader::{self, Loaded, Objects, Rung},
     plan::{
         biolatency::{self, Disks, FlagNames, RUNGS_WITH_FLAGS},
-        fsslower, runqlat, tcplife,
+        fsslower, gethostlatency, runqlat, tcplife,
     },
 };
 
 /// Every tool the exporter knows, in the order they are loaded.
-pub const TOOLS: [&str; 4] = ["runqlat", "biolatency", "ext4slower", "tcplife"];
+pub const TOOLS: [&str; 5] = ["runqlat", "biolatency", "ext4slower", "tcplife", "gethostlatency"];
 
 /// What a loaded tool gives each scrape.
 pub trait Collector {
@@ -124,7 +124,10 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
             let (config, rungs) = fsslower::plan(&plan_options, btf, runtime, &path)?;
             let (loaded, programs) = attach(ebpf_object!("fsslower"), &config, &path.max_entries(), rungs, runtime)?;
             let rung = loaded.rung;
-            Ok(State::Attached { rung, programs, collector: Box::new(Ext4slower::new(loaded)?) })
+            let operation =
+                |op: u64| vec![("operation", fsslower::OPERATIONS.get(op as usize).unwrap_or(&"unknown").to_string())];
+            let collector = KeyedFamily::new(loaded, EXT4_OPERATION_LATENCY, EXT4_OPERATION_LATENCY_HELP, operation)?;
+            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
         }
         "tcplife" => {
             let plan_options = tcplife::Options { histograms: true, ..Default::default() };
@@ -134,6 +137,23 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
             let (loaded, programs) = attach(ebpf_object!("tcplife"), &config, &sizes, rungs, runtime)?;
             let rung = loaded.rung;
             let collector = Tcplife::new(loaded, config.has_bytes != 0)?;
+            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
+        }
+        "gethostlatency" => {
+            let plan_options = gethostlatency::Options { histograms: true, ..Default::default() };
+            let path = EventPath::counting_in_kernel();
+            let (config, rungs, mut resolvers) = gethostlatency::plan(&plan_options, btf, &path)?;
+            let (mut loaded, programs) =
+                attach(ebpf_object!("gethostlatency"), &config, &path.max_entries(), rungs, runtime)?;
+            resolvers.loaded(&mut loaded);
+            let rung = loaded.rung;
+            let labels = |key: u64| {
+                let (function, result) = gethostlatency::labels_of(key);
+                vec![("function", function.to_owned()), ("result", result.to_owned())]
+            };
+            let mut collector =
+                KeyedFamily::new(loaded, NAME_RESOLUTION_LATENCY, NAME_RESOLUTION_LATENCY_HELP, labels)?;
+            collector.before_scrape = Some(Box::new(move |ebpf: &mut Ebpf| resolvers.look_again(ebpf)));
             Ok(State::Attached { rung, programs, collector: Box::new(collector) })
         }
         other => anyhow::bail!("no tool named {other}"),
@@ -286,34 +306,6 @@ const EXT4_OPERATION_LATENCY: &str = "ebpf_tools_ext4_operation_latency_seconds"
 const EXT4_OPERATION_LATENCY_HELP: &str =
     "Latency of ext4 reads, writes, opens and fsyncs, from the call to its return, by operation (ext4slower).";
 
-/// ext4slower counting every operation in the kernel, by operation.
-struct Ext4slower {
-    _ebpf: Ebpf,
-    maps: HistogramMaps,
-}
-
-impl Ext4slower {
-    fn new(mut loaded: Loaded) -> Result<Ext4slower> {
-        let maps = HistogramMaps::take_keyed(&mut loaded.ebpf)?;
-        Ok(Ext4slower { _ebpf: loaded.ebpf, maps })
-    }
-}
-
-impl Collector for Ext4slower {
-    fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
-        let by_operation = self.maps.keyed_total()?;
-        let family = scrape.family(EXT4_OPERATION_LATENCY, Kind::Histogram, EXT4_OPERATION_LATENCY_HELP);
-        for (op, (counts, sum_ns)) in by_operation {
-            let operation = fsslower::OPERATIONS.get(op as usize).unwrap_or(&"unknown");
-            family.series.push(Series {
-                labels: vec![("operation", operation.to_string())],
-                value: Value::Histogram(Histogram { counts, sum_ns }),
-            });
-        }
-        self.maps.drops_total()
-    }
-}
-
 const TCP_SESSION_DURATION: &str = "ebpf_tools_tcp_session_duration_seconds";
 const TCP_SESSION_DURATION_HELP: &str = "How long TCP sessions lived, from their last move into a state below \
                                          FIN_WAIT1 to CLOSE, counted as they close, by address family (tcplife).";
@@ -367,6 +359,53 @@ impl Collector for Tcplife {
                     });
                 }
             }
+        }
+        self.maps.drops_total()
+    }
+}
+
+const NAME_RESOLUTION_LATENCY: &str = "ebpf_tools_name_resolution_latency_seconds";
+const NAME_RESOLUTION_LATENCY_HELP: &str =
+    "Latency of host name lookups (getaddrinfo, gethostbyname, gethostbyname2) in \
+                                            every C library, by function and result: ok, getaddrinfo's EAI_*, or \
+                                            gethostbyname's NULL (gethostlatency).";
+
+/// Tells a key's labels.
+type Labeller = fn(u64) -> Vec<(&'static str, String)>;
+
+/// Runs before each scrape, with the tool's programs.
+type BeforeScrape = Box<dyn FnMut(&mut Ebpf) -> Result<()>>;
+
+/// An event tool counting in the kernel (ext4slower, gethostlatency): one
+/// histogram family, a series per key of its keyed table.
+struct KeyedFamily {
+    ebpf: Ebpf,
+    maps: HistogramMaps,
+    name: &'static str,
+    help: &'static str,
+    labels: Labeller,
+    /// gethostlatency's: probes the C libraries that appeared since the last
+    /// scrape, so the exporter does no work between scrapes.
+    before_scrape: Option<BeforeScrape>,
+}
+
+impl KeyedFamily {
+    fn new(mut loaded: Loaded, name: &'static str, help: &'static str, labels: Labeller) -> Result<KeyedFamily> {
+        let maps = HistogramMaps::take_keyed(&mut loaded.ebpf)?;
+        Ok(KeyedFamily { ebpf: loaded.ebpf, maps, name, help, labels, before_scrape: None })
+    }
+}
+
+impl Collector for KeyedFamily {
+    fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
+        if let Some(before_scrape) = &mut self.before_scrape {
+            before_scrape(&mut self.ebpf)?;
+        }
+        let family = scrape.family(self.name, Kind::Histogram, self.help);
+        for (key, (counts, sum_ns)) in self.maps.keyed_total()? {
+            family
+                .series
+                .push(Series { labels: (self.labels)(key), value: Value::Histogram(Histogram { counts, sum_ns }) });
         }
         self.maps.drops_total()
     }

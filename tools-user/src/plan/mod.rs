@@ -6,6 +6,7 @@
 
 pub mod biolatency;
 pub mod fsslower;
+pub mod gethostlatency;
 pub mod runqlat;
 pub mod tcplife;
 

@@ -27,11 +27,12 @@ impl Bench {
         let tracer = self.start(&every_tool, Contender::Ours, &[])?.context("no exporter")?;
         let address = wait_for_address(&tracer.err)?;
         // Something in every tool's maps: run-queue latency of a busy pair,
-        // a disk's reads and writes, ext4 reads, TCP sessions.
+        // a disk's reads and writes, ext4 reads, TCP sessions, lookups.
         workload::ping_pong(self.cpu, 0.5)?;
         workload::direct_reads(&self.loop_device().path, 0.5)?;
         workload::cached_preads(&self.ext4().path("bench-file"), 0.5)?;
         workload::tcp_cycles(0.5)?;
+        workload::lookups(0.5)?;
 
         let pid = tracer.child.id();
         let idle_ms = cpu_while(pid, || std::thread::sleep(Duration::from_secs(idle_secs)))? / idle_secs as f64;
@@ -69,7 +70,7 @@ impl Bench {
         let mut s = String::from("\n## Exporter: scrapes, CPU and memory\n\n");
         let _ = writeln!(
             s,
-            "`ebpf-tools-exporter` with every tool it has loaded (runqlat, biolatency, ext4slower, tcplife), after \
+            "`ebpf-tools-exporter` with every tool it has loaded (runqlat, biolatency, ext4slower, tcplife, gethostlatency), after \
              half a second of each one's workload; {scrapes} scrapes of each exposition over loopback, one connection each (the \
              time includes connecting); CPU from the kernel's per-task run time. Targets: one scrape under 10 ms, \
              RSS under 20 MB, no measurable CPU between scrapes.\n"
