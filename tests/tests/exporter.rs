@@ -325,6 +325,67 @@ fn event_tools_count_in_the_kernel() {
     println!("getaddrinfo ok over 67 ms: {} more", slow_after - slow_before);
 }
 
+/// The value of the sample named `sample` (with its labels) in a classic exposition.
+fn sample(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A series per cgroup, on request: a spinner in a cgroup of the test's own
+/// gets one, named by its path below the cgroup2 mount, while it contends
+/// for a CPU; once the cgroup is removed, its series goes at the next
+/// scrape. With a cap of 1, every other cgroup counts under "other" and
+/// the family still adds up to all.
+#[test]
+fn series_per_cgroup_on_request() {
+    let _serial = serial();
+    let root = read("/proc/self/mountinfo")
+        .lines()
+        .find_map(|l| l.split_once(" - cgroup2 ").and_then(|(mount, _)| mount.split(' ').nth(4)).map(PathBuf::from))
+        .expect("a cgroup v2 mount");
+    let name = format!("ebpf-tools-exporter-test-{}", std::process::id());
+    let dir = root.join(&name);
+    let _ = std::fs::create_dir(&dir);
+    let count = format!("ebpf_tools_cgroup_run_queue_latency_seconds_count{{cgroup=\"/{name}\"}}");
+    for cap in ["4096", "1"] {
+        let exporter = Exporter::start(&["--tools", "runqlat", "--runqlat.per-cgroup", "--runqlat.max-cgroups", cap]);
+        let (spinner, other) = contention();
+        std::fs::write(dir.join("cgroup.procs"), spinner.pid().to_string()).expect("into the test's cgroup");
+        thread::sleep(Duration::from_secs(2));
+        let (_, text) = exporter.get("/metrics", None);
+        promtool_accepts(&text);
+        assert_eq!(sample(&text, "ebpf_tools_cgroup_series_limit"), cap.parse().ok(), "{text}");
+        if cap == "1" {
+            let all = sample(&text, "ebpf_tools_run_queue_latency_seconds_count").unwrap();
+            let series: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("ebpf_tools_cgroup_run_queue_latency_seconds_count{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+            let series_count =
+                text.lines().filter(|l| l.starts_with("ebpf_tools_cgroup_run_queue_latency_seconds_count{")).count();
+            println!(
+                "cap 1: {series_count} series ({}) add up to {series} of {all}",
+                if text.contains(&count) { "ours among them" } else { "ours in other" }
+            );
+            assert_eq!(series_count, 2, "one cgroup of its own and other: {text}");
+            // Read one after the other while the spinners run: a few apart.
+            assert!((series - all).abs() <= 50.0, "{series} in the series, {all} in all");
+            continue;
+        }
+        let ours = sample(&text, &count).unwrap_or_else(|| panic!("no {count} in {text}"));
+        println!("cgroup /{name}: {ours} samples in 2 s of contention");
+        assert!(ours >= 100.0, "{ours} samples of a spinner that contends for 2 s");
+        // Out of the cgroup, which goes: so does its series.
+        std::fs::write(root.join("cgroup.procs"), spinner.pid().to_string()).unwrap();
+        drop((spinner, other));
+        std::fs::remove_dir(&dir).expect("removing the test's cgroup");
+        let (_, text) = exporter.get("/metrics", None);
+        assert!(sample(&text, &count).is_none(), "{count} after its cgroup went: {text}");
+        std::fs::create_dir(&dir).unwrap();
+    }
+    let _ = std::fs::remove_dir(&dir);
+}
+
 /// A self-signed certificate for 127.0.0.1 and a bcrypt-hashed password,
 /// in a directory removed when dropped.
 struct Credentials(PathBuf);
@@ -448,6 +509,7 @@ fn mistakes_are_refused_clearly() {
         (&["--web.listen-address", "127.0.0.1:99999"], 2, "is not a port"),
         (&["--tools", "nosuch"], 2, "invalid value 'nosuch'"),
         (&["--native-histogram.schema", "8"], 2, "8 is not in -4..=7"),
+        (&["--runqlat.per-cgroup", "--runqlat.per-process"], 2, "cannot be used with"),
         (&["--web.config.file", "/nonexistent/web.yml"], 2, "/nonexistent/web.yml"),
         // A --btf file is used or refused, as in every tool (nothing is loaded).
         (&["--web.listen-address", "127.0.0.1:0", "--btf", "/nonexistent"], 2, "--btf /nonexistent"),

@@ -176,9 +176,7 @@ pub fn task_in_cgroup(task: *const u8, filter: &CgroupFilter) -> bool {
     if filter.ino == 0 {
         return true;
     }
-    let Some(css_set) = read_field::<*const u8>(task, filter.task_cgroups) else { return false };
-    let Some(cgroup) = read_field::<*const u8>(css_set, filter.css_set_dfl_cgrp) else { return false };
-    let mut kn = read_field::<*const u8>(cgroup, filter.cgroup_kn).unwrap_or(core::ptr::null());
+    let mut kn = task_cgroup_node(task, filter).unwrap_or(core::ptr::null());
     macro_rules! level {
         () => {
             if kn.is_null() {
@@ -203,6 +201,22 @@ pub fn task_in_cgroup(task: *const u8, filter: &CgroupFilter) -> bool {
     four_levels!();
     four_levels!();
     false
+}
+
+/// The kernfs node of `task`'s cgroup v2 directory (through `walk`'s
+/// offsets; its `ino` is not read).
+#[inline(always)]
+fn task_cgroup_node(task: *const u8, walk: &CgroupFilter) -> Option<*const u8> {
+    let css_set = read_field::<*const u8>(task, walk.task_cgroups)?;
+    let cgroup = read_field::<*const u8>(css_set, walk.css_set_dfl_cgrp)?;
+    read_field::<*const u8>(cgroup, walk.cgroup_kn).filter(|kn| !kn.is_null())
+}
+
+/// The inode number of `task`'s cgroup v2 directory (as stat(2) gives it
+/// in /sys/fs/cgroup), through `walk`'s offsets.
+#[inline(always)]
+pub fn task_cgroup_ino(task: *const u8, walk: &CgroupFilter) -> Option<u32> {
+    read_field::<u32>(task_cgroup_node(task, walk)?, walk.kn_id)
 }
 
 /// Whether a program's function is named `name` (its shared constant):

@@ -1,4 +1,5 @@
-//! `-c PATH`: the cgroup v2 filter every tool that has it shares.
+//! `-c PATH`: the cgroup v2 filter every tool that has it shares; and the
+//! tree's directories by inode number, which name the exporter's series.
 
 use std::{os::unix::fs::MetadataExt as _, path::Path};
 
@@ -31,4 +32,36 @@ pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
     let ino = std::fs::metadata(path)?.ino() as u32;
     let btf = btf.context("-c reads the task's cgroup, which needs kernel BTF")?;
     Ok(CgroupFilter { ino, ..crate::offsets::cgroup_walk(btf)? })
+}
+
+/// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, as a rule).
+pub fn v2_root() -> Result<std::path::PathBuf> {
+    let mountinfo = crate::procfs::read("/proc/self/mountinfo")?;
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split_once(" - "))
+        .find(|(_, fs)| fs.starts_with("cgroup2 "))
+        .and_then(|(mount, _)| mount.split(' ').nth(4).map(std::path::PathBuf::from))
+        .context("no cgroup v2 hierarchy is mounted")
+}
+
+/// Every directory of the cgroup v2 tree at `root`, by inode number: its
+/// path below the root (`/` for the root). Directories that go while the
+/// tree is read are left out.
+pub fn directories(root: &Path) -> std::collections::HashMap<u64, String> {
+    let mut found = std::collections::HashMap::new();
+    let mut pending = vec![(root.to_path_buf(), String::from("/"))];
+    while let Some((dir, name)) = pending.pop() {
+        let Ok(meta) = std::fs::metadata(&dir) else { continue };
+        found.insert(meta.ino(), name.clone());
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let child = entry.file_name().to_string_lossy().into_owned();
+                let path = if name == "/" { format!("/{child}") } else { format!("{name}/{child}") };
+                pending.push((entry.path(), path));
+            }
+        }
+    }
+    found
 }

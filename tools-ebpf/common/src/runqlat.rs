@@ -27,6 +27,9 @@ pub mod key_mode {
     pub const TID: u32 = 2;
     /// Per PID namespace (inode number), `--pidnss`.
     pub const PIDNS: u32 = 3;
+    /// Per cgroup v2 directory (inode number; the exporter's
+    /// `--runqlat.per-cgroup`), through `Config::cgroup`'s offsets.
+    pub const CGROUP: u32 = 4;
 }
 
 /// Read-only configuration of the runqlat programs. Struct offsets are

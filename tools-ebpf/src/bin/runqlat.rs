@@ -147,6 +147,10 @@ mod bpf {
             key_mode::NONE => return,
             key_mode::PID => tgid as u64,
             key_mode::TID => tid as u64,
+            key_mode::CGROUP => match tools_ebpf::task_cgroup_ino(task, &config!(cgroup)) {
+                Some(ino) => ino as u64,
+                None => return count_drop(&DROPS, |d| &mut d.read_failed),
+            },
             _ => match task_pid_ns(task) {
                 Some(pidns) => pidns as u64,
                 None => return count_drop(&DROPS, |d| &mut d.read_failed),
@@ -273,13 +277,13 @@ mod bpf {
         unsafe { ctx.read_at::<u32>(offset as usize).ok() }
     }
 
-    /// Whether a recorded sample must wait for the task's process or
-    /// namespace, known only when it is current (at its next switch-out).
+    /// Whether a recorded sample must wait for the task's process,
+    /// namespace or cgroup, known only when it is current (at its next switch-out).
     #[inline(always)]
     fn needs_current_task() -> bool {
         config!(target_tgid) != 0
             || config!(cgroup).ino != 0
-            || matches!(config!(key_mode), key_mode::PID | key_mode::PIDNS)
+            || matches!(config!(key_mode), key_mode::PID | key_mode::PIDNS | key_mode::CGROUP)
     }
 
     #[inline(always)]

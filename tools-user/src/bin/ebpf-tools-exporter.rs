@@ -63,6 +63,13 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_processes: u32,
 
+    /// runqlat: also a run-queue latency histogram per cgroup v2 directory (not with --runqlat.per-process).
+    #[arg(long = "runqlat.per-cgroup", conflicts_with = "per_process")]
+    per_cgroup: bool,
+    /// runqlat: most cgroups with a series of their own; the others count together under cgroup="other".
+    #[arg(long = "runqlat.max-cgroups", value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_cgroups: u32,
     /// biolatency: from insertion into the queue, not issue to the device (as biolatency -Q).
     #[arg(long = "biolatency.queued")]
     queued: bool,
@@ -92,6 +99,7 @@ const EXAMPLES: &str = "examples:
     ebpf-tools-exporter                                  # every tool that works here, on :9436
     ebpf-tools-exporter --tools biolatency               # block I/O latency only
     ebpf-tools-exporter --runqlat.per-process            # and run-queue latency per process
+    ebpf-tools-exporter --runqlat.per-cgroup             # ... or per cgroup (a service, a container)
     ebpf-tools-exporter --web.config.file /etc/ebpf-tools/web.yml   # TLS and basic auth";
 
 /// An address as given, and what it resolves to.
@@ -144,6 +152,7 @@ fn main() -> ExitCode {
         let btf = Btf::for_tool(&runtime)?;
         let options = tools::Options {
             runqlat_max_processes: if args.per_process { args.max_processes } else { 0 },
+            runqlat_max_cgroups: if args.per_cgroup { args.max_cgroups } else { 0 },
             biolatency_queued: args.queued,
         };
         let chosen: Vec<&'static str> = match args.tools.is_empty() {

@@ -3,7 +3,10 @@
 //! nanosecond histograms, their sums and the exporter's keys. Read whole
 //! at every scrape; nothing is reset.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::unix::fs::MetadataExt as _,
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -62,6 +65,9 @@ pub enum State {
 pub struct Options {
     /// runqlat: one series per process, at most this many (0: none).
     pub runqlat_max_processes: u32,
+    /// runqlat: one series per cgroup, at most this many (0: none; not
+    /// with a series per process).
+    pub runqlat_max_cgroups: u32,
     /// biolatency: from queue insertion (`-Q`).
     pub biolatency_queued: bool,
 }
@@ -78,17 +84,16 @@ pub fn load(name: &'static str, options: &Options, btf: &Result<Btf, String>, ru
 fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: &RuntimeArgs) -> Result<State> {
     match name {
         "runqlat" => {
-            let per_process = options.runqlat_max_processes > 0;
-            let plan_options = runqlat::Options {
-                key_mode: if per_process { key_mode::PID } else { key_mode::NONE },
-                unit_ns: 1,
-                totals: true,
-                series_cap: options.runqlat_max_processes,
-                ..Default::default()
+            let (key_mode, series_cap) = match (options.runqlat_max_processes, options.runqlat_max_cgroups) {
+                (0, 0) => (key_mode::NONE, 0),
+                (0, cgroups) => (key_mode::CGROUP, cgroups),
+                (processes, _) => (key_mode::PID, processes),
             };
+            let plan_options =
+                runqlat::Options { key_mode, unit_ns: 1, totals: true, series_cap, ..Default::default() };
             let (config, rungs) = runqlat::plan(&plan_options, btf)?;
-            // Each process's slots and sum, plus room for the others' key.
-            let keyed = options.runqlat_max_processes.saturating_add(1).saturating_mul(512).clamp(16384, 1 << 20);
+            // Each key's slots and sum, plus room for the others' key.
+            let keyed = series_cap.saturating_add(1).saturating_mul(512).clamp(16384, 1 << 20);
             let sizes = runqlat::map_sizes(&config, Some(keyed));
             let (loaded, programs) = attach(ebpf_object!("runqlat"), &config, &sizes, rungs, runtime)?;
             let rung = loaded.rung;
@@ -184,12 +189,97 @@ const PROCESS_RUN_QUEUE_LATENCY: &str = "ebpf_tools_process_run_queue_latency_se
 const PROCESS_RUN_QUEUE_LATENCY_HELP: &str = "Run-queue latency per process (--runqlat.max-processes of them, first \
                                               come while they live); pid=\"other\" counts every process beyond.";
 const PROCESS_SERIES_LIMIT: &str = "ebpf_tools_process_series_limit";
+const PROCESS_SERIES_LIMIT_HELP: &str =
+    "Processes that can have a run-queue latency series of their own (--runqlat.max-processes).";
+const CGROUP_RUN_QUEUE_LATENCY: &str = "ebpf_tools_cgroup_run_queue_latency_seconds";
+const CGROUP_RUN_QUEUE_LATENCY_HELP: &str = "Run-queue latency per cgroup v2 directory (--runqlat.max-cgroups of \
+                                             them, first come while they exist); cgroup=\"other\" counts every \
+                                             cgroup beyond.";
+const CGROUP_SERIES_LIMIT: &str = "ebpf_tools_cgroup_series_limit";
+const CGROUP_SERIES_LIMIT_HELP: &str =
+    "Cgroups that can have a run-queue latency series of their own (--runqlat.max-cgroups).";
+
+/// What runqlat's series of their own are of: processes, or cgroups.
+enum SeriesOf {
+    Processes,
+    Cgroups(CgroupNames),
+}
+
+impl SeriesOf {
+    /// The labels of `key`'s series; None when what it names is gone.
+    fn labels(&mut self, key: u64) -> Option<Vec<(&'static str, String)>> {
+        match self {
+            SeriesOf::Processes => {
+                // Read before /proc is: a process that exits in between is still seen whole.
+                let comm = std::fs::read_to_string(format!("/proc/{key}/comm")).ok()?;
+                let comm = String::from_utf8_lossy(comm.trim_end_matches('\n').as_bytes()).into_owned();
+                Some(vec![("pid", key.to_string()), ("comm", comm)])
+            }
+            SeriesOf::Cgroups(names) => Some(vec![("cgroup", names.path_of(key)?)]),
+        }
+    }
+
+    fn other(&self) -> Vec<(&'static str, String)> {
+        match self {
+            SeriesOf::Processes => vec![("pid", "other".into()), ("comm", String::new())],
+            SeriesOf::Cgroups(_) => vec![("cgroup", "other".into())],
+        }
+    }
+
+    /// (family, its help, the limit's gauge, its help).
+    fn names(&self) -> [&'static str; 4] {
+        match self {
+            SeriesOf::Processes => [
+                PROCESS_RUN_QUEUE_LATENCY,
+                PROCESS_RUN_QUEUE_LATENCY_HELP,
+                PROCESS_SERIES_LIMIT,
+                PROCESS_SERIES_LIMIT_HELP,
+            ],
+            SeriesOf::Cgroups(_) => {
+                [CGROUP_RUN_QUEUE_LATENCY, CGROUP_RUN_QUEUE_LATENCY_HELP, CGROUP_SERIES_LIMIT, CGROUP_SERIES_LIMIT_HELP]
+            }
+        }
+    }
+}
+
+/// Cgroup v2 directories by inode number, as the kernel side keys them:
+/// their paths below the cgroup2 mount (`/system.slice/cron.service`). The
+/// tree is walked again when a key is not known, at most once a scrape.
+struct CgroupNames {
+    root: std::path::PathBuf,
+    by_ino: std::collections::HashMap<u64, String>,
+    walked: bool,
+}
+
+impl CgroupNames {
+    fn new() -> Result<CgroupNames> {
+        Ok(CgroupNames { root: crate::cgroup::v2_root()?, by_ino: Default::default(), walked: false })
+    }
+
+    /// The path of directory `ino`; None once it is gone.
+    fn path_of(&mut self, ino: u64) -> Option<String> {
+        let root = &self.root;
+        // One stat a series: the directory is still there, not another under its name.
+        let still_there = |path: &&String| {
+            std::fs::metadata(root.join(path.trim_start_matches('/'))).is_ok_and(|meta| meta.ino() == ino)
+        };
+        if let Some(path) = self.by_ino.get(&ino).filter(still_there) {
+            return Some(path.clone());
+        }
+        if !self.walked {
+            self.by_ino = crate::cgroup::directories(root);
+            self.walked = true;
+        }
+        self.by_ino.get(&ino).filter(still_there).cloned()
+    }
+}
 
 struct Runqlat {
     _ebpf: Ebpf,
     maps: HistogramMaps,
-    /// The kernel's table of processes with a series of their own (per process only).
-    series: Option<BpfHashMap<MapData, u64, u8>>,
+    /// The kernel's table of keys with a series of their own, and what
+    /// they are (with a key only).
+    series: Option<(BpfHashMap<MapData, u64, u8>, SeriesOf)>,
     cap: u32,
 }
 
@@ -197,9 +287,14 @@ impl Runqlat {
     fn new(mut loaded: Loaded, config: &RunqlatConfig) -> Result<Runqlat> {
         let keyed = config.key_mode != key_mode::NONE;
         let maps = HistogramMaps::take(&mut loaded.ebpf, keyed, true)?;
-        let series = match keyed {
-            true => Some(BpfHashMap::try_from(loaded.ebpf.take_map("SERIES").context("no SERIES map")?)?),
-            false => None,
+        let series = match config.key_mode {
+            key_mode::NONE => None,
+            mode => {
+                let table = BpfHashMap::try_from(loaded.ebpf.take_map("SERIES").context("no SERIES map")?)?;
+                let of =
+                    if mode == key_mode::CGROUP { SeriesOf::Cgroups(CgroupNames::new()?) } else { SeriesOf::Processes };
+                Some((table, of))
+            }
         };
         Ok(Runqlat { _ebpf: loaded.ebpf, maps, series, cap: config.series_cap })
     }
@@ -213,42 +308,36 @@ impl Collector for Runqlat {
             .family(RUN_QUEUE_LATENCY, Kind::Histogram, RUN_QUEUE_LATENCY_HELP)
             .series
             .push(Series { labels: vec![], value: Value::Histogram(Histogram { counts, sum_ns }) });
-        if let Some(series) = &mut self.series {
-            let by_process = self.maps.keyed_total()?;
-            let mut exited = BTreeSet::new();
-            let family = scrape.family(PROCESS_RUN_QUEUE_LATENCY, Kind::Histogram, PROCESS_RUN_QUEUE_LATENCY_HELP);
+        if let Some((table, of)) = &mut self.series {
+            if let SeriesOf::Cgroups(names) = of {
+                names.walked = false;
+            }
+            let [name, help, limit, limit_help] = of.names();
+            let mut gone = BTreeSet::new();
+            let family = scrape.family(name, Kind::Histogram, help);
             let mut other = None;
-            for (pid, (counts, sum_ns)) in by_process {
+            for (key, (counts, sum_ns)) in self.maps.keyed_total()? {
                 let histogram = Value::Histogram(Histogram { counts, sum_ns });
-                if pid == OTHER_KEY {
+                if key == OTHER_KEY {
                     other = Some(histogram);
                     continue;
                 }
-                // Read before /proc is: a process that exits in between is still seen whole.
-                let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-                    exited.insert(pid);
-                    continue;
-                };
-                let comm = String::from_utf8_lossy(comm.trim_end_matches('\n').as_bytes()).into_owned();
-                family.series.push(Series { labels: vec![("pid", pid.to_string()), ("comm", comm)], value: histogram });
+                match of.labels(key) {
+                    Some(labels) => family.series.push(Series { labels, value: histogram }),
+                    None => {
+                        gone.insert(key);
+                    }
+                }
             }
             if let Some(histogram) = other {
-                family
-                    .series
-                    .push(Series { labels: vec![("pid", "other".into()), ("comm", String::new())], value: histogram });
+                family.series.push(Series { labels: of.other(), value: histogram });
             }
-            // An exited process counts no more: its place goes to the next one.
-            self.maps.remove_keys(&exited);
-            for pid in &exited {
-                let _ = series.remove(pid);
+            // What is gone counts no more: its place goes to the next one.
+            self.maps.remove_keys(&gone);
+            for key in &gone {
+                let _ = table.remove(key);
             }
-            scrape.number(
-                PROCESS_SERIES_LIMIT,
-                Kind::Gauge,
-                "Processes that can have a run-queue latency series of their own (--runqlat.max-processes).",
-                vec![],
-                self.cap as f64,
-            );
+            scrape.number(limit, Kind::Gauge, limit_help, vec![], self.cap as f64);
         }
         self.maps.drops_total()
     }

@@ -55,6 +55,12 @@ pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)
     let no_tracepoint_fields = tracepoint_fields(&mut config).err().map(|err| format!("{err:#}"));
     if let Some(path) = &options.cgroup {
         config.cgroup = crate::cgroup::filter(path, btf.as_ref().ok())?;
+    } else if options.key_mode == key_mode::CGROUP {
+        // The walk's offsets without a filter (ino 0): the key is read, nothing is left out.
+        let btf = btf.as_ref().map_err(|err| anyhow::anyhow!("{err}"));
+        config.cgroup = btf
+            .and_then(offsets::cgroup_walk)
+            .context("a series per cgroup reads the task's cgroup, which needs kernel BTF")?;
     }
     let pidnss_needs_task = (pidnss && no_task_offsets.is_some())
         .then(|| "--pidnss reads the task's PID namespace, which needs task_struct offsets".to_owned());
