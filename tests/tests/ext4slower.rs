@@ -217,6 +217,8 @@ fn duration_ends_the_trace() {
     let started = std::time::Instant::now();
     let out = run("ext4slower", &["-d", "1"]);
     assert_eq!(out.code(), Some(0), "{out:?}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Ends by itself; the bound only catches a tool that would not (under
+    // qemu TCG start-up alone took over 10 s once, two guests at a time).
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     assert_eq!(out.stdout.lines().nth(1), Some(HEADER));
 }
