@@ -1,9 +1,10 @@
 //! The event path shared by the event tools: the BPF ring buffer where the
 //! kernel has one (5.8+), a perf event array otherwise, drained in batches,
 //! with the kernel's own count of events it could not hand over. Events
-//! come out in the order they happened on either path: the ring buffer is
-//! one queue, and a perf batch (every CPU's buffer) is put back in time
-//! order before it is handed over.
+//! that follow one another (a read, then the fsync after it) come out in
+//! that order on either path: the ring buffer is one queue, in the order
+//! events were sent; a perf batch takes every CPU's buffer and is put back
+//! in time order before it is handed over.
 
 use std::{future::poll_fn, mem::MaybeUninit, task::Poll};
 

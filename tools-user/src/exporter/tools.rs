@@ -92,12 +92,18 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
             let plan_options =
                 runqlat::Options { key_mode, unit_ns: 1, totals: true, series_cap, ..Default::default() };
             let (config, rungs) = runqlat::plan(&plan_options, btf)?;
+            // Where cgroups are named, known before anything is attached.
+            let cgroup_names = match key_mode {
+                key_mode::CGROUP => Some(CgroupNames::new()?),
+                _ => None,
+            };
             // Each key's slots and sum, plus room for the others' key.
             let keyed = series_cap.saturating_add(1).saturating_mul(512).clamp(16384, 1 << 20);
             let sizes = runqlat::map_sizes(&config, Some(keyed));
             let (loaded, programs) = attach(ebpf_object!("runqlat"), &config, &sizes, rungs, runtime)?;
             let rung = loaded.rung;
-            Ok(State::Attached { rung, programs, collector: Box::new(Runqlat::new(loaded, &config)?) })
+            let collector = Runqlat::new(loaded, &config, cgroup_names)?;
+            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
         }
         "biolatency" => {
             let flag_names = FlagNames::from_btf(btf.as_ref().ok());
@@ -215,14 +221,16 @@ impl SeriesOf {
                 let comm = String::from_utf8_lossy(comm.trim_end_matches('\n').as_bytes()).into_owned();
                 Some(vec![("pid", key.to_string()), ("comm", comm)])
             }
-            SeriesOf::Cgroups(names) => Some(vec![("cgroup", names.path_of(key)?)]),
+            // The id too: a service restarted gets a new cgroup at the same
+            // path, whose counts start again from zero.
+            SeriesOf::Cgroups(names) => Some(vec![("cgroup", names.path_of(key)?), ("cgroup_id", key.to_string())]),
         }
     }
 
     fn other(&self) -> Vec<(&'static str, String)> {
         match self {
             SeriesOf::Processes => vec![("pid", "other".into()), ("comm", String::new())],
-            SeriesOf::Cgroups(_) => vec![("cgroup", "other".into())],
+            SeriesOf::Cgroups(_) => vec![("cgroup", "other".into()), ("cgroup_id", String::new())],
         }
     }
 
@@ -244,10 +252,11 @@ impl SeriesOf {
 
 /// Cgroup v2 directories by inode number, as the kernel side keys them:
 /// their paths below the cgroup2 mount (`/system.slice/cron.service`). The
-/// tree is walked again when a key is not known, at most once a scrape.
+/// tree is walked again when a key is not known, at most once a scrape; a
+/// key not in the whole tree is a cgroup removed.
 struct CgroupNames {
     root: std::path::PathBuf,
-    by_ino: std::collections::HashMap<u64, String>,
+    by_ino: std::collections::HashMap<u64, std::path::PathBuf>,
     walked: bool,
 }
 
@@ -256,21 +265,18 @@ impl CgroupNames {
         Ok(CgroupNames { root: crate::cgroup::v2_root()?, by_ino: Default::default(), walked: false })
     }
 
-    /// The path of directory `ino`; None once it is gone.
+    /// The path of directory `ino` (`/` and below); None once it is gone.
     fn path_of(&mut self, ino: u64) -> Option<String> {
         let root = &self.root;
         // One stat a series: the directory is still there, not another under its name.
-        let still_there = |path: &&String| {
-            std::fs::metadata(root.join(path.trim_start_matches('/'))).is_ok_and(|meta| meta.ino() == ino)
-        };
-        if let Some(path) = self.by_ino.get(&ino).filter(still_there) {
-            return Some(path.clone());
-        }
-        if !self.walked {
+        let still_there = |path: &&std::path::PathBuf| std::fs::metadata(path).is_ok_and(|meta| meta.ino() == ino);
+        if self.by_ino.get(&ino).filter(still_there).is_none() && !self.walked {
             self.by_ino = crate::cgroup::directories(root);
             self.walked = true;
         }
-        self.by_ino.get(&ino).filter(still_there).cloned()
+        let path = self.by_ino.get(&ino).filter(still_there)?;
+        let below = path.strip_prefix(root).ok()?;
+        Some(format!("/{}", below.to_string_lossy()))
     }
 }
 
@@ -284,16 +290,14 @@ struct Runqlat {
 }
 
 impl Runqlat {
-    fn new(mut loaded: Loaded, config: &RunqlatConfig) -> Result<Runqlat> {
+    fn new(mut loaded: Loaded, config: &RunqlatConfig, cgroup_names: Option<CgroupNames>) -> Result<Runqlat> {
         let keyed = config.key_mode != key_mode::NONE;
         let maps = HistogramMaps::take(&mut loaded.ebpf, keyed, true)?;
-        let series = match config.key_mode {
-            key_mode::NONE => None,
-            mode => {
+        let series = match keyed {
+            false => None,
+            true => {
                 let table = BpfHashMap::try_from(loaded.ebpf.take_map("SERIES").context("no SERIES map")?)?;
-                let of =
-                    if mode == key_mode::CGROUP { SeriesOf::Cgroups(CgroupNames::new()?) } else { SeriesOf::Processes };
-                Some((table, of))
+                Some((table, cgroup_names.map_or(SeriesOf::Processes, SeriesOf::Cgroups)))
             }
         };
         Ok(Runqlat { _ebpf: loaded.ebpf, maps, series, cap: config.series_cap })
@@ -490,11 +494,17 @@ impl Collector for KeyedFamily {
         if let Some(before_scrape) = &mut self.before_scrape {
             before_scrape(&mut self.ebpf)?;
         }
-        let family = scrape.family(self.name, Kind::Histogram, self.help);
+        // Keys that name the same series add up (gethostlatency's results
+        // beyond EAI_OVERFLOW are all "EAI_?").
+        let mut series: BTreeMap<Vec<(&'static str, String)>, Histogram> = BTreeMap::new();
         for (key, (counts, sum_ns)) in self.maps.keyed_total()? {
-            family
-                .series
-                .push(Series { labels: (self.labels)(key), value: Value::Histogram(Histogram { counts, sum_ns }) });
+            let entry = series.entry((self.labels)(key)).or_default();
+            entry.counts.add(&counts);
+            entry.sum_ns += sum_ns;
+        }
+        let family = scrape.family(self.name, Kind::Histogram, self.help);
+        for (labels, histogram) in series {
+            family.series.push(Series { labels, value: Value::Histogram(histogram) });
         }
         self.maps.drops_total()
     }

@@ -89,9 +89,6 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
             .unusable_if((!cookies).then(|| "this kernel has no BPF cookies (5.15+)".to_owned())),
         probes(Rung::new("uprobe"), &found, &libraries, false, path),
     ];
-    for &index in &found {
-        log::info!("probing {}", libraries.found[index].1.path.display());
-    }
     let resolvers = Resolvers {
         libraries: Rc::new(RefCell::new(libraries)),
         pid: options.pid,
@@ -106,6 +103,9 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
 impl Resolvers {
     /// Once the programs are loaded: follow execs where the kernel can.
     pub fn loaded(&mut self, loaded: &mut Loaded) {
+        for (_, library) in &self.libraries.borrow().found {
+            log::info!("probing {}", library.path.display());
+        }
         self.cookies = loaded.rung == "uprobe_cookie";
         self.execs_followed = !self.named && follow_execs(&mut loaded.ebpf);
         // What exec'd between the first scan and now was not seen: the

@@ -55,7 +55,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
         Err(err) => Some(format!("no struct sock offsets: {err:#}")),
     };
     if config.has_bytes == 0 {
-        log::info!("bytes: unknown (no tcp_sock byte counters in BTF); printed as '-'");
+        log::info!("bytes: unknown (no tcp_sock byte counters in BTF)");
     }
     // accept() leads to its socket through the descriptor table.
     let accept = btf.as_ref().ok().and_then(|btf| {
