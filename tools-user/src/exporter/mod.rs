@@ -99,12 +99,11 @@ impl Exporter {
         scrape.number(
             "ebpf_tools_build_info",
             Kind::Info,
-            "The exporter's version, and the commit it was built from where the build said \
-             (EBPF_TOOLS_REVISION at build time: a package build sets it; a development build, whose every \
-             commit would otherwise rebuild the tools, does not).",
+            "The exporter's version, and the commit it was built from (as --version says it; \"unknown\" when \
+             built outside git without EBPF_TOOLS_COMMIT).",
             vec![
                 ("version", env!("CARGO_PKG_VERSION").into()),
-                ("revision", option_env!("EBPF_TOOLS_REVISION").unwrap_or("unknown").into()),
+                ("revision", env!("EBPF_TOOLS_COMMIT").into()),
             ],
             1.0,
         );
