@@ -152,23 +152,22 @@ mod bpf {
             call.depth -= 1;
             return;
         }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let latency = now.saturating_sub(call.ts_ns);
+        let ret = ctx.ret::<i64>();
+        // getaddrinfo returns an int: the upper half of the register is not the result's.
+        let ret = if call.function == function::GETADDRINFO { ret as i32 as i64 } else { ret };
         if config!(histograms) != 0 {
-            let now = unsafe { bpf_ktime_get_ns() };
-            // An int for getaddrinfo: the upper half of the register is not the result's.
-            let ret = ctx.ret::<i64>();
-            let ret = if call.function == function::GETADDRINFO { ret as i32 as i64 } else { ret };
             let key = hist_key(call.function, ret);
-            let latency = now.saturating_sub(call.ts_ns);
             let _ = CALLS.remove(&tid);
             return record_keyed_with_sum(&KEYED_HIST, &DROPS, key, latency);
         }
         let Some(ev) = EVENT_SCRATCH.get_ptr_mut(0) else { return };
         // SAFETY: this CPU's scratch value.
         let ev = unsafe { &mut *ev };
-        let now = unsafe { bpf_ktime_get_ns() };
         ev.ts_ns = now;
-        ev.latency_ns = now.saturating_sub(call.ts_ns);
-        ev.ret = ctx.ret::<i64>();
+        ev.latency_ns = latency;
+        ev.ret = ret;
         ev.pid = (id >> 32) as u32;
         ev.tid = tid;
         ev.function = call.function;
@@ -179,10 +178,6 @@ mod bpf {
             Err(_) => 0,
         };
         let _ = CALLS.remove(&tid);
-        if ev.function == function::GETADDRINFO {
-            // An int: the upper half of the register is not the result's.
-            ev.ret = ev.ret as i32 as i64;
-        }
         let len = offset_of!(LookupEvent, host) + (ev.host_len as usize & (HOST_SIZE - 1));
         let bytes = unsafe { core::slice::from_raw_parts(ev as *const LookupEvent as *const u8, len) };
         emit::<RING, _>(ctx, &EVENTS, &EVENTS_PERF, &DROPS, bytes);
