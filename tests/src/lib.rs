@@ -20,6 +20,14 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Where the cgroup v2 hierarchy is mounted (from /proc/self/mountinfo).
+pub fn cgroup2_root() -> PathBuf {
+    read("/proc/self/mountinfo")
+        .lines()
+        .find_map(|l| l.split_once(" - cgroup2 ").and_then(|(mount, _)| mount.split(' ').nth(4)).map(PathBuf::from))
+        .expect("a cgroup v2 mount")
+}
+
 /// Pins the calling process to `cpu`; false if the kernel refuses.
 pub fn pin_to_cpu(cpu: usize) -> bool {
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays in bounds for cpu < 1024.

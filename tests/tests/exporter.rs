@@ -340,10 +340,7 @@ fn sample(text: &str, sample: &str) -> Option<f64> {
 #[test]
 fn series_per_cgroup_on_request() {
     let _serial = serial();
-    let root = read("/proc/self/mountinfo")
-        .lines()
-        .find_map(|l| l.split_once(" - cgroup2 ").and_then(|(mount, _)| mount.split(' ').nth(4)).map(PathBuf::from))
-        .expect("a cgroup v2 mount");
+    let root = cgroup2_root();
     let name = format!("ebpf-tools-exporter-test-{}", std::process::id());
     let dir = root.join(&name);
     let _ = std::fs::create_dir(&dir);

@@ -67,12 +67,7 @@ struct Cgroup(std::path::PathBuf);
 
 impl Cgroup {
     fn with(pid: u32) -> Cgroup {
-        let root = read("/proc/self/mountinfo")
-            .lines()
-            .find(|l| l.contains(" - cgroup2 "))
-            .and_then(|l| l.split(' ').nth(4).map(std::path::PathBuf::from))
-            .expect("a cgroup v2 mount");
-        let dir = root.join(format!("runqlat-test-{}", std::process::id()));
+        let dir = cgroup2_root().join(format!("runqlat-test-{}", std::process::id()));
         let _ = std::fs::create_dir(&dir);
         std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("move the spinner into the test cgroup");
         Cgroup(dir)

@@ -44,7 +44,7 @@ impl EventPath {
     /// The ring buffer when the kernel has it (probed) and the perf array is
     /// not forced, else the perf event array.
     pub fn choose(runtime: &RuntimeArgs, events: &EventArgs) -> EventPath {
-        let ring = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
+        let ring = ring_buffer_supported();
         let chosen = if ring && !runtime.perf_array { Transport::RingBuffer } else { Transport::PerfArray };
         log::info!(
             "events: {} ({})",
@@ -65,8 +65,7 @@ impl EventPath {
     /// The path of a tool that counts in the kernel and sends no events
     /// (the exporter's): the transport this kernel has, at its smallest.
     pub fn counting_in_kernel() -> EventPath {
-        let ring = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
-        let transport = if ring { Transport::RingBuffer } else { Transport::PerfArray };
+        let transport = if ring_buffer_supported() { Transport::RingBuffer } else { Transport::PerfArray };
         EventPath { transport, pages_per_cpu: 1, counting: true }
     }
 
@@ -97,6 +96,11 @@ impl EventPath {
         }
         sizes
     }
+}
+
+/// Whether this kernel creates BPF ring buffers (5.8+), probed.
+fn ring_buffer_supported() -> bool {
+    aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false)
 }
 
 fn page_size() -> usize {

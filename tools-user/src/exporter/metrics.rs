@@ -47,9 +47,12 @@ pub enum Value {
     Histogram(Histogram),
 }
 
+/// A series' labels, in the order they are written.
+pub type Labels = Vec<(&'static str, String)>;
+
 #[derive(Clone, Debug)]
 pub struct Series {
-    pub labels: Vec<(&'static str, String)>,
+    pub labels: Labels,
     pub value: Value,
 }
 
@@ -61,6 +64,20 @@ pub struct Family {
     pub help: &'static str,
     pub kind: Kind,
     pub series: Vec<Series>,
+}
+
+impl Family {
+    /// Adds histograms as series: those with the same labels add up (keys
+    /// that a collector names alike, such as operations it cannot name).
+    pub fn add_histograms(&mut self, histograms: impl IntoIterator<Item = (Labels, Histogram)>) {
+        let mut by_labels: std::collections::BTreeMap<Labels, Histogram> = Default::default();
+        for (labels, histogram) in histograms {
+            let entry = by_labels.entry(labels).or_default();
+            entry.counts.add(&histogram.counts);
+            entry.sum_ns += histogram.sum_ns;
+        }
+        self.series.extend(by_labels.into_iter().map(|(labels, h)| Series { labels, value: Value::Histogram(h) }));
+    }
 }
 
 /// The families of one scrape, in the order they were first asked for.
@@ -83,14 +100,7 @@ impl Scrape {
     }
 
     /// Adds one number to family `name`.
-    pub fn number(
-        &mut self,
-        name: &'static str,
-        kind: Kind,
-        help: &'static str,
-        labels: Vec<(&'static str, String)>,
-        value: f64,
-    ) {
+    pub fn number(&mut self, name: &'static str, kind: Kind, help: &'static str, labels: Labels, value: f64) {
         self.family(name, kind, help).series.push(Series { labels, value: Value::Number(value) });
     }
 }

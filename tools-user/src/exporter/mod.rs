@@ -101,10 +101,7 @@ impl Exporter {
             Kind::Info,
             "The exporter's version, and the commit it was built from (as --version says it; \"unknown\" when \
              built outside git without EBPF_TOOLS_COMMIT).",
-            vec![
-                ("version", env!("CARGO_PKG_VERSION").into()),
-                ("revision", env!("EBPF_TOOLS_COMMIT").into()),
-            ],
+            vec![("version", env!("CARGO_PKG_VERSION").into()), ("revision", env!("EBPF_TOOLS_COMMIT").into())],
             1.0,
         );
         process_metrics(&mut scrape);

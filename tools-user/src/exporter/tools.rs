@@ -3,10 +3,7 @@
 //! nanosecond histograms, their sums and the exporter's keys. Read whole
 //! at every scrape; nothing is reset.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    os::unix::fs::MetadataExt as _,
-};
+use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -20,7 +17,7 @@ use tools_common::{
     Drops,
 };
 
-use super::metrics::{Histogram, Kind, Scrape, Series, Value};
+use super::metrics::{Histogram, Kind, Labels, Scrape, Series, Value};
 use crate::{
     btf::Btf,
     cli::RuntimeArgs,
@@ -213,7 +210,7 @@ enum SeriesOf {
 
 impl SeriesOf {
     /// The labels of `key`'s series; None when what it names is gone.
-    fn labels(&mut self, key: u64) -> Option<Vec<(&'static str, String)>> {
+    fn labels(&mut self, key: u64) -> Option<Labels> {
         match self {
             SeriesOf::Processes => {
                 // Read before /proc is: a process that exits in between is still seen whole.
@@ -227,7 +224,7 @@ impl SeriesOf {
         }
     }
 
-    fn other(&self) -> Vec<(&'static str, String)> {
+    fn other(&self) -> Labels {
         match self {
             SeriesOf::Processes => vec![("pid", "other".into()), ("comm", String::new())],
             SeriesOf::Cgroups(_) => vec![("cgroup", "other".into()), ("cgroup_id", String::new())],
@@ -366,31 +363,19 @@ impl Collector for Biolatency {
         if keyed.keys().any(|key| self.disks.get((key >> 32) as u32).is_none()) {
             self.disks = Disks::read()?;
         }
-        // Keys that name the same (disk, operation) add up (operations this
-        // exporter cannot name are all "unknown").
-        let mut series: BTreeMap<(String, String), Histogram> = BTreeMap::new();
-        for (key, (counts, sum_ns)) in keyed {
+        // Operations this exporter cannot name are all "unknown": their keys add up.
+        let (disks, operations) = (&self.disks, &self.operations);
+        let labelled = keyed.into_iter().map(|(key, (counts, sum_ns))| {
             let dev = (key >> 32) as u32;
-            let disk = match self.disks.get(dev) {
+            let disk = match disks.get(dev) {
                 Some(name) => name.to_owned(),
                 None => format!("{}:{}", dev >> 20, dev & 0xf_ffff),
             };
-            let operation = self
-                .operations
-                .as_ref()
-                .and_then(|names| names.op_label(key as u32))
-                .unwrap_or_else(|| "unknown".into());
-            let entry = series.entry((disk, operation)).or_default();
-            entry.counts.add(&counts);
-            entry.sum_ns += sum_ns;
-        }
-        let family = scrape.family(BLOCK_IO_LATENCY, Kind::Histogram, BLOCK_IO_LATENCY_HELP);
-        for ((disk, operation), histogram) in series {
-            family.series.push(Series {
-                labels: vec![("disk", disk), ("operation", operation)],
-                value: Value::Histogram(histogram),
-            });
-        }
+            let operation =
+                operations.as_ref().and_then(|names| names.op_label(key as u32)).unwrap_or_else(|| "unknown".into());
+            (vec![("disk", disk), ("operation", operation)], Histogram { counts, sum_ns })
+        });
+        scrape.family(BLOCK_IO_LATENCY, Kind::Histogram, BLOCK_IO_LATENCY_HELP).add_histograms(labelled);
         self.maps.drops_total()
     }
 }
@@ -464,7 +449,7 @@ const NAME_RESOLUTION_LATENCY_HELP: &str =
                                             gethostbyname's NULL (gethostlatency).";
 
 /// Tells a key's labels.
-type Labeller = fn(u64) -> Vec<(&'static str, String)>;
+type Labeller = fn(u64) -> Labels;
 
 /// Runs before each scrape, with the tool's programs.
 type BeforeScrape = Box<dyn FnMut(&mut Ebpf) -> Result<()>>;
@@ -494,18 +479,14 @@ impl Collector for KeyedFamily {
         if let Some(before_scrape) = &mut self.before_scrape {
             before_scrape(&mut self.ebpf)?;
         }
-        // Keys that name the same series add up (gethostlatency's results
-        // beyond EAI_OVERFLOW are all "EAI_?").
-        let mut series: BTreeMap<Vec<(&'static str, String)>, Histogram> = BTreeMap::new();
-        for (key, (counts, sum_ns)) in self.maps.keyed_total()? {
-            let entry = series.entry((self.labels)(key)).or_default();
-            entry.counts.add(&counts);
-            entry.sum_ns += sum_ns;
-        }
-        let family = scrape.family(self.name, Kind::Histogram, self.help);
-        for (labels, histogram) in series {
-            family.series.push(Series { labels, value: Value::Histogram(histogram) });
-        }
+        // gethostlatency's results beyond EAI_OVERFLOW are all "EAI_?": their keys add up.
+        let labels = self.labels;
+        let labelled = self
+            .maps
+            .keyed_total()?
+            .into_iter()
+            .map(|(key, (counts, sum_ns))| (labels(key), Histogram { counts, sum_ns }));
+        scrape.family(self.name, Kind::Histogram, self.help).add_histograms(labelled);
         self.maps.drops_total()
     }
 }
