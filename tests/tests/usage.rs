@@ -63,6 +63,10 @@ const BAD_INPUT: &[(&str, &[&str], &str)] = &[
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
+    // Serial with the privilege test: a child forked here while that test
+    // writes its copy of a tool holds the file open for writing until the
+    // child execs, and the copy's exec then fails with ETXTBSY.
+    let _serial = serial();
     let mut wrong = Vec::new();
     for (tool, args, message) in BAD_INPUT {
         let out = run(tool, args);
