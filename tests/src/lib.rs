@@ -354,6 +354,22 @@ impl Workload {
         line.trim_end().to_owned()
     }
 
+    /// Waits until the workload is blocked reading its go byte (syscall 0,
+    /// read, on fd 0): from then on it wakes only when [`Workload::go`]
+    /// lets it, so whatever attaches now sees every wakeup after its start.
+    pub fn wait_until_waiting(&self) {
+        let path = format!("/proc/{}/syscall", self.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let syscall = std::fs::read_to_string(&path).unwrap_or_default();
+            if syscall.starts_with("0 0x0 ") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "workload {} never waited for its go byte: {syscall:?}", self.pid());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Lets the workload start.
     pub fn go(&mut self) {
         if let Some(mut stdin) = self.stdin.take() {
