@@ -146,11 +146,12 @@ impl Running {
         });
         let mut running =
             Running { child, stdout, seen: String::new(), stderr: Some(stderr), err_lines, err_seen: String::new() };
-        if !running.wait_for(ready, Duration::from_secs(20)) {
+        // Generous: an emulated guest has taken over 10 s to start a tool.
+        if !running.wait_for(ready, Duration::from_secs(60)) {
             if let Ok(Some(status)) = running.child.try_wait() {
                 panic!("{tool} exited ({status}) before it was ready:\n{}{}", running.err_seen, running.seen);
             }
-            panic!("{tool} not ready after 20 s:\n{}{}", running.err_seen, running.seen);
+            panic!("{tool} not ready after 60 s:\n{}{}", running.err_seen, running.seen);
         }
         running
     }
@@ -216,8 +217,12 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(20));
         };
+        // Every line up to the end of the pipe: the reader thread ends the
+        // channel at EOF, however long it was kept from running. The bound
+        // only guards against a child that inherited the pipe and lives on.
         let mut stdout = std::mem::take(&mut self.seen);
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(200)) {
+        let drained = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = self.stdout.recv_timeout(drained.saturating_duration_since(Instant::now())) {
             stdout.push_str(&line);
         }
         let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
