@@ -238,10 +238,7 @@ fn prometheus_scrapes_quantiles_and_exact_counts() {
     // SIGTERM: exit 0, every program gone.
     let out = exporter.running.signal(libc::SIGTERM);
     assert_eq!(out.code(), Some(0), "{out:?}");
-    thread::sleep(Duration::from_millis(500));
-    for id in ids {
-        assert!(!bpf_program_loaded(id), "program {id} is still loaded after SIGTERM");
-    }
+    assert_unloaded(&ids);
 }
 
 /// Samples of `histogram` (classic) above `bound_ns` (2^k - 1, a bucket's

@@ -96,7 +96,9 @@ fn failed_and_local_lookups_in_json() {
         (fast["host"].as_str(), fast["ret"].as_i64(), fast["error"].clone()),
         (Some(local.as_str()), Some(0), Value::Null)
     );
-    assert!(fast["latency_ns"].as_u64().unwrap() < 20_000_000, "answered from /etc/hosts: {fast}");
+    // Not answered by the DNS server (which waits DELAY ms); a tighter bound
+    // would time the machine, not the tool.
+    assert!(fast["latency_ns"].as_u64().unwrap() < DELAY * 1_000_000, "answered from /etc/hosts: {fast}");
     for r in &records {
         assert_eq!(
             (r["function"].as_str(), r["comm"].as_str(), r["tid"].as_u64()),

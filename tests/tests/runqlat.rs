@@ -1,6 +1,6 @@
 //! runqlat against workloads whose answer is known.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration_tests::*;
 
@@ -8,7 +8,8 @@ const READY: &str = "Tracing run queue latency... Hit Ctrl-C to end.";
 
 /// The fewest wakeups two spinners sharing a CPU make in two seconds: a few
 /// hundred on real hardware, fewer in an emulated guest whose clock runs
-/// ahead of the work it gets done (the matrix lowers it there).
+/// ahead of the work it gets done (the matrix lowers it there). In one
+/// second, half as many.
 fn min_samples() -> u64 {
     std::env::var("EBPF_TOOLS_TEST_MIN_WAKEUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
 }
@@ -149,7 +150,7 @@ fn per_process_and_per_thread_sections() {
             .iter()
             .find(|(s, _)| s.as_deref() == Some(header.as_str()))
             .unwrap_or_else(|| panic!("no section {header:?} in:\n{}", out.stdout));
-        assert!(table.at_or_above(1024) > 50, "{table:?}");
+        assert!(table.at_or_above(1024) > min_samples() / 2, "{table:?}");
         assert!(
             !tables.iter().any(|(s, _)| s.as_deref() == Some(&format!("{section} = 0"))),
             "the idle task has a section"
@@ -166,10 +167,16 @@ fn per_pid_namespace_sections() {
     let mut b = Workload::spinner(1);
     a.go();
     b.go();
-    std::thread::sleep(Duration::from_millis(200));
     // unshare forks the workload; its child is in the new namespace.
-    let child = read(&format!("/proc/{}/task/{}/children", a.pid(), a.pid()));
-    let child = child.split_whitespace().next().expect("unshare's child");
+    let children = format!("/proc/{}/task/{}/children", a.pid(), a.pid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child = loop {
+        if let Some(child) = read(&children).split_whitespace().next() {
+            break child.to_owned();
+        }
+        assert!(Instant::now() < deadline, "unshare forked no child in 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let ns = std::fs::read_link(format!("/proc/{child}/ns/pid")).unwrap();
     let inode = ns.to_string_lossy().trim_start_matches("pid:[").trim_end_matches(']').to_owned();
     let out = Running::start("runqlat", &["--pidnss", "1", "1"], READY).wait(Duration::from_secs(10));
@@ -179,7 +186,7 @@ fn per_pid_namespace_sections() {
         .iter()
         .find(|(s, _)| s.as_deref() == Some(header.as_str()))
         .unwrap_or_else(|| panic!("no section {header:?} in:\n{}", out.stdout));
-    assert!(table.at_or_above(1024) > 50, "{table:?}");
+    assert!(table.at_or_above(1024) > min_samples() / 2, "{table:?}");
 }
 
 #[test]
@@ -278,7 +285,7 @@ fn ctrl_c_and_sigterm_print_the_summary_and_detach_everything() {
         assert_eq!(out.code(), Some(0), "{out:?}");
         let tables = parse_tables(&out.stdout);
         assert_eq!(tables.len(), 1, "{}", out.stdout);
-        assert!(tables[0].1.at_or_above(1024) > 50);
+        assert!(tables[0].1.at_or_above(1024) > min_samples() / 2, "{}", out.stdout);
         let ids = attached_program_ids(&out.stderr);
         assert_eq!(ids.len(), 3, "--verbose names three attached programs: {}", out.stderr);
         assert_unloaded(&ids);
