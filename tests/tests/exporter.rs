@@ -172,7 +172,7 @@ fn prometheus_scrapes_quantiles_and_exact_counts() {
     // runqlat's own p90 over exactly the spinner's life: runqlat -p starts
     // before the spinner runs; SIGSTOP freezes it (alive, its series
     // kept) before runqlat stops.
-    let cli = Running::start("runqlat", &["-p", &pid.to_string()], "Tracing run queue latency");
+    let cli = Running::start("runqlat", &["--json", "-p", &pid.to_string()], "Tracing run queue latency");
     spinner.go();
     other.go();
     thread::sleep(Duration::from_secs(6));
@@ -183,10 +183,17 @@ fn prometheus_scrapes_quantiles_and_exact_counts() {
     // Two scrapes after the last sample.
     thread::sleep(Duration::from_millis(2500));
     let out = cli.interrupt();
-    let tables = parse_tables(&out.stdout);
-    let cli_table = &tables.first().unwrap_or_else(|| panic!("no table: {out:?}")).1;
-    let [count, _, cli_p90_us, ..] = cli_table.summary.expect("summary");
-    let cli_p90 = cli_p90_us as f64 / 1e6;
+    let histogram = json_lines(&out.stdout).into_iter().find(|r| r["type"] == "histogram");
+    let histogram = histogram.unwrap_or_else(|| panic!("no histogram: {out:?}"));
+    let count = histogram["count"].as_u64().unwrap();
+    let cli_p90 = histogram["p90"].as_f64().unwrap() / 1e6;
+    // The same wakeups, but timed by two sets of programs: on this VM the
+    // exporter's (which key every task's samples) can delay runqlat's
+    // timestamps at a switch by up to ~150 us, and p90 often sits on the
+    // edge of the cluster of tick-long waits, where a few samples moved
+    // move it by 2 %. So the exporter's p90 is held to runqlat's own
+    // samples between its 88th and 92nd percentiles, widened by the bound.
+    let (cli_p88, cli_p92) = (cli_quantile(&histogram, 0.88, false), cli_quantile(&histogram, 0.92, true));
 
     let series = format!("ebpf_tools_process_run_queue_latency_seconds{{pid=\"{pid}\"}}");
     let buckets = format!("ebpf_tools_process_run_queue_latency_seconds_bucket{{pid=\"{pid}\"}}");
@@ -206,13 +213,17 @@ fn prometheus_scrapes_quantiles_and_exact_counts() {
     let bound = 2f64.powf(2f64.powi(-7)) * (1.0 + 1.0 / 255.0) * (1.0 + 1.0 / 256.0);
     println!(
         "runqlat -p {pid}: {count} samples, p90 {cli_p90:.6} s; exporter: {exported} samples; PromQL p90 classic \
-         {classic_p90:.6} s, native {native_p90:.6} s (ratio to runqlat's {:.4}, bound {bound:.4})",
+         {classic_p90:.6} s, native {native_p90:.6} s (ratio to runqlat's {:.4}; runqlat's p88 {cli_p88:.6}, p92 \
+         {cli_p92:.6}, bound {bound:.4})",
         native_p90 / cli_p90
     );
     assert_eq!(exported as u64, count, "the exporter and runqlat counted the same wakeups");
     assert!((1e-3..=20e-3).contains(&cli_p90), "runqlat's p90 {cli_p90} s is no contention");
     assert!(classic_p90 / cli_p90 <= 2.0 && cli_p90 / classic_p90 <= 2.0, "classic {classic_p90} vs {cli_p90}");
-    assert!(native_p90 / cli_p90 <= bound && cli_p90 / native_p90 <= bound, "native {native_p90} vs {cli_p90}");
+    assert!(
+        (cli_p88 / bound..=cli_p92 * bound).contains(&native_p90),
+        "native {native_p90} outside runqlat's p88 {cli_p88} to p92 {cli_p92}, widened by {bound}"
+    );
 
     // Block I/O: exact counts under the disk's and the operation's labels.
     let dev = LoopDevice::new();
@@ -239,6 +250,22 @@ fn prometheus_scrapes_quantiles_and_exact_counts() {
     let out = exporter.running.signal(libc::SIGTERM);
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert_unloaded(&ids);
+}
+
+/// The `q` quantile of a runqlat `--json` histogram, in seconds, from its
+/// fine slots (in usecs): the low end of the slot holding that rank, or its
+/// high end when `upper`.
+fn cli_quantile(histogram: &Value, q: f64, upper: bool) -> f64 {
+    let rank = (q * histogram["count"].as_f64().unwrap()).ceil() as u64;
+    let mut seen = 0;
+    for slot in histogram["slots"].as_array().unwrap() {
+        let [low, high, n] = [0, 1, 2].map(|i| slot[i].as_u64().unwrap());
+        seen += n;
+        if seen >= rank {
+            return if upper { (high + 1) as f64 } else { low as f64 } / 1e6;
+        }
+    }
+    panic!("no slot holds rank {rank}: {histogram}")
 }
 
 /// Samples of `histogram` (classic) above `bound_ns` (2^k - 1, a bucket's
