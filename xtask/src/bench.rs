@@ -868,10 +868,10 @@ fn read_pty(master: &OwnedFd, timeout: Duration) -> Result<Option<Vec<u8>>> {
     Ok((n > 0).then(|| buf[..n as usize].to_vec()))
 }
 
-/// A uprobe's library as this root names it: gethostlatency reaches each C
-/// library through `/proc/PID/root/...` of a process that maps it, and that
-/// process may have exited by the time the floor attaches. The workloads
-/// run in this root, so its own path is the same file.
+/// A uprobe's library as this root names it: gethostlatency reaches a C
+/// library that this root lacks through `/proc/PID/root/...` of a process
+/// that maps it, and that process may have exited by the time the floor
+/// attaches. The workloads run in this root, so its own path is the same file.
 fn in_this_root(hook: &str) -> String {
     let Some((kind, path)) = hook.split_once('/') else { return hook.to_owned() };
     match path.strip_prefix("/proc/").and_then(|rest| rest.split_once("/root/")) {

@@ -222,9 +222,10 @@ impl Libraries {
                 if self.not_libc.contains(&key) {
                     continue;
                 }
-                match resolver_offsets(&file.reachable()) {
+                let path = probe_path(&file);
+                match resolver_offsets(&path) {
                     Ok(offsets) => {
-                        self.found.push((key, Library { path: file.reachable(), offsets }));
+                        self.found.push((key, Library { path, offsets }));
                         new.push(self.found.len() - 1);
                         self.by_pid.insert(pid, self.found.len() - 1);
                     }
@@ -293,6 +294,18 @@ impl Libraries {
         }
         let files = procfs::mapped_files(pid, looks_like_libc).ok()?;
         files.iter().find_map(|f| self.found.iter().position(|(k, _)| *k == (f.dev, f.ino)))
+    }
+}
+
+/// Where to probe a library found in a process's maps: the process's own
+/// name for it where this root has the same file there, which outlives the
+/// process (a short-lived process found at start-up that exits before the
+/// attach would otherwise fail the tool); else through the process's root
+/// (a container's).
+fn probe_path(file: &procfs::Mapped) -> PathBuf {
+    match std::fs::metadata(&file.path) {
+        Ok(meta) if (meta.dev(), meta.ino()) == (file.dev, file.ino) => PathBuf::from(&file.path),
+        _ => file.reachable(),
     }
 }
 
