@@ -37,15 +37,15 @@ fn main() -> anyhow::Result<()> {
     let package = |features| aya_build::Package { name: "tools-ebpf", root_dir, features, ..Default::default() };
     aya_build::build_ebpf([package(&[])], aya_build::Toolchain::default())?;
 
-    // The same programs with their configuration in a map, for kernels
-    // without global data: aya-build writes into OUT_DIR, so point it at a
-    // subfolder for this second object.
+    // The legacy build of the same programs, for kernels before 5.8 (see
+    // tools-ebpf's lib.rs): aya-build writes into OUT_DIR, so point it at
+    // a subfolder for this second object.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let config_map_dir = out_dir.join("config-map");
-    std::fs::create_dir_all(&config_map_dir)?;
+    let legacy_dir = out_dir.join("legacy");
+    std::fs::create_dir_all(&legacy_dir)?;
     // SAFETY: as above.
-    unsafe { env::set_var("OUT_DIR", &config_map_dir) };
-    aya_build::build_ebpf([package(&["config-map"])], aya_build::Toolchain::default())?;
+    unsafe { env::set_var("OUT_DIR", &legacy_dir) };
+    aya_build::build_ebpf([package(&["legacy"])], aya_build::Toolchain::default())?;
     unsafe { env::set_var("OUT_DIR", &out_dir) };
     Ok(())
 }

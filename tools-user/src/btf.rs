@@ -34,8 +34,8 @@ impl Btf {
     /// lacks, never for what the user got wrong. The inner error says why
     /// there is no BTF at all (the kernel has none): rungs that need no
     /// struct offsets (plain tracepoints) still work then.
-    pub fn for_tool(runtime: &crate::cli::RuntimeArgs) -> Result<std::result::Result<Self, String>> {
-        if let Some(file) = &runtime.btf {
+    pub fn for_tool(options: &crate::loader::LoadOptions) -> Result<std::result::Result<Self, String>> {
+        if let Some(file) = &options.btf {
             let refused = |err: anyhow::Error| BadInput(format!("--btf {}: {err:#}", file.display()));
             let btf = Btf(Parsed::from_file(file).map_err(refused)?);
             // Any kernel's BTF describes its tasks; another file's does not.
@@ -45,7 +45,7 @@ impl Btf {
             log::info!("BTF: {} (--btf)", file.display());
             return Ok(Ok(btf));
         }
-        if runtime.hide_kernel_btf {
+        if options.hide_kernel_btf {
             return Ok(Err("kernel BTF hidden (EBPF_TOOLS_HIDE_KERNEL_BTF); pass --btf FILE".into()));
         }
         if !Path::new(VMLINUX).exists() {

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::output::Format;
+use crate::{loader::LoadOptions, output::Format};
 
 /// `[interval] [count]`, `-T`, `-m` of the histogram tools.
 #[derive(Args, Debug, Clone)]
@@ -73,8 +73,8 @@ pub struct RuntimeArgs {
     #[arg(long, hide = true, env = "EBPF_TOOLS_RUNG")]
     pub rung: Option<String>,
 
-    /// Pass the configuration in a map, as on kernels without global data (for tests).
-    /// Also EBPF_TOOLS_CONFIG_MAP=1.
+    /// Load the legacy build (configuration map, perf event array, plain
+    /// maps), as on kernels before 5.8 (for tests). Also EBPF_TOOLS_CONFIG_MAP=1.
     #[arg(long, hide = true, env = "EBPF_TOOLS_CONFIG_MAP", value_parser = clap::builder::BoolishValueParser::new())]
     pub config_map: bool,
 
@@ -88,10 +88,31 @@ pub struct RuntimeArgs {
     #[arg(long, hide = true, env = "EBPF_TOOLS_HIDE_KERNEL_BTF", value_parser = clap::builder::BoolishValueParser::new())]
     pub hide_kernel_btf: bool,
 
-    /// Hand events over through a perf event array, as on kernels without a
-    /// ring buffer (for tests). Also EBPF_TOOLS_PERF_ARRAY=1.
+    /// The same as --config-map: the legacy build hands events over
+    /// through a perf event array (for tests). Also EBPF_TOOLS_PERF_ARRAY=1.
     #[arg(long, hide = true, env = "EBPF_TOOLS_PERF_ARRAY", value_parser = clap::builder::BoolishValueParser::new())]
     pub perf_array: bool,
+}
+
+impl RuntimeArgs {
+    /// What the loader is asked for.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            rung: self.rung.clone(),
+            legacy: self.config_map || self.perf_array,
+            btf: self.btf.clone(),
+            hide_kernel_btf: self.hide_kernel_btf,
+        }
+    }
+}
+
+/// `-c PATH`: only tasks in a cgroup v2 directory (checked here, so a file,
+/// a plain directory or a cgroup v1 path is bad input, exit status 2).
+#[derive(Args, Debug, Clone)]
+pub struct CgroupArg {
+    /// Trace tasks in this cgroup v2 directory (and below it) only.
+    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = cgroup_dir)]
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// What the event tools share: CSV output and the event buffers' size.
@@ -118,8 +139,23 @@ impl EventArgs {
     }
 }
 
-/// `-c PATH`: a cgroup v2 directory (checked here, so a file, a plain
-/// directory or a cgroup v1 path is bad input, exit status 2).
-pub fn cgroup_dir(path: &str) -> Result<std::path::PathBuf, String> {
+fn cgroup_dir(path: &str) -> Result<std::path::PathBuf, String> {
     crate::cgroup::check_dir(std::path::Path::new(path)).map(|()| path.into()).map_err(|e| format!("{e:#}"))
+}
+
+/// A user: a number, or a name looked up in the passwd database (`-u`).
+pub fn user_id(user: &str) -> Result<u32, String> {
+    if let Ok(uid) = user.parse() {
+        return Ok(uid);
+    }
+    let c_user = std::ffi::CString::new(user).map_err(|_| format!("no such user '{user}'"))?;
+    // SAFETY: getpwnam takes a NUL-terminated name; it returns NULL or a
+    // pointer to a static record, read here at once, before any other call
+    // could overwrite it (the tools parse their flags on one thread).
+    let pw = unsafe { libc::getpwnam(c_user.as_ptr()) };
+    if pw.is_null() {
+        return Err(format!("no such user '{user}'"));
+    }
+    // SAFETY: non-null, as checked.
+    Ok(unsafe { (*pw).pw_uid })
 }

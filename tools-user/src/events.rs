@@ -1,5 +1,5 @@
-//! The event path shared by the event tools: the BPF ring buffer where the
-//! kernel has one (5.8+), a perf event array otherwise, drained in batches,
+//! The event path shared by the event tools: the BPF ring buffer in the
+//! modern build (5.8+), a perf event array in the legacy one, drained in batches,
 //! with the kernel's own count of events it could not hand over. Events
 //! that follow one another (a read, then the fsync after it) come out in
 //! that order on either path: the ring buffer is one queue, in the order
@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 use aya::{
     maps::{
         perf::{PerfEvent, PerfEventArrayBuffer},
-        MapData, MapType, PerCpuArray, PerfEventArray, RingBuf,
+        Map, MapData, PerfEventArray, RingBuf,
     },
     util::online_cpus,
     Ebpf,
@@ -20,19 +20,13 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tools_common::{map_names, Drops, Event};
 
-use crate::cli::{EventArgs, RuntimeArgs};
+use crate::{cli::EventArgs, kernel_maps, loader::Build};
 
-/// How events reach user space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    RingBuffer,
-    PerfArray,
-}
-
-/// The event path a tool takes: its transport and the buffer size.
+/// The event path a tool takes: its build (ring buffer or perf event
+/// array) and the buffers' size.
 #[derive(Clone, Copy, Debug)]
 pub struct EventPath {
-    pub transport: Transport,
+    pub build: Build,
     /// Buffer pages per CPU (`--buffer-pages`).
     pub pages_per_cpu: usize,
     /// The tool counts in its kernel's keyed histogram instead of sending
@@ -41,41 +35,15 @@ pub struct EventPath {
 }
 
 impl EventPath {
-    /// The ring buffer when the kernel has it (probed) and the perf array is
-    /// not forced, else the perf event array.
-    pub fn choose(runtime: &RuntimeArgs, events: &EventArgs) -> EventPath {
-        let ring = ring_buffer_supported();
-        let chosen = if ring && !runtime.perf_array { Transport::RingBuffer } else { Transport::PerfArray };
-        log::info!(
-            "events: {} ({})",
-            if chosen == Transport::RingBuffer { "ring buffer" } else { "perf event array" },
-            if ring {
-                if runtime.perf_array {
-                    "forced"
-                } else {
-                    "probed"
-                }
-            } else {
-                "the kernel has no ring buffer"
-            }
-        );
-        EventPath { transport: chosen, pages_per_cpu: events.buffer_pages as usize, counting: false }
+    /// The path of a command-line event tool.
+    pub fn new(build: Build, events: &EventArgs) -> EventPath {
+        EventPath { build, pages_per_cpu: events.buffer_pages as usize, counting: false }
     }
 
     /// The path of a tool that counts in the kernel and sends no events
-    /// (the exporter's): the transport this kernel has, at its smallest.
-    pub fn counting_in_kernel() -> EventPath {
-        let transport = if ring_buffer_supported() { Transport::RingBuffer } else { Transport::PerfArray };
-        EventPath { transport, pages_per_cpu: 1, counting: true }
-    }
-
-    /// The build of an emitting program for this transport: `name`, or its
-    /// `name_perf` twin (see tools-ebpf's `event_programs!`).
-    pub fn program(&self, name: &str) -> String {
-        match self.transport {
-            Transport::RingBuffer => name.to_owned(),
-            Transport::PerfArray => format!("{name}_perf"),
-        }
+    /// (the exporter's): its buffers at their smallest.
+    pub fn counting_in_kernel(build: Build) -> EventPath {
+        EventPath { build, pages_per_cpu: 1, counting: true }
     }
 
     /// Map sizes for the loader: the ring buffer holds `pages` pages per CPU
@@ -84,23 +52,17 @@ impl EventPath {
         let cpus = online_cpus().map(|c| c.len()).unwrap_or(1);
         // At most 1 GiB: the kernel's limit is below 4 GiB, and the size is a u32.
         let bytes = (self.pages_per_cpu * cpus * page_size()).next_power_of_two().min(1 << 30);
-        let mut sizes = match self.transport {
-            Transport::RingBuffer => vec![(map_names::EVENTS, bytes as u32)],
-            // An unused ring buffer still gets created where supported: keep it small.
-            Transport::PerfArray => vec![(map_names::EVENTS, page_size() as u32)],
-        };
-        // An event tool's keyed histogram table is the exporter's (see
-        // tools-ebpf's keyed_histogram_map!): one entry where it is unused.
+        let mut sizes = Vec::new();
+        if self.build == Build::Modern {
+            sizes.push((map_names::EVENTS, bytes as u32));
+        }
+        // An event tool's keyed histogram table is the exporter's: one
+        // entry where it is unused.
         if !self.counting {
             sizes.push((map_names::KEYED_HIST, 1));
         }
         sizes
     }
-}
-
-/// Whether this kernel creates BPF ring buffers (5.8+), probed.
-fn ring_buffer_supported() -> bool {
-    aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false)
 }
 
 fn page_size() -> usize {
@@ -120,7 +82,7 @@ enum Source {
 /// Events from the kernel, and the drop counters that go with them.
 pub struct EventStream {
     source: Source,
-    drops: PerCpuArray<MapData, Drops>,
+    drops: kernel_maps::Counters<Drops>,
     reported: Drops,
     /// A perf batch, every CPU's samples, before it is put in time order.
     batch: PerfBatch,
@@ -131,14 +93,10 @@ pub struct EventStream {
 impl EventStream {
     pub fn open(ebpf: &mut Ebpf, path: &EventPath) -> Result<Self> {
         let pages_per_cpu = path.pages_per_cpu;
-        let source = match path.transport {
-            Transport::RingBuffer => {
-                let ring = RingBuf::try_from(ebpf.take_map(map_names::EVENTS).context("no EVENTS map")?)?;
-                Source::Ring(watch(ring)?)
-            }
-            Transport::PerfArray => {
-                let mut array =
-                    PerfEventArray::try_from(ebpf.take_map(map_names::EVENTS_PERF).context("no EVENTS_PERF map")?)?;
+        let source = match kernel_maps::take(ebpf, map_names::EVENTS)? {
+            map @ Map::RingBuf(_) => Source::Ring(watch(RingBuf::try_from(map)?)?),
+            map => {
+                let mut array = PerfEventArray::try_from(map)?;
                 let cpus = online_cpus().map_err(|(_, err)| err).context("listing online CPUs")?;
                 let mut buffers = Vec::new();
                 for cpu in cpus {
@@ -147,7 +105,7 @@ impl EventStream {
                 Source::Perf(buffers)
             }
         };
-        let drops = PerCpuArray::try_from(ebpf.take_map(map_names::DROPS).context("no DROPS map")?)?;
+        let drops = kernel_maps::Counters::take(ebpf, map_names::DROPS)?;
         let mut ring_poll = tokio::time::interval(RING_POLL);
         ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(EventStream { source, drops, reported: Drops::default(), batch: PerfBatch::default(), ring_poll })
@@ -213,8 +171,7 @@ impl EventStream {
 
     /// What the kernel could not hand over since the last call.
     pub fn new_drops(&mut self) -> Result<Drops> {
-        let per_cpu = self.drops.get(&0, 0).context("reading drop counters")?;
-        let now = per_cpu.iter().fold(Drops::default(), |a, d| a.add(d));
+        let now = self.drops.copies()?.iter().fold(Drops::default(), |a, d| a.add(d));
         let new = now.since(&self.reported);
         self.reported = now;
         Ok(new)

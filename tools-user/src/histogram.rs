@@ -8,16 +8,15 @@
 use std::{collections::BTreeMap, io::Write};
 
 use anyhow::{Context as _, Result};
-use aya::{
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
-    Ebpf,
-};
+use aya::Ebpf;
 use hdrhistogram::Histogram as Hdr;
 use serde_json::{json, Map, Value};
 use tools_common::{
-    histogram::{slot_bounds, HistKey, Histogram, Totals, SLOTS, SUM_SLOT},
+    histogram::{slot_bounds, HistKey, Totals, SLOTS, SUM_SLOT},
     map_names, Drops,
 };
+
+use crate::kernel_maps;
 
 /// Counts per fine slot of one histogram over one interval.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -204,7 +203,7 @@ impl HistogramMaps {
         let gone: Vec<HistKey> = self.seen_keyed.keys().filter(|k| dead.contains(&k.key)).copied().collect();
         for key in gone {
             // Its samples were all read above; a failed removal only keeps the entry.
-            if self.keyed.remove(&key).is_ok() {
+            if self.keyed.remove(&key) {
                 self.seen_keyed.remove(&key);
             }
         }
@@ -226,10 +225,10 @@ pub fn map_sizes(keyed_mode: bool) -> Vec<(&'static str, u32)> {
 /// The histogram maps of a loaded tool, read as interval deltas.
 pub struct HistogramMaps {
     /// None for an event tool's (see [`HistogramMaps::take_keyed`]).
-    hist: Option<PerCpuArray<MapData, Histogram>>,
-    keyed: PerCpuHashMap<MapData, HistKey, u64>,
-    drops: PerCpuArray<MapData, Drops>,
-    totals: Option<PerCpuArray<MapData, Totals>>,
+    hist: Option<kernel_maps::Hist>,
+    keyed: kernel_maps::KeyedHist,
+    drops: kernel_maps::Counters<Drops>,
+    totals: Option<kernel_maps::Counters<Totals>>,
     keyed_mode: bool,
     seen: Counts,
     seen_keyed: BTreeMap<HistKey, u64>,
@@ -243,15 +242,17 @@ impl HistogramMaps {
     }
 
     fn take_maps(ebpf: &mut Ebpf, unkeyed: bool, keyed_mode: bool, totals: bool) -> Result<Self> {
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("eBPF object has no map {name}"));
         Ok(HistogramMaps {
             hist: match unkeyed {
-                true => Some(PerCpuArray::try_from(take(map_names::HIST)?)?),
+                true => Some(kernel_maps::Hist::take(ebpf, map_names::HIST)?),
                 false => None,
             },
-            keyed: PerCpuHashMap::try_from(take(map_names::KEYED_HIST)?)?,
-            drops: PerCpuArray::try_from(take(map_names::DROPS)?)?,
-            totals: if totals { Some(PerCpuArray::try_from(take(map_names::TOTALS)?)?) } else { None },
+            keyed: kernel_maps::KeyedHist::take(ebpf, map_names::KEYED_HIST)?,
+            drops: kernel_maps::Counters::take(ebpf, map_names::DROPS)?,
+            totals: match totals {
+                true => Some(kernel_maps::Counters::take(ebpf, map_names::TOTALS)?),
+                false => None,
+            },
             keyed_mode,
             seen: Counts::default(),
             seen_keyed: BTreeMap::new(),
@@ -274,9 +275,7 @@ impl HistogramMaps {
         let mut histograms = Vec::new();
         if self.keyed_mode {
             let mut by_key: BTreeMap<u64, Counts> = BTreeMap::new();
-            for entry in self.keyed.iter() {
-                let (key, per_cpu) = entry.context("reading the keyed histogram")?;
-                let now: u64 = per_cpu.iter().sum();
+            for (key, now) in self.keyed.entries()? {
                 let before = self.seen_keyed.insert(key, now).unwrap_or(0);
                 if now > before && (key.slot as usize) < SLOTS {
                     by_key.entry(key.key).or_default().0[key.slot as usize] += now - before;
@@ -311,23 +310,14 @@ impl HistogramMaps {
     /// loaded, every CPU's counts added up.
     pub fn unkeyed_total(&self) -> Result<Counts> {
         let hist = self.hist.as_ref().context("this tool keeps no unkeyed histogram")?;
-        let per_cpu = hist.get(&0, 0).context("reading the histogram")?;
-        let mut total = Counts::default();
-        for cpu in per_cpu.iter() {
-            for (sum, n) in total.0.iter_mut().zip(cpu.slots.iter()) {
-                *sum += n;
-            }
-        }
-        Ok(total)
+        Ok(Counts(hist.per_slot()?))
     }
 
     /// Every key's histogram and sum of values (its `SUM_SLOT` entry, in
     /// nanoseconds; 0 where the tool keeps none), since the programs were loaded.
     pub fn keyed_total(&self) -> Result<BTreeMap<u64, (Counts, u64)>> {
         let mut by_key: BTreeMap<u64, (Counts, u64)> = BTreeMap::new();
-        for entry in self.keyed.iter() {
-            let (key, per_cpu) = entry.context("reading the keyed histogram")?;
-            let n: u64 = per_cpu.iter().sum();
+        for (key, n) in self.keyed.entries()? {
             let (counts, sum) = by_key.entry(key.key).or_default();
             match key.slot {
                 SUM_SLOT => *sum += n,
@@ -341,26 +331,21 @@ impl HistogramMaps {
     /// Removes every entry of `keys` from the keyed table (processes that
     /// exited); returns how many entries went.
     pub fn remove_keys(&mut self, keys: &std::collections::BTreeSet<u64>) -> usize {
-        let gone: Vec<HistKey> = self.keyed.keys().filter_map(Result::ok).filter(|k| keys.contains(&k.key)).collect();
-        gone.iter().filter(|key| self.keyed.remove(key).is_ok()).count()
+        let gone: Vec<HistKey> = self.keyed.keys().into_iter().filter(|k| keys.contains(&k.key)).collect();
+        gone.iter().filter(|key| self.keyed.remove(key)).count()
     }
 
     /// What the kernel side could not record, since the programs were loaded.
     pub fn drops_total(&self) -> Result<Drops> {
-        let drops = self.drops.get(&0, 0).context("reading drop counters")?;
-        Ok(drops.iter().fold(Drops::default(), |a, d| a.add(d)))
+        Ok(self.drops.copies()?.iter().fold(Drops::default(), |a, d| a.add(d)))
     }
 
     /// Sum and count of every value, since the programs were loaded (tools
     /// that keep them).
     pub fn totals_total(&self) -> Result<Option<Totals>> {
         let Some(map) = &self.totals else { return Ok(None) };
-        let per_cpu = map.get(&0, 0).context("reading totals")?;
-        Ok(Some(
-            per_cpu
-                .iter()
-                .fold(Totals::default(), |a, t| Totals { sum_ns: a.sum_ns + t.sum_ns, count: a.count + t.count }),
-        ))
+        let add = |a: Totals, t: &Totals| Totals { sum_ns: a.sum_ns + t.sum_ns, count: a.count + t.count };
+        Ok(Some(map.copies()?.iter().fold(Totals::default(), add)))
     }
 }
 

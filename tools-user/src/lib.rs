@@ -15,6 +15,7 @@ pub mod events;
 pub mod exporter;
 pub mod heatmap;
 pub mod histogram;
+pub mod kernel_maps;
 pub mod lifetime;
 pub mod loader;
 pub mod manual;
@@ -26,13 +27,14 @@ pub mod tracefs;
 
 pub use tools_parse::elf;
 
-/// The eBPF objects of a tool, built by `build.rs` and embedded in the binary.
+/// The eBPF objects of a tool, both builds, made by `build.rs` and
+/// embedded in the binary.
 #[macro_export]
 macro_rules! ebpf_object {
     ($tool:literal) => {
         $crate::loader::Objects {
-            config_global: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $tool)),
-            config_map: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/config-map/", $tool)),
+            modern: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $tool)),
+            legacy: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/legacy/", $tool)),
         }
     };
 }

@@ -22,15 +22,82 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::Array,
+    maps::{Array, MapType},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader, Pod,
 };
+use tools_common::map_names;
 
-use crate::{cli::RuntimeArgs, tracefs};
+use crate::tracefs;
+
+/// How the user asked for the kernel to be used: what the command line's
+/// `--btf` and the hidden test switches say (see `cli::RuntimeArgs`).
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Only this rung of the ladder (tests).
+    pub rung: Option<String>,
+    /// The legacy build even where the modern one loads (tests).
+    pub legacy: bool,
+    /// Struct offsets from this BTF file instead of the kernel's.
+    pub btf: Option<PathBuf>,
+    /// Behave as on a kernel without BTF (tests).
+    pub hide_kernel_btf: bool,
+}
+
+/// Which of a tool's two builds of its programs a kernel takes (see
+/// tools-ebpf's lib.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// Read-only global configuration, ring buffer, per-CPU maps: 5.8+.
+    Modern,
+    /// Configuration map, perf event array, plain maps: 4.4+.
+    Legacy,
+}
+
+impl Build {
+    /// The modern build where the kernel creates ring buffers and global
+    /// data (both probed), unless the legacy one is asked for.
+    pub fn choose(options: &LoadOptions) -> Build {
+        let ring = ring_buffer_supported();
+        let global_data = aya::features().bpf_global_data();
+        let (build, why) = match (options.legacy, ring && global_data) {
+            (true, true) => (Build::Legacy, "forced".to_owned()),
+            (_, false) => {
+                let lacks: Vec<&str> = [(!ring, "a ring buffer (5.8)"), (!global_data, "global data (5.2)")]
+                    .into_iter()
+                    .filter_map(|(lacking, what)| lacking.then_some(what))
+                    .collect();
+                (Build::Legacy, format!("the kernel has no {}", lacks.join(" nor ")))
+            }
+            (false, true) => (Build::Modern, "probed".to_owned()),
+        };
+        log::info!("build: {} ({why})", build.name());
+        build
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Build::Modern => "modern: global configuration, ring buffer, per-CPU maps",
+            Build::Legacy => "legacy: configuration map, perf event array, plain maps",
+        }
+    }
+
+    /// This build's object.
+    pub fn object(self, objects: &Objects) -> &'static [u8] {
+        match self {
+            Build::Modern => objects.modern,
+            Build::Legacy => objects.legacy,
+        }
+    }
+}
+
+/// Whether this kernel creates BPF ring buffers (5.8+), probed.
+pub fn ring_buffer_supported() -> bool {
+    aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false)
+}
 
 /// Where one program attaches: owned data, exactly what the kernel needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +230,7 @@ impl std::fmt::Display for Attach {
 }
 
 /// One step of the ladder: programs that together implement the tool.
+#[derive(Clone, Debug)]
 pub struct Rung {
     pub name: &'static str,
     /// (program name in the object, where it attaches)
@@ -190,18 +258,43 @@ impl Rung {
     }
 }
 
-/// A tool's two builds of the same programs: configuration in a read-only
-/// global (5.2+), or in a one-entry array map `CONFIG` for older kernels.
+/// A tool's two builds of the same programs (see [`Build`]).
+#[derive(Clone, Copy)]
 pub struct Objects {
-    pub config_global: &'static [u8],
-    pub config_map: &'static [u8],
+    pub modern: &'static [u8],
+    pub legacy: &'static [u8],
 }
 
-/// A loaded tool: its object (maps, attached programs) and the rung taken.
-/// Dropping it detaches every program and closes every map.
+/// A loaded tool: its object (maps, attached programs), the build and the
+/// rung taken. Dropping it detaches every program and closes every map.
 pub struct Loaded {
     pub ebpf: Ebpf,
+    pub build: Build,
     pub rung: &'static str,
+    /// (program, hook) of the rung taken, as `--verbose` names them.
+    pub hooks: Vec<(String, String)>,
+    /// What the tool keeps doing while it runs.
+    pub keeper: Option<Box<dyn Keeper>>,
+}
+
+impl Loaded {
+    /// Lets the keeper do its round (about once a second on the command
+    /// line, at each scrape in the exporter).
+    pub fn tick(&mut self) -> Result<()> {
+        match &mut self.keeper {
+            Some(keeper) => keeper.tick(&mut self.ebpf),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a tool keeps doing once its programs are loaded, beside reading
+/// them: gethostlatency follows the C libraries that appear.
+pub trait Keeper {
+    /// Once, right after the rung `rung` attached.
+    fn loaded(&mut self, ebpf: &mut Ebpf, rung: &str);
+    /// Each round.
+    fn tick(&mut self, ebpf: &mut Ebpf) -> Result<()>;
 }
 
 /// Lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps to it. Where
@@ -249,58 +342,59 @@ fn check_privilege() -> Result<()> {
 /// Tests hide the kernel's BTF (`--hide-kernel-btf`): fentry then has none.
 static KERNEL_BTF_HIDDEN: AtomicBool = AtomicBool::new(false);
 
-/// Loads the tool with `config` as its `CONFIG` (a read-only global where
-/// the kernel has global data, else the config map), then takes the first
-/// rung (or only `runtime.rung`, when forced) that loads and attaches.
-pub fn load<C: Pod>(
-    objects: Objects,
-    config: &C,
-    max_entries: &[(&'static str, u32)],
-    rungs: Vec<Rung>,
-    runtime: &RuntimeArgs,
-) -> Result<Loaded> {
-    load_with(objects, config, max_entries, rungs, runtime, |_| Ok(()))
+/// What to load: a tool's objects, its configuration, the sizes of the maps
+/// user space sets, its rungs best first, and what fills its maps before
+/// any program attaches (a filter's table, which must be in place before
+/// the first event).
+pub struct Load<'a, C> {
+    pub objects: Objects,
+    pub build: Build,
+    pub config: &'a C,
+    pub max_entries: &'a [(&'static str, u32)],
+    pub rungs: Vec<Rung>,
+    pub fill: Option<Box<dyn FnOnce(&mut Ebpf) -> Result<()> + 'a>>,
 }
 
-/// As [`load`], with `fill` run on the maps before any program attaches
-/// (a filter's table, which must be in place before the first event).
-pub fn load_with<C: Pod>(
-    objects: Objects,
-    config: &C,
-    max_entries: &[(&'static str, u32)],
-    rungs: Vec<Rung>,
-    runtime: &RuntimeArgs,
-    fill: impl FnOnce(&mut Ebpf) -> Result<()>,
-) -> Result<Loaded> {
+/// Loads the build's object with `config` as its `CONFIG` (the read-only
+/// global, or the configuration map), then takes the first rung (or only
+/// `options.rung`, when forced) that loads and attaches.
+pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> {
+    let Load { objects, build, config, max_entries, rungs, fill } = what;
     check_privilege()?;
     raise_memlock();
-    KERNEL_BTF_HIDDEN.store(runtime.hide_kernel_btf, Ordering::Relaxed);
+    KERNEL_BTF_HIDDEN.store(options.hide_kernel_btf, Ordering::Relaxed);
     let started = Instant::now();
+    let object = build.object(&objects);
+    let per_cpu = match build {
+        Build::Modern => Vec::new(),
+        Build::Legacy => per_cpu_arrays(object)?,
+    };
     let mut loader = loader_without_kernel_btf();
-    // A kernel without ring buffers cannot create one: the event tools then
-    // use their perf-array programs, which never reference it.
-    loader.allow_unsupported_maps();
     for &(map, n) in max_entries {
         loader.map_max_entries(map, n);
     }
-    let global_data = aya::features().bpf_global_data();
-    let mut ebpf = if global_data && !runtime.config_map {
-        loader.override_global("CONFIG", config, true);
-        let ebpf = loader.load(objects.config_global).context("creating the eBPF maps")?;
-        log::info!("configuration: read-only global");
-        ebpf
-    } else {
-        let mut ebpf = loader.load(objects.config_map).context("creating the eBPF maps")?;
-        let mut map: Array<_, C> = Array::try_from(ebpf.map_mut("CONFIG").context("no CONFIG map")?)?;
-        map.set(0, config, 0).context("writing the configuration map")?;
-        let why = if global_data { "forced" } else { "the kernel has no global data" };
-        log::info!("configuration: array map ({why})");
-        ebpf
+    for map in &per_cpu {
+        loader.map_max_entries(map, possible_cpus()?);
+    }
+    let mut ebpf = match build {
+        Build::Modern => {
+            loader.override_global(map_names::CONFIG, config, true);
+            loader.load(object).context("creating the eBPF maps")?
+        }
+        Build::Legacy => {
+            let mut ebpf = loader.load(object).context("creating the eBPF maps")?;
+            let config_map = ebpf.map_mut(map_names::CONFIG).context("no CONFIG map")?;
+            let mut map: Array<_, C> = Array::try_from(config_map)?;
+            map.set(0, config, 0).context("writing the configuration map")?;
+            ebpf
+        }
     };
     log::info!("object loaded, maps created in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
-    fill(&mut ebpf)?;
+    if let Some(fill) = fill {
+        fill(&mut ebpf)?;
+    }
 
-    if let Some(forced) = &runtime.rung {
+    if let Some(forced) = &options.rung {
         if !rungs.iter().any(|r| r.name == forced) {
             let names: Vec<_> = rungs.iter().map(|r| r.name).collect();
             let why = format!("unknown rung {forced:?}; this tool has {}", names.join(", "));
@@ -310,7 +404,7 @@ pub fn load_with<C: Pod>(
 
     let mut tried = String::new();
     for rung in rungs {
-        if runtime.rung.as_deref().is_some_and(|forced| forced != rung.name) {
+        if options.rung.as_deref().is_some_and(|forced| forced != rung.name) {
             continue;
         }
         if let Some(reason) = &rung.unusable {
@@ -321,7 +415,8 @@ pub fn load_with<C: Pod>(
         match attach_rung(&mut ebpf, &rung) {
             Ok(()) => {
                 log::info!("rung {}: all {} programs attached", rung.name, rung.programs.len());
-                return Ok(Loaded { ebpf, rung: rung.name });
+                let hooks = rung.programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect();
+                return Ok(Loaded { ebpf, build, rung: rung.name, hooks, keeper: None });
             }
             Err(err) => {
                 log::info!("rung {}: failed: {err:#}", rung.name);
@@ -329,7 +424,33 @@ pub fn load_with<C: Pod>(
             }
         }
     }
-    Err(anyhow!("no kernel path to trace with works here; tried:{tried}"))
+    Err(anyhow!("no kernel path to trace with works here ({} build); tried:{tried}", build_word(build)))
+}
+
+fn build_word(build: Build) -> &'static str {
+    match build {
+        Build::Modern => "modern",
+        Build::Legacy => "legacy",
+    }
+}
+
+/// The legacy build's per-CPU room (`tools_ebpf::maps::Scratch`): the
+/// array maps declared with no entries, which get one per possible CPU.
+fn per_cpu_arrays(object: &[u8]) -> Result<Vec<String>> {
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    let parsed = aya_obj::Object::parse(object).context("reading the eBPF object")?;
+    Ok(parsed
+        .maps
+        .iter()
+        .filter(|(_, map)| map.map_type() == BPF_MAP_TYPE_ARRAY && map.max_entries() == 0)
+        .map(|(name, _)| name.clone())
+        .collect())
+}
+
+/// CPUs the kernel may ever number (`bpf_get_smp_processor_id`'s range).
+fn possible_cpus() -> Result<u32> {
+    let cpus = aya::util::nr_cpus().map_err(|(path, err)| anyhow!("reading {path}: {err}"))?;
+    Ok(cpus as u32)
 }
 
 /// An `EbpfLoader` that does not parse the kernel's BTF.

@@ -1,9 +1,10 @@
 //! Types shared by the eBPF programs and user space. `no_std`, `repr(C)`,
 //! plain old data only: both sides read the same bytes.
 //!
-//! Each tool's module names its programs once, in `programs`: the kernel
-//! side checks at compile time that its functions carry these names
-//! (`tools_ebpf::check_name!`), and the loader attaches them by these names.
+//! Each tool's module names its programs once, in `programs` (and the maps
+//! user space sizes or reads, in `maps`): the kernel side checks at compile
+//! time that its functions and statics carry these names
+//! (`#[tools_ebpf::named]`), and user space finds them by these names.
 #![no_std]
 
 pub mod biolatency;
@@ -15,20 +16,26 @@ pub mod offsets;
 pub mod runqlat;
 pub mod tcplife;
 
-/// Names of the maps every histogram tool declares; user space finds them by these names.
+/// Names of the maps several tools declare (`tools_ebpf::maps` has their
+/// types, which differ between the modern and the legacy build); user
+/// space finds them by these names.
 pub mod map_names {
-    /// Per-CPU array, one [`crate::histogram::Histogram`] at index 0: the unkeyed histogram.
+    /// The unkeyed histogram: a per-CPU [`crate::histogram::Histogram`]
+    /// (modern), or one count per slot (legacy).
     pub const HIST: &str = "HIST";
-    /// Per-CPU hash of [`crate::histogram::HistKey`] → count: histograms with a key (-P, -L, ...).
+    /// [`crate::histogram::HistKey`] → count, per CPU (modern) or shared
+    /// (legacy): histograms with a key (-P, -L, the exporter's labels).
     pub const KEYED_HIST: &str = "KEYED_HIST";
-    /// Per-CPU array of [`crate::Drops`] at index 0: what the kernel side could not record.
+    /// [`crate::Drops`], per CPU (modern) or shared (legacy): what the
+    /// kernel side could not record.
     pub const DROPS: &str = "DROPS";
-    /// Per-CPU array of [`crate::histogram::Totals`] at index 0, for tools that print sums.
+    /// [`crate::histogram::Totals`], as `DROPS`, for tools that print sums.
     pub const TOTALS: &str = "TOTALS";
-    /// BPF ring buffer of events (5.8+).
+    /// Events: the BPF ring buffer (modern) or a perf event array (legacy).
     pub const EVENTS: &str = "EVENTS";
-    /// Perf event array of events, where the kernel has no ring buffer.
-    pub const EVENTS_PERF: &str = "EVENTS_PERF";
+    /// The configuration: a read-only global (modern) or a one-entry
+    /// array map (legacy).
+    pub const CONFIG: &str = "CONFIG";
 }
 
 /// `-c PATH`: only tasks in a cgroup v2 directory or below it. Compared by

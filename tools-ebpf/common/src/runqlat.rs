@@ -18,6 +18,14 @@ pub mod programs {
     pub const KP_SWITCH: &str = "runqlat_kp_switch";
 }
 
+/// The maps user space sizes or reads.
+pub mod maps {
+    /// Task → when it became runnable; sized by user space from the task count.
+    pub const START: &str = "START";
+    /// The keys with a series of their own; sized by user space to the cap.
+    pub const SERIES: &str = "SERIES";
+}
+
 /// How samples are grouped.
 pub mod key_mode {
     pub const NONE: u32 = 0;

@@ -7,8 +7,6 @@
 //! syscall entry). Failed execs (-x) pair the syscall tracepoints by TID and
 //! read the caller's argv at exit, when the kernel has already touched it.
 //!
-//! Each program that emits comes in two builds from one body: ring buffer
-//! (5.8+) and perf event array (`_perf`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -26,20 +24,34 @@ mod bpf {
             bpf_probe_read_user_str_bytes, generated,
         },
         macros::{map, tracepoint},
-        maps::{HashMap, PerCpuArray},
+        maps::HashMap,
         programs::TracePointContext,
         EbpfContext as _,
     };
-    use tools_common::execsnoop::{event_flags, programs, Config, ExecEvent, InFlight, ARGS_SIZE, FAILED_MAX_ARGS};
-    use tools_ebpf::{check_name, config, count_drop, declare_config, emit, event_maps, event_programs, read_field};
+    use tools_common::{
+        execsnoop::{event_flags, programs, Config, ExecEvent, InFlight, ARGS_SIZE, FAILED_MAX_ARGS},
+        map_names, Drops,
+    };
+    use tools_ebpf::{
+        config,
+        maps::{count_drop, emit, Configuration, Counters, Events, Scratch},
+        named, read_field,
+    };
 
-    declare_config!(Config);
+    #[config]
+    static CONFIG: Configuration<Config> = Configuration::new();
 
-    event_maps!(DROPS, EVENTS, EVENTS_PERF);
+    #[named(map_names::DROPS)]
+    #[map]
+    static DROPS: Counters<Drops> = Counters::new();
+
+    #[named(map_names::EVENTS)]
+    #[map]
+    static EVENTS: Events = Events::new();
 
     /// Where an event is built: too large for the BPF stack.
     #[map]
-    static SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+    static SCRATCH: Scratch<ExecEvent> = Scratch::new();
 
     /// -x: TID → the caller's pointers, from syscall entry to exit.
     #[map]
@@ -50,22 +62,22 @@ mod bpf {
     /// The event under construction with its common fields filled, or None
     /// when the current task is filtered out.
     #[inline(always)]
-    fn new_event(ret: i32) -> Option<&'static mut ExecEvent> {
+    fn new_event(config: &Config, ret: i32) -> Option<&'static mut ExecEvent> {
         let task = unsafe { bpf_get_current_task() } as Ptr;
         let uid = bpf_get_current_uid_gid() as u32;
-        if config!(filter_uid) != 0 && uid != config!(uid) {
+        if config.filter_uid != 0 && uid != config.uid {
             return None;
         }
-        let parent = read_field::<Ptr>(task, config!(task.real_parent)).unwrap_or(core::ptr::null());
-        let ppid = read_field::<u32>(parent, config!(task.tgid)).unwrap_or(0);
-        let only_children_of = config!(ppid);
+        let parent = read_field::<Ptr>(task, config.task.real_parent).unwrap_or(core::ptr::null());
+        let ppid = read_field::<u32>(parent, config.task.tgid).unwrap_or(0);
+        let only_children_of = config.ppid;
         if only_children_of != 0 && ppid != only_children_of {
             return None;
         }
-        if !tools_ebpf::task_in_cgroup(task, &config!(cgroup)) {
+        if !tools_ebpf::task_in_cgroup(task, &config.cgroup) {
             return None;
         }
-        let ev = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+        let ev = SCRATCH.get()?;
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         ev.ppid = ppid;
@@ -75,37 +87,46 @@ mod bpf {
         ev.flags = 0;
         ev.args_len = 0;
         ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        ev.pcomm = read_field(parent, config!(task.comm)).unwrap_or([0; 16]);
+        ev.pcomm = read_field(parent, config.task.comm).unwrap_or([0; 16]);
         ev.filename[0] = 0;
         Some(ev)
     }
 
     #[inline(always)]
-    fn send<const RING: bool>(ctx: &TracePointContext, ev: &ExecEvent) {
+    fn send(ctx: &TracePointContext, ev: &ExecEvent) {
         let len = offset_of!(ExecEvent, args) + (ev.args_len as usize & (ARGS_SIZE - 1));
         let bytes = unsafe { core::slice::from_raw_parts(ev as *const ExecEvent as *const u8, len) };
-        emit::<RING, _>(ctx, &EVENTS, &EVENTS_PERF, &DROPS, bytes);
+        emit(ctx, &EVENTS, &DROPS, bytes);
     }
 
     // ---- Successful execs ----
 
+    #[named(programs::EXEC)]
+    #[tracepoint(category = "sched", name = "sched_process_exec")]
+    pub fn execsnoop_exec(ctx: TracePointContext) -> u32 {
+        if let Some(config) = CONFIG.get() {
+            on_exec(config, &ctx);
+        }
+        0
+    }
+
     #[inline(always)]
-    fn on_exec<const RING: bool>(ctx: &TracePointContext) {
+    fn on_exec(config: &Config, ctx: &TracePointContext) {
         // A failed-exec entry of this task (keyed by its TID before exec,
         // `old_pid`, which differs when a non-leader thread execs) is done.
-        if let Ok(old_tid) = unsafe { ctx.read_at::<u32>(config!(tp_exec_old_pid) as usize) } {
-            let _ = INFLIGHT.remove(&old_tid);
+        if let Ok(old_tid) = unsafe { ctx.read_at::<u32>(config.tp_exec_old_pid as usize) } {
+            let _ = INFLIGHT.remove(old_tid);
         }
-        let Some(ev) = new_event(0) else { return };
+        let Some(ev) = new_event(config, 0) else { return };
         // __data_loc: offset of the string in the record in the low 16 bits.
-        if let Ok(loc) = unsafe { ctx.read_at::<u32>(config!(tp_exec_filename) as usize) } {
+        if let Ok(loc) = unsafe { ctx.read_at::<u32>(config.tp_exec_filename as usize) } {
             let src = unsafe { (ctx.as_ptr() as Ptr).add((loc & 0xffff) as usize) };
             let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) };
         }
         let task = unsafe { bpf_get_current_task() } as Ptr;
-        let mm = read_field::<Ptr>(task, config!(task.mm)).unwrap_or(core::ptr::null());
-        let start = read_field::<u64>(mm, config!(mm_arg_start)).unwrap_or(0);
-        let end = read_field::<u64>(mm, config!(mm_arg_end)).unwrap_or(0);
+        let mm = read_field::<Ptr>(task, config.task.mm).unwrap_or(core::ptr::null());
+        let start = read_field::<u64>(mm, config.mm_arg_start).unwrap_or(0);
+        let end = read_field::<u64>(mm, config.mm_arg_end).unwrap_or(0);
         let mut len = end.saturating_sub(start) as usize;
         if len >= ARGS_SIZE {
             len = ARGS_SIZE - 1;
@@ -120,13 +141,8 @@ mod bpf {
             ev.flags |= event_flags::ARGS_UNREADABLE;
         }
         ev.flags |= event_flags::FROM_MM;
-        send::<RING>(ctx, ev);
+        send(ctx, ev);
     }
-
-    event_programs!(
-        tracepoint(category = "sched", name = "sched_process_exec")
-        execsnoop_exec / execsnoop_exec_perf(TracePointContext) = programs::EXEC => on_exec
-    );
 
     // ---- Failed execs (-x) ----
 
@@ -138,37 +154,42 @@ mod bpf {
         else {
             return;
         };
-        if INFLIGHT.insert(&tid, &InFlight { filename, argv }, 0).is_err() {
+        if INFLIGHT.insert(tid, InFlight { filename, argv }, 0).is_err() {
             count_drop(&DROPS, |d| &mut d.inflight_full);
         }
     }
 
+    #[named(programs::ENTER_EXECVE)]
     #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
     pub fn execsnoop_enter_execve(ctx: TracePointContext) -> u32 {
-        on_enter(&ctx, config!(tp_execve_filename), config!(tp_execve_argv));
+        if let Some(config) = CONFIG.get() {
+            on_enter(&ctx, config.tp_execve_filename, config.tp_execve_argv);
+        }
         0
     }
-    check_name!(execsnoop_enter_execve = programs::ENTER_EXECVE);
 
+    #[named(programs::ENTER_EXECVEAT)]
     #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
     pub fn execsnoop_enter_execveat(ctx: TracePointContext) -> u32 {
-        on_enter(&ctx, config!(tp_execveat_filename), config!(tp_execveat_argv));
+        if let Some(config) = CONFIG.get() {
+            on_enter(&ctx, config.tp_execveat_filename, config.tp_execveat_argv);
+        }
         0
     }
-    check_name!(execsnoop_enter_execveat = programs::ENTER_EXECVEAT);
 
     /// Reaches only execs that failed: a successful one removed its entry
     /// at `sched_process_exec`.
     #[inline(always)]
-    fn on_exit<const RING: bool>(ctx: &TracePointContext) {
+    fn on_exit(ctx: &TracePointContext) {
+        let Some(config) = CONFIG.get() else { return };
         let tid = bpf_get_current_pid_tgid() as u32;
-        let Some(inflight) = (unsafe { INFLIGHT.get(&tid) }).copied() else { return };
-        let _ = INFLIGHT.remove(&tid);
-        let ret = unsafe { ctx.read_at::<i64>(config!(tp_exit_ret) as usize) }.unwrap_or(0);
+        let Some(inflight) = INFLIGHT.get_ptr(tid).map(|inflight| unsafe { *inflight }) else { return };
+        let _ = INFLIGHT.remove(tid);
+        let ret = unsafe { ctx.read_at::<i64>(config.tp_exit_ret as usize) }.unwrap_or(0);
         if ret >= 0 {
             return;
         }
-        let Some(ev) = new_event(ret as i32) else { return };
+        let Some(ev) = new_event(config, ret as i32) else { return };
         let _ = unsafe { bpf_probe_read_user_str_bytes(inflight.filename as Ptr, &mut ev.filename) };
         // argv[0], argv[1], ... one string at a time, at most FAILED_MAX_ARGS,
         // unrolled (kernels before 5.3 reject loops). Each string may take
@@ -230,16 +251,20 @@ mod bpf {
             }
         }
         ev.args_len = off as u32;
-        send::<RING>(ctx, ev);
+        send(ctx, ev);
     }
 
-    event_programs!(
-        tracepoint(category = "syscalls", name = "sys_exit_execve")
-        execsnoop_exit_execve / execsnoop_exit_execve_perf(TracePointContext) = programs::EXIT_EXECVE => on_exit
-    );
+    #[named(programs::EXIT_EXECVE)]
+    #[tracepoint(category = "syscalls", name = "sys_exit_execve")]
+    pub fn execsnoop_exit_execve(ctx: TracePointContext) -> u32 {
+        on_exit(&ctx);
+        0
+    }
 
-    event_programs!(
-        tracepoint(category = "syscalls", name = "sys_exit_execveat")
-        execsnoop_exit_execveat / execsnoop_exit_execveat_perf(TracePointContext) = programs::EXIT_EXECVEAT => on_exit
-    );
+    #[named(programs::EXIT_EXECVEAT)]
+    #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
+    pub fn execsnoop_exit_execveat(ctx: TracePointContext) -> u32 {
+        on_exit(&ctx);
+        0
+    }
 }

@@ -24,54 +24,72 @@ mod bpf {
             bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
             bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         },
-        macros::{map, tracepoint, uprobe},
-        maps::{HashMap, PerCpuArray},
+        macros::{map, tracepoint, uprobe, uretprobe},
+        maps::HashMap,
         programs::{ProbeContext, RetProbeContext, TracePointContext},
         EbpfContext as _,
     };
-    use tools_common::gethostlatency::{
-        function, hist_key, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, HOST_SIZE, UNKNOWN_LIBRARY,
+    use tools_common::{
+        gethostlatency::{
+            function, hist_key, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, HOST_SIZE, UNKNOWN_LIBRARY,
+        },
+        map_names, Drops,
     };
     use tools_ebpf::{
-        check_name, config, count_drop, declare_config, emit, event_maps, event_programs, keyed_histogram_map,
-        record_keyed_with_sum,
+        config,
+        maps::{count_drop, emit, Configuration, Counters, Events, KeyedHist, Scratch},
+        named,
     };
 
-    declare_config!(Config);
-    event_maps!(DROPS, EVENTS, EVENTS_PERF);
-    keyed_histogram_map!(KEYED_HIST);
+    #[config]
+    static CONFIG: Configuration<Config> = Configuration::new();
+
+    #[named(map_names::DROPS)]
+    #[map]
+    static DROPS: Counters<Drops> = Counters::new();
+
+    #[named(map_names::EVENTS)]
+    #[map]
+    static EVENTS: Events = Events::new();
+
+    /// The exporter's histograms by function and result (`Config::histograms`).
+    #[named(map_names::KEYED_HIST)]
+    #[map]
+    static KEYED_HIST: KeyedHist = KeyedHist::new();
 
     /// Thread → its outermost resolver call in flight.
+    #[named(maps::CALLS)]
     #[map]
     static CALLS: HashMap<u32, Call> = HashMap::with_max_entries(10240, 0);
-    check_name!(CALLS = maps::CALLS);
 
-    /// Processes that exec'd since user space last read this table (it
+    /// Processes that execd since user space last read this table (it
     /// reads their mappings again, and empties it). When it is full, user
     /// space reads every process.
+    #[named(maps::EXECS)]
     #[map]
     static EXECS: HashMap<u32, u8> = HashMap::with_max_entries(EXECS_SIZE, 0);
-    check_name!(EXECS = maps::EXECS);
 
+    #[named(programs::EXEC)]
     #[tracepoint]
     pub fn gethostlatency_exec(_ctx: TracePointContext) -> u32 {
         let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let _ = EXECS.insert(&pid, &0, 0);
+        let execd: u8 = 0;
+        let _ = EXECS.insert(pid, execd, 0);
         0
     }
-    check_name!(gethostlatency_exec = programs::EXEC);
 
     /// Where an event is built: too large for the BPF stack.
     #[map]
-    static EVENT_SCRATCH: PerCpuArray<LookupEvent> = PerCpuArray::with_max_entries(1, 0);
+    static SCRATCH: Scratch<LookupEvent> = Scratch::new();
 
     type Ptr = *const u8;
 
     /// A resolver function's entry: its first argument is the host name.
     #[inline(always)]
     fn entry(ctx: &ProbeContext, function: u32, library: u32) {
+        let Some(config) = CONFIG.get() else { return };
         let id = bpf_get_current_pid_tgid();
-        let target = config!(target_tgid);
+        let target = config.target_tgid;
         if target != 0 && (id >> 32) as u32 != target {
             return;
         }
@@ -80,7 +98,7 @@ mod bpf {
         // pointer points at its return address.
         let sp = unsafe { (*ctx.regs).rsp };
         let ret_addr = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
-        if let Some(call) = CALLS.get_ptr_mut(&tid) {
+        if let Some(call) = CALLS.get_ptr_mut(tid) {
             // SAFETY: the value of a live entry, this thread's own.
             unsafe {
                 let nested = sp < (*call).sp || (sp == (*call).sp && ret_addr != (*call).ret_addr);
@@ -92,7 +110,7 @@ mod bpf {
         }
         // BCC skips a NULL host (getaddrinfo(NULL, service, ...)).
         let Some(host) = ctx.arg::<Ptr>(0).filter(|h| !h.is_null()) else { return };
-        if !tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config!(cgroup)) {
+        if !tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup) {
             return;
         }
         let call = Call {
@@ -105,47 +123,56 @@ mod bpf {
             library,
             _pad: 0,
         };
-        if CALLS.insert(&tid, &call, 0).is_err() {
+        if CALLS.insert(tid, call, 0).is_err() {
             count_drop(&DROPS, |d| &mut d.inflight_full);
         }
     }
 
     /// With a cookie (5.15+): which library and function, from attach time.
+    #[named(programs::ENTRY)]
     #[uprobe]
     pub fn gethostlatency_entry(ctx: ProbeContext) -> u32 {
         let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
         entry(&ctx, (cookie & 0xff) as u32, (cookie >> 8) as u32);
         0
     }
-    check_name!(gethostlatency_entry = programs::ENTRY);
 
+    #[named(programs::ENTRY_GETADDRINFO)]
     #[uprobe]
     pub fn gethostlatency_entry_getaddrinfo(ctx: ProbeContext) -> u32 {
         entry(&ctx, function::GETADDRINFO, UNKNOWN_LIBRARY);
         0
     }
-    check_name!(gethostlatency_entry_getaddrinfo = programs::ENTRY_GETADDRINFO);
 
+    #[named(programs::ENTRY_GETHOSTBYNAME)]
     #[uprobe]
     pub fn gethostlatency_entry_gethostbyname(ctx: ProbeContext) -> u32 {
         entry(&ctx, function::GETHOSTBYNAME, UNKNOWN_LIBRARY);
         0
     }
-    check_name!(gethostlatency_entry_gethostbyname = programs::ENTRY_GETHOSTBYNAME);
 
+    #[named(programs::ENTRY_GETHOSTBYNAME2)]
     #[uprobe]
     pub fn gethostlatency_entry_gethostbyname2(ctx: ProbeContext) -> u32 {
         entry(&ctx, function::GETHOSTBYNAME2, UNKNOWN_LIBRARY);
         0
     }
-    check_name!(gethostlatency_entry_gethostbyname2 = programs::ENTRY_GETHOSTBYNAME2);
 
     /// A resolver function's return: the outermost one reports the lookup.
+    #[named(programs::RETURN)]
+    #[uretprobe]
+    pub fn gethostlatency_return(ctx: RetProbeContext) -> u32 {
+        if let Some(config) = CONFIG.get() {
+            returned(&ctx, config);
+        }
+        0
+    }
+
     #[inline(always)]
-    fn returned<const RING: bool>(ctx: &RetProbeContext) {
+    fn returned(ctx: &RetProbeContext, config: &Config) {
         let id = bpf_get_current_pid_tgid();
         let tid = id as u32;
-        let Some(call) = CALLS.get_ptr_mut(&tid) else { return };
+        let Some(call) = CALLS.get_ptr_mut(tid) else { return };
         // SAFETY: the value of a live entry, this thread's own.
         let call = unsafe { &mut *call };
         if call.depth > 1 {
@@ -157,14 +184,12 @@ mod bpf {
         let ret = ctx.ret::<i64>();
         // getaddrinfo returns an int: the upper half of the register is not the result's.
         let ret = if call.function == function::GETADDRINFO { ret as i32 as i64 } else { ret };
-        if config!(histograms) != 0 {
+        if config.histograms != 0 {
             let key = hist_key(call.function, ret);
-            let _ = CALLS.remove(&tid);
-            return record_keyed_with_sum(&KEYED_HIST, &DROPS, key, latency);
+            let _ = CALLS.remove(tid);
+            return KEYED_HIST.record_with_sum(&DROPS, key, latency);
         }
-        let Some(ev) = EVENT_SCRATCH.get_ptr_mut(0) else { return };
-        // SAFETY: this CPU's scratch value.
-        let ev = unsafe { &mut *ev };
+        let Some(ev) = SCRATCH.get() else { return };
         ev.ts_ns = now;
         ev.latency_ns = latency;
         ev.ret = ret;
@@ -177,14 +202,9 @@ mod bpf {
             Ok(bytes) => bytes.len() as u32,
             Err(_) => 0,
         };
-        let _ = CALLS.remove(&tid);
+        let _ = CALLS.remove(tid);
         let len = offset_of!(LookupEvent, host) + (ev.host_len as usize & (HOST_SIZE - 1));
         let bytes = unsafe { core::slice::from_raw_parts(ev as *const LookupEvent as *const u8, len) };
-        emit::<RING, _>(ctx, &EVENTS, &EVENTS_PERF, &DROPS, bytes);
+        emit(ctx, &EVENTS, &DROPS, bytes);
     }
-
-    event_programs!(
-        uretprobe()
-        gethostlatency_return / gethostlatency_return_perf(RetProbeContext) = programs::RETURN => returned
-    );
 }

@@ -14,30 +14,47 @@ mod bpf {
     use aya_ebpf::{
         helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
         macros::{kprobe, map, raw_tracepoint, tracepoint},
-        maps::{HashMap, PerCpuArray},
+        maps::HashMap,
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
     use tools_common::{
         histogram::{Totals, OTHER_KEY},
-        runqlat::{key_mode, programs, Config},
+        map_names,
+        runqlat::{key_mode, maps, programs, Config},
+        Drops,
     };
     use tools_ebpf::{
-        add_keyed_sum, add_total, check_name, config, count_drop, declare_config, histogram_maps, read_field, record,
-        record_keyed,
+        config,
+        maps::{count_drop, Configuration, Counters, Hist, KeyedHist, Starts},
+        named, read_field,
     };
 
-    declare_config!(Config);
+    #[config]
+    static CONFIG: Configuration<Config> = Configuration::new();
 
-    histogram_maps!(DROPS, HIST, KEYED_HIST);
+    #[named(map_names::DROPS)]
+    #[map]
+    static DROPS: Counters<Drops> = Counters::new();
+
+    #[named(map_names::HIST)]
+    #[map]
+    static HIST: Hist = Hist::new();
+
+    /// -P, -L, --pidnss, and the exporter's series.
+    #[named(map_names::KEYED_HIST)]
+    #[map]
+    static KEYED_HIST: KeyedHist = KeyedHist::new();
 
     /// Sum and count of every latency, for the exporter (`Config::totals`).
+    #[named(map_names::TOTALS)]
     #[map]
-    static TOTALS: PerCpuArray<Totals> = PerCpuArray::with_max_entries(1, 0);
+    static TOTALS: Counters<Totals> = Counters::new();
 
     /// The keys that have a histogram of their own under a series cap
     /// (`Config::series_cap`, which user space makes its size). First come:
     /// a full table sends the others to `OTHER_KEY`; user space removes
     /// the processes that exited.
+    #[named(maps::SERIES)]
     #[map]
     static SERIES: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
 
@@ -50,8 +67,9 @@ mod bpf {
     /// ever existed at once (user space sizes it from the task count);
     /// TIDs are not reused soon, so that rung deletes what it takes. A
     /// full table is counted, not ignored.
+    #[named(maps::START)]
     #[map]
-    static START: HashMap<u64, u64> = HashMap::with_max_entries(10240, 0);
+    static START: Starts<u64, u64> = Starts::with_max_entries(10240);
 
     /// Tracepoint rung only: TID → latency measured at switch-in, recorded
     /// at the task's next switch-out, when it is the current task and its
@@ -63,56 +81,45 @@ mod bpf {
 
     #[inline(always)]
     fn stamp(task: u64) {
-        let now = unsafe { bpf_ktime_get_ns() };
-        if let Some(start) = START.get_ptr_mut(&task) {
-            // SAFETY: the value of a live entry; a racing writer can only store a timestamp too.
-            unsafe { *start = now };
-        } else if START.insert(&task, &now, 0).is_err() {
-            count_drop(&DROPS, |d| &mut d.inflight_full);
-        }
+        START.begin_in_place(&DROPS, &task, unsafe { bpf_ktime_get_ns() });
     }
 
     /// Latency of `task` if it was stamped, in nanoseconds; `forget`
     /// deletes its entry (TID keys), else it is zeroed in place.
     #[inline(always)]
     fn take_latency(task: u64, forget: bool) -> Option<u64> {
-        let entry = START.get_ptr_mut(&task)?;
-        // SAFETY: the value of a live entry.
-        let start = unsafe { *entry };
-        if start == 0 {
-            return None;
-        }
-        if forget {
-            let _ = START.remove(&task);
-        } else {
-            unsafe { *entry = 0 };
-        }
+        let start = match forget {
+            true => START.end(&task)?,
+            false => START.end_in_place(&task, 0, |&start| start == 0)?,
+        };
         let now = unsafe { bpf_ktime_get_ns() };
-        now.checked_sub(start)
+        now.checked_sub(start).filter(|_| start != 0)
     }
 
     /// Counts a latency (ns) in the unkeyed histogram, and its sum when
     /// the exporter asks for totals.
     #[inline(always)]
-    fn record_unkeyed(ns: u64) {
+    fn record_unkeyed(config: &Config, ns: u64) {
         // checked: a plain division would carry a panic path the verifier rejects.
-        let Some(value) = ns.checked_div(config!(unit_ns)) else { return };
-        record(&HIST, value);
-        if config!(totals) != 0 {
-            add_total(&TOTALS, ns);
+        let Some(value) = ns.checked_div(config.unit_ns) else { return };
+        HIST.record(value);
+        if config.totals != 0 {
+            TOTALS.add(|t| &mut t.sum_ns, ns);
+            TOTALS.add(|t| &mut t.count, 1);
         }
     }
 
     /// The key a sample counts under: its own while it has (or gets) a
     /// place in `SERIES`, else `OTHER_KEY`; any key without a cap.
     #[inline(always)]
-    fn admitted(key: u64) -> u64 {
-        if config!(series_cap) == 0 || unsafe { SERIES.get(&key) }.is_some() {
+    fn admitted(config: &Config, key: u64) -> u64 {
+        if config.series_cap == 0 || SERIES.get_ptr(key).is_some() {
             return key;
         }
         const BPF_NOEXIST: u64 = 1;
         const EEXIST: i32 = 17;
-        match SERIES.insert(&key, &1, BPF_NOEXIST) {
+        let admitted: u8 = 1;
+        match SERIES.insert(key, admitted, BPF_NOEXIST) {
             Ok(()) => key,
             // Another CPU admitted it meanwhile.
             Err(err) if err == -EEXIST => key,
@@ -121,46 +128,41 @@ mod bpf {
     }
 
     #[inline(always)]
-    fn task_pid_ns(task: Task) -> Option<u32> {
-        let pid: Task = read_field(task, config!(task_thread_pid))?;
-        let level: u32 = read_field(pid, config!(pid_level))?;
-        let upid = config!(pid_numbers) + level.min(32) * config!(upid_size);
-        let ns: Task = read_field(pid, upid + config!(upid_ns))?;
-        read_field(ns, config!(pidns_inum))
-    }
-
-    #[inline(always)]
-    fn task_in_cgroup(task: Task) -> bool {
-        tools_ebpf::task_in_cgroup(task, &config!(cgroup))
+    fn task_pid_ns(config: &Config, task: Task) -> Option<u32> {
+        let pid: Task = read_field(task, config.task_thread_pid)?;
+        let level: u32 = read_field(pid, config.pid_level)?;
+        let upid = config.pid_numbers + level.min(32) * config.upid_size;
+        let ns: Task = read_field(pid, upid + config.upid_ns)?;
+        read_field(ns, config.pidns_inum)
     }
 
     /// Records a latency (ns) under the key the flags ask for; `tid`,
     /// `tgid` and `task` describe the task it was measured for.
     #[inline(always)]
-    fn record_for(task: Task, tid: u32, tgid: u32, ns: u64) {
-        let mode = config!(key_mode);
-        let totals = config!(totals) != 0;
+    fn record_for(config: &Config, task: Task, tid: u32, tgid: u32, ns: u64) {
+        let mode = config.key_mode;
+        let totals = config.totals != 0;
         if mode == key_mode::NONE || totals {
-            record_unkeyed(ns);
+            record_unkeyed(config, ns);
         }
         let key = match mode {
             key_mode::NONE => return,
             key_mode::PID => tgid as u64,
             key_mode::TID => tid as u64,
-            key_mode::CGROUP => match tools_ebpf::task_cgroup_ino(task, &config!(cgroup)) {
+            key_mode::CGROUP => match tools_ebpf::task_cgroup_ino(task, &config.cgroup) {
                 Some(ino) => ino as u64,
                 None => return count_drop(&DROPS, |d| &mut d.read_failed),
             },
-            _ => match task_pid_ns(task) {
+            _ => match task_pid_ns(config, task) {
                 Some(pidns) => pidns as u64,
                 None => return count_drop(&DROPS, |d| &mut d.read_failed),
             },
         };
-        let Some(value) = ns.checked_div(config!(unit_ns)) else { return };
-        let key = admitted(key);
-        record_keyed(&KEYED_HIST, &DROPS, key, value);
+        let Some(value) = ns.checked_div(config.unit_ns) else { return };
+        let key = admitted(config, key);
+        KEYED_HIST.record(&DROPS, key, value);
         if totals {
-            add_keyed_sum(&KEYED_HIST, &DROPS, key, ns);
+            KEYED_HIST.add_sum(&DROPS, key, ns);
         }
     }
 
@@ -169,106 +171,110 @@ mod bpf {
     /// A task that became runnable (woken, new, or preempted). The idle
     /// task is never woken, and switch_tasks keeps it out.
     #[inline(always)]
-    fn runnable_task(task: Task) {
-        let target = config!(target_tgid);
-        if target != 0 && read_field::<u32>(task, config!(task.tgid)) != Some(target) {
+    fn runnable_task(config: &Config, task: Task) {
+        let target = config.target_tgid;
+        if target != 0 && read_field::<u32>(task, config.task.tgid) != Some(target) {
             return;
         }
-        if !task_in_cgroup(task) {
+        if !tools_ebpf::task_in_cgroup(task, &config.cgroup) {
             return;
         }
         stamp(task as u64);
     }
 
     #[inline(always)]
-    fn switch_tasks(prev: Task, prev_runnable: bool, next: Task) {
+    fn switch_tasks(config: &Config, prev: Task, prev_runnable: bool, next: Task) {
         // The idle task is runnable whenever it is switched out, but never
         // waits in a run queue: PID 0 is not stamped.
-        if prev_runnable && read_field::<u32>(prev, config!(task.pid)).is_some_and(|pid| pid != 0) {
-            runnable_task(prev);
+        if prev_runnable && read_field::<u32>(prev, config.task.pid).is_some_and(|pid| pid != 0) {
+            runnable_task(config, prev);
         }
         let Some(latency) = take_latency(next as u64, false) else { return };
-        if config!(key_mode) == key_mode::NONE {
-            return record_unkeyed(latency);
+        if config.key_mode == key_mode::NONE {
+            return record_unkeyed(config, latency);
         }
-        match (read_field::<u32>(next, config!(task.pid)), read_field::<u32>(next, config!(task.tgid))) {
-            (Some(tid), Some(tgid)) => record_for(next, tid, tgid, latency),
+        match (read_field::<u32>(next, config.task.pid), read_field::<u32>(next, config.task.tgid)) {
+            (Some(tid), Some(tgid)) => record_for(config, next, tid, tgid, latency),
             _ => count_drop(&DROPS, |d| &mut d.read_failed),
         }
     }
 
+    #[named(programs::RAW_WAKEUP)]
     #[raw_tracepoint(tracepoint = "sched_wakeup")]
     pub fn runqlat_raw_wakeup(ctx: RawTracePointContext) -> i32 {
-        runnable_task(ctx.arg::<Task>(0));
+        if let Some(config) = CONFIG.get() {
+            runnable_task(config, ctx.arg::<Task>(0));
+        }
         0
     }
-    check_name!(runqlat_raw_wakeup = programs::RAW_WAKEUP);
 
+    #[named(programs::RAW_WAKEUP_NEW)]
     #[raw_tracepoint(tracepoint = "sched_wakeup_new")]
     pub fn runqlat_raw_wakeup_new(ctx: RawTracePointContext) -> i32 {
-        runnable_task(ctx.arg::<Task>(0));
+        if let Some(config) = CONFIG.get() {
+            runnable_task(config, ctx.arg::<Task>(0));
+        }
         0
     }
-    check_name!(runqlat_raw_wakeup_new = programs::RAW_WAKEUP_NEW);
 
     /// `sched_switch(preempt, prev, next)` before 5.18: the state is read from
     /// the task. A preempted task stays runnable whatever its state says.
+    #[named(programs::RAW_SWITCH)]
     #[raw_tracepoint(tracepoint = "sched_switch")]
     pub fn runqlat_raw_switch(ctx: RawTracePointContext) -> i32 {
+        let Some(config) = CONFIG.get() else { return 0 };
         let preempt = ctx.arg::<u64>(0) & 0xff != 0;
         let prev = ctx.arg::<Task>(1);
-        let runnable = preempt || read_field::<u32>(prev, config!(task.state)) == Some(0);
-        switch_tasks(prev, runnable, ctx.arg::<Task>(2));
+        let runnable = preempt || read_field::<u32>(prev, config.task.state) == Some(0);
+        switch_tasks(config, prev, runnable, ctx.arg::<Task>(2));
         0
     }
-    check_name!(runqlat_raw_switch = programs::RAW_SWITCH);
 
     /// `sched_switch(preempt, prev, next, prev_state)` from 5.18: the state
     /// the scheduler saw, free of the race of re-reading it from the task.
     /// A separate program because reading a 4th argument fails to attach
     /// where the tracepoint has three.
+    #[named(programs::RAW_SWITCH4)]
     #[raw_tracepoint(tracepoint = "sched_switch")]
     pub fn runqlat_raw_switch4(ctx: RawTracePointContext) -> i32 {
+        let Some(config) = CONFIG.get() else { return 0 };
         let preempt = ctx.arg::<u64>(0) & 0xff != 0;
         let runnable = preempt || ctx.arg::<u64>(3) as u32 == 0;
-        switch_tasks(ctx.arg::<Task>(1), runnable, ctx.arg::<Task>(2));
+        switch_tasks(config, ctx.arg::<Task>(1), runnable, ctx.arg::<Task>(2));
         0
     }
-    check_name!(runqlat_raw_switch4 = programs::RAW_SWITCH4);
 
     /// `ttwu_do_activate(rq, p, ...)` (or `ttwu_do_wakeup(rq, p, ...)` where
     /// that is missing; it takes only `p` from 6.3, hence second choice):
     /// the task is the second argument.
+    #[named(programs::KP_WAKEUP)]
     #[kprobe]
     pub fn runqlat_kp_wakeup(ctx: ProbeContext) -> u32 {
-        if let Some(task) = ctx.arg::<Task>(1) {
-            runnable_task(task);
+        if let (Some(config), Some(task)) = (CONFIG.get(), ctx.arg::<Task>(1)) {
+            runnable_task(config, task);
         }
         0
     }
-    check_name!(runqlat_kp_wakeup = programs::KP_WAKEUP);
 
+    #[named(programs::KP_WAKEUP_NEW)]
     #[kprobe]
     pub fn runqlat_kp_wakeup_new(ctx: ProbeContext) -> u32 {
-        if let Some(task) = ctx.arg::<Task>(0) {
-            runnable_task(task);
+        if let (Some(config), Some(task)) = (CONFIG.get(), ctx.arg::<Task>(0)) {
+            runnable_task(config, task);
         }
         0
     }
-    check_name!(runqlat_kp_wakeup_new = programs::KP_WAKEUP_NEW);
 
     /// `finish_task_switch(prev)` runs in the next task: current is next.
+    #[named(programs::KP_SWITCH)]
     #[kprobe]
     pub fn runqlat_kp_switch(ctx: ProbeContext) -> u32 {
-        let Some(prev) = ctx.arg::<Task>(0) else {
-            return 0;
-        };
-        let runnable = read_field::<u32>(prev, config!(task.state)) == Some(0);
+        let (Some(config), Some(prev)) = (CONFIG.get(), ctx.arg::<Task>(0)) else { return 0 };
+        let runnable = read_field::<u32>(prev, config.task.state) == Some(0);
         let next = unsafe { bpf_get_current_task() } as Task;
-        switch_tasks(prev, runnable, next);
+        switch_tasks(config, prev, runnable, next);
         0
     }
-    check_name!(runqlat_kp_switch = programs::KP_SWITCH);
 
     // ---- Plain tracepoints: TIDs only, the current task at switch is prev ----
 
@@ -280,15 +286,16 @@ mod bpf {
     /// Whether a recorded sample must wait for the task's process,
     /// namespace or cgroup, known only when it is current (at its next switch-out).
     #[inline(always)]
-    fn needs_current_task() -> bool {
-        config!(target_tgid) != 0
-            || config!(cgroup).ino != 0
-            || matches!(config!(key_mode), key_mode::PID | key_mode::PIDNS | key_mode::CGROUP)
+    fn needs_current_task(config: &Config) -> bool {
+        config.target_tgid != 0
+            || config.cgroup.ino != 0
+            || matches!(config.key_mode, key_mode::PID | key_mode::PIDNS | key_mode::CGROUP)
     }
 
     #[inline(always)]
     fn tp_wakeup(ctx: &TracePointContext) {
-        match tp_read_u32(ctx, config!(tp_wakeup_pid)) {
+        let Some(config) = CONFIG.get() else { return };
+        match tp_read_u32(ctx, config.tp_wakeup_pid) {
             // No TGID or task here: with -p or -c every task is stamped
             // and filtered when its sample is recorded.
             Some(0) => {}
@@ -297,49 +304,51 @@ mod bpf {
         }
     }
 
+    #[named(programs::TP_WAKEUP)]
     #[tracepoint(category = "sched", name = "sched_wakeup")]
     pub fn runqlat_tp_wakeup(ctx: TracePointContext) -> u32 {
         tp_wakeup(&ctx);
         0
     }
-    check_name!(runqlat_tp_wakeup = programs::TP_WAKEUP);
 
+    #[named(programs::TP_WAKEUP_NEW)]
     #[tracepoint(category = "sched", name = "sched_wakeup_new")]
     pub fn runqlat_tp_wakeup_new(ctx: TracePointContext) -> u32 {
         tp_wakeup(&ctx);
         0
     }
-    check_name!(runqlat_tp_wakeup_new = programs::TP_WAKEUP_NEW);
 
+    #[named(programs::TP_SWITCH)]
     #[tracepoint(category = "sched", name = "sched_switch")]
     pub fn runqlat_tp_switch(ctx: TracePointContext) -> u32 {
+        let Some(config) = CONFIG.get() else { return 0 };
         let (Some(prev), Some(next)) =
-            (tp_read_u32(&ctx, config!(tp_switch_prev_pid)), tp_read_u32(&ctx, config!(tp_switch_next_pid)))
+            (tp_read_u32(&ctx, config.tp_switch_prev_pid), tp_read_u32(&ctx, config.tp_switch_next_pid))
         else {
             count_drop(&DROPS, |d| &mut d.read_failed);
             return 0;
         };
-        let Ok(state) = (unsafe { ctx.read_at::<u64>(config!(tp_switch_prev_state) as usize) }) else {
+        let Ok(state) = (unsafe { ctx.read_at::<u64>(config.tp_switch_prev_state as usize) }) else {
             count_drop(&DROPS, |d| &mut d.read_failed);
             return 0;
         };
         // prev is the current task: its process and cgroup are known here.
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let current = unsafe { bpf_get_current_task() } as Task;
-        let target = config!(target_tgid);
-        let deferred = needs_current_task();
+        let target = config.target_tgid;
+        let deferred = needs_current_task(config);
         if prev != 0 {
-            let wanted = (target == 0 || target == tgid) && task_in_cgroup(current);
+            let wanted = (target == 0 || target == tgid) && tools_ebpf::task_in_cgroup(current, &config.cgroup);
             if deferred {
-                if let Some(latency) = unsafe { PENDING.get(&prev) }.copied() {
-                    let _ = PENDING.remove(&prev);
+                if let Some(latency) = PENDING.get_ptr(prev).map(|latency| unsafe { *latency }) {
+                    let _ = PENDING.remove(prev);
                     if wanted {
-                        record_for(current, prev, tgid, latency);
+                        record_for(config, current, prev, tgid, latency);
                     }
                 }
             }
             // Runnable: state 0 (R), or only the preempted bit set (R+).
-            let preempt_bit = config!(tp_preempt_bit);
+            let preempt_bit = config.tp_preempt_bit;
             if (state & !preempt_bit) == 0 && wanted {
                 stamp(prev as u64);
             }
@@ -347,13 +356,12 @@ mod bpf {
         if next != 0 {
             if let Some(latency) = take_latency(next as u64, true) {
                 if !deferred {
-                    record_for(core::ptr::null(), next, 0, latency);
-                } else if PENDING.insert(&next, &latency, 0).is_err() {
+                    record_for(config, core::ptr::null(), next, 0, latency);
+                } else if PENDING.insert(next, latency, 0).is_err() {
                     count_drop(&DROPS, |d| &mut d.inflight_full);
                 }
             }
         }
         0
     }
-    check_name!(runqlat_tp_switch = programs::TP_SWITCH);
 }

@@ -22,34 +22,51 @@ fn main() {}
 mod bpf {
     use aya_ebpf::{
         helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
-        macros::{kretprobe, map, tracepoint},
+        macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
         maps::{Array, HashMap},
         programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
         EbpfContext,
     };
-    use tools_common::tcplife::{
-        hist_key, maps, owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
+    use tools_common::{
+        map_names,
+        tcplife::{
+            hist_key, maps, owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
+        },
+        Drops,
     };
     use tools_ebpf::{
-        add_keyed_sum, check_name, config, count_drop, declare_config, emit, event_maps, event_programs,
-        keyed_histogram_map, read_field, record_keyed_with_sum,
+        config,
+        maps::{count_drop, emit_value, Configuration, Counters, Events, KeyedHist},
+        named, read_field,
     };
 
-    declare_config!(Config);
-    event_maps!(DROPS, EVENTS, EVENTS_PERF);
-    keyed_histogram_map!(KEYED_HIST);
+    #[config]
+    static CONFIG: Configuration<Config> = Configuration::new();
+
+    #[named(map_names::DROPS)]
+    #[map]
+    static DROPS: Counters<Drops> = Counters::new();
+
+    #[named(map_names::EVENTS)]
+    #[map]
+    static EVENTS: Events = Events::new();
+
+    /// The exporter's histograms and byte sums by family (`Config::histograms`).
+    #[named(map_names::KEYED_HIST)]
+    #[map]
+    static KEYED_HIST: KeyedHist = KeyedHist::new();
 
     /// Socket → its session, from birth to CLOSE (removed there). User
     /// space sizes it from the machine's TCP sockets; a full table is
     /// counted as lost.
+    #[named(maps::SESSIONS)]
     #[map]
     static SESSIONS: HashMap<u64, Session> = HashMap::with_max_entries(10240, 0);
-    check_name!(SESSIONS = maps::SESSIONS);
 
     /// `-L` then `-D` ports, one bit each.
+    #[named(maps::PORTS)]
     #[map]
     static PORTS: Array<u64> = Array::with_max_entries(2 * PORT_WORDS, 0);
-    check_name!(PORTS = maps::PORTS);
 
     type Ptr = *const u8;
     const AF_INET6: u16 = 10;
@@ -57,15 +74,15 @@ mod bpf {
 
     /// Records the current process as the socket's owner.
     #[inline(always)]
-    fn set_owner(sk: u64, how: u32) {
-        if let Some(session) = SESSIONS.get_ptr_mut(&sk) {
+    fn set_owner(config: &Config, sk: u64, how: u32) {
+        if let Some(session) = SESSIONS.get_ptr_mut(sk) {
             // SAFETY: the value of a live entry.
             unsafe {
                 (*session).owner_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
                 (*session).owner_from = how;
                 (*session).comm = bpf_get_current_comm().unwrap_or_default();
                 let task = bpf_get_current_task() as Ptr;
-                (*session).owner_in_cgroup = tools_ebpf::task_in_cgroup(task, &config!(cgroup)) as u32;
+                (*session).owner_in_cgroup = tools_ebpf::task_in_cgroup(task, &config.cgroup) as u32;
             }
         }
     }
@@ -78,8 +95,9 @@ mod bpf {
     /// A state change of TCP socket `sk` to `new`; `addresses` fills in
     /// family, ports and addresses from wherever this rung has them.
     #[inline(always)]
-    fn on_state<const RING: bool, C: EbpfContext>(
+    fn on_state<C: EbpfContext>(
         ctx: &C,
+        config: &Config,
         sk: Ptr,
         new: i32,
         addresses: impl FnOnce(&mut SessionEvent),
@@ -87,34 +105,34 @@ mod bpf {
         let key = sk as u64;
         if new < tcp_state::FIN_WAIT1 {
             let now = unsafe { bpf_ktime_get_ns() };
-            match SESSIONS.get_ptr_mut(&key) {
+            match SESSIONS.get_ptr_mut(key) {
                 // SAFETY: the value of a live entry.
                 Some(session) => unsafe { (*session).birth_ns = now },
                 None => {
-                    if SESSIONS.insert(&key, &Session { birth_ns: now, ..Session::default() }, 0).is_err() {
+                    if SESSIONS.insert(key, Session { birth_ns: now, ..Session::default() }, 0).is_err() {
                         count_drop(&DROPS, |d| &mut d.inflight_full);
                     }
                 }
             }
             if new == tcp_state::SYN_SENT {
-                set_owner(key, owner_from::CONNECT);
+                set_owner(config, key, owner_from::CONNECT);
             }
             return;
         }
         if new == tcp_state::FIN_WAIT1 || new == tcp_state::LAST_ACK {
-            return set_owner(key, owner_from::CLOSE);
+            return set_owner(config, key, owner_from::CLOSE);
         }
         if new != tcp_state::CLOSE {
             return;
         }
         // Not born while traced (open before the tool started, or a LISTEN socket).
-        let Some(session) = (unsafe { SESSIONS.get(&key) }).copied() else { return };
-        let _ = SESSIONS.remove(&key);
-        let target = config!(target_tgid);
+        let Some(session) = SESSIONS.get_ptr(key).map(|session| unsafe { *session }) else { return };
+        let _ = SESSIONS.remove(key);
+        let target = config.target_tgid;
         if target != 0 && session.owner_tgid != target {
             return;
         }
-        if config!(cgroup).ino != 0 && session.owner_in_cgroup == 0 {
+        if config.cgroup.ino != 0 && session.owner_in_cgroup == 0 {
             return;
         }
         let now = unsafe { bpf_ktime_get_ns() };
@@ -127,50 +145,48 @@ mod bpf {
             ..SessionEvent::default()
         };
         addresses(&mut ev);
-        let family = config!(family);
+        let family = config.family;
         if family != 0 && ev.family as u32 != family {
             return;
         }
-        if config!(filter_lports) != 0 && !port_wanted(0, ev.lport) {
+        if config.filter_lports != 0 && !port_wanted(0, ev.lport) {
             return;
         }
-        if config!(filter_dports) != 0 && !port_wanted(PORT_WORDS, ev.rport) {
+        if config.filter_dports != 0 && !port_wanted(PORT_WORDS, ev.rport) {
             return;
         }
-        if config!(has_bytes) != 0 {
+        if config.has_bytes != 0 {
             // tcp_sock starts with its sock: the same pointer.
             if let (Some(tx), Some(rx)) = (
-                read_field::<u64>(sk, config!(sock.tcp_bytes_acked)),
-                read_field::<u64>(sk, config!(sock.tcp_bytes_received)),
+                read_field::<u64>(sk, config.sock.tcp_bytes_acked),
+                read_field::<u64>(sk, config.sock.tcp_bytes_received),
             ) {
                 (ev.tx_bytes, ev.rx_bytes) = (tx, rx);
                 ev.flags |= session_flags::BYTES_KNOWN;
             }
         }
-        if config!(histograms) != 0 {
+        if config.histograms != 0 {
             let family = ev.family as u64;
-            record_keyed_with_sum(&KEYED_HIST, &DROPS, hist_key::DURATION | family, ev.duration_ns);
-            add_keyed_sum(&KEYED_HIST, &DROPS, hist_key::TX_BYTES | family, ev.tx_bytes);
-            add_keyed_sum(&KEYED_HIST, &DROPS, hist_key::RX_BYTES | family, ev.rx_bytes);
+            KEYED_HIST.record_with_sum(&DROPS, hist_key::DURATION | family, ev.duration_ns);
+            KEYED_HIST.add_sum(&DROPS, hist_key::TX_BYTES | family, ev.tx_bytes);
+            KEYED_HIST.add_sum(&DROPS, hist_key::RX_BYTES | family, ev.rx_bytes);
             return;
         }
-        let bytes =
-            unsafe { core::slice::from_raw_parts(&ev as *const SessionEvent as *const u8, size_of::<SessionEvent>()) };
-        emit::<RING, _>(ctx, &EVENTS, &EVENTS_PERF, &DROPS, bytes);
+        emit_value(ctx, &EVENTS, &DROPS, &ev);
     }
 
     /// Family, ports and addresses as the socket holds them.
     #[inline(always)]
-    fn from_sock(sk: Ptr, ev: &mut SessionEvent) {
-        ev.family = read_field(sk, config!(sock.family)).unwrap_or(0);
-        ev.lport = u16::from_be(read_field(sk, config!(sock.sport)).unwrap_or(0));
-        ev.rport = u16::from_be(read_field(sk, config!(sock.dport)).unwrap_or(0));
+    fn from_sock(config: &Config, sk: Ptr, ev: &mut SessionEvent) {
+        ev.family = read_field(sk, config.sock.family).unwrap_or(0);
+        ev.lport = u16::from_be(read_field(sk, config.sock.sport).unwrap_or(0));
+        ev.rport = u16::from_be(read_field(sk, config.sock.dport).unwrap_or(0));
         if ev.family == AF_INET6 {
-            ev.laddr = read_field(sk, config!(sock.v6_rcv_saddr)).unwrap_or_default();
-            ev.raddr = read_field(sk, config!(sock.v6_daddr)).unwrap_or_default();
+            ev.laddr = read_field(sk, config.sock.v6_rcv_saddr).unwrap_or_default();
+            ev.raddr = read_field(sk, config.sock.v6_daddr).unwrap_or_default();
         } else {
-            let l: [u8; 4] = read_field(sk, config!(sock.rcv_saddr)).unwrap_or_default();
-            let r: [u8; 4] = read_field(sk, config!(sock.daddr)).unwrap_or_default();
+            let l: [u8; 4] = read_field(sk, config.sock.rcv_saddr).unwrap_or_default();
+            let r: [u8; 4] = read_field(sk, config.sock.daddr).unwrap_or_default();
             ev.laddr[..4].copy_from_slice(&l);
             ev.raddr[..4].copy_from_slice(&r);
         }
@@ -178,38 +194,51 @@ mod bpf {
 
     // ---- Raw tracepoint: inet_sock_set_state(sk, oldstate, newstate) ----
 
-    #[inline(always)]
-    fn raw_state<const RING: bool>(ctx: &RawTracePointContext) {
-        let sk = ctx.arg::<Ptr>(0);
-        if read_field::<u8>(sk, config!(sock.protocol)) != Some(IPPROTO_TCP as u8) {
-            return;
+    #[named(programs::RAW_STATE)]
+    #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+    pub fn tcplife_raw_state(ctx: RawTracePointContext) -> i32 {
+        if let Some(config) = CONFIG.get() {
+            raw_state(&ctx, config);
         }
-        on_state::<RING, _>(ctx, sk, ctx.arg::<u64>(2) as i32, |ev| from_sock(sk, ev));
+        0
     }
 
-    event_programs!(
-        raw_tracepoint(tracepoint = "inet_sock_set_state")
-        tcplife_raw_state / tcplife_raw_state_perf(RawTracePointContext) = programs::RAW_STATE => raw_state
-    );
+    #[inline(always)]
+    fn raw_state(ctx: &RawTracePointContext, config: &Config) {
+        let sk = ctx.arg::<Ptr>(0);
+        if read_field::<u8>(sk, config.sock.protocol) != Some(IPPROTO_TCP as u8) {
+            return;
+        }
+        on_state(ctx, config, sk, ctx.arg::<u64>(2) as i32, |ev| from_sock(config, sk, ev));
+    }
 
     // ---- Tracepoint: the record carries the addresses ----
 
+    #[named(programs::TP_STATE)]
+    #[tracepoint(category = "sock", name = "inet_sock_set_state")]
+    pub fn tcplife_tp_state(ctx: TracePointContext) -> u32 {
+        if let Some(config) = CONFIG.get() {
+            tp_state(&ctx, config);
+        }
+        0
+    }
+
     #[inline(always)]
-    fn tp_state<const RING: bool>(ctx: &TracePointContext) {
+    fn tp_state(ctx: &TracePointContext, config: &Config) {
         let field = |offset: u32| unsafe { ctx.read_at::<u16>(offset as usize) }.unwrap_or(0);
-        if field(config!(tp_protocol)) != IPPROTO_TCP {
+        if field(config.tp_protocol) != IPPROTO_TCP {
             return;
         }
-        let Ok(sk) = (unsafe { ctx.read_at::<u64>(config!(tp_skaddr) as usize) }) else { return };
-        let Ok(new) = (unsafe { ctx.read_at::<i32>(config!(tp_newstate) as usize) }) else { return };
-        on_state::<RING, _>(ctx, sk as Ptr, new, |ev| {
-            ev.family = field(config!(tp_family));
-            ev.lport = field(config!(tp_sport));
-            ev.rport = field(config!(tp_dport));
+        let Ok(sk) = (unsafe { ctx.read_at::<u64>(config.tp_skaddr as usize) }) else { return };
+        let Ok(new) = (unsafe { ctx.read_at::<i32>(config.tp_newstate as usize) }) else { return };
+        on_state(ctx, config, sk as Ptr, new, |ev| {
+            ev.family = field(config.tp_family);
+            ev.lport = field(config.tp_sport);
+            ev.rport = field(config.tp_dport);
             let (l, r) = if ev.family == AF_INET6 {
-                (config!(tp_saddr_v6), config!(tp_daddr_v6))
+                (config.tp_saddr_v6, config.tp_daddr_v6)
             } else {
-                (config!(tp_saddr), config!(tp_daddr))
+                (config.tp_saddr, config.tp_daddr)
             };
             let size = if ev.family == AF_INET6 { 16 } else { 4 };
             unsafe {
@@ -220,48 +249,43 @@ mod bpf {
         });
     }
 
-    event_programs!(
-        tracepoint(category = "sock", name = "inet_sock_set_state")
-        tcplife_tp_state / tcplife_tp_state_perf(TracePointContext) = programs::TP_STATE => tp_state
-    );
-
     // ---- kprobe: tcp_set_state(sk, state), before 4.16 ----
 
-    #[inline(always)]
-    fn kp_state<const RING: bool>(ctx: &ProbeContext) {
-        let (Some(sk), Some(new)) = (ctx.arg::<Ptr>(0), ctx.arg::<u64>(1)) else { return };
-        on_state::<RING, _>(ctx, sk, new as i32, |ev| from_sock(sk, ev));
+    #[named(programs::KP_STATE)]
+    #[kprobe]
+    pub fn tcplife_kp_state(ctx: ProbeContext) -> u32 {
+        let (Some(config), Some(sk), Some(new)) = (CONFIG.get(), ctx.arg::<Ptr>(0), ctx.arg::<u64>(1)) else {
+            return 0;
+        };
+        on_state(&ctx, config, sk, new as i32, |ev| from_sock(config, sk, ev));
+        0
     }
-
-    event_programs!(
-        kprobe()
-        tcplife_kp_state / tcplife_kp_state_perf(ProbeContext) = programs::KP_STATE => kp_state
-    );
 
     // ---- accept() hands a socket to a process ----
 
     /// `sys_exit_accept(4)`: the new descriptor → file → socket → sock.
+    #[named(programs::ACCEPT_EXIT)]
     #[tracepoint]
     pub fn tcplife_accept_exit(ctx: TracePointContext) -> u32 {
-        let Ok(fd) = (unsafe { ctx.read_at::<i64>(config!(tp_exit_ret) as usize) }) else { return 0 };
+        let Some(config) = CONFIG.get() else { return 0 };
+        let Ok(fd) = (unsafe { ctx.read_at::<i64>(config.tp_exit_ret as usize) }) else { return 0 };
         let task = unsafe { bpf_get_current_task() } as Ptr;
-        let Some(file) = tools_ebpf::file_of_fd(task, fd, &config!(task), &config!(file)) else { return 0 };
-        let socket: Ptr = read_field(file, config!(file.f_private_data)).unwrap_or(core::ptr::null());
-        if let Some(sk) = read_field::<Ptr>(socket, config!(sock.socket_sk)) {
-            set_owner(sk as u64, owner_from::ACCEPT);
+        let Some(file) = tools_ebpf::file_of_fd(task, fd, &config.task, &config.file) else { return 0 };
+        let socket: Ptr = read_field(file, config.file.f_private_data).unwrap_or(core::ptr::null());
+        if let Some(sk) = read_field::<Ptr>(socket, config.sock.socket_sk) {
+            set_owner(config, sk as u64, owner_from::ACCEPT);
         }
         0
     }
-    check_name!(tcplife_accept_exit = programs::ACCEPT_EXIT);
 
     /// `inet_csk_accept` returns the accepted sock.
+    #[named(programs::KRET_ACCEPT)]
     #[kretprobe]
     pub fn tcplife_kret_accept(ctx: RetProbeContext) -> u32 {
         let sk: Ptr = ctx.ret();
-        if !sk.is_null() {
-            set_owner(sk as u64, owner_from::ACCEPT);
+        if let Some(config) = CONFIG.get().filter(|_| !sk.is_null()) {
+            set_owner(config, sk as u64, owner_from::ACCEPT);
         }
         0
     }
-    check_name!(tcplife_kret_accept = programs::KRET_ACCEPT);
 }

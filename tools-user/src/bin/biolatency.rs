@@ -7,10 +7,12 @@ use clap::Parser;
 use serde_json::Value;
 use tools_user::{
     btf::Btf,
-    cli::{HistogramArgs, RuntimeArgs},
+    cli::{CgroupArg, HistogramArgs, RuntimeArgs},
     diag,
     driver::histograms::{self, HistogramTool},
-    ebpf_object, histogram, lifetime, loader, manual,
+    lifetime,
+    loader::Build,
+    manual,
     plan::biolatency::{self, Disks, FlagNames},
 };
 
@@ -38,9 +40,8 @@ struct Args {
     /// JSON Lines, as --json (BCC's -j printed a Python dict).
     #[arg(short = 'j')]
     j: bool,
-    /// Trace I/O started by tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
-    cgroup: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cgroup: CgroupArg,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -67,16 +68,17 @@ fn main() -> ExitCode {
             per_disk: args.disks,
             per_flags: args.flags,
             disk_dev: args.disk.as_deref().map(|name| disks.dev(name)).transpose()?,
-            cgroup: args.cgroup.clone(),
+            cgroup: args.cgroup.cgroup.clone(),
             unit_ns: args.hist.unit().1,
             ..Default::default()
         };
-        let btf = Btf::for_tool(&args.runtime)?;
-        let (config, rungs) = biolatency::plan(&options, &btf)?;
+        let load_options = args.runtime.load_options();
+        let btf = Btf::for_tool(&load_options)?;
+        let plan = biolatency::plan(&options, &btf, Build::choose(&load_options))?;
         let flag_names = if args.flags { Some(FlagNames::from_btf(btf.as_ref().ok())?) } else { None };
         drop(btf);
-        let map_sizes = histogram::map_sizes(config.key_mode != 0);
-        let loaded = loader::load(ebpf_object!("biolatency"), &config, &map_sizes, rungs, &args.runtime)?;
+        let key_mode = plan.config.key_mode;
+        let loaded = plan.load(&load_options)?;
         let key_fields = |key: u64| {
             let mut fields = Vec::new();
             if args.disks {
@@ -89,7 +91,7 @@ fn main() -> ExitCode {
         };
         let tool = HistogramTool {
             banner: "Tracing block device I/O... Hit Ctrl-C to end.",
-            key_fields: (config.key_mode != 0).then_some(&key_fields as _),
+            key_fields: (key_mode != 0).then_some(&key_fields as _),
             totals: args.extension,
             key_alive: None,
             hist: &args.hist,

@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use tools_user::{
     btf::Btf,
-    cli::RuntimeArgs,
+    loader::{Build, LoadOptions},
     diag::{self, note},
     exporter::{
         http,
@@ -86,7 +86,8 @@ struct Args {
     #[arg(long, hide = true, env = "EBPF_TOOLS_RUNG")]
     rung: Option<String>,
 
-    /// Configuration in a map, as on kernels without global data (for tests).
+    /// Load the legacy build (configuration map, perf event array, plain
+    /// maps), as on kernels before 5.8 (for tests).
     #[arg(long, hide = true, env = "EBPF_TOOLS_CONFIG_MAP", value_parser = clap::builder::BoolishValueParser::new())]
     config_map: bool,
 
@@ -138,18 +139,16 @@ fn main() -> ExitCode {
             None => WebConfig::default(),
         };
         let listeners = bind(&args.listen)?;
-        let runtime = RuntimeArgs {
-            json: false,
-            verbose: args.verbose,
+        let load_options = LoadOptions {
             rung: args.rung.clone(),
-            config_map: args.config_map,
+            legacy: args.config_map,
             btf: args.btf.clone(),
             hide_kernel_btf: args.hide_kernel_btf,
-            perf_array: false,
         };
         // Parsed once for every tool; a --btf file that is not a kernel's
         // BTF is refused (exit status 2) before anything is loaded.
-        let btf = Btf::for_tool(&runtime)?;
+        let btf = Btf::for_tool(&load_options)?;
+        let build = Build::choose(&load_options);
         let options = tools::Options {
             runqlat_max_processes: if args.per_process { args.max_processes } else { 0 },
             runqlat_max_cgroups: if args.per_cgroup { args.max_cgroups } else { 0 },
@@ -160,7 +159,7 @@ fn main() -> ExitCode {
             false => TOOLS.iter().copied().filter(|t| args.tools.iter().any(|a| a == t)).collect(),
         };
         let loaded: Vec<tools::Tool> =
-            chosen.into_iter().map(|name| tools::load(name, &options, &btf, &runtime)).collect();
+            chosen.into_iter().map(|name| tools::load(name, &options, &btf, build, &load_options)).collect();
         drop(btf);
         let mut attached = Vec::new();
         for tool in &loaded {

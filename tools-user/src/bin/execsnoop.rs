@@ -4,24 +4,22 @@
 
 use std::{process::ExitCode, time::Instant};
 
-use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use regex_lite::Regex;
 use serde_json::Value;
-use tools_common::execsnoop::{event_flags, programs, Config, ExecEvent};
+use tools_common::execsnoop::{event_flags, ExecEvent};
 use tools_user::{
     btf::Btf,
-    cli::{EventArgs, RuntimeArgs},
+    cli::{user_id, CgroupArg, EventArgs, RuntimeArgs},
     columns::{Cell, Column, Columns},
     diag,
     driver::events::{self, EventTool, Filter},
-    ebpf_object,
     events::EventPath,
     lifetime,
-    loader::{self, Attach, Rung},
-    manual, offsets,
+    loader::Build,
+    manual,
     output::{self, cstr, Format},
-    tracefs,
+    plan::execsnoop,
 };
 
 /// Trace exec() syscalls.
@@ -38,7 +36,7 @@ struct Args {
     #[arg(short = 'x', long = "fails")]
     fails: bool,
     /// Trace this UID only (a number or a user name).
-    #[arg(short = 'u', long = "uid", value_name = "USER", value_parser = resolve_uid)]
+    #[arg(short = 'u', long = "uid", value_name = "USER", value_parser = user_id)]
     uid: Option<u32>,
     /// Add quotemarks (") around arguments.
     #[arg(short = 'q', long = "quote")]
@@ -64,9 +62,8 @@ struct Args {
     /// Maximum number of arguments printed (the file name counts as one).
     #[arg(long = "max-args", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     max_args: u32,
-    /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
-    cgroup: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cgroup: CgroupArg,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -94,9 +91,15 @@ fn main() -> ExitCode {
     lifetime::main_with("execsnoop", || {
         let args = manual::parse::<Args>(tools_user::man_page!("execsnoop.8"));
         diag::init_logging(args.runtime.verbose);
-        let path = EventPath::choose(&args.runtime, &args.events);
-        let (config, rungs) = plan(&args, &path)?;
-        let loaded = loader::load(ebpf_object!("execsnoop"), &config, &path.max_entries(), rungs, &args.runtime)?;
+        let load_options = args.runtime.load_options();
+        let path = EventPath::new(Build::choose(&load_options), &args.events);
+        let options = execsnoop::Options {
+            fails: args.fails,
+            uid: args.uid,
+            ppid: args.ppid,
+            cgroup: args.cgroup.cgroup.as_deref(),
+        };
+        let loaded = execsnoop::plan(&options, &Btf::for_tool(&load_options)?, &path)?.load(&load_options)?;
         let format = args.events.format(&args.runtime);
         let mut tool = EventTool::new(columns(&args, format), "Tracing exec()s... Hit Ctrl-C to end.");
         tool.filter = filter(args.name.clone(), args.line.clone());
@@ -236,77 +239,6 @@ fn split_strings(bytes: &[u8]) -> Vec<&[u8]> {
         return Vec::new();
     }
     bytes.split(|&b| b == 0).collect()
-}
-
-/// The configuration and the one rung: `sched_process_exec`, with the
-/// exec syscalls' tracepoints for -x.
-fn plan(args: &Args, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
-    let btf = Btf::for_tool(&args.runtime)?
-        .map_err(anyhow::Error::msg)
-        .context("execsnoop reads the parent and the new argument area through kernel BTF")?;
-    let mut config = Config {
-        task: offsets::task(&btf)?,
-        mm_arg_start: btf.member_any("mm_struct", &["arg_start"])?.offset,
-        mm_arg_end: btf.member_any("mm_struct", &["arg_end"])?.offset,
-        ppid: args.ppid.unwrap_or(0),
-        ..Config::default()
-    };
-    if let Some(uid) = args.uid {
-        config.uid = uid;
-        config.filter_uid = 1;
-    }
-    if let Some(path) = &args.cgroup {
-        config.cgroup = tools_user::cgroup::filter(path, Some(&btf))?;
-    }
-    let exec = tracefs::Format::read("sched", "sched_process_exec")?;
-    config.tp_exec_filename = exec.field_u32("filename")?;
-    config.tp_exec_old_pid = exec.field_u32("old_pid")?;
-
-    let mut rung = Rung::new("tracepoint")
-        .program(path.program(programs::EXEC), Attach::tracepoint("sched", "sched_process_exec"));
-    if args.fails {
-        match syscall_fields(&mut config) {
-            Ok(()) => {
-                rung = rung
-                    .program(programs::ENTER_EXECVE, Attach::tracepoint("syscalls", "sys_enter_execve"))
-                    .program(programs::ENTER_EXECVEAT, Attach::tracepoint("syscalls", "sys_enter_execveat"))
-                    .program(path.program(programs::EXIT_EXECVE), Attach::tracepoint("syscalls", "sys_exit_execve"))
-                    .program(path.program(programs::EXIT_EXECVEAT), Attach::tracepoint("syscalls", "sys_exit_execveat"))
-            }
-            Err(err) => rung = rung.unusable_if(Some(format!("-x needs the exec syscall tracepoints: {err:#}"))),
-        }
-    }
-    Ok((config, vec![rung]))
-}
-
-fn syscall_fields(config: &mut Config) -> Result<()> {
-    let format = |name| tracefs::Format::read("syscalls", name);
-    let enter = format("sys_enter_execve")?;
-    config.tp_execve_filename = enter.field("filename")?.0;
-    config.tp_execve_argv = enter.field("argv")?.0;
-    let enter_at = format("sys_enter_execveat")?;
-    config.tp_execveat_filename = enter_at.field("filename")?.0;
-    config.tp_execveat_argv = enter_at.field("argv")?.0;
-    let exit = format("sys_exit_execve")?;
-    config.tp_exit_ret = exit.field("ret")?.0;
-    if format("sys_exit_execveat")?.field("ret")?.0 != config.tp_exit_ret {
-        bail!("sys_exit_execve and sys_exit_execveat records differ");
-    }
-    Ok(())
-}
-
-/// A UID, or a user name looked up in the passwd database.
-fn resolve_uid(user: &str) -> Result<u32, String> {
-    if let Ok(uid) = user.parse() {
-        return Ok(uid);
-    }
-    let c_user = std::ffi::CString::new(user).map_err(|_| format!("no such user '{user}'"))?;
-    // SAFETY: getpwnam returns NULL or a pointer to a static record, read at once.
-    let pw = unsafe { libc::getpwnam(c_user.as_ptr()) };
-    if pw.is_null() {
-        return Err(format!("no such user '{user}'"));
-    }
-    Ok(unsafe { (*pw).pw_uid })
 }
 
 fn regex(pattern: &str) -> Result<Regex, String> {

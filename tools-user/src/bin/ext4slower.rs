@@ -10,14 +10,14 @@ use clap::Parser;
 use tools_common::fsslower::{op, FileOpEvent};
 use tools_user::{
     btf::Btf,
-    cli::{EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, EventArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
     diag,
     driver::events::{self, EventTool},
-    ebpf_object,
     events::EventPath,
     lifetime::{self, BadInput},
-    loader, manual,
+    loader::Build,
+    manual,
     output::{self, cstr, Format},
     plan::fsslower::{self, FILESYSTEMS, OPERATIONS},
 };
@@ -44,9 +44,8 @@ struct Args {
     /// named after: ext4slower, xfsslower, btrfsslower).
     #[arg(short = 't', long = "type", value_name = "FS", value_parser = filesystem_names())]
     fs_type: Option<String>,
-    /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
-    cgroup: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cgroup: CgroupArg,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -81,12 +80,12 @@ fn main() -> ExitCode {
             return Err(BadInput("fsslower traces one filesystem: name it with -t".into()).into());
         };
         let min_ms = args.min_ms.or(args.min).unwrap_or(10);
-        let path = EventPath::choose(&args.runtime, &args.events);
-        let btf = Btf::for_tool(&args.runtime)?;
-        let options =
-            fsslower::Options { fs, min_ms, pid: args.pid.pid, cgroup: args.cgroup.as_deref(), histograms: false };
-        let (config, rungs) = fsslower::plan(&options, &btf, &args.runtime, &path)?;
-        let loaded = loader::load(ebpf_object!("fsslower"), &config, &path.max_entries(), rungs, &args.runtime)?;
+        let load_options = args.runtime.load_options();
+        let path = EventPath::new(Build::choose(&load_options), &args.events);
+        let btf = Btf::for_tool(&load_options)?;
+        let cgroup = args.cgroup.cgroup.as_deref();
+        let options = fsslower::Options { fs, min_ms, pid: args.pid.pid, cgroup, histograms: false };
+        let loaded = fsslower::plan(&options, &btf, &load_options, &path)?.load(&load_options)?;
         let format = args.events.format(&args.runtime);
         let tracing = match min_ms {
             0 => format!("Tracing {} operations", fs.name),

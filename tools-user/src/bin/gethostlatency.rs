@@ -10,19 +10,19 @@
 
 use std::{cell::RefCell, path::PathBuf, process::ExitCode, rc::Rc};
 
-use aya::Ebpf;
 use clap::Parser;
 use serde_json::Value;
 use tools_common::gethostlatency::LookupEvent;
 use tools_user::{
     btf::Btf,
-    cli::{EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, EventArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
     diag,
     driver::events::{self, EventTool},
-    ebpf_object,
     events::EventPath,
-    lifetime, loader, manual,
+    lifetime,
+    loader::Build,
+    manual,
     output::{self, cstr, Format},
     plan::gethostlatency::{self, failure, Libraries, FUNCTIONS},
 };
@@ -37,9 +37,8 @@ struct Args {
     /// mapped by any process (with -p, by that process).
     #[arg(short = 'l', long = "libc", value_name = "PATH")]
     libc: Vec<PathBuf>,
-    /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
-    cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    cgroup: CgroupArg,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -56,29 +55,25 @@ fn main() -> ExitCode {
     lifetime::main_with("gethostlatency", || {
         let args = manual::parse::<Args>(tools_user::man_page!("gethostlatency.8"));
         diag::init_logging(args.runtime.verbose);
-        let path = EventPath::choose(&args.runtime, &args.events);
+        let load_options = args.runtime.load_options();
+        let path = EventPath::new(Build::choose(&load_options), &args.events);
         let options = gethostlatency::Options {
             pid: args.pid.pid,
             libc: &args.libc,
-            cgroup: args.cgroup.as_deref(),
+            cgroup: args.cgroup.cgroup.as_deref(),
             histograms: false,
         };
-        let btf = match args.cgroup {
-            Some(_) => Btf::for_tool(&args.runtime)?,
+        let btf = match args.cgroup.cgroup {
+            Some(_) => Btf::for_tool(&load_options)?,
             None => Err("not needed".into()),
         };
-        let (config, rungs, mut resolvers) = gethostlatency::plan(&options, &btf, &path)?;
-        let mut loaded =
-            loader::load(ebpf_object!("gethostlatency"), &config, &path.max_entries(), rungs, &args.runtime)?;
-        resolvers.loaded(&mut loaded);
+        // The plan's keeper probes the libraries that appear later (a
+        // container started after the tool), about once a second.
+        let (plan, libraries) = gethostlatency::plan(&options, &btf, &path)?;
+        let loaded = plan.load(&load_options)?;
         let format = args.events.format(&args.runtime);
-        let mut tool = EventTool::new(
-            columns(format, resolvers.libraries.clone()),
-            "Tracing host name lookups... Hit Ctrl-C to end.",
-        );
+        let mut tool = EventTool::new(columns(format, libraries), "Tracing host name lookups... Hit Ctrl-C to end.");
         tool.inflight = "lookups";
-        // Libraries that appear later: a container started after the tool.
-        tool.every_second = Some(Box::new(move |ebpf: &mut Ebpf| resolvers.look_again(ebpf)));
         events::run(tool, loaded, &path)
     })
 }

@@ -8,10 +8,12 @@ use clap::Parser;
 use tools_common::runqlat::key_mode;
 use tools_user::{
     btf::Btf,
-    cli::{HistogramArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, HistogramArgs, PidArg, RuntimeArgs},
     diag,
     driver::histograms::{self, HistogramTool},
-    ebpf_object, lifetime, loader, manual,
+    lifetime,
+    loader::Build,
+    manual,
     plan::runqlat,
 };
 
@@ -32,9 +34,8 @@ struct Args {
     pidnss: bool,
     #[command(flatten)]
     pid: PidArg,
-    /// Trace tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
-    cgroup: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cgroup: CgroupArg,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -59,15 +60,16 @@ fn main() -> ExitCode {
                 _ => key_mode::NONE,
             },
             unit_ns: args.hist.unit().1,
-            cgroup: args.cgroup.clone(),
+            cgroup: args.cgroup.cgroup.clone(),
             ..Default::default()
         };
-        let btf = Btf::for_tool(&args.runtime)?;
-        let (config, rungs) = runqlat::plan(&options, &btf)?;
+        let load_options = args.runtime.load_options();
+        let btf = Btf::for_tool(&load_options)?;
+        let plan = runqlat::plan(&options, &btf, Build::choose(&load_options))?;
         drop(btf);
-        let map_sizes = runqlat::map_sizes(&config, None);
-        let loaded = loader::load(ebpf_object!("runqlat"), &config, &map_sizes, rungs, &args.runtime)?;
-        let section = match config.key_mode {
+        let key_mode = plan.config.key_mode;
+        let loaded = plan.load(&load_options)?;
+        let section = match key_mode {
             key_mode::PID => "pid",
             key_mode::TID => "tid",
             key_mode::PIDNS => "pidns",
@@ -76,10 +78,10 @@ fn main() -> ExitCode {
         let key_fields = |key: u64| vec![(section, key.into())];
         let tool = HistogramTool {
             banner: "Tracing run queue latency... Hit Ctrl-C to end.",
-            key_fields: (config.key_mode != key_mode::NONE).then_some(&key_fields as _),
+            key_fields: (key_mode != key_mode::NONE).then_some(&key_fields as _),
             totals: false,
             // -P and -L key by PID or TID: /proc/N exists while it does.
-            key_alive: matches!(config.key_mode, key_mode::PID | key_mode::TID)
+            key_alive: matches!(key_mode, key_mode::PID | key_mode::TID)
                 .then_some(&runqlat::process_exists as _),
             hist: &args.hist,
             runtime: &args.runtime,

@@ -16,13 +16,14 @@ use clap::Parser;
 use tools_common::tcplife::{owner_from, session_flags, SessionEvent};
 use tools_user::{
     btf::Btf,
-    cli::{EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, EventArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
     diag,
     driver::events::{self, EventTool},
-    ebpf_object,
     events::EventPath,
-    lifetime, loader, manual,
+    lifetime,
+    loader::Build,
+    manual,
     output::{self, cstr, Format},
     plan::tcplife,
 };
@@ -57,9 +58,8 @@ struct Args {
     /// Trace IPv6 family only.
     #[arg(short = '6', long = "ipv6")]
     ipv6: bool,
-    /// Trace sessions owned by tasks in this cgroup v2 directory (and below it) only.
-    #[arg(short = 'c', long = "cgroup", value_name = "PATH", value_parser = tools_user::cli::cgroup_dir)]
-    cgroup: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cgroup: CgroupArg,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -91,8 +91,9 @@ fn main() -> ExitCode {
         let mut args = manual::parse::<Args>(tools_user::man_page!("tcplife.8"));
         args.events.csv |= args.s;
         diag::init_logging(args.runtime.verbose);
-        let path = EventPath::choose(&args.runtime, &args.events);
-        let btf = Btf::for_tool(&args.runtime)?;
+        let load_options = args.runtime.load_options();
+        let path = EventPath::new(Build::choose(&load_options), &args.events);
+        let btf = Btf::for_tool(&load_options)?;
         let options = tcplife::Options {
             pid: args.pid.pid,
             family: match (args.ipv4, args.ipv6) {
@@ -100,15 +101,12 @@ fn main() -> ExitCode {
                 (_, true) => libc::AF_INET6 as u32,
                 _ => 0,
             },
-            local_ports: &args.localport,
-            remote_ports: &args.remoteport,
-            cgroup: args.cgroup.as_deref(),
+            local_ports: args.localport.clone(),
+            remote_ports: args.remoteport.clone(),
+            cgroup: args.cgroup.cgroup.as_deref(),
             histograms: false,
         };
-        let (config, rungs) = tcplife::plan(&options, &btf, &path)?;
-        let sizes = tcplife::map_sizes(&path);
-        let fill = |ebpf: &mut aya::Ebpf| tcplife::fill_ports(ebpf, options.local_ports, options.remote_ports);
-        let loaded = loader::load_with(ebpf_object!("tcplife"), &config, &sizes, rungs, &args.runtime, fill)?;
+        let loaded = tcplife::plan(&options, &btf, &path)?.load(&load_options)?;
         let format = args.events.format(&args.runtime);
         let mut tool = EventTool::new(columns(&args, format), "Tracing TCP sessions... Hit Ctrl-C to end.");
         tool.inflight = "sessions";

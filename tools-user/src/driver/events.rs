@@ -8,7 +8,6 @@
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use anyhow::Result;
-use aya::Ebpf;
 use serde_json::json;
 use tools_common::{Drops, Event};
 
@@ -20,8 +19,6 @@ use crate::{
     loader::Loaded,
     output::{self, Format, Out},
 };
-
-type EverySecond<'a> = Box<dyn FnMut(&mut Ebpf) -> Result<()> + 'a>;
 
 /// Which decoded events are printed.
 pub type Filter<'a, T> = Box<dyn Fn(&T) -> bool + 'a>;
@@ -44,9 +41,6 @@ pub struct EventTool<'a, T> {
     pub inflight: &'static str,
     /// Stop after this long (libbpf-tools' `-d`).
     pub duration: Option<Duration>,
-    /// Called about once a second with the loaded programs, for tools that
-    /// attach more as they run (gethostlatency's new C libraries).
-    pub every_second: Option<EverySecond<'a>>,
 }
 
 impl<'a, T> EventTool<'a, T> {
@@ -59,22 +53,22 @@ impl<'a, T> EventTool<'a, T> {
             tracing: tracing.into(),
             inflight: "events",
             duration: None,
-            every_second: None,
         }
     }
 }
 
 /// Runs the tool until a signal (or its duration); returns its exit status.
-pub fn run<T: Event>(mut tool: EventTool<'_, T>, loaded: Loaded, path: &EventPath) -> Result<ExitCode> {
-    let Loaded { mut ebpf, .. } = loaded;
+/// The plan's keeper, if any, has its round about once a second (tools
+/// that attach more as they run: gethostlatency's new C libraries).
+pub fn run<T: Event>(mut tool: EventTool<'_, T>, mut loaded: Loaded, path: &EventPath) -> Result<ExitCode> {
     let rt = runtime()?;
     let lost = {
         let _in_runtime = rt.enter();
-        let mut stream = EventStream::open(&mut ebpf, path)?;
-        rt.block_on(pump(&mut tool, &mut stream, &mut ebpf))?
+        let mut stream = EventStream::open(&mut loaded.ebpf, path)?;
+        rt.block_on(pump(&mut tool, &mut stream, &mut loaded))?
     };
     // Detach everything before the summary, so it is the last word.
-    drop(ebpf);
+    drop(loaded);
     if lost > 0 {
         note(&format!("{}: lost {lost} events in total", tool_name()));
         return Ok(ExitCode::from(EXIT_LOST));
@@ -83,7 +77,7 @@ pub fn run<T: Event>(mut tool: EventTool<'_, T>, loaded: Loaded, path: &EventPat
 }
 
 /// Prints events until a signal; returns how many were lost.
-async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, ebpf: &mut Ebpf) -> Result<u64> {
+async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, loaded: &mut Loaded) -> Result<u64> {
     let mut shutdown = Shutdown::new()?;
     let mut out = Out::stdout();
     let format = tool.columns.format;
@@ -142,9 +136,7 @@ async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, e
             return Ok(lost);
         }
         if second {
-            if let Some(every_second) = &mut tool.every_second {
-                every_second(ebpf)?;
-            }
+            loaded.tick()?;
         }
     }
 }

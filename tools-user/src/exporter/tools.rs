@@ -20,11 +20,9 @@ use tools_common::{
 use super::metrics::{Histogram, Kind, Labels, Scrape, Series, Value};
 use crate::{
     btf::Btf,
-    cli::RuntimeArgs,
-    ebpf_object,
     events::EventPath,
     histogram::HistogramMaps,
-    loader::{self, Loaded, Objects, Rung},
+    loader::{Build, LoadOptions, Loaded},
     plan::{
         biolatency::{self, Disks, FlagNames, RUNGS_WITH_FLAGS},
         fsslower, gethostlatency, runqlat, tcplife,
@@ -70,15 +68,27 @@ pub struct Options {
 }
 
 /// Loads tool `name` (one of [`TOOLS`]) with the BTF parsed once for all.
-pub fn load(name: &'static str, options: &Options, btf: &Result<Btf, String>, runtime: &RuntimeArgs) -> Tool {
-    let state = match load_tool(name, options, btf, runtime) {
+pub fn load(
+    name: &'static str,
+    options: &Options,
+    btf: &Result<Btf, String>,
+    build: Build,
+    load_options: &LoadOptions,
+) -> Tool {
+    let state = match load_tool(name, options, btf, build, load_options) {
         Ok(state) => state,
         Err(err) => State::Failed(format!("{err:#}")),
     };
     Tool { name, state }
 }
 
-fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: &RuntimeArgs) -> Result<State> {
+fn load_tool(
+    name: &str,
+    options: &Options,
+    btf: &Result<Btf, String>,
+    build: Build,
+    load_options: &LoadOptions,
+) -> Result<State> {
     match name {
         "runqlat" => {
             let (key_mode, series_cap) = match (options.runqlat_max_processes, options.runqlat_max_cgroups) {
@@ -86,19 +96,25 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
                 (0, cgroups) => (key_mode::CGROUP, cgroups),
                 (processes, _) => (key_mode::PID, processes),
             };
-            let plan_options =
-                runqlat::Options { key_mode, unit_ns: 1, totals: true, series_cap, ..Default::default() };
-            let (config, rungs) = runqlat::plan(&plan_options, btf)?;
+            // Each key's slots and sum, plus room for the others' key.
+            let keyed_entries = series_cap.saturating_add(1).saturating_mul(512).clamp(16384, 1 << 20);
+            let plan_options = runqlat::Options {
+                key_mode,
+                unit_ns: 1,
+                totals: true,
+                series_cap,
+                keyed_entries: Some(keyed_entries),
+                ..Default::default()
+            };
+            let plan = runqlat::plan(&plan_options, btf, build)?;
+            let config = plan.config;
             // Where cgroups are named, known before anything is attached.
             let cgroup_names = match key_mode {
                 key_mode::CGROUP => Some(CgroupNames::new()?),
                 _ => None,
             };
-            // Each key's slots and sum, plus room for the others' key.
-            let keyed = series_cap.saturating_add(1).saturating_mul(512).clamp(16384, 1 << 20);
-            let sizes = runqlat::map_sizes(&config, Some(keyed));
-            let (loaded, programs) = attach(ebpf_object!("runqlat"), &config, &sizes, rungs, runtime)?;
-            let rung = loaded.rung;
+            let loaded = plan.load(load_options)?;
+            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
             let collector = Runqlat::new(loaded, &config, cgroup_names)?;
             Ok(State::Attached { rung, programs, collector: Box::new(collector) })
         }
@@ -112,11 +128,11 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
                 totals: true,
                 ..Default::default()
             };
-            let (config, rungs) = biolatency::plan(&plan_options, btf)?;
             // The keyed table keeps the object's 16384 (disk, operation, slot)
             // entries, as biolatency -D -F: 8 bytes per entry per CPU of
             // kernel memory; what does not fit is counted as lost.
-            let (mut loaded, programs) = attach(ebpf_object!("biolatency"), &config, &[], rungs, runtime)?;
+            let mut loaded = biolatency::plan(&plan_options, btf, build)?.load(load_options)?;
+            let programs = loaded.hooks.clone();
             let maps = HistogramMaps::take(&mut loaded.ebpf, true, false)?;
             let operations = match flag_names {
                 Ok(names) if RUNGS_WITH_FLAGS.contains(&loaded.rung) => Some(names),
@@ -128,10 +144,9 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
         "ext4slower" => {
             let ext4 = fsslower::FILESYSTEMS.iter().find(|fs| fs.name == "ext4").context("no ext4 in the table")?;
             let plan_options = fsslower::Options { fs: ext4, min_ms: 0, pid: None, cgroup: None, histograms: true };
-            let path = EventPath::counting_in_kernel();
-            let (config, rungs) = fsslower::plan(&plan_options, btf, runtime, &path)?;
-            let (loaded, programs) = attach(ebpf_object!("fsslower"), &config, &path.max_entries(), rungs, runtime)?;
-            let rung = loaded.rung;
+            let path = EventPath::counting_in_kernel(build);
+            let loaded = fsslower::plan(&plan_options, btf, load_options, &path)?.load(load_options)?;
+            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
             let operation =
                 |op: u64| vec![("operation", fsslower::OPERATIONS.get(op as usize).unwrap_or(&"unknown").to_string())];
             let collector = KeyedFamily::new(loaded, EXT4_OPERATION_LATENCY, EXT4_OPERATION_LATENCY_HELP, operation)?;
@@ -139,50 +154,31 @@ fn load_tool(name: &str, options: &Options, btf: &Result<Btf, String>, runtime: 
         }
         "tcplife" => {
             let plan_options = tcplife::Options { histograms: true, ..Default::default() };
-            let path = EventPath::counting_in_kernel();
-            let (config, rungs) = tcplife::plan(&plan_options, btf, &path)?;
-            let sizes = tcplife::map_sizes(&path);
-            let (loaded, programs) = attach(ebpf_object!("tcplife"), &config, &sizes, rungs, runtime)?;
-            let rung = loaded.rung;
-            let collector = Tcplife::new(loaded, config.has_bytes != 0)?;
+            let path = EventPath::counting_in_kernel(build);
+            let plan = tcplife::plan(&plan_options, btf, &path)?;
+            let bytes_known = plan.config.has_bytes != 0;
+            let loaded = plan.load(load_options)?;
+            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
+            let collector = Tcplife::new(loaded, bytes_known)?;
             Ok(State::Attached { rung, programs, collector: Box::new(collector) })
         }
         "gethostlatency" => {
             let plan_options = gethostlatency::Options { histograms: true, ..Default::default() };
-            let path = EventPath::counting_in_kernel();
-            let (config, rungs, mut resolvers) = gethostlatency::plan(&plan_options, btf, &path)?;
-            let (mut loaded, programs) =
-                attach(ebpf_object!("gethostlatency"), &config, &path.max_entries(), rungs, runtime)?;
-            resolvers.loaded(&mut loaded);
-            let rung = loaded.rung;
+            let path = EventPath::counting_in_kernel(build);
+            // The plan's keeper probes new C libraries at each scrape, so
+            // the exporter does nothing between scrapes.
+            let (plan, _) = gethostlatency::plan(&plan_options, btf, &path)?;
+            let loaded = plan.load(load_options)?;
+            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
             let labels = |key: u64| {
                 let (function, result) = gethostlatency::labels_of(key);
                 vec![("function", function.to_owned()), ("result", result.to_owned())]
             };
-            let mut collector =
-                KeyedFamily::new(loaded, NAME_RESOLUTION_LATENCY, NAME_RESOLUTION_LATENCY_HELP, labels)?;
-            collector.before_scrape = Some(Box::new(move |ebpf: &mut Ebpf| resolvers.look_again(ebpf)));
+            let collector = KeyedFamily::new(loaded, NAME_RESOLUTION_LATENCY, NAME_RESOLUTION_LATENCY_HELP, labels)?;
             Ok(State::Attached { rung, programs, collector: Box::new(collector) })
         }
         other => anyhow::bail!("no tool named {other}"),
     }
-}
-
-/// Loads through the ladder; returns the programs of the rung taken.
-fn attach<C: aya::Pod>(
-    objects: Objects,
-    config: &C,
-    sizes: &[(&'static str, u32)],
-    rungs: Vec<Rung>,
-    runtime: &RuntimeArgs,
-) -> Result<(Loaded, Vec<(String, String)>)> {
-    let hooks: Vec<(&str, Vec<(String, String)>)> = rungs
-        .iter()
-        .map(|rung| (rung.name, rung.programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect()))
-        .collect();
-    let loaded = loader::load(objects, config, sizes, rungs, runtime)?;
-    let programs = hooks.into_iter().find(|(rung, _)| *rung == loaded.rung).map(|(_, p)| p).unwrap_or_default();
-    Ok((loaded, programs))
 }
 
 const RUN_QUEUE_LATENCY: &str = "ebpf_tools_run_queue_latency_seconds";
@@ -451,34 +447,27 @@ const NAME_RESOLUTION_LATENCY_HELP: &str =
 /// Tells a key's labels.
 type Labeller = fn(u64) -> Labels;
 
-/// Runs before each scrape, with the tool's programs.
-type BeforeScrape = Box<dyn FnMut(&mut Ebpf) -> Result<()>>;
-
 /// An event tool counting in the kernel (ext4slower, gethostlatency): one
 /// histogram family, a series per key of its keyed table.
 struct KeyedFamily {
-    ebpf: Ebpf,
+    /// Its keeper (gethostlatency's C libraries) has a round at each scrape.
+    loaded: Loaded,
     maps: HistogramMaps,
     name: &'static str,
     help: &'static str,
     labels: Labeller,
-    /// gethostlatency's: probes the C libraries that appeared since the last
-    /// scrape, so the exporter does no work between scrapes.
-    before_scrape: Option<BeforeScrape>,
 }
 
 impl KeyedFamily {
     fn new(mut loaded: Loaded, name: &'static str, help: &'static str, labels: Labeller) -> Result<KeyedFamily> {
         let maps = HistogramMaps::take_keyed(&mut loaded.ebpf)?;
-        Ok(KeyedFamily { ebpf: loaded.ebpf, maps, name, help, labels, before_scrape: None })
+        Ok(KeyedFamily { loaded, maps, name, help, labels })
     }
 }
 
 impl Collector for KeyedFamily {
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
-        if let Some(before_scrape) = &mut self.before_scrape {
-            before_scrape(&mut self.ebpf)?;
-        }
+        self.loaded.tick()?;
         // gethostlatency's results beyond EAI_OVERFLOW are all "EAI_?": their keys add up.
         let labels = self.labels;
         let labelled = self

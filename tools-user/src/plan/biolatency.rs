@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use anyhow::{bail, Context as _, Result};
 use tools_common::biolatency::{key_mode, programs, Config};
 
-use super::{no_btf_reason, BtfSource};
+use super::{no_btf_reason, BtfSource, Plan};
 use crate::{
     btf::Btf,
+    ebpf_object,
     lifetime::BadInput,
-    loader::{Attach, Rung},
+    loader::{Attach, Build, Rung},
     offsets,
     tracefs::Format,
 };
@@ -44,7 +45,8 @@ pub struct Options {
 /// match completions by device and sector.
 pub const RUNGS_WITH_FLAGS: [&str; 2] = ["raw_tracepoint", "kprobe"];
 
-pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)> {
+/// The configuration, the rungs best first, and the map sizes.
+pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<Config>> {
     let keyed_by_flags = options.per_flags || options.per_operation;
     let mut config = Config {
         unit_ns: options.unit_ns,
@@ -115,7 +117,9 @@ pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)
         tp_rung.unusable_if(no_tracepoint_fields).unusable_if(flags_need_request),
         kp_rung.unusable_if(no_request_offsets),
     ];
-    Ok((config, rungs))
+    let mut plan = Plan::new(ebpf_object!("biolatency"), build, config, rungs);
+    plan.map_sizes = crate::histogram::map_sizes(config.key_mode != 0);
+    Ok(plan)
 }
 
 fn tracepoint_fields(config: &mut Config) -> Result<()> {

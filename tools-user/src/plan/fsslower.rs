@@ -8,11 +8,11 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use tools_common::fsslower::{op, programs, Config};
 
-use super::BtfSource;
+use super::{BtfSource, Plan};
 use crate::{
-    cli::RuntimeArgs,
+    ebpf_object,
     events::EventPath,
-    loader::{self, Attach, Rung},
+    loader::{self, Attach, LoadOptions, Rung},
     offsets, tracefs,
 };
 
@@ -81,13 +81,13 @@ pub struct Options<'a> {
 /// Operations by `op::*`, as the exporter and `--json` name them.
 pub const OPERATIONS: [&str; 4] = ["read", "write", "open", "fsync"];
 
-/// The configuration and the rungs, best first.
+/// The configuration, the rungs best first, and the map sizes.
 pub fn plan(
     options: &Options,
     btf: BtfSource<'_>,
-    runtime: &RuntimeArgs,
+    load_options: &LoadOptions,
     path: &EventPath,
-) -> Result<(Config, Vec<Rung>)> {
+) -> Result<Plan<Config>> {
     let fs = options.fs;
     let btf = btf
         .as_ref()
@@ -114,7 +114,9 @@ pub fn plan(
     // filesystem built as a module has its functions in the module's BTF,
     // which aya 0.14 cannot attach to.
     let no_fentry = match btf.function_id(fs.read) {
-        _ if runtime.btf.is_some() || runtime.hide_kernel_btf => Some("fentry needs the kernel's own BTF".to_owned()),
+        _ if load_options.btf.is_some() || load_options.hide_kernel_btf => {
+            Some("fentry needs the kernel's own BTF".to_owned())
+        }
         None => Some(format!(
             "{} is not in the kernel's BTF ({} is a module: aya 0.14 attaches fentry to vmlinux functions only)",
             fs.read, fs.name
@@ -126,7 +128,7 @@ pub fn plan(
         let entry = [programs::FENTRY_READ, programs::FENTRY_WRITE, programs::FENTRY_OPEN, programs::FENTRY_SYNC];
         let exit = [programs::FEXIT_READ, programs::FEXIT_WRITE, programs::FEXIT_OPEN, programs::FEXIT_SYNC];
         fentry = fentry
-            .program(path.program(program(op, exit)), Attach::fexit(function))
+            .program(program(op, exit), Attach::fexit(function))
             .program(program(op, entry), Attach::fentry(function));
     }
     let mut kprobe = Rung::new("kprobe");
@@ -134,17 +136,20 @@ pub fn plan(
         let entry = [programs::KP_READ, programs::KP_WRITE, programs::KP_OPEN, programs::KP_SYNC];
         let exit = [programs::KRET_READ, programs::KRET_WRITE, programs::KRET_OPEN, programs::KRET_SYNC];
         kprobe = kprobe
-            .program(path.program(program(op, exit)), Attach::kretprobe(&[function]))
+            .program(program(op, exit), Attach::kretprobe(&[function]))
             .program(program(op, entry), Attach::kprobe(&[function]));
     }
-    let syscalls = syscall_rung(&mut config, path);
-    Ok((config, vec![fentry.unusable_if(no_fentry), kprobe, syscalls]))
+    let syscalls = syscall_rung(&mut config);
+    let rungs = vec![fentry.unusable_if(no_fentry), kprobe, syscalls];
+    let mut plan = Plan::new(ebpf_object!("fsslower"), path.build, config, rungs);
+    plan.map_sizes = path.max_entries();
+    Ok(plan)
 }
 
 /// The syscall tracepoints that exist on this kernel: every exit first (an
 /// operation started before its exit is watched would stay in the table),
 /// then the entries.
-fn syscall_rung(config: &mut Config, path: &EventPath) -> Rung {
+fn syscall_rung(config: &mut Config) -> Rung {
     let mut rung = Rung::new("syscall");
     let mut layout = || -> Result<()> {
         let field = |syscall: &str, name: &str| {
@@ -183,8 +188,7 @@ fn syscall_rung(config: &mut Config, path: &EventPath) -> Rung {
         .filter(|(_, syscall)| exists(syscall))
         .collect();
     for (_, syscall) in &present {
-        rung = rung
-            .program(path.program(programs::SYS_EXIT), Attach::tracepoint("syscalls", &format!("sys_exit_{syscall}")));
+        rung = rung.program(programs::SYS_EXIT, Attach::tracepoint("syscalls", &format!("sys_exit_{syscall}")));
     }
     for (program, syscall) in &present {
         rung = rung.program(*program, Attach::tracepoint("syscalls", &format!("sys_enter_{syscall}")));

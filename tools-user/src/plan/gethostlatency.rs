@@ -22,12 +22,13 @@ use tools_common::gethostlatency::{
     cookie as attach_cookie, function, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, UNKNOWN_LIBRARY,
 };
 
-use super::BtfSource;
+use super::{BtfSource, Plan};
 use crate::{
+    ebpf_object,
     elf::Elf,
     events::EventPath,
     lifetime::BadInput,
-    loader::{self, Attach, Loaded, Rung, Uprobe, UprobeAt},
+    loader::{self, Attach, Keeper, Rung, Uprobe, UprobeAt},
     procfs,
 };
 
@@ -48,21 +49,26 @@ pub struct Options<'a> {
     pub histograms: bool,
 }
 
-/// The probes as they follow the machine's C libraries.
-pub struct Resolvers {
+/// The probes as they follow the machine's C libraries: the plan's keeper.
+struct Resolvers {
     /// Every library found (shared with whatever names them in output).
-    pub libraries: Rc<RefCell<Libraries>>,
+    libraries: Rc<RefCell<Libraries>>,
     pid: Option<u32>,
     /// `-l`: the libraries were named, none is looked for.
     named: bool,
-    path: EventPath,
     /// Set once loaded: the rung taken has cookies; execs are followed.
     cookies: bool,
     execs_followed: bool,
 }
 
-/// The configuration, the rungs (best first) and the libraries they probe.
-pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(Config, Vec<Rung>, Resolvers)> {
+/// The configuration, the rungs (best first), the map sizes, and the keeper
+/// that probes C libraries as they appear; with the libraries found, which
+/// the events name.
+pub fn plan(
+    options: &Options,
+    btf: BtfSource<'_>,
+    path: &EventPath,
+) -> Result<(Plan<Config>, Rc<RefCell<Libraries>>)> {
     let config = Config {
         target_tgid: options.pid.unwrap_or(0),
         histograms: options.histograms as u32,
@@ -85,29 +91,32 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
     );
     let cookies = aya::features().bpf_cookie();
     let rungs = vec![
-        probes(Rung::new("uprobe_cookie"), &found, &libraries, true, path)
+        probes(Rung::new("uprobe_cookie"), &found, &libraries, true)
             .unusable_if((!cookies).then(|| "this kernel has no BPF cookies (5.15+)".to_owned())),
-        probes(Rung::new("uprobe"), &found, &libraries, false, path),
+        probes(Rung::new("uprobe"), &found, &libraries, false),
     ];
+    let libraries = Rc::new(RefCell::new(libraries));
     let resolvers = Resolvers {
-        libraries: Rc::new(RefCell::new(libraries)),
+        libraries: libraries.clone(),
         pid: options.pid,
         named: !options.libc.is_empty(),
-        path: *path,
         cookies: false,
         execs_followed: false,
     };
-    Ok((config, rungs, resolvers))
+    let mut plan = Plan::new(ebpf_object!("gethostlatency"), path.build, config, rungs);
+    plan.map_sizes = path.max_entries();
+    plan.keeper = Some(Box::new(resolvers));
+    Ok((plan, libraries))
 }
 
-impl Resolvers {
-    /// Once the programs are loaded: follow execs where the kernel can.
-    pub fn loaded(&mut self, loaded: &mut Loaded) {
+impl Keeper for Resolvers {
+    /// Follows execs where the kernel can.
+    fn loaded(&mut self, ebpf: &mut Ebpf, rung: &str) {
         for (_, library) in &self.libraries.borrow().found {
             log::info!("probing {}", library.path.display());
         }
-        self.cookies = loaded.rung == "uprobe_cookie";
-        self.execs_followed = !self.named && follow_execs(&mut loaded.ebpf);
+        self.cookies = rung == "uprobe_cookie";
+        self.execs_followed = !self.named && follow_execs(ebpf);
         // What exec'd between the first scan and now was not seen: the
         // next look reads every process again, once.
         self.libraries.borrow_mut().forget(None);
@@ -116,7 +125,7 @@ impl Resolvers {
     /// Probes the C libraries that appeared since the last look (a
     /// container started later, a process that exec'd), and forgets the
     /// calls of threads that exited inside one.
-    pub fn look_again(&self, ebpf: &mut Ebpf) -> Result<()> {
+    fn tick(&mut self, ebpf: &mut Ebpf) -> Result<()> {
         forget_calls_of_exited_threads(ebpf)?;
         if self.named {
             return Ok(());
@@ -124,7 +133,7 @@ impl Resolvers {
         let mut libs = self.libraries.borrow_mut();
         libs.forget(if self.execs_followed { take_execs(ebpf)? } else { None });
         let new = libs.scan(self.pid);
-        libs.attach(ebpf, &new, self.cookies, &self.path)
+        libs.attach(ebpf, &new, self.cookies)
     }
 }
 
@@ -264,10 +273,10 @@ impl Libraries {
     }
 
     /// Attaches the uprobes of libraries found while running.
-    fn attach(&self, ebpf: &mut Ebpf, new: &[usize], cookies: bool, path: &EventPath) -> Result<()> {
+    fn attach(&self, ebpf: &mut Ebpf, new: &[usize], cookies: bool) -> Result<()> {
         for &index in new {
             let library = &self.found[index].1;
-            let rung = probes(Rung::new("more"), &[index], self, cookies, path);
+            let rung = probes(Rung::new("more"), &[index], self, cookies);
             let failed = rung.programs.iter().find_map(|(program, attach)| loader::attach(ebpf, program, attach).err());
             match failed {
                 // It may have gone (the process exited): not the tool's end.
@@ -389,7 +398,7 @@ fn resolver_offsets(path: &Path) -> Result<[Option<u64>; 3]> {
 /// A rung's uprobes for `libraries`: every function's entry and return in
 /// each, with cookies (one entry program for all) or without (one per
 /// function).
-fn probes(mut rung: Rung, indexes: &[usize], libraries: &Libraries, cookies: bool, path: &EventPath) -> Rung {
+fn probes(mut rung: Rung, indexes: &[usize], libraries: &Libraries, cookies: bool) -> Rung {
     const ENTRIES: [&str; 3] =
         [programs::ENTRY_GETADDRINFO, programs::ENTRY_GETHOSTBYNAME, programs::ENTRY_GETHOSTBYNAME2];
     for &index in indexes {
@@ -400,7 +409,7 @@ fn probes(mut rung: Rung, indexes: &[usize], libraries: &Libraries, cookies: boo
             let at = Uprobe { binary: library.path.clone(), at: UprobeAt::Offset(offset), pid: None, cookie };
             let entry = if cookies { programs::ENTRY } else { ENTRIES[function] };
             rung = rung
-                .program(path.program(programs::RETURN), Attach::Uretprobe(at.clone()))
+                .program(programs::RETURN, Attach::Uretprobe(at.clone()))
                 .program(entry, Attach::Uprobe(at));
         }
     }

@@ -1,14 +1,55 @@
-//! Each tool's plan (every histogram tool's, and the event tools' the
-//! exporter loads): its kernel configuration and its rungs,
-//! best first, from options that the command-line tool and the exporter
-//! both fill in. Both load through [`crate::loader`] with what this returns,
-//! so the same kernel paths are probed the same way wherever a tool runs.
+//! Each tool's plan: from options that the command-line tool, the
+//! exporter and the capture fill in alike, its kernel configuration, its
+//! rungs best first, its map sizes and what it keeps doing once loaded.
+//! All of them load a [`Plan`] the same way, so the same kernel paths are
+//! probed the same way wherever a tool runs.
 
 pub mod biolatency;
+pub mod execsnoop;
 pub mod fsslower;
 pub mod gethostlatency;
 pub mod runqlat;
 pub mod tcplife;
+
+use anyhow::Result;
+use aya::{Ebpf, Pod};
+
+use crate::loader::{self, Build, Keeper, Load, LoadOptions, Loaded, Objects, Rung};
+
+/// Everything a tool's load needs.
+pub struct Plan<C> {
+    /// The tool's two builds of its programs (`ebpf_object!`).
+    pub objects: Objects,
+    /// The build this kernel takes (see [`Build::choose`]).
+    pub build: Build,
+    pub config: C,
+    /// Best first.
+    pub rungs: Vec<Rung>,
+    /// Sizes of the maps user space sets (unknown names are refused).
+    pub map_sizes: Vec<(&'static str, u32)>,
+    /// Fills maps before any program attaches (a filter's table).
+    pub fill: Option<Box<dyn FnOnce(&mut Ebpf) -> Result<()>>>,
+    /// What the tool keeps doing once loaded (gethostlatency's C libraries).
+    pub keeper: Option<Box<dyn Keeper>>,
+}
+
+impl<C: Pod> Plan<C> {
+    pub fn new(objects: Objects, build: Build, config: C, rungs: Vec<Rung>) -> Self {
+        Plan { objects, build, config, rungs, map_sizes: Vec::new(), fill: None, keeper: None }
+    }
+
+    /// Loads through the ladder; the keeper, if any, goes with what is loaded.
+    pub fn load(self, options: &LoadOptions) -> Result<Loaded> {
+        let Plan { objects, build, config, rungs, map_sizes, fill, keeper } = self;
+        let what = Load { objects, build, config: &config, max_entries: &map_sizes, rungs, fill };
+        let mut loaded = loader::load(what, options)?;
+        if let Some(mut keeper) = keeper {
+            keeper.loaded(&mut loaded.ebpf, loaded.rung);
+            loaded.keeper = Some(keeper);
+        }
+        Ok(loaded)
+    }
+}
 
 /// What a plan needs besides its options: the struct offsets' source,
 /// parsed once for every tool, as [`crate::btf::Btf::for_tool`] gives it

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use tools_common::{
     map_names,
-    runqlat::{key_mode, programs, Config},
+    runqlat::{key_mode, maps, programs, Config},
 };
 
-use super::{no_btf_reason, BtfSource};
+use super::{no_btf_reason, BtfSource, Plan};
 use crate::{
     btf::Btf,
-    loader::{Attach, Rung},
+    ebpf_object,
+    loader::{Attach, Build, Rung},
     offsets,
     tracefs::Format,
 };
@@ -33,10 +34,12 @@ pub struct Options {
     pub totals: bool,
     /// With a key: at most this many keys of their own (0: no cap).
     pub series_cap: u32,
+    /// With a key: entries of the keyed table (the object's 16384 when None).
+    pub keyed_entries: Option<u32>,
 }
 
-/// The configuration and the rungs, best first.
-pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)> {
+/// The configuration, the rungs best first, and the map sizes.
+pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<Config>> {
     let mut config = Config {
         target_tgid: options.pid.unwrap_or(0),
         key_mode: options.key_mode,
@@ -84,19 +87,21 @@ pub fn plan(options: &Options, btf: BtfSource<'_>) -> Result<(Config, Vec<Rung>)
             .program(programs::KP_SWITCH, Attach::kprobe(&["finish_task_switch"]))
             .unusable_if(no_task_offsets),
     ];
-    Ok((config, rungs))
+    let mut plan = Plan::new(ebpf_object!("runqlat"), build, config, rungs);
+    plan.map_sizes = map_sizes(&config, options.keyed_entries);
+    Ok(plan)
 }
 
 /// Map sizes for the loader: the keyed table only when keyed (at
 /// `keyed_entries`, or the object's size), the series table at its cap, the
 /// in-flight table from the task count.
-pub fn map_sizes(config: &Config, keyed_entries: Option<u32>) -> Vec<(&'static str, u32)> {
+fn map_sizes(config: &Config, keyed_entries: Option<u32>) -> Vec<(&'static str, u32)> {
     let mut sizes = crate::histogram::map_sizes(config.key_mode != key_mode::NONE);
     if let Some(entries) = keyed_entries.filter(|_| config.key_mode != key_mode::NONE) {
         sizes.push((map_names::KEYED_HIST, entries));
     }
-    sizes.push(("SERIES", config.series_cap.max(1)));
-    sizes.push(("START", start_table_size()));
+    sizes.push((maps::SERIES, config.series_cap.max(1)));
+    sizes.push((maps::START, start_table_size()));
     sizes
 }
 

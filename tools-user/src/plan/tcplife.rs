@@ -8,8 +8,9 @@ use anyhow::{Context as _, Result};
 use aya::maps::Array;
 use tools_common::tcplife::{maps, programs, Config, PORT_WORDS};
 
-use super::BtfSource;
+use super::{BtfSource, Plan};
 use crate::{
+    ebpf_object,
     events::EventPath,
     loader::{Attach, Rung},
     offsets, tracefs,
@@ -23,16 +24,17 @@ pub struct Options<'a> {
     /// `-4` / `-6`: AF_INET or AF_INET6; 0 = both.
     pub family: u32,
     /// `-L` and `-D`: only these local or remote ports.
-    pub local_ports: &'a [u16],
-    pub remote_ports: &'a [u16],
+    pub local_ports: Vec<u16>,
+    pub remote_ports: Vec<u16>,
     /// `-c`: only sessions whose owner ran in this cgroup v2 directory.
     pub cgroup: Option<&'a Path>,
     /// Count every session in the kernel; send no events (the exporter).
     pub histograms: bool,
 }
 
-/// The configuration and the rungs, best first.
-pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(Config, Vec<Rung>)> {
+/// The configuration, the rungs best first, the map sizes, and the port
+/// tables filled before anything attaches.
+pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<Plan<Config>> {
     let mut config = Config {
         target_tgid: options.pid.unwrap_or(0),
         family: options.family,
@@ -82,20 +84,25 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
     let rungs = vec![
         with_accept(
             Rung::new("raw_tracepoint")
-                .program(path.program(programs::RAW_STATE), Attach::raw_tp("inet_sock_set_state")),
+                .program(programs::RAW_STATE, Attach::raw_tp("inet_sock_set_state")),
         )
         .unusable_if(no_sock.clone()),
         with_accept(
             Rung::new("tracepoint")
-                .program(path.program(programs::TP_STATE), Attach::tracepoint("sock", "inet_sock_set_state")),
+                .program(programs::TP_STATE, Attach::tracepoint("sock", "inet_sock_set_state")),
         )
         .unusable_if(no_tracepoint),
         Rung::new("kprobe")
-            .program(path.program(programs::KP_STATE), Attach::kprobe(&["tcp_set_state"]))
+            .program(programs::KP_STATE, Attach::kprobe(&["tcp_set_state"]))
             .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
             .unusable_if(no_sock),
     ];
-    Ok((config, rungs))
+    let mut plan = Plan::new(ebpf_object!("tcplife"), path.build, config, rungs);
+    plan.map_sizes = path.max_entries();
+    plan.map_sizes.push((maps::SESSIONS, session_table_size()));
+    let (local, remote) = (options.local_ports.clone(), options.remote_ports.clone());
+    plan.fill = Some(Box::new(move |ebpf: &mut aya::Ebpf| fill_ports(ebpf, &local, &remote)));
+    Ok(plan)
 }
 
 fn tracepoint_fields(config: &mut Config) -> Result<()> {
@@ -116,7 +123,7 @@ fn tracepoint_fields(config: &mut Config) -> Result<()> {
 }
 
 /// Writes the `-L` and `-D` ports into the kernel's bitmaps.
-pub fn fill_ports(ebpf: &mut aya::Ebpf, local: &[u16], remote: &[u16]) -> Result<()> {
+fn fill_ports(ebpf: &mut aya::Ebpf, local: &[u16], remote: &[u16]) -> Result<()> {
     if local.is_empty() && remote.is_empty() {
         return Ok(());
     }
@@ -131,13 +138,6 @@ pub fn fill_ports(ebpf: &mut aya::Ebpf, local: &[u16], remote: &[u16]) -> Result
         }
     }
     Ok(())
-}
-
-/// Map sizes for the loader: the event path's, and the session table's.
-pub fn map_sizes(path: &EventPath) -> Vec<(&'static str, u32)> {
-    let mut sizes = path.max_entries();
-    sizes.push((maps::SESSIONS, session_table_size()));
-    sizes
 }
 
 /// Entries of the kernel's socket → session table: every TCP socket of the
