@@ -342,6 +342,9 @@ fn check_privilege() -> Result<()> {
 /// Tests hide the kernel's BTF (`--hide-kernel-btf`): fentry then has none.
 static KERNEL_BTF_HIDDEN: AtomicBool = AtomicBool::new(false);
 
+/// Fills maps before any program attaches.
+pub type Fill<'a> = Box<dyn FnOnce(&mut Ebpf) -> Result<()> + 'a>;
+
 /// What to load: a tool's objects, its configuration, the sizes of the maps
 /// user space sets, its rungs best first, and what fills its maps before
 /// any program attaches (a filter's table, which must be in place before
@@ -352,7 +355,7 @@ pub struct Load<'a, C> {
     pub config: &'a C,
     pub max_entries: &'a [(&'static str, u32)],
     pub rungs: Vec<Rung>,
-    pub fill: Option<Box<dyn FnOnce(&mut Ebpf) -> Result<()> + 'a>>,
+    pub fill: Option<Fill<'a>>,
 }
 
 /// Loads the build's object with `config` as its `CONFIG` (the read-only

@@ -42,7 +42,9 @@ pub fn named(name: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn config(args: TokenStream, item: TokenStream) -> TokenStream {
     if !args.is_empty() {
-        return syn::Error::new(proc_macro2::Span::call_site(), "#[config] takes no arguments").to_compile_error().into();
+        return syn::Error::new(proc_macro2::Span::call_site(), "#[config] takes no arguments")
+            .to_compile_error()
+            .into();
     }
     let statik = parse_macro_input!(item as syn::ItemStatic);
     if statik.ident != "CONFIG" {

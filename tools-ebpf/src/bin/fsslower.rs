@@ -290,8 +290,7 @@ mod bpf {
             return;
         }
         // The offset argument, where there is one and it is not -1 (preadv2's "current position").
-        let given =
-            if with_offset { unsafe { ctx.read_at::<i64>(config.tp_pos as usize) }.unwrap_or(-1) } else { -1 };
+        let given = if with_offset { unsafe { ctx.read_at::<i64>(config.tp_pos as usize) }.unwrap_or(-1) } else { -1 };
         let offset = match (given, op) {
             (0.., _) => given,
             (_, op::SYNC) => 0,

@@ -12,7 +12,6 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use tools_user::{
     btf::Btf,
-    loader::{Build, LoadOptions},
     diag::{self, note},
     exporter::{
         http,
@@ -22,6 +21,7 @@ use tools_user::{
         Exporter,
     },
     lifetime::{self, BadInput, Shutdown},
+    loader::{Build, LoadOptions},
     manual,
 };
 

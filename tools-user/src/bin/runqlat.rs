@@ -81,8 +81,7 @@ fn main() -> ExitCode {
             key_fields: (key_mode != key_mode::NONE).then_some(&key_fields as _),
             totals: false,
             // -P and -L key by PID or TID: /proc/N exists while it does.
-            key_alive: matches!(key_mode, key_mode::PID | key_mode::TID)
-                .then_some(&runqlat::process_exists as _),
+            key_alive: matches!(key_mode, key_mode::PID | key_mode::TID).then_some(&runqlat::process_exists as _),
             hist: &args.hist,
             runtime: &args.runtime,
         };

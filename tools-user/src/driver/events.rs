@@ -46,14 +46,7 @@ pub struct EventTool<'a, T> {
 impl<'a, T> EventTool<'a, T> {
     /// A tool printing `columns`, with nothing else set.
     pub fn new(columns: Columns<'a, T>, tracing: impl Into<String>) -> Self {
-        EventTool {
-            columns,
-            filter: None,
-            banner: None,
-            tracing: tracing.into(),
-            inflight: "events",
-            duration: None,
-        }
+        EventTool { columns, filter: None, banner: None, tracing: tracing.into(), inflight: "events", duration: None }
     }
 }
 

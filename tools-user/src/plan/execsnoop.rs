@@ -52,8 +52,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     config.tp_exec_filename = exec.field_u32("filename")?;
     config.tp_exec_old_pid = exec.field_u32("old_pid")?;
 
-    let mut rung =
-        Rung::new("tracepoint").program(programs::EXEC, Attach::tracepoint("sched", "sched_process_exec"));
+    let mut rung = Rung::new("tracepoint").program(programs::EXEC, Attach::tracepoint("sched", "sched_process_exec"));
     if options.fails {
         match syscall_fields(&mut config) {
             Ok(()) => {

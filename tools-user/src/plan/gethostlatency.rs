@@ -64,11 +64,7 @@ struct Resolvers {
 /// The configuration, the rungs (best first), the map sizes, and the keeper
 /// that probes C libraries as they appear; with the libraries found, which
 /// the events name.
-pub fn plan(
-    options: &Options,
-    btf: BtfSource<'_>,
-    path: &EventPath,
-) -> Result<(Plan<Config>, Rc<RefCell<Libraries>>)> {
+pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(Plan<Config>, Rc<RefCell<Libraries>>)> {
     let config = Config {
         target_tgid: options.pid.unwrap_or(0),
         histograms: options.histograms as u32,
@@ -408,9 +404,7 @@ fn probes(mut rung: Rung, indexes: &[usize], libraries: &Libraries, cookies: boo
             let cookie = cookies.then(|| attach_cookie(index as u32, function as u32));
             let at = Uprobe { binary: library.path.clone(), at: UprobeAt::Offset(offset), pid: None, cookie };
             let entry = if cookies { programs::ENTRY } else { ENTRIES[function] };
-            rung = rung
-                .program(programs::RETURN, Attach::Uretprobe(at.clone()))
-                .program(entry, Attach::Uprobe(at));
+            rung = rung.program(programs::RETURN, Attach::Uretprobe(at.clone())).program(entry, Attach::Uprobe(at));
         }
     }
     rung

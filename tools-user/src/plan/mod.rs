@@ -12,9 +12,9 @@ pub mod runqlat;
 pub mod tcplife;
 
 use anyhow::Result;
-use aya::{Ebpf, Pod};
+use aya::Pod;
 
-use crate::loader::{self, Build, Keeper, Load, LoadOptions, Loaded, Objects, Rung};
+use crate::loader::{self, Build, Fill, Keeper, Load, LoadOptions, Loaded, Objects, Rung};
 
 /// Everything a tool's load needs.
 pub struct Plan<C> {
@@ -28,7 +28,7 @@ pub struct Plan<C> {
     /// Sizes of the maps user space sets (unknown names are refused).
     pub map_sizes: Vec<(&'static str, u32)>,
     /// Fills maps before any program attaches (a filter's table).
-    pub fill: Option<Box<dyn FnOnce(&mut Ebpf) -> Result<()>>>,
+    pub fill: Option<Fill<'static>>,
     /// What the tool keeps doing once loaded (gethostlatency's C libraries).
     pub keeper: Option<Box<dyn Keeper>>,
 }

@@ -82,14 +82,10 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
         None => rung,
     };
     let rungs = vec![
+        with_accept(Rung::new("raw_tracepoint").program(programs::RAW_STATE, Attach::raw_tp("inet_sock_set_state")))
+            .unusable_if(no_sock.clone()),
         with_accept(
-            Rung::new("raw_tracepoint")
-                .program(programs::RAW_STATE, Attach::raw_tp("inet_sock_set_state")),
-        )
-        .unusable_if(no_sock.clone()),
-        with_accept(
-            Rung::new("tracepoint")
-                .program(programs::TP_STATE, Attach::tracepoint("sock", "inet_sock_set_state")),
+            Rung::new("tracepoint").program(programs::TP_STATE, Attach::tracepoint("sock", "inet_sock_set_state")),
         )
         .unusable_if(no_tracepoint),
         Rung::new("kprobe")
