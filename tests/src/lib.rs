@@ -82,6 +82,18 @@ pub fn run(tool: &str, args: &[&str]) -> Output {
     run_without(tool, args, &[])
 }
 
+/// As [`run`], with the program told it runs as `name` (its `argv[0]`):
+/// an alias such as `xfsslower`.
+pub fn run_as(tool: &str, name: &str, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let out = Command::new(tool_path(tool)).arg0(name).args(args).stdin(Stdio::null()).output().expect("spawn tool");
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// As [`run`], without the environment variables `unset`.
 pub fn run_without(tool: &str, args: &[&str], unset: &[&str]) -> Output {
     let mut command = Command::new(tool_path(tool));
@@ -666,4 +678,10 @@ impl Drop for Mounted {
 
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// A word no other test run uses (this process and the time): a tag to
+/// find a workload's own events among the machine's.
+pub fn unique_tag(prefix: &str) -> String {
+    format!("{prefix}{:x}{:x}", std::process::id(), rand_suffix())
 }

@@ -76,14 +76,6 @@ impl Drop for EmptyRoot {
     }
 }
 
-fn uuid() -> String {
-    format!(
-        "r{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    )
-}
-
 /// The JSON records a tool printed, the capture record first.
 fn records(out: &Output) -> Vec<Value> {
     let records: Vec<Value> = out.stdout.lines().map(|l| serde_json::from_str(l).expect("JSON Lines")).collect();
@@ -150,7 +142,7 @@ fn biolatency() {
 #[test]
 fn execsnoop() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("r");
     let out = trace("execsnoop", &[], "Tracing exec()s", |mut tool| {
         Command::new("/bin/true").arg(&tag).status().unwrap();
         assert!(tool.wait_for(&tag, Duration::from_secs(10)), "the exec was not printed");
@@ -196,7 +188,7 @@ fn gethostlatency() {
 fn ext4slower() {
     let _serial = serial();
     let fs = Mounted::new("ext4");
-    let name = uuid();
+    let name = unique_tag("r");
     let out = trace("ext4slower", &["0"], "Tracing ext4 operations", |tool| {
         fs::write(fs.path(&name), b"written in the empty root's test").unwrap();
         let _ = fs::read(Path::new(&fs.path(&name))).unwrap();

@@ -8,14 +8,6 @@ use integration_tests::*;
 const READY: &str = "RET ARGS";
 const READY_JSON: &str = "Tracing exec()s";
 
-fn uuid() -> String {
-    format!(
-        "u{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    )
-}
-
 /// A line of the default layout: COMM (16), PID, PPID, RET, ARGS.
 #[derive(Debug)]
 struct Line {
@@ -56,7 +48,7 @@ fn my_comm() -> String {
 
 fn basic(extra: &[&str]) {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let mut child_pid = 0;
     let (_, lines) = trace(extra, &tag, || {
         let mut child = Command::new("/bin/true").arg(&tag).spawn().unwrap();
@@ -89,7 +81,7 @@ fn execs_on_two_cpus_print_in_the_order_they_happened() {
     assert!(cpus >= 2, "the test needs two CPUs, this machine has {cpus}");
     for transport in [&[][..], &["--perf-array"]] {
         let _serial = serial();
-        let tag = uuid();
+        let tag = unique_tag("u");
         let tool = Running::start("execsnoop", transport, READY);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(tool.pid(), libc::SIGSTOP) };
@@ -124,7 +116,7 @@ fn basic_exec_with_forced_config_map() {
 #[test]
 fn failed_exec_only_with_x() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let path = format!("/nonexistent/{tag}");
     let spawn = || assert!(Command::new(&path).spawn().is_err());
     let (_, lines) = trace(&[], &tag, spawn);
@@ -139,7 +131,7 @@ fn failed_exec_only_with_x() {
 #[test]
 fn argument_limits() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let args = |n: usize| -> Vec<String> { (1..=n).map(|i| format!("a{i}")).chain([tag.clone()]).collect() };
     let long = "x".repeat(200);
     let (_, lines) = trace(&[], &tag, || {
@@ -166,7 +158,7 @@ fn argument_limits() {
 #[test]
 fn quoting_and_escaping() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let run = || {
         Command::new("/bin/true").args([tag.as_str(), "with space", "q\"uote", "a\nb", "\x1b[31m"]).status().unwrap();
     };
@@ -184,7 +176,7 @@ fn quoting_and_escaping() {
 #[test]
 fn filters() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let both = || {
         Command::new("/bin/true").arg(&tag).status().unwrap();
         Command::new("setpriv").args(["--reuid=65534", "/bin/true", &tag]).status().unwrap();
@@ -226,7 +218,7 @@ fn one_exec_by(workload: &str, tag: &str) -> (u32, Line) {
 #[test]
 fn exec_from_a_thread_that_is_not_the_leader() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let (pid, line) = one_exec_by("thread-exec", &tag);
     assert_eq!((line.pid, line.ret, line.args.as_str()), (pid, 0, format!("/bin/true {tag}").as_str()));
 }
@@ -234,7 +226,7 @@ fn exec_from_a_thread_that_is_not_the_leader() {
 #[test]
 fn execveat_and_fexecve() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let (pid, line) = one_exec_by("execveat", &tag);
     assert_eq!((line.pid, line.args.as_str()), (pid, format!("/bin/true {tag}").as_str()));
     let (pid, line) = one_exec_by("fexecve", &tag);
@@ -251,7 +243,7 @@ fn execveat_and_fexecve() {
 #[test]
 fn time_columns() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let (out, lines) = trace(&["-T", "-t"], &tag, || {
         for _ in 0..3 {
             Command::new("/bin/true").arg(&tag).status().unwrap();
@@ -273,7 +265,7 @@ fn time_columns() {
 #[test]
 fn json_lines_are_lossless() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let tool = Running::start("execsnoop", &["--json", "-x"], READY_JSON);
     let mut child = Command::new("/bin/true").args([tag.as_str(), "a\nb", "\x1b"]).spawn().unwrap();
     let pid = child.id();
@@ -303,7 +295,7 @@ use std::os::unix::ffi::OsStrExt as _;
 #[test]
 fn json_keeps_long_arguments_whole() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let long = "y".repeat(12_000);
     let too_long = "z".repeat(20_000);
     let tool = Running::start("execsnoop", &["--json"], READY_JSON);
@@ -325,7 +317,7 @@ fn json_keeps_long_arguments_whole() {
 #[test]
 fn csv_parses_with_a_real_csv_parser() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let tool = Running::start("execsnoop", &["--csv", "-U"], READY_JSON);
     let mut child = Command::new("/bin/true").args([tag.as_str(), "a,b", "say \"hi\"", "two\nlines"]).spawn().unwrap();
     let pid = child.id();
@@ -354,7 +346,7 @@ fn csv_parses_with_a_real_csv_parser() {
 /// or counted as lost.
 fn accounting(extra: &[&str], stall_reader: bool) -> u64 {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     // Fewer under emulation (the kernel matrix sets it): the point is the sum.
     let n: u64 = std::env::var("EBPF_TOOLS_TEST_EXECS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     // One process whose two threads exec at full speed; -P keeps the count to
@@ -414,7 +406,7 @@ fn loss_is_counted_exactly_when_the_reader_stalls() {
 #[test]
 fn scripts_show_their_own_arguments() {
     let _serial = serial();
-    let tag = uuid();
+    let tag = unique_tag("u");
     let dir = std::env::temp_dir();
     let plain = dir.join(format!("{tag}-plain.sh"));
     let env = dir.join(format!("{tag}-env.sh"));

@@ -371,6 +371,10 @@ impl Analysis {
             if class == CLASS_JMP32 {
                 need(Insn::Jmp32, "JMP32 instructions".to_owned());
             }
+            // JLT, JLE, JSLT, JSLE: the v2 CPU's jumps.
+            if class == CLASS_JMP && matches!(ins.code & 0xf0, 0xa0 | 0xb0 | 0xc0 | 0xd0) {
+                need(Insn::JumpLessThan, "JLT/JLE/JSLT/JSLE jumps".to_owned());
+            }
             if class == CLASS_STX && ins.code & 0xe0 == MODE_ATOMIC {
                 match ins.imm {
                     ATOMIC_ADD => {}
@@ -648,6 +652,7 @@ mod tests {
             I::GlobalData,
             I::MoreThan4096,
             I::Jmp32,
+            I::JumpLessThan,
             I::AtomicFetch,
             I::LoadAcquireStoreRelease,
             I::CpuV4,

@@ -55,6 +55,8 @@ pub enum Insn {
     MoreThan4096,
     /// Any instruction of class `BPF_JMP32`.
     Jmp32,
+    /// `BPF_JLT`, `BPF_JLE`, `BPF_JSLT`, `BPF_JSLE` (the v2 CPU).
+    JumpLessThan,
     /// `BPF_ATOMIC` other than plain add (`BPF_XADD`): fetch, xchg,
     /// cmpxchg, and, or, xor.
     AtomicFetch,
@@ -135,6 +137,7 @@ pub const TABLE: &[Row] = &[
     i(Insn::GlobalData, "global data", 5, 2, "uapi bpf.h: BPF_PSEUDO_MAP_VALUE, \"bpf: implement lookup-free direct value access for maps\" (2019-04, 5.2)"),
     i(Insn::MoreThan4096, "more than 4096 instructions", 5, 2, "bcc docs/kernel-versions.md, \"Main features\": BPF 1M insn limit"),
     i(Insn::Loop, "bounded loop", 5, 3, "bcc docs/kernel-versions.md, \"Main features\": BPF bounded loop"),
+    i(Insn::JumpLessThan, "JLT/JLE/JSLT/JSLE jumps", 4, 14, "uapi bpf.h: BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE, \"bpf: add BPF_J{LT,LE,SLT,SLE} instructions\" (2017-08, 4.14)"),
     i(Insn::Jmp32, "JMP32 instructions", 5, 1, "uapi bpf.h: BPF_JMP32, \"bpf: introduce BPF_JMP32 instruction class\" (2019-01, 5.1)"),
     i(Insn::AtomicFetch, "atomic fetch/xchg/cmpxchg/and/or/xor", 5, 12, "uapi bpf.h: BPF_FETCH, BPF_XCHG, BPF_CMPXCHG, \"bpf: Add BPF_FETCH field / create atomic_fetch_add instruction\" (2021-01, 5.12)"),
     i(Insn::FunctionReference, "function reference (callback)", 5, 13, "uapi bpf.h: BPF_PSEUDO_FUNC, with bpf_for_each_map_elem (2021-02, 5.13; bcc \"Helpers\": for_each_map_elem 5.13)"),

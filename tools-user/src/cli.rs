@@ -92,6 +92,11 @@ pub struct RuntimeArgs {
     /// through a perf event array (for tests). Also EBPF_TOOLS_PERF_ARRAY=1.
     #[arg(long, hide = true, env = "EBPF_TOOLS_PERF_ARRAY", value_parser = clap::builder::BoolishValueParser::new())]
     pub perf_array: bool,
+
+    /// Print the oldest kernel each rung of each build loads on (JSON
+    /// Lines), and load nothing (for `cargo xtask kernel-floor`).
+    #[arg(long, hide = true)]
+    pub kernel_floor: bool,
 }
 
 impl RuntimeArgs {
@@ -102,6 +107,7 @@ impl RuntimeArgs {
             legacy: self.config_map || self.perf_array,
             btf: self.btf.clone(),
             hide_kernel_btf: self.hide_kernel_btf,
+            kernel_floor: self.kernel_floor,
         }
     }
 }

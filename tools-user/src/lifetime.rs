@@ -31,6 +31,19 @@ impl std::fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
+/// The tool did what it was asked and has nothing more to do (it printed
+/// what a hidden switch asked for): a success.
+#[derive(Debug)]
+pub struct Finished;
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("finished")
+    }
+}
+
+impl std::error::Error for Finished {}
+
 /// Runs tool `name`'s body and turns its outcome into the exit status:
 /// errors are printed as `name: error: ...` with status 1 ([`BadInput`]:
 /// 2); a closed stdout is a quiet success.
@@ -38,7 +51,7 @@ pub fn main_with(name: &'static str, body: impl FnOnce() -> Result<ExitCode>) ->
     set_tool_name(name);
     match body() {
         Ok(code) => code,
-        Err(err) if err.is::<Closed>() => ExitCode::SUCCESS,
+        Err(err) if err.is::<Closed>() || err.is::<Finished>() => ExitCode::SUCCESS,
         Err(err) if err.is::<BadInput>() => {
             note(&format!("{}: error: {}", tool_name(), chain(&err)));
             ExitCode::from(EXIT_BAD_INPUT)

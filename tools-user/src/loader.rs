@@ -45,6 +45,9 @@ pub struct LoadOptions {
     pub btf: Option<PathBuf>,
     /// Behave as on a kernel without BTF (tests).
     pub hide_kernel_btf: bool,
+    /// Print the oldest kernel each rung of each build loads on, and load
+    /// nothing (`cargo xtask kernel-floor`).
+    pub kernel_floor: bool,
 }
 
 /// Which of a tool's two builds of its programs a kernel takes (see
@@ -363,6 +366,10 @@ pub struct Load<'a, C> {
 /// `options.rung`, when forced) that loads and attaches.
 pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> {
     let Load { objects, build, config, max_entries, rungs, fill } = what;
+    if options.kernel_floor {
+        print_kernel_floors(&objects, &rungs)?;
+        return Err(crate::lifetime::Finished.into());
+    }
     check_privilege()?;
     raise_memlock();
     KERNEL_BTF_HIDDEN.store(options.hide_kernel_btf, Ordering::Relaxed);
@@ -418,6 +425,12 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
         match attach_rung(&mut ebpf, &rung) {
             Ok(()) => {
                 log::info!("rung {}: all {} programs attached", rung.name, rung.programs.len());
+                if log::log_enabled!(log::Level::Info) {
+                    match floor(object, &rung) {
+                        Ok(floor) => log::info!("rung {}: this build of it loads on Linux {floor}", rung.name),
+                        Err(err) => log::info!("rung {}: its oldest kernel is unknown: {err:#}", rung.name),
+                    }
+                }
                 let hooks = rung.programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect();
                 return Ok(Loaded { ebpf, build, rung: rung.name, hooks, keeper: None });
             }
@@ -428,6 +441,42 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
         }
     }
     Err(anyhow!("no kernel path to trace with works here ({} build); tried:{tried}", build_word(build)))
+}
+
+/// The oldest kernel a rung's programs of this object load on (see
+/// tools-floor): `4.4 (program type kprobe; ...)`.
+fn floor(object: &[u8], rung: &Rung) -> Result<tools_floor::Floor> {
+    let programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
+    Ok(tools_floor::Analysis::parse(object)?.floor(&programs)?)
+}
+
+/// For `cargo xtask kernel-floor`: one JSON line per build and rung, with
+/// the oldest kernel it loads on and why.
+fn print_kernel_floors(objects: &Objects, rungs: &[Rung]) -> Result<()> {
+    let tool = crate::diag::tool_name();
+    let mut out = std::io::stdout().lock();
+    for build in [Build::Modern, Build::Legacy] {
+        let analysis = tools_floor::Analysis::parse(build.object(objects))?;
+        for rung in rungs {
+            let mut programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
+            programs.dedup();
+            let floor = analysis.floor(&programs)?;
+            let why: Vec<String> = floor.why.iter().map(|r| r.what.clone()).collect();
+            let line = serde_json::json!({
+                "tool": tool,
+                "build": build_word(build),
+                "rung": rung.name,
+                "floor": floor.version.to_string(),
+                "programs": programs,
+                "why": why,
+                "instructions": floor.instructions,
+                "stack": floor.stack,
+            });
+            use std::io::Write as _;
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
 }
 
 fn build_word(build: Build) -> &'static str {

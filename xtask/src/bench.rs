@@ -28,16 +28,18 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use integration_tests::LoopDevice;
+use tools_catalog::{Versus, Workload};
 use workload::Done;
 
-/// The benchmarks, in the order they are run: the tool, the workload that
-/// exercises its hooks, and what one operation of it is.
+/// A benchmark: the tool, the workload that exercises its hooks, and what
+/// one operation of it is (the catalog's `bench` rows).
 struct Benchmark {
     /// The section's name: the tool's, or the tool's and the workload's.
     name: &'static str,
     tool: &'static str,
-    /// libbpf-tools' tool of the same name runs on this kernel (its
-    /// ext4slower has only kprobe and fentry paths: not here).
+    /// A contender beside ours runs on this kernel: libbpf-tools' tool of
+    /// the same name (its ext4slower has only kprobe and fentry paths: not
+    /// here), or `versus_cli`.
     c_tool: bool,
     /// The tool's arguments.
     args: &'static [&'static str],
@@ -49,102 +51,43 @@ struct Benchmark {
     run: fn(&Bench, f64) -> Result<Done>,
 }
 
-const BENCHMARKS: &[Benchmark] = &[
-    Benchmark {
-        name: "runqlat",
-        tool: "runqlat",
-        c_tool: true,
-        args: &[],
-        versus_cli: None,
-        title: "ping-pong over pipes between two processes pinned to one CPU",
-        ops: "round trips",
-        run: |bench, secs| workload::ping_pong(bench.cpu, secs),
-    },
-    Benchmark {
-        name: "execsnoop",
-        tool: "execsnoop",
-        c_tool: true,
-        args: &[],
-        versus_cli: None,
-        title: "one process forking and exec'ing /bin/true",
-        ops: "execs",
-        run: |bench, secs| workload::exec_storm(1, None, secs, &bench.marker()),
-    },
-    Benchmark {
-        name: "biolatency",
-        tool: "biolatency",
-        c_tool: true,
-        args: &[],
-        versus_cli: None,
-        title: "4 KiB O_DIRECT reads of a loop device, one at a time",
-        ops: "I/Os",
-        run: |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
-    },
-    Benchmark {
-        name: "tcplife",
-        tool: "tcplife",
-        c_tool: true,
-        args: &[],
-        versus_cli: None,
-        title: "loopback connections, each 100 bytes sent then closed, one after another",
-        ops: "connections",
-        run: |_, secs| workload::tcp_cycles(secs),
-    },
-    Benchmark {
-        name: "gethostlatency",
-        tool: "gethostlatency",
-        c_tool: true,
-        args: &[],
-        versus_cli: None,
-        title: "getaddrinfo(\"localhost\") in a loop, answered from /etc/hosts",
-        ops: "lookups",
-        run: |_, secs| workload::lookups(secs),
-    },
-    Benchmark {
-        name: "ext4slower",
-        tool: "ext4slower",
-        c_tool: false,
-        args: &[],
-        versus_cli: None,
-        title: "4 KiB preads of a cached file on ext4 (all faster than the default 10 ms)",
-        ops: "reads",
-        run: |bench, secs| workload::cached_preads(&bench.ext4().path("bench-file"), secs),
-    },
-    Benchmark {
-        name: "ext4slower on pipes",
-        tool: "ext4slower",
-        c_tool: false,
-        args: &[],
-        versus_cli: None,
-        title: "4 KiB written to a pipe and read back: what every read that is not ext4's pays",
-        ops: "write + read pairs",
-        run: |_, secs| workload::pipe_round_trips(secs),
-    },
-    Benchmark {
-        name: "exporter under runqlat's workload",
-        tool: EXPORTER,
-        c_tool: true,
-        args: EXPORTER_ARGS,
-        versus_cli: Some("runqlat"),
-        title: "ping-pong over pipes between two processes pinned to one CPU (runqlat and biolatency loaded)",
-        ops: "round trips",
-        run: |bench, secs| workload::ping_pong(bench.cpu, secs),
-    },
-    Benchmark {
-        name: "exporter under biolatency's workload",
-        tool: EXPORTER,
-        c_tool: true,
-        args: EXPORTER_ARGS,
-        versus_cli: Some("biolatency"),
-        title: "4 KiB O_DIRECT reads of a loop device, one at a time (runqlat and biolatency loaded)",
-        ops: "I/Os",
-        run: |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
-    },
-];
+/// The benchmarks, in the order they are run: every tool's rows of the catalog.
+fn benchmarks() -> Vec<Benchmark> {
+    let mut all = Vec::new();
+    for tool in tools_catalog::TOOLS {
+        for row in tool.bench {
+            all.push(Benchmark {
+                name: row.name.unwrap_or(tool.name),
+                tool: tool.name,
+                c_tool: row.versus != Versus::Nothing,
+                args: row.args,
+                versus_cli: match row.versus {
+                    Versus::OurTool(name) => Some(name),
+                    _ => None,
+                },
+                title: row.workload.title(),
+                ops: row.workload.ops(),
+                run: workload_of(row.workload),
+            });
+        }
+    }
+    all
+}
+
+/// How each workload of the catalog runs, for `secs` seconds.
+fn workload_of(kind: Workload) -> fn(&Bench, f64) -> Result<Done> {
+    match kind {
+        Workload::PingPong => |bench, secs| workload::ping_pong(bench.cpu, secs),
+        Workload::ExecStorm => |bench, secs| workload::exec_storm(1, None, secs, &bench.marker()),
+        Workload::DirectReads => |bench, secs| workload::direct_reads(&bench.loop_device().path, secs),
+        Workload::TcpCycles => |_, secs| workload::tcp_cycles(secs),
+        Workload::Lookups => |_, secs| workload::lookups(secs),
+        Workload::CachedPreads => |bench, secs| workload::cached_preads(&bench.ext4().path("bench-file"), secs),
+        Workload::PipeRoundTrips => |_, secs| workload::pipe_round_trips(secs),
+    }
+}
 
 const EXPORTER: &str = "ebpf-tools-exporter";
-/// The tools the command-line rows compare with, on a port of the kernel's choosing.
-const EXPORTER_ARGS: &[&str] = &["--web.listen-address", "127.0.0.1:0", "--tools", "runqlat,biolatency"];
 
 impl Benchmark {
     /// How tables name the contender beside ours.
@@ -207,10 +150,10 @@ fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
 }
 
 pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
-    let benchmarks: Vec<&Benchmark> =
-        BENCHMARKS.iter().filter(|b| options.tool.as_ref().is_none_or(|t| t == b.tool)).collect();
+    let all = benchmarks();
+    let benchmarks: Vec<&Benchmark> = all.iter().filter(|b| options.tool.as_ref().is_none_or(|t| t == b.tool)).collect();
     if benchmarks.is_empty() {
-        let mut names: Vec<&str> = BENCHMARKS.iter().map(|b| b.tool).collect();
+        let mut names: Vec<&str> = all.iter().map(|b| b.tool).collect();
         names.dedup();
         bail!("no benchmark for {}; tools: {}", options.tool.as_deref().unwrap_or_default(), names.join(", "));
     }
@@ -540,7 +483,8 @@ impl Bench {
     fn loss(&self) -> Result<String> {
         const WORKERS: [usize; 3] = [1, 2, 4];
         const STEPS: [Option<f64>; 4] = [Some(0.25), Some(0.5), Some(0.75), None];
-        let execsnoop = BENCHMARKS.iter().find(|b| b.tool == "execsnoop").context("no execsnoop benchmark")?;
+        let all = benchmarks();
+        let execsnoop = all.iter().find(|b| b.tool == "execsnoop").context("no execsnoop benchmark")?;
         let secs = self.settings.loss_secs;
         // Per worker count: untraced rates, then per contender the highest clean rate and notes.
         let mut untraced = vec![Vec::new(); WORKERS.len()];

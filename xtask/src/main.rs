@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <command>`.
 
 mod bench;
+mod floor;
 mod fuzz;
 mod package;
 mod setup;
@@ -64,6 +65,15 @@ enum Cmd {
         kernel: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// The oldest kernel each rung of each tool loads on, read from the
+    /// objects: prints the table, writes target/kernel-floor.json and the
+    /// table in docs/kernels.md; fails when a tool's lowest rung needs more
+    /// than Linux 4.4.
+    KernelFloor {
+        /// Also fail when docs/kernels.md's table is not what the objects say (CI).
+        #[arg(long)]
+        check: bool,
     },
     /// Benchmark the tools against libbpf-tools and the floor; writes target/bench.md.
     Bench {
@@ -137,6 +147,7 @@ fn main() -> Result<()> {
             vm::vm_test(&kernels, tool.as_deref())
         }
         Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),
+        Cmd::KernelFloor { check } => floor::kernel_floor(&build()?, check),
         Cmd::Bench { tool, quick, bin_dir } => {
             let bin_dir = match bin_dir {
                 Some(dir) => dir,
@@ -193,6 +204,8 @@ fn test(args: &[String]) -> Result<PathBuf> {
     let bin_dir = build()?;
     // Without root the tests would fail one by one.
     require_root("the tests load BPF programs")?;
+    // First: seconds, and a rung that no longer loads where it did fails here.
+    floor::kernel_floor(&bin_dir, true)?;
     let deb = package::deb(&bin_dir)?;
     let cargo_test = |packages: &[&str]| -> Result<()> {
         run(Command::new(env!("CARGO"))

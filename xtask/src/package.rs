@@ -16,34 +16,6 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{run, workspace};
 
-/// A program that is installed: its binary in tools-user/src/bin, the
-/// names it also answers to (links to it, each with its man page and
-/// completions), and its systemd unit, if it is a service.
-pub struct Program {
-    pub name: &'static str,
-    pub aliases: &'static [&'static str],
-    pub unit: Option<&'static str>,
-}
-
-impl Program {
-    const fn new(name: &'static str) -> Program {
-        Program { name, aliases: &[], unit: None }
-    }
-}
-
-/// Everything `install` and `deb` put on a machine: one row per program.
-pub const PROGRAMS: &[Program] = &[
-    Program::new("runqlat"),
-    Program::new("biolatency"),
-    Program::new("execsnoop"),
-    Program::new("tcplife"),
-    Program::new("gethostlatency"),
-    // ext4slower traces the filesystem it is run as.
-    Program { name: "ext4slower", aliases: &["xfsslower", "btrfsslower"], unit: None },
-    Program::new("ebpf-tools-heatmap"),
-    Program { name: "ebpf-tools-exporter", aliases: &[], unit: Some("contrib/systemd/ebpf-tools-exporter.service") },
-];
-
 /// Where things go under a prefix, which differs between a local install
 /// and a distribution's package.
 struct Layout {
@@ -86,7 +58,10 @@ pub fn install(bin_dir: &Path, prefix: &Path) -> Result<()> {
 /// which the installed system sees as `prefix`; returns what it wrote.
 fn lay_out(bin_dir: &Path, dest: &Path, prefix: &Path, layout: &Layout) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for program in PROGRAMS {
+    // Every program of the catalog: its binary, the names it also answers
+    // to (links to it, each with its man page and completions), and its
+    // systemd unit, if it is a service.
+    for program in tools_catalog::TOOLS {
         let built = bin_dir.join(program.name);
         let bin = dest.join("bin").join(program.name);
         // Removed first: a running binary cannot be overwritten (ETXTBSY).
@@ -304,11 +279,11 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
-    /// Every binary of tools-user/src/bin is installed (bench-floor, not a
-    /// tool, lives elsewhere), and nothing else is.
+    /// Every binary of tools-user/src/bin is in the catalog (bench-floor,
+    /// not a tool, lives elsewhere), and nothing else is.
     #[test]
     fn every_tool_has_a_row() {
-        let mut rows: Vec<&str> = PROGRAMS.iter().map(|p| p.name).collect();
+        let mut rows: Vec<&str> = tools_catalog::TOOLS.iter().map(|p| p.name).collect();
         rows.sort();
         assert_eq!(rows, crate::tools().unwrap());
     }

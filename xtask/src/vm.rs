@@ -21,48 +21,23 @@ use crate::{run, setup, workspace};
 
 pub const KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", "7.3"];
 
-/// Each tool's tests, on the best rung and with each lower rung forced
-/// (rungs a tool's tests force themselves run inside "best"): (tool, rung,
-/// environment that forces the rung, test-name filters: none for all).
-/// Cells with a lower rung forced run only the tests that tell the rung
-/// works, to keep the matrix within its share of CI's time.
-type Cell = (&'static str, &'static str, &'static [(&'static str, &'static str)], &'static [&'static str]);
+/// One cell of the matrix: a tool and its catalog cell (its tests on the
+/// best rung, or with a lower rung forced; rungs a tool's tests force
+/// themselves run inside "best"). Cells with a lower rung forced run only
+/// the tests that tell the rung works, to keep the matrix within its share
+/// of CI's time.
+type Cell = (&'static str, &'static tools_catalog::Cell);
 
-const MATRIX: &[Cell] = &[
-    ("runqlat", "best", &[], &[]),
-    ("runqlat", "kprobe", &[("EBPF_TOOLS_RUNG", "kprobe")], &[]),
-    ("biolatency", "best", &[], &[]),
-    // biolatency's kprobe rung is left out: its completion functions refuse a
-    // kprobe (EINVAL) on Debian's 6.1 and 6.12; see the README.
-    ("execsnoop", "best", &[], &[]),
-    ("execsnoop", "perf-array", &[("EBPF_TOOLS_PERF_ARRAY", "1")], &[]),
-    ("tcplife", "best", &[], &[]),
-    ("tcplife", "kprobe", &[("EBPF_TOOLS_RUNG", "kprobe")], TCPLIFE_SESSIONS),
-    // ext4 is a module on Debian: fentry cannot reach it (see the README),
-    // so "best" is the kprobe rung there.
-    ("ext4slower", "best", &[], &[]),
-    ("gethostlatency", "best", &[], &[]),
-    ("ext4slower", "syscall", &[("EBPF_TOOLS_RUNG", "syscall")], EXT4SLOWER_OPS),
-    // Kernel BTF hidden: struct offsets from a BTF file passed with --btf.
-    ("runqlat", "btf-file", BTF_FILE, &[]),
-    ("biolatency", "btf-file", BTF_FILE, &[]),
-    ("execsnoop", "btf-file", BTF_FILE, &[]),
-    ("tcplife", "btf-file", BTF_FILE, TCPLIFE_SESSIONS),
-    ("ext4slower", "btf-file", BTF_FILE, EXT4SLOWER_OPS),
-];
-
-/// Both close orders and a refused connect: owners, bytes and durations.
-const TCPLIFE_SESSIONS: &[&str] = &["closes_first", "refused"];
-/// Every operation exactly, and the threshold on a read held up by userfaultfd.
-const EXT4SLOWER_OPS: &[&str] = &["every_operation_with_threshold_zero", "a_read_slower"];
-
-const BTF_FILE: &[(&str, &str)] = &[("EBPF_TOOLS_HIDE_KERNEL_BTF", "1"), ("EBPF_TOOLS_BTF", "/tmp/vmlinux.btf")];
+/// Every tool's cells, from the catalog.
+fn matrix() -> Vec<Cell> {
+    tools_catalog::TOOLS.iter().flat_map(|tool| tool.matrix.iter().map(move |cell| (tool.name, cell))).collect()
+}
 
 const GUEST_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
 pub fn vm_test(kernels: &[String], only_tool: Option<&str>) -> Result<()> {
     let started = Instant::now();
-    let cells: Vec<&'static Cell> = MATRIX.iter().filter(|c| only_tool.is_none_or(|t| t == c.0)).collect();
+    let cells: Vec<Cell> = matrix().into_iter().filter(|c| only_tool.is_none_or(|t| t == c.0)).collect();
     if cells.is_empty() {
         bail!("no matrix cells for {}", only_tool.unwrap_or_default());
     }
@@ -95,8 +70,8 @@ pub fn vm_test(kernels: &[String], only_tool: Option<&str>) -> Result<()> {
                 }
                 Err(err) => {
                     eprintln!("vm-test: kernel {kernel}: {err:#}");
-                    for (tool, rung, ..) in &cells {
-                        results.insert((tool.to_string(), kernel.clone(), rung.to_string()), false);
+                    for (tool, cell) in &cells {
+                        results.insert((tool.to_string(), kernel.clone(), cell.rung.to_string()), false);
                     }
                 }
             }
@@ -239,7 +214,7 @@ fn build_initramfs(dir: &Path) -> Result<()> {
 /// Builds the tools (static: the guests run the very binaries a user copies)
 /// and the integration tests on the host; returns the tools' directory and
 /// the test executables by tool name.
-fn build_tests(cells: &[&Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
+fn build_tests(cells: &[Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
     let cargo = env!("CARGO");
     let bin_dir = crate::build_tools()?;
     let out = Command::new(cargo)
@@ -279,7 +254,7 @@ fn boot_and_test(
     kernel: &str,
     tests: &BTreeMap<String, PathBuf>,
     bin_dir: &Path,
-    cells: &[&Cell],
+    cells: &[Cell],
 ) -> Result<Vec<(String, String, bool)>> {
     let dir = cache.join(kernel);
     // Not under /tmp: the guest mounts its own tmpfs there.
@@ -300,10 +275,11 @@ fn boot_and_test(
     cmd.push_str("for m in loop ext4 xfs btrfs; do modprobe $m 2>/dev/null; done\n");
     cmd.push_str("cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf\n");
     cmd.push_str("echo \"=== kernel $(uname -r)\"\n");
-    for (tool, rung, env, filters) in cells {
-        let env: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    for (tool, cell) in cells {
+        let rung = cell.rung;
+        let env: String = cell.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         let exe = tests[*tool].display();
-        let filters = filters.join(" ");
+        let filters = cell.tests.join(" ");
         let _ = writeln!(
             cmd,
             "echo '=== BEGIN {tool} {rung}'; (cd /tmp && env {env}'{exe}' --test-threads=1 {filters}); echo \"=== END {tool} {rung} rc=$?\""
@@ -313,9 +289,9 @@ fn boot_and_test(
     let output = boot(&dir, kernel, &job)?;
     let verdicts = cells
         .iter()
-        .map(|(tool, rung, ..)| {
-            let ok = output.contains(&format!("=== END {tool} {rung} rc=0"));
-            (tool.to_string(), rung.to_string(), ok)
+        .map(|(tool, cell)| {
+            let ok = output.contains(&format!("=== END {tool} {} rc=0", cell.rung));
+            (tool.to_string(), cell.rung.to_string(), ok)
         })
         .collect();
     let _ = fs::remove_dir_all(&job);
@@ -435,7 +411,7 @@ fn stream_new_output(kernel: &str, path: &Path, shown: usize) -> usize {
 fn matrix_table(
     cache: &Path,
     kernels: &[String],
-    cells: &[&Cell],
+    cells: &[Cell],
     results: &BTreeMap<(String, String, String), bool>,
 ) -> String {
     let mut t = String::from("| tool | rung |");
@@ -446,7 +422,8 @@ fn matrix_table(
     t.push_str("\n|---|---|");
     t.push_str(&"---|".repeat(kernels.len()));
     t.push('\n');
-    for (tool, rung, ..) in cells {
+    for (tool, cell) in cells {
+        let rung = cell.rung;
         let _ = write!(t, "| {tool} | {rung} |");
         for k in kernels {
             let cell = match results.get(&(tool.to_string(), k.clone(), rung.to_string())) {

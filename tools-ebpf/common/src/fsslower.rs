@@ -50,6 +50,11 @@ pub mod op {
 /// Bytes of a file name kept (NAME_MAX + 1); a power of two.
 pub const NAME_SIZE: usize = 256;
 
+/// The legacy build's: the name as BCC read it, at most DNAME_INLINE_LEN
+/// (32) bytes, with one fixed-size read (Linux 4.4 has no string read) into
+/// an event on the stack (its only place for a helper's memory).
+pub const LEGACY_NAME_SIZE: usize = 32;
+
 /// An operation in flight, from its entry to its return.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -64,10 +69,17 @@ pub struct Start {
 }
 
 /// One operation slower than the threshold. Only the first
-/// `offset_of!(FileOpEvent, name) + name_len` bytes are sent.
+/// `offset_of!(FileOpEvent, name) + name_len` bytes are sent (the legacy
+/// build sends a whole [`LegacyFileOpEvent`], whose name ends at its first
+/// NUL).
+pub type FileOpEvent = FileOpEventOf<NAME_SIZE>;
+
+/// The legacy build's event: the same fields, a shorter name.
+pub type LegacyFileOpEvent = FileOpEventOf<LEGACY_NAME_SIZE>;
+
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct FileOpEvent {
+pub struct FileOpEventOf<const NAME: usize> {
     /// CLOCK_MONOTONIC at its return.
     pub end_ns: u64,
     pub latency_ns: u64,
@@ -84,7 +96,7 @@ pub struct FileOpEvent {
     /// Bytes of `name` that hold the file name (without the NUL).
     pub name_len: u32,
     pub _pad: u32,
-    pub name: [u8; NAME_SIZE],
+    pub name: [u8; NAME],
 }
 
 #[repr(C)]

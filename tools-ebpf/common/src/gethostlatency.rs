@@ -48,6 +48,11 @@ pub const UNKNOWN_LIBRARY: u32 = u32::MAX;
 /// Bytes of a host name kept: DNS's 253, its NUL, rounded to a power of two.
 pub const HOST_SIZE: usize = 256;
 
+/// The legacy build's: the host as BCC read it in 2016, at most 80 bytes,
+/// with one fixed-size read (Linux 4.4 has no string read) into an event on
+/// the stack (its only place for a helper's memory).
+pub const LEGACY_HOST_SIZE: usize = 80;
+
 /// A thread's outermost resolver call, from its entry to its return.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -71,10 +76,17 @@ pub struct Call {
 }
 
 /// One lookup that returned. Only the first
-/// `offset_of!(LookupEvent, host) + host_len` bytes are sent.
+/// `offset_of!(LookupEvent, host) + host_len` bytes are sent (the legacy
+/// build sends a whole [`LegacyLookupEvent`], whose host ends at its first
+/// NUL).
+pub type LookupEvent = LookupEventOf<HOST_SIZE>;
+
+/// The legacy build's event: the same fields, a shorter host.
+pub type LegacyLookupEvent = LookupEventOf<LEGACY_HOST_SIZE>;
+
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct LookupEvent {
+pub struct LookupEventOf<const HOST: usize> {
     /// CLOCK_MONOTONIC at the return.
     pub ts_ns: u64,
     pub latency_ns: u64,
@@ -87,7 +99,7 @@ pub struct LookupEvent {
     pub comm: [u8; 16],
     pub host_len: u32,
     pub _pad: u32,
-    pub host: [u8; HOST_SIZE],
+    pub host: [u8; HOST],
 }
 
 #[repr(C)]

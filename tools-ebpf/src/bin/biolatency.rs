@@ -83,21 +83,27 @@ mod bpf {
     }
 
     /// Whether the -d disk and -c cgroup filters (when set) let this I/O in;
-    /// `dev` is only asked for under -d.
+    /// `dev` is only asked for under -d. The cgroup is the current task's,
+    /// which Linux 4.4 cannot read (`bpf_get_current_task` is 4.8): the
+    /// legacy build's kprobes leave it out (`CGROUP` false), and user space
+    /// refuses -c there.
     #[inline(always)]
-    fn wanted(config: &Config, dev: impl FnOnce() -> u32) -> bool {
+    fn wanted<const CGROUP: bool>(config: &Config, dev: impl FnOnce() -> u32) -> bool {
         let only = config.disk_dev;
         (only == 0 || only == dev())
-            && tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup)
+            && (!CGROUP || tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup))
     }
+
+    /// Whether the kprobes filter by cgroup: not in the legacy build.
+    const KPROBES_READ_THE_TASK: bool = !tools_ebpf::LEGACY;
 
     /// Starts the clock for a request. `first_wins` (-Q's issue) keeps an
     /// earlier start (BPF_NOEXIST): a request inserted into a scheduler
     /// keeps its insertion time, one issued directly gets its issue time.
     #[inline(always)]
-    fn start(rq: Ptr, first_wins: bool) {
+    fn start<const CGROUP: bool>(rq: Ptr, first_wins: bool) {
         let Some(config) = CONFIG.get() else { return };
-        if !wanted(config, || rq_dev(config, rq)) {
+        if !wanted::<CGROUP>(config, || rq_dev(config, rq)) {
             return;
         }
         let now = unsafe { bpf_ktime_get_ns() };
@@ -153,7 +159,7 @@ mod bpf {
     #[named(programs::RAW_ISSUE)]
     #[raw_tracepoint(tracepoint = "block_rq_issue")]
     pub fn biolatency_raw_issue(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(0), false);
+        start::<true>(ctx.arg::<Ptr>(0), false);
         0
     }
 
@@ -162,7 +168,7 @@ mod bpf {
     #[named(programs::RAW_ISSUE_Q)]
     #[raw_tracepoint(tracepoint = "block_rq_issue")]
     pub fn biolatency_raw_issue_q(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(1), false);
+        start::<true>(ctx.arg::<Ptr>(1), false);
         0
     }
 
@@ -170,28 +176,28 @@ mod bpf {
     #[named(programs::RAW_ISSUE_QUEUED)]
     #[raw_tracepoint(tracepoint = "block_rq_issue")]
     pub fn biolatency_raw_issue_queued(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(0), true);
+        start::<true>(ctx.arg::<Ptr>(0), true);
         0
     }
 
     #[named(programs::RAW_ISSUE_QUEUED_Q)]
     #[raw_tracepoint(tracepoint = "block_rq_issue")]
     pub fn biolatency_raw_issue_queued_q(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(1), true);
+        start::<true>(ctx.arg::<Ptr>(1), true);
         0
     }
 
     #[named(programs::RAW_INSERT)]
     #[raw_tracepoint(tracepoint = "block_rq_insert")]
     pub fn biolatency_raw_insert(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(0), false);
+        start::<true>(ctx.arg::<Ptr>(0), false);
         0
     }
 
     #[named(programs::RAW_INSERT_Q)]
     #[raw_tracepoint(tracepoint = "block_rq_insert")]
     pub fn biolatency_raw_insert_q(ctx: RawTracePointContext) -> i32 {
-        start(ctx.arg::<Ptr>(1), false);
+        start::<true>(ctx.arg::<Ptr>(1), false);
         0
     }
 
@@ -209,7 +215,7 @@ mod bpf {
     #[kprobe]
     pub fn biolatency_kp_issue(ctx: ProbeContext) -> u32 {
         if let Some(rq) = ctx.arg::<Ptr>(0) {
-            start(rq, false);
+            start::<KPROBES_READ_THE_TASK>(rq, false);
         }
         0
     }
@@ -218,7 +224,7 @@ mod bpf {
     #[kprobe]
     pub fn biolatency_kp_issue_queued(ctx: ProbeContext) -> u32 {
         if let Some(rq) = ctx.arg::<Ptr>(0) {
-            start(rq, true);
+            start::<KPROBES_READ_THE_TASK>(rq, true);
         }
         0
     }
@@ -228,7 +234,7 @@ mod bpf {
     #[kprobe]
     pub fn biolatency_kp_account_start(ctx: ProbeContext) -> u32 {
         if let Some(rq) = ctx.arg::<Ptr>(0) {
-            start(rq, false);
+            start::<KPROBES_READ_THE_TASK>(rq, false);
         }
         0
     }
@@ -255,7 +261,7 @@ mod bpf {
     fn tp_start(ctx: &TracePointContext, first_wins: bool) {
         let Some(config) = CONFIG.get() else { return };
         let Some(key) = tp_dev_sector(config, ctx) else { return count_drop(&DROPS, |d| &mut d.read_failed) };
-        if !wanted(config, || key.dev as u32) {
+        if !wanted::<true>(config, || key.dev as u32) {
             return;
         }
         let now = unsafe { bpf_ktime_get_ns() };

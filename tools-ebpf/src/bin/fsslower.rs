@@ -16,24 +16,32 @@ fn main() {}
 
 #[cfg(target_arch = "bpf")]
 mod bpf {
+    #[cfg(not(feature = "legacy"))]
     use core::mem::offset_of;
 
+    #[cfg(not(feature = "legacy"))]
+    use aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes;
     use aya_ebpf::{
-        helpers::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-            bpf_probe_read_kernel_str_bytes,
-        },
+        helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
         macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
         programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
         EbpfContext,
     };
+    #[cfg(feature = "legacy")]
+    use tools_common::fsslower::{LegacyFileOpEvent, LEGACY_NAME_SIZE};
+    #[cfg(not(feature = "legacy"))]
+    use tools_common::fsslower::{FileOpEvent, NAME_SIZE};
     use tools_common::{
-        fsslower::{op, programs, Config, FileOpEvent, Start, NAME_SIZE},
+        fsslower::{op, programs, Config, FileOpEventOf, Start},
         map_names, Drops,
     };
+    #[cfg(feature = "legacy")]
+    use tools_ebpf::maps::emit_value;
+    #[cfg(not(feature = "legacy"))]
+    use tools_ebpf::maps::{emit, Scratch};
     use tools_ebpf::{
         config, file_of_fd,
-        maps::{emit, Configuration, Counters, Events, KeyedHist, Scratch, Starts},
+        maps::{Configuration, Counters, Events, KeyedHist, Starts},
         named, read_field,
     };
 
@@ -60,20 +68,26 @@ mod bpf {
     static STARTS: Starts<u64, Start> = Starts::with_max_entries(10240);
 
     /// Where an event is built: too large for the BPF stack.
+    #[cfg(not(feature = "legacy"))]
     #[map]
     static SCRATCH: Scratch<FileOpEvent> = Scratch::new();
 
     type Ptr = *const u8;
 
-    /// `-p` and `-c`.
+    /// `-p`, and `-c` where `CGROUP`: the current task's cgroup, which
+    /// Linux 4.4 cannot read (`bpf_get_current_task` is 4.8). The legacy
+    /// build's kprobes leave it out, and user space refuses -c there.
     #[inline(always)]
-    fn wanted_task(config: &Config) -> bool {
+    fn wanted_task<const CGROUP: bool>(config: &Config) -> bool {
         let target = config.target_tgid;
         if target != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 != target {
             return false;
         }
-        tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup)
+        !CGROUP || tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup)
     }
+
+    /// Whether the kprobes filter by cgroup: not in the legacy build.
+    const KPROBES_READ_THE_TASK: bool = !tools_ebpf::LEGACY;
 
     #[inline(always)]
     fn tid() -> u64 {
@@ -97,29 +111,48 @@ mod bpf {
         if latency <= config.min_ns {
             return;
         }
-        let Some(ev) = SCRATCH.get() else { return };
         let id = bpf_get_current_pid_tgid();
-        ev.end_ns = now;
-        ev.latency_ns = latency;
-        ev.offset = started.offset;
-        ev.bytes = ret;
-        ev.pid = (id >> 32) as u32;
-        ev.tid = id as u32;
-        ev.op = started.op;
-        ev.comm = bpf_get_current_comm().unwrap_or_default();
         let inode: Ptr = read_field(file, config.file.f_inode).unwrap_or(core::ptr::null());
-        ev.ino = read_field(inode, config.file.inode_ino).unwrap_or(0);
         let sb: Ptr = read_field(inode, config.file.inode_sb).unwrap_or(core::ptr::null());
-        ev.dev = read_field(sb, config.file.sb_dev).unwrap_or(0);
         let dentry: Ptr = read_field(file, config.file.f_dentry).unwrap_or(core::ptr::null());
         let name: Ptr = read_field(dentry, config.file.dentry_name).unwrap_or(core::ptr::null());
-        ev.name_len = match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut ev.name) } {
-            Ok(bytes) => bytes.len() as u32,
-            Err(_) => 0,
+        let fill = |ev: &mut FileOpEventOf<_>| {
+            ev.end_ns = now;
+            ev.latency_ns = latency;
+            ev.offset = started.offset;
+            ev.bytes = ret;
+            ev.pid = (id >> 32) as u32;
+            ev.tid = id as u32;
+            ev.op = started.op;
+            ev.comm = bpf_get_current_comm().unwrap_or_default();
+            ev.ino = read_field(inode, config.file.inode_ino).unwrap_or(0);
+            ev.dev = read_field(sb, config.file.sb_dev).unwrap_or(0);
         };
-        let len = offset_of!(FileOpEvent, name) + (ev.name_len as usize & (NAME_SIZE - 1));
-        let bytes = unsafe { core::slice::from_raw_parts(ev as *const FileOpEvent as *const u8, len) };
-        emit(ctx, &EVENTS, &DROPS, bytes);
+        // The modern build sends the name's bytes, up to NAME_MAX, from a
+        // per-CPU event; the legacy build a fixed-size read of the name's
+        // start, as BCC did, from an event on the stack (Linux 4.4).
+        #[cfg(not(feature = "legacy"))]
+        {
+            let Some(ev) = SCRATCH.get() else { return };
+            fill(ev);
+            ev.name_len = match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut ev.name) } {
+                Ok(bytes) => bytes.len() as u32,
+                Err(_) => 0,
+            };
+            let len = offset_of!(FileOpEvent, name) + (ev.name_len as usize & (NAME_SIZE - 1));
+            let bytes = unsafe { core::slice::from_raw_parts(ev as *const FileOpEvent as *const u8, len) };
+            emit(ctx, &EVENTS, &DROPS, bytes);
+        }
+        #[cfg(feature = "legacy")]
+        {
+            let mut ev: LegacyFileOpEvent = unsafe { core::mem::zeroed() };
+            fill(&mut ev);
+            if let Some(bytes) = read_field(name, 0) {
+                ev.name = bytes;
+                ev.name_len = LEGACY_NAME_SIZE as u32;
+            }
+            emit_value(ctx, &EVENTS, &DROPS, &ev);
+        }
     }
 
     /// The operation `op` of this thread that began on a function rung.
@@ -131,8 +164,8 @@ mod bpf {
     }
 
     #[inline(always)]
-    fn start_call(op: u32, file: Ptr, offset: i64) {
-        if CONFIG.get().is_some_and(wanted_task) {
+    fn start_call<const CGROUP: bool>(op: u32, file: Ptr, offset: i64) {
+        if CONFIG.get().is_some_and(wanted_task::<CGROUP>) {
             start(tid() | (op as u64) << 32, file, offset, op);
         }
     }
@@ -140,10 +173,10 @@ mod bpf {
     /// `read_iter(iocb, to)` and `write_iter(iocb, from)`: the file and the
     /// starting offset are the kiocb's.
     #[inline(always)]
-    fn start_iter(op: u32, iocb: Ptr) {
+    fn start_iter<const CGROUP: bool>(op: u32, iocb: Ptr) {
         let Some(config) = CONFIG.get() else { return };
         let file = read_field(iocb, config.kiocb_filp).unwrap_or(core::ptr::null());
-        start_call(op, file, read_field(iocb, config.kiocb_pos).unwrap_or(0));
+        start_call::<CGROUP>(op, file, read_field(iocb, config.kiocb_pos).unwrap_or(0));
     }
 
     // ---- fentry/fexit ----
@@ -151,14 +184,14 @@ mod bpf {
     #[named(programs::FENTRY_READ)]
     #[fentry]
     pub fn fsslower_fentry_read(ctx: FEntryContext) -> i32 {
-        start_iter(op::READ, ctx.arg(0));
+        start_iter::<true>(op::READ, ctx.arg(0));
         0
     }
 
     #[named(programs::FENTRY_WRITE)]
     #[fentry]
     pub fn fsslower_fentry_write(ctx: FEntryContext) -> i32 {
-        start_iter(op::WRITE, ctx.arg(0));
+        start_iter::<true>(op::WRITE, ctx.arg(0));
         0
     }
 
@@ -166,7 +199,7 @@ mod bpf {
     #[named(programs::FENTRY_OPEN)]
     #[fentry]
     pub fn fsslower_fentry_open(ctx: FEntryContext) -> i32 {
-        start_call(op::OPEN, ctx.arg(1), 0);
+        start_call::<true>(op::OPEN, ctx.arg(1), 0);
         0
     }
 
@@ -174,7 +207,7 @@ mod bpf {
     #[named(programs::FENTRY_SYNC)]
     #[fentry]
     pub fn fsslower_fentry_sync(ctx: FEntryContext) -> i32 {
-        start_call(op::SYNC, ctx.arg(0), 0);
+        start_call::<true>(op::SYNC, ctx.arg(0), 0);
         0
     }
 
@@ -212,28 +245,28 @@ mod bpf {
     #[named(programs::KP_READ)]
     #[kprobe]
     pub fn fsslower_kp_read(ctx: ProbeContext) -> u32 {
-        start_iter(op::READ, ctx.arg(0).unwrap_or(core::ptr::null()));
+        start_iter::<KPROBES_READ_THE_TASK>(op::READ, ctx.arg(0).unwrap_or(core::ptr::null()));
         0
     }
 
     #[named(programs::KP_WRITE)]
     #[kprobe]
     pub fn fsslower_kp_write(ctx: ProbeContext) -> u32 {
-        start_iter(op::WRITE, ctx.arg(0).unwrap_or(core::ptr::null()));
+        start_iter::<KPROBES_READ_THE_TASK>(op::WRITE, ctx.arg(0).unwrap_or(core::ptr::null()));
         0
     }
 
     #[named(programs::KP_OPEN)]
     #[kprobe]
     pub fn fsslower_kp_open(ctx: ProbeContext) -> u32 {
-        start_call(op::OPEN, ctx.arg(1).unwrap_or(core::ptr::null()), 0);
+        start_call::<KPROBES_READ_THE_TASK>(op::OPEN, ctx.arg(1).unwrap_or(core::ptr::null()), 0);
         0
     }
 
     #[named(programs::KP_SYNC)]
     #[kprobe]
     pub fn fsslower_kp_sync(ctx: ProbeContext) -> u32 {
-        start_call(op::SYNC, ctx.arg(0).unwrap_or(core::ptr::null()), 0);
+        start_call::<KPROBES_READ_THE_TASK>(op::SYNC, ctx.arg(0).unwrap_or(core::ptr::null()), 0);
         0
     }
 
@@ -282,7 +315,7 @@ mod bpf {
     /// syscall's own, else the file position (0 for fsync, as BCC's).
     #[inline(always)]
     fn sys_enter_fd(ctx: &TracePointContext, op: u32, with_offset: bool) {
-        let Some(config) = CONFIG.get().filter(|config| wanted_task(config)) else { return };
+        let Some(config) = CONFIG.get().filter(|config| wanted_task::<true>(config)) else { return };
         let Ok(fd) = (unsafe { ctx.read_at::<i64>(config.tp_fd as usize) }) else { return };
         let task = unsafe { bpf_get_current_task() } as Ptr;
         let Some(file) = file_of_fd(task, fd, &config.task, &config.file) else { return };
@@ -338,7 +371,7 @@ mod bpf {
     #[named(programs::SYS_OPEN)]
     #[tracepoint]
     pub fn fsslower_sys_open(_ctx: TracePointContext) -> u32 {
-        if CONFIG.get().is_some_and(wanted_task) {
+        if CONFIG.get().is_some_and(wanted_task::<true>) {
             start(tid(), core::ptr::null(), 0, op::OPEN);
         }
         0

@@ -17,27 +17,36 @@ fn main() {}
 
 #[cfg(target_arch = "bpf")]
 mod bpf {
+    #[cfg(not(feature = "legacy"))]
     use core::mem::offset_of;
 
+    #[cfg(not(feature = "legacy"))]
+    use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
     use aya_ebpf::{
         helpers::{
             bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-            bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+            bpf_ktime_get_ns, bpf_probe_read_user,
         },
         macros::{map, tracepoint, uprobe, uretprobe},
         maps::HashMap,
         programs::{ProbeContext, RetProbeContext, TracePointContext},
         EbpfContext as _,
     };
+    #[cfg(feature = "legacy")]
+    use tools_common::gethostlatency::{LegacyLookupEvent, LEGACY_HOST_SIZE};
+    #[cfg(not(feature = "legacy"))]
+    use tools_common::gethostlatency::{LookupEvent, HOST_SIZE};
     use tools_common::{
-        gethostlatency::{
-            function, hist_key, maps, programs, Call, Config, LookupEvent, EXECS_SIZE, HOST_SIZE, UNKNOWN_LIBRARY,
-        },
+        gethostlatency::{function, hist_key, maps, programs, Call, Config, LookupEventOf, EXECS_SIZE, UNKNOWN_LIBRARY},
         map_names, Drops,
     };
+    #[cfg(feature = "legacy")]
+    use tools_ebpf::maps::emit_value;
+    #[cfg(not(feature = "legacy"))]
+    use tools_ebpf::maps::{emit, Scratch};
     use tools_ebpf::{
         config,
-        maps::{count_drop, emit, Configuration, Counters, Events, KeyedHist, Scratch},
+        maps::{count_drop, Configuration, Counters, Events, KeyedHist},
         named,
     };
 
@@ -79,14 +88,21 @@ mod bpf {
     }
 
     /// Where an event is built: too large for the BPF stack.
+    #[cfg(not(feature = "legacy"))]
     #[map]
     static SCRATCH: Scratch<LookupEvent> = Scratch::new();
 
     type Ptr = *const u8;
 
+    /// Whether the entries without cookies (the oldest kernels' rung) read
+    /// the current task, for -c: not in the legacy build, for Linux 4.4
+    /// (`bpf_get_current_task` is 4.8); user space refuses -c there.
+    const UPROBES_READ_THE_TASK: bool = !tools_ebpf::LEGACY;
+
     /// A resolver function's entry: its first argument is the host name.
+    /// `CGROUP`: whether it applies -c.
     #[inline(always)]
-    fn entry(ctx: &ProbeContext, function: u32, library: u32) {
+    fn entry<const CGROUP: bool>(ctx: &ProbeContext, function: u32, library: u32) {
         let Some(config) = CONFIG.get() else { return };
         let id = bpf_get_current_pid_tgid();
         let target = config.target_tgid;
@@ -110,7 +126,7 @@ mod bpf {
         }
         // BCC skips a NULL host (getaddrinfo(NULL, service, ...)).
         let Some(host) = ctx.arg::<Ptr>(0).filter(|h| !h.is_null()) else { return };
-        if !tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup) {
+        if CGROUP && !tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup) {
             return;
         }
         let call = Call {
@@ -133,28 +149,28 @@ mod bpf {
     #[uprobe]
     pub fn gethostlatency_entry(ctx: ProbeContext) -> u32 {
         let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-        entry(&ctx, (cookie & 0xff) as u32, (cookie >> 8) as u32);
+        entry::<true>(&ctx, (cookie & 0xff) as u32, (cookie >> 8) as u32);
         0
     }
 
     #[named(programs::ENTRY_GETADDRINFO)]
     #[uprobe]
     pub fn gethostlatency_entry_getaddrinfo(ctx: ProbeContext) -> u32 {
-        entry(&ctx, function::GETADDRINFO, UNKNOWN_LIBRARY);
+        entry::<UPROBES_READ_THE_TASK>(&ctx, function::GETADDRINFO, UNKNOWN_LIBRARY);
         0
     }
 
     #[named(programs::ENTRY_GETHOSTBYNAME)]
     #[uprobe]
     pub fn gethostlatency_entry_gethostbyname(ctx: ProbeContext) -> u32 {
-        entry(&ctx, function::GETHOSTBYNAME, UNKNOWN_LIBRARY);
+        entry::<UPROBES_READ_THE_TASK>(&ctx, function::GETHOSTBYNAME, UNKNOWN_LIBRARY);
         0
     }
 
     #[named(programs::ENTRY_GETHOSTBYNAME2)]
     #[uprobe]
     pub fn gethostlatency_entry_gethostbyname2(ctx: ProbeContext) -> u32 {
-        entry(&ctx, function::GETHOSTBYNAME2, UNKNOWN_LIBRARY);
+        entry::<UPROBES_READ_THE_TASK>(&ctx, function::GETHOSTBYNAME2, UNKNOWN_LIBRARY);
         0
     }
 
@@ -189,22 +205,45 @@ mod bpf {
             let _ = CALLS.remove(tid);
             return KEYED_HIST.record_with_sum(&DROPS, key, latency);
         }
-        let Some(ev) = SCRATCH.get() else { return };
-        ev.ts_ns = now;
-        ev.latency_ns = latency;
-        ev.ret = ret;
-        ev.pid = (id >> 32) as u32;
-        ev.tid = tid;
-        ev.function = call.function;
-        ev.library = call.library;
-        ev.comm = bpf_get_current_comm().unwrap_or_default();
-        ev.host_len = match unsafe { bpf_probe_read_user_str_bytes(call.host as Ptr, &mut ev.host) } {
-            Ok(bytes) => bytes.len() as u32,
-            Err(_) => 0,
+        let fill = |ev: &mut LookupEventOf<_>| {
+            ev.ts_ns = now;
+            ev.latency_ns = latency;
+            ev.ret = ret;
+            ev.pid = (id >> 32) as u32;
+            ev.tid = tid;
+            ev.function = call.function;
+            ev.library = call.library;
+            ev.comm = bpf_get_current_comm().unwrap_or_default();
         };
+        let host = call.host as Ptr;
         let _ = CALLS.remove(tid);
-        let len = offset_of!(LookupEvent, host) + (ev.host_len as usize & (HOST_SIZE - 1));
-        let bytes = unsafe { core::slice::from_raw_parts(ev as *const LookupEvent as *const u8, len) };
-        emit(ctx, &EVENTS, &DROPS, bytes);
+        // The modern build sends the host's bytes, up to DNS's 253, from a
+        // per-CPU event; the legacy build a fixed-size read of its start, as
+        // BCC did, from an event on the stack (Linux 4.4); a host near the
+        // end of its page is read shorter.
+        #[cfg(not(feature = "legacy"))]
+        {
+            let Some(ev) = SCRATCH.get() else { return };
+            fill(ev);
+            ev.host_len = match unsafe { bpf_probe_read_user_str_bytes(host, &mut ev.host) } {
+                Ok(bytes) => bytes.len() as u32,
+                Err(_) => 0,
+            };
+            let len = offset_of!(LookupEvent, host) + (ev.host_len as usize & (HOST_SIZE - 1));
+            let bytes = unsafe { core::slice::from_raw_parts(ev as *const LookupEvent as *const u8, len) };
+            emit(ctx, &EVENTS, &DROPS, bytes);
+        }
+        #[cfg(feature = "legacy")]
+        {
+            let mut ev: LegacyLookupEvent = unsafe { core::mem::zeroed() };
+            fill(&mut ev);
+            if let Ok(bytes) = unsafe { bpf_probe_read_user::<[u8; LEGACY_HOST_SIZE]>(host as *const _) } {
+                ev.host = bytes;
+            } else if let Ok(bytes) = unsafe { bpf_probe_read_user::<[u8; 16]>(host as *const _) } {
+                ev.host[..16].copy_from_slice(&bytes);
+            }
+            ev.host_len = LEGACY_HOST_SIZE as u32;
+            emit_value(ctx, &EVENTS, &DROPS, &ev);
+        }
     }
 }

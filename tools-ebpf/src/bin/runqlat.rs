@@ -244,6 +244,41 @@ mod bpf {
         0
     }
 
+    // ---- kprobes ----
+    //
+    // The modern build keys tasks by address, as the raw tracepoints do.
+    // The legacy build is BCC's runqlat of 2016, for Linux 4.4: without
+    // `bpf_get_current_task` (4.8) the next task is known at switch only
+    // by its TID (the current one), so every task is keyed by TID; the
+    // filters read the woken or preempted task, whose pointer the probed
+    // functions pass.
+
+    /// A task made runnable on the legacy build's kprobes.
+    #[cfg(feature = "legacy")]
+    #[inline(always)]
+    fn runnable_by_tid(config: &Config, task: Task) {
+        let target = config.target_tgid;
+        if target != 0 && read_field::<u32>(task, config.task.tgid) != Some(target) {
+            return;
+        }
+        if !tools_ebpf::task_in_cgroup(task, &config.cgroup) {
+            return;
+        }
+        match read_field::<u32>(task, config.task.pid) {
+            Some(0) => {}
+            Some(tid) => stamp(tid as u64),
+            None => count_drop(&DROPS, |d| &mut d.read_failed),
+        }
+    }
+
+    #[inline(always)]
+    fn kp_runnable(config: &Config, task: Task) {
+        #[cfg(feature = "legacy")]
+        runnable_by_tid(config, task);
+        #[cfg(not(feature = "legacy"))]
+        runnable_task(config, task);
+    }
+
     /// `ttwu_do_activate(rq, p, ...)` (or `ttwu_do_wakeup(rq, p, ...)` where
     /// that is missing; it takes only `p` from 6.3, hence second choice):
     /// the task is the second argument.
@@ -251,7 +286,7 @@ mod bpf {
     #[kprobe]
     pub fn runqlat_kp_wakeup(ctx: ProbeContext) -> u32 {
         if let (Some(config), Some(task)) = (CONFIG.get(), ctx.arg::<Task>(1)) {
-            runnable_task(config, task);
+            kp_runnable(config, task);
         }
         0
     }
@@ -260,7 +295,7 @@ mod bpf {
     #[kprobe]
     pub fn runqlat_kp_wakeup_new(ctx: ProbeContext) -> u32 {
         if let (Some(config), Some(task)) = (CONFIG.get(), ctx.arg::<Task>(0)) {
-            runnable_task(config, task);
+            kp_runnable(config, task);
         }
         0
     }
@@ -271,8 +306,21 @@ mod bpf {
     pub fn runqlat_kp_switch(ctx: ProbeContext) -> u32 {
         let (Some(config), Some(prev)) = (CONFIG.get(), ctx.arg::<Task>(0)) else { return 0 };
         let runnable = read_field::<u32>(prev, config.task.state) == Some(0);
-        let next = unsafe { bpf_get_current_task() } as Task;
-        switch_tasks(config, prev, runnable, next);
+        #[cfg(not(feature = "legacy"))]
+        {
+            let next = unsafe { bpf_get_current_task() } as Task;
+            switch_tasks(config, prev, runnable, next);
+        }
+        #[cfg(feature = "legacy")]
+        {
+            if runnable {
+                runnable_by_tid(config, prev);
+            }
+            let id = bpf_get_current_pid_tgid();
+            if let Some(latency) = take_latency(id & 0xffff_ffff, true) {
+                record_for(config, core::ptr::null(), id as u32, (id >> 32) as u32, latency);
+            }
+        }
         0
     }
 

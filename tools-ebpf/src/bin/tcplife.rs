@@ -72,17 +72,25 @@ mod bpf {
     const AF_INET6: u16 = 10;
     const IPPROTO_TCP: u16 = 6;
 
-    /// Records the current process as the socket's owner.
+    /// Whether the kprobes read the current task (for -c): not in the
+    /// legacy build, for Linux 4.4 (`bpf_get_current_task` is 4.8); user
+    /// space refuses -c there.
+    const KPROBES_READ_THE_TASK: bool = !tools_ebpf::LEGACY;
+
+    /// Records the current process as the socket's owner; `CGROUP`: and
+    /// whether it runs in the -c cgroup.
     #[inline(always)]
-    fn set_owner(config: &Config, sk: u64, how: u32) {
+    fn set_owner<const CGROUP: bool>(config: &Config, sk: u64, how: u32) {
         if let Some(session) = SESSIONS.get_ptr_mut(sk) {
             // SAFETY: the value of a live entry.
             unsafe {
                 (*session).owner_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
                 (*session).owner_from = how;
                 (*session).comm = bpf_get_current_comm().unwrap_or_default();
-                let task = bpf_get_current_task() as Ptr;
-                (*session).owner_in_cgroup = tools_ebpf::task_in_cgroup(task, &config.cgroup) as u32;
+                if CGROUP {
+                    let task = bpf_get_current_task() as Ptr;
+                    (*session).owner_in_cgroup = tools_ebpf::task_in_cgroup(task, &config.cgroup) as u32;
+                }
             }
         }
     }
@@ -95,7 +103,7 @@ mod bpf {
     /// A state change of TCP socket `sk` to `new`; `addresses` fills in
     /// family, ports and addresses from wherever this rung has them.
     #[inline(always)]
-    fn on_state<C: EbpfContext>(
+    fn on_state<C: EbpfContext, const CGROUP: bool>(
         ctx: &C,
         config: &Config,
         sk: Ptr,
@@ -115,12 +123,12 @@ mod bpf {
                 }
             }
             if new == tcp_state::SYN_SENT {
-                set_owner(config, key, owner_from::CONNECT);
+                set_owner::<CGROUP>(config, key, owner_from::CONNECT);
             }
             return;
         }
         if new == tcp_state::FIN_WAIT1 || new == tcp_state::LAST_ACK {
-            return set_owner(config, key, owner_from::CLOSE);
+            return set_owner::<CGROUP>(config, key, owner_from::CLOSE);
         }
         if new != tcp_state::CLOSE {
             return;
@@ -209,7 +217,7 @@ mod bpf {
         if read_field::<u8>(sk, config.sock.protocol) != Some(IPPROTO_TCP as u8) {
             return;
         }
-        on_state(ctx, config, sk, ctx.arg::<u64>(2) as i32, |ev| from_sock(config, sk, ev));
+        on_state::<_, true>(ctx, config, sk, ctx.arg::<u64>(2) as i32, |ev| from_sock(config, sk, ev));
     }
 
     // ---- Tracepoint: the record carries the addresses ----
@@ -231,7 +239,7 @@ mod bpf {
         }
         let Ok(sk) = (unsafe { ctx.read_at::<u64>(config.tp_skaddr as usize) }) else { return };
         let Ok(new) = (unsafe { ctx.read_at::<i32>(config.tp_newstate as usize) }) else { return };
-        on_state(ctx, config, sk as Ptr, new, |ev| {
+        on_state::<_, true>(ctx, config, sk as Ptr, new, |ev| {
             ev.family = field(config.tp_family);
             ev.lport = field(config.tp_sport);
             ev.rport = field(config.tp_dport);
@@ -257,7 +265,7 @@ mod bpf {
         let (Some(config), Some(sk), Some(new)) = (CONFIG.get(), ctx.arg::<Ptr>(0), ctx.arg::<u64>(1)) else {
             return 0;
         };
-        on_state(&ctx, config, sk, new as i32, |ev| from_sock(config, sk, ev));
+        on_state::<_, KPROBES_READ_THE_TASK>(&ctx, config, sk, new as i32, |ev| from_sock(config, sk, ev));
         0
     }
 
@@ -273,7 +281,7 @@ mod bpf {
         let Some(file) = tools_ebpf::file_of_fd(task, fd, &config.task, &config.file) else { return 0 };
         let socket: Ptr = read_field(file, config.file.f_private_data).unwrap_or(core::ptr::null());
         if let Some(sk) = read_field::<Ptr>(socket, config.sock.socket_sk) {
-            set_owner(config, sk as u64, owner_from::ACCEPT);
+            set_owner::<true>(config, sk as u64, owner_from::ACCEPT);
         }
         0
     }
@@ -284,7 +292,7 @@ mod bpf {
     pub fn tcplife_kret_accept(ctx: RetProbeContext) -> u32 {
         let sk: Ptr = ctx.ret();
         if let Some(config) = CONFIG.get().filter(|_| !sk.is_null()) {
-            set_owner(config, sk as u64, owner_from::ACCEPT);
+            set_owner::<KPROBES_READ_THE_TASK>(config, sk as u64, owner_from::ACCEPT);
         }
         0
     }

@@ -16,7 +16,7 @@ use tools_user::{
     exporter::{
         http,
         metrics::SCHEMAS,
-        tools::{self, State, TOOLS},
+        tools::{self, State},
         web_config::WebConfig,
         Exporter,
     },
@@ -45,7 +45,7 @@ struct Args {
     metrics_path: String,
 
     /// Tools to load, comma-separated (default: every tool whose kernel paths work here).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(TOOLS))]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(tools::names()))]
     tools: Vec<String>,
 
     /// Schema of the native histograms: 2^(2^-SCHEMA) growth per bucket. 7 (the kernel's own
@@ -144,6 +144,7 @@ fn main() -> ExitCode {
             legacy: args.config_map,
             btf: args.btf.clone(),
             hide_kernel_btf: args.hide_kernel_btf,
+            kernel_floor: false,
         };
         // Parsed once for every tool; a --btf file that is not a kernel's
         // BTF is refused (exit status 2) before anything is loaded.
@@ -155,8 +156,8 @@ fn main() -> ExitCode {
             biolatency_queued: args.queued,
         };
         let chosen: Vec<&'static str> = match args.tools.is_empty() {
-            true => TOOLS.to_vec(),
-            false => TOOLS.iter().copied().filter(|t| args.tools.iter().any(|a| a == t)).collect(),
+            true => tools::names(),
+            false => tools::names().into_iter().filter(|t| args.tools.iter().any(|a| a == t)).collect(),
         };
         let loaded: Vec<tools::Tool> =
             chosen.into_iter().map(|name| tools::load(name, &options, &btf, build, &load_options)).collect();

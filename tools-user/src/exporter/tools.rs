@@ -29,8 +29,11 @@ use crate::{
     },
 };
 
-/// Every tool the exporter knows, in the order they are loaded.
-pub const TOOLS: [&str; 5] = ["runqlat", "biolatency", "ext4slower", "tcplife", "gethostlatency"];
+/// Every tool the exporter knows, in the order they are loaded (the
+/// catalog's `exported`).
+pub fn names() -> Vec<&'static str> {
+    tools_catalog::exported().map(|tool| tool.name).collect()
+}
 
 /// What a loaded tool gives each scrape.
 pub trait Collector {
@@ -67,7 +70,7 @@ pub struct Options {
     pub biolatency_queued: bool,
 }
 
-/// Loads tool `name` (one of [`TOOLS`]) with the BTF parsed once for all.
+/// Loads tool `name` (one of [`names`]) with the BTF parsed once for all.
 pub fn load(
     name: &'static str,
     options: &Options,

@@ -6,27 +6,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use tools_catalog::LatencyField;
+
 use super::time::Stamp;
 use crate::lifetime::BadInput;
 
-/// Where an event tool's records keep a latency.
-pub struct LatencyField {
-    pub tool: &'static str,
-    /// The record's `type`.
-    pub record: &'static str,
-    pub field: &'static str,
-    /// Nanoseconds per unit of the field.
-    pub unit_ns: u64,
+/// Where the records of event tool `tool` (or one of its aliases) of type
+/// `record` keep a latency: the catalog's `latency` of each tool.
+/// Histogram records (`"type": "histogram"`) of any tool need none.
+fn latency_field(tool: &str, record: &str) -> Option<&'static LatencyField> {
+    tools_catalog::tool(tool)?.latency.as_ref().filter(|field| field.record == record)
 }
-
-/// The event tools whose records carry a latency: the one table to extend
-/// when a tool is added. Histogram records (`"type": "histogram"`) of any
-/// tool need no entry.
-pub const LATENCY_FIELDS: &[LatencyField] = &[
-    LatencyField { tool: "tcplife", record: "session", field: "duration_ns", unit_ns: 1 },
-    LatencyField { tool: "gethostlatency", record: "lookup", field: "latency_ns", unit_ns: 1 },
-    LatencyField { tool: "ext4slower", record: "op", field: "latency_ns", unit_ns: 1 },
-];
 
 /// Units of histogram records, in nanoseconds.
 const UNITS: &[(&str, u64)] = &[("nsecs", 1), ("usecs", 1_000), ("msecs", 1_000_000)];
@@ -298,9 +288,11 @@ impl Capture {
             "histogram" => self.histogram(line, record, time)?,
             _ if OTHER_RECORDS.contains(&kind) => {}
             _ => {
-                let Some(field) = LATENCY_FIELDS.iter().find(|f| f.tool == tool && f.record == kind) else {
-                    let known: Vec<String> =
-                        LATENCY_FIELDS.iter().map(|f| format!("{} ({})", f.tool, f.field)).collect();
+                let Some(field) = latency_field(tool, kind) else {
+                    let known: Vec<String> = tools_catalog::TOOLS
+                        .iter()
+                        .filter_map(|t| Some(format!("{} ({})", t.name, t.latency.as_ref()?.field)))
+                        .collect();
                     return Err(bad(
                         line,
                         format!(
@@ -440,7 +432,7 @@ impl Capture {
             let (columns, bin) = self.bin_columns(field.unit_ns)?;
             picture.unit_ns = field.unit_ns;
             picture.columns = columns;
-            picture.series = format!("{} in {} bins", field.field, super::svg::duration(bin as f64 * 1e3));
+            picture.series = format!("{} in {} bins", field.field, super::time::duration(bin as f64 * 1e3));
         } else {
             return Err(BadInput(format!("empty capture: no histogram or latency records in {} lines", self.lines)));
         }

@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 
 use super::{
     capture::{fit, Cells, Column, Picture},
+    time::{duration, trimmed},
     Scale,
 };
 
@@ -62,32 +63,6 @@ fn xml(text: &str) -> String {
         }
     }
     out
-}
-
-/// A length of time with its unit, three significant digits: `512 ns`,
-/// `4.1 ms`, `2.5 s`.
-pub fn duration(ns: f64) -> String {
-    let (value, unit) = match ns.abs() {
-        v if v >= 1e9 => (ns / 1e9, "s"),
-        v if v >= 1e6 => (ns / 1e6, "ms"),
-        v if v >= 1e3 => (ns / 1e3, "µs"),
-        _ => (ns, "ns"),
-    };
-    let decimals = match value.abs() {
-        v if v >= 99.95 => 0,
-        v if v >= 9.995 => 1,
-        _ => 2,
-    };
-    format!("{} {unit}", trimmed(value, decimals))
-}
-
-/// `value` with at most `decimals` decimals, trailing zeros dropped.
-fn trimmed(value: f64, decimals: usize) -> String {
-    let text = format!("{value:.decimals$}");
-    match text.contains('.') {
-        true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
-        false => text,
-    }
 }
 
 /// A span of wall-clock time: `45 s`, `5 min 30 s`, `2 h 5 min`.

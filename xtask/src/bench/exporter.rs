@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use integration_tests::{http_request, serving_address};
 
-use super::{stat, workload, Bench, Benchmark, Contender, BENCHMARKS, EXPORTER};
+use super::{stat, workload, Bench, Benchmark, Contender, benchmarks, EXPORTER};
 
 /// Prometheus' Accept header when native histograms are on.
 const ACCEPT_PROTOBUF: &str =
@@ -19,7 +19,8 @@ const ACCEPT_PROTOBUF: &str =
 
 impl Bench {
     pub(super) fn exporter_scrapes(&self) -> Result<String> {
-        let b = BENCHMARKS.iter().find(|b| b.tool == EXPORTER).context("no exporter benchmark")?;
+        let all = benchmarks();
+        let b = all.iter().find(|b| b.tool == EXPORTER).context("no exporter benchmark")?;
         let quick = self.settings.rounds == 1;
         let (scrapes, idle_secs, scraped_secs) = if quick { (5, 2, 3) } else { (50, 10, 20) };
         // Every tool it has: the memory target is with all of them loaded.
