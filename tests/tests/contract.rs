@@ -20,7 +20,8 @@ fn version_names_the_program_and_its_commit() {
         assert_eq!(out.code(), Some(0), "{}: {out:?}", tool.name);
         let line = out.stdout.trim();
         assert!(
-            line.starts_with(&format!("{} {} (commit ", tool.name, env!("CARGO_PKG_VERSION"))) && line.contains(", aya "),
+            line.starts_with(&format!("{} {} (commit ", tool.name, env!("CARGO_PKG_VERSION")))
+                && line.contains(", aya "),
             "{}: {line}",
             tool.name
         );

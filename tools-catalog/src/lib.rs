@@ -60,13 +60,15 @@ pub struct LatencyField {
 
 /// One cell of the kernel matrix: the tool's integration tests in a guest,
 /// with `env` set (a rung forced, kernel BTF hidden, ...), all of them or
-/// only `tests` (name filters).
+/// only `tests` (name filters), on every kernel of the matrix or only
+/// `kernels`.
 #[derive(Debug)]
 pub struct Cell {
     /// The row's label.
     pub rung: &'static str,
     pub env: &'static [(&'static str, &'static str)],
     pub tests: &'static [&'static str],
+    pub kernels: &'static [&'static str],
 }
 
 /// One row of the benchmarks: the tool under a workload, beside a contender.
@@ -148,7 +150,21 @@ const TCPLIFE_SESSIONS: &[&str] = &["closes_first", "refused"];
 /// Every operation exactly, and the threshold on a read held up by userfaultfd.
 const EXT4SLOWER_OPS: &[&str] = &["every_operation_with_threshold_zero", "a_read_slower"];
 
-const BEST: Cell = Cell { rung: "best", env: &[], tests: &[] };
+const BEST: Cell = Cell { rung: "best", env: &[], tests: &[], kernels: &[] };
+
+/// The legacy build (configuration map, perf event array, plain maps) with
+/// the rung for Linux 4.4 forced, in the oldest guests: that rung's own
+/// known-answer tests (no flag that needs the current task).
+const fn legacy_4_4(
+    rung: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    tests: &'static [&'static str],
+) -> Cell {
+    Cell { rung, env, tests, kernels: OLDEST }
+}
+
+const OLDEST: &[&str] = &["5.10", "6.1"];
+const LEGACY_KPROBE: &[(&str, &str)] = &[("EBPF_TOOLS_RUNG", "kprobe"), ("EBPF_TOOLS_CONFIG_MAP", "1")];
 
 /// Every program, in the order the exporter loads the ones it serves.
 pub const TOOLS: &[Tool] = &[
@@ -163,8 +179,13 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell { rung: "kprobe", env: &[("EBPF_TOOLS_RUNG", "kprobe")], tests: &[] },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: &[] },
+            Cell { rung: "kprobe", env: &[("EBPF_TOOLS_RUNG", "kprobe")], tests: &[], kernels: &[] },
+            Cell { rung: "btf-file", env: BTF_FILE, tests: &[], kernels: &[] },
+            legacy_4_4(
+                "4.4 kprobe",
+                LEGACY_KPROBE,
+                &["contention_on_the_best_rung", "per_process_and_per_thread", "json_lines_parse", "milliseconds"],
+            ),
         ],
         bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::PingPong }],
         contract: Some(Contract { args: &[], ready: "Tracing run queue latency" }),
@@ -180,7 +201,15 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         // The kprobe rung is left out: its completion functions refuse a
         // kprobe (EINVAL) on Debian's 6.1 and 6.12 (see docs/kernels.md).
-        matrix: &[BEST, Cell { rung: "btf-file", env: BTF_FILE, tests: &[] }],
+        matrix: &[
+            BEST,
+            Cell { rung: "btf-file", env: BTF_FILE, tests: &[], kernels: &[] },
+            legacy_4_4(
+                "4.4 kprobe",
+                LEGACY_KPROBE,
+                &["exact_count_on_the_best_rung", "json_counts_exactly", "per_disk_sections"],
+            ),
+        ],
         bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::DirectReads }],
         contract: Some(Contract { args: &[], ready: "Tracing block device I/O" }),
     },
@@ -198,8 +227,9 @@ pub const TOOLS: &[Tool] = &[
         // the kprobe rung there.
         matrix: &[
             BEST,
-            Cell { rung: "syscall", env: &[("EBPF_TOOLS_RUNG", "syscall")], tests: EXT4SLOWER_OPS },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: EXT4SLOWER_OPS },
+            Cell { rung: "syscall", env: &[("EBPF_TOOLS_RUNG", "syscall")], tests: EXT4SLOWER_OPS, kernels: &[] },
+            Cell { rung: "btf-file", env: BTF_FILE, tests: EXT4SLOWER_OPS, kernels: &[] },
+            legacy_4_4("4.4 kprobe", LEGACY_KPROBE, EXT4SLOWER_OPS),
         ],
         bench: &[
             Bench { name: None, args: &[], versus: Versus::Nothing, workload: Workload::CachedPreads },
@@ -223,8 +253,9 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell { rung: "kprobe", env: &[("EBPF_TOOLS_RUNG", "kprobe")], tests: TCPLIFE_SESSIONS },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: TCPLIFE_SESSIONS },
+            Cell { rung: "kprobe", env: &[("EBPF_TOOLS_RUNG", "kprobe")], tests: TCPLIFE_SESSIONS, kernels: &[] },
+            Cell { rung: "btf-file", env: BTF_FILE, tests: TCPLIFE_SESSIONS, kernels: &[] },
+            legacy_4_4("4.4 kprobe", LEGACY_KPROBE, &["closes_first", "refused", "default_text_layout"]),
         ],
         bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::TcpCycles }],
         contract: Some(Contract { args: &["--json"], ready: "Tracing TCP sessions" }),
@@ -238,7 +269,14 @@ pub const TOOLS: &[Tool] = &[
         latency: Some(LatencyField { record: "lookup", field: "latency_ns", unit_ns: 1 }),
         exported: true,
         unit: None,
-        matrix: &[BEST],
+        matrix: &[
+            BEST,
+            legacy_4_4(
+                "4.4 uprobe",
+                &[("EBPF_TOOLS_RUNG", "uprobe"), ("EBPF_TOOLS_CONFIG_MAP", "1")],
+                &["a_lookup_against_a_slow_dns_server", "failed_and_local_lookups", "each_function_and_a_null_host"],
+            ),
+        ],
         bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::Lookups }],
         contract: Some(Contract { args: &["--json"], ready: "Tracing host name lookups" }),
     },
@@ -253,8 +291,13 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell { rung: "perf-array", env: &[("EBPF_TOOLS_PERF_ARRAY", "1")], tests: &[] },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: &[] },
+            Cell { rung: "perf-array", env: &[("EBPF_TOOLS_PERF_ARRAY", "1")], tests: &[], kernels: &[] },
+            Cell { rung: "btf-file", env: BTF_FILE, tests: &[], kernels: &[] },
+            legacy_4_4(
+                "4.4 kprobe",
+                LEGACY_KPROBE,
+                &["basic_exec", "failed_exec_only_with_x", "quoting_and_escaping", "exec_from_a_thread"],
+            ),
         ],
         bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::ExecStorm }],
         contract: Some(Contract { args: &["--json"], ready: "Tracing exec()s" }),
@@ -327,7 +370,8 @@ mod tests {
 
     #[test]
     fn names_are_unique() {
-        let mut names: Vec<&str> = TOOLS.iter().flat_map(|t| std::iter::once(&t.name).chain(t.aliases)).copied().collect();
+        let mut names: Vec<&str> =
+            TOOLS.iter().flat_map(|t| std::iter::once(&t.name).chain(t.aliases)).copied().collect();
         let all = names.len();
         names.sort();
         names.dedup();

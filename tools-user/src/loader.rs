@@ -457,9 +457,14 @@ fn print_kernel_floors(objects: &Objects, rungs: &[Rung]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for build in [Build::Modern, Build::Legacy] {
         let analysis = tools_floor::Analysis::parse(build.object(objects))?;
+        let in_object = analysis.program_names();
         for rung in rungs {
             let mut programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
             programs.dedup();
+            // A rung of the other build only (execsnoop's kprobes are the legacy one's).
+            if !programs.iter().all(|p| in_object.iter().any(|name| name == p)) {
+                continue;
+            }
             let floor = analysis.floor(&programs)?;
             let why: Vec<String> = floor.why.iter().map(|r| r.what.clone()).collect();
             let line = serde_json::json!({

@@ -109,6 +109,29 @@ pub fn cgroup_walk(btf: &Btf) -> Result<CgroupFilter> {
     })
 }
 
+/// How this architecture names its syscalls' wrappers in /proc/kallsyms
+/// (`__x64_sys_execve`): since x86-64 4.17 and arm64 4.19 they take a
+/// `struct pt_regs *` (see [`syscall_args`]).
+#[cfg(target_arch = "x86_64")]
+pub const SYSCALL_WRAPPER_PREFIX: &str = "__x64_";
+#[cfg(target_arch = "aarch64")]
+pub const SYSCALL_WRAPPER_PREFIX: &str = "__arm64_";
+
+/// Where a syscall wrapper's `struct pt_regs` holds the syscall's first
+/// three arguments: x86-64's `di`, `si`, `dx`; arm64's `regs[0..3]`.
+pub fn syscall_args(btf: &Btf) -> Result<[u32; 3]> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let m = |name: &str| btf.member_any("pt_regs", &[name]).map(|m| m.offset);
+        Ok([m("di")?, m("si")?, m("dx")?])
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let regs = btf.member_any("pt_regs", &["regs"])?.offset;
+        Ok([regs, regs + 8, regs + 16])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,7 +151,8 @@ fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
 
 pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     let all = benchmarks();
-    let benchmarks: Vec<&Benchmark> = all.iter().filter(|b| options.tool.as_ref().is_none_or(|t| t == b.tool)).collect();
+    let benchmarks: Vec<&Benchmark> =
+        all.iter().filter(|b| options.tool.as_ref().is_none_or(|t| t == b.tool)).collect();
     if benchmarks.is_empty() {
         let mut names: Vec<&str> = all.iter().map(|b| b.tool).collect();
         names.dedup();

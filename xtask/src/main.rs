@@ -52,7 +52,7 @@ enum Cmd {
     },
     /// Run every tool's tests inside Debian kernels booted under qemu, and print the matrix.
     VmTest {
-        /// 5.10, 6.1, 6.12, 7.3 or all.
+        /// 5.10, 6.1, 6.12, 7.3, several of them (5.10,6.1) or all.
         #[arg(long, default_value = "all")]
         kernel: String,
         /// Only this tool's cells (all tools when omitted).
@@ -137,13 +137,13 @@ fn main() -> Result<()> {
         }
         Cmd::VmTest { kernel, tool } => {
             setup::setup()?;
-            let kernels: Vec<String> = if kernel == "all" {
-                vm::KERNELS.iter().map(|k| k.to_string()).collect()
-            } else if vm::KERNELS.contains(&kernel.as_str()) {
-                vec![kernel]
-            } else {
-                bail!("unknown kernel {kernel}: one of {} or all", vm::KERNELS.join(", "));
+            let kernels: Vec<String> = match kernel.as_str() {
+                "all" => vm::KERNELS.iter().map(|k| k.to_string()).collect(),
+                list => list.split(',').map(str::to_owned).collect(),
             };
+            if let Some(unknown) = kernels.iter().find(|k| !vm::KERNELS.contains(&k.as_str())) {
+                bail!("unknown kernel {unknown}: one of {} or all", vm::KERNELS.join(", "));
+            }
             vm::vm_test(&kernels, tool.as_deref())
         }
         Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),

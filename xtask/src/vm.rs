@@ -70,7 +70,7 @@ pub fn vm_test(kernels: &[String], only_tool: Option<&str>) -> Result<()> {
                 }
                 Err(err) => {
                     eprintln!("vm-test: kernel {kernel}: {err:#}");
-                    for (tool, cell) in &cells {
+                    for (tool, cell) in cells.iter().filter(|(_, cell)| runs_on(cell, &kernel)) {
                         results.insert((tool.to_string(), kernel.clone(), cell.rung.to_string()), false);
                     }
                 }
@@ -247,6 +247,11 @@ fn build_tests(cells: &[Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
     Ok((bin_dir, tests))
 }
 
+/// Whether `cell` is one of `kernel`'s.
+fn runs_on(cell: &tools_catalog::Cell, kernel: &str) -> bool {
+    cell.kernels.is_empty() || cell.kernels.contains(&kernel)
+}
+
 /// Boots one kernel, runs the matrix in it, streams libtest's output, and
 /// returns (tool, rung, passed) per cell.
 fn boot_and_test(
@@ -275,7 +280,7 @@ fn boot_and_test(
     cmd.push_str("for m in loop ext4 xfs btrfs; do modprobe $m 2>/dev/null; done\n");
     cmd.push_str("cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf\n");
     cmd.push_str("echo \"=== kernel $(uname -r)\"\n");
-    for (tool, cell) in cells {
+    for (tool, cell) in cells.iter().filter(|(_, cell)| runs_on(cell, kernel)) {
         let rung = cell.rung;
         let env: String = cell.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         let exe = tests[*tool].display();
@@ -289,6 +294,7 @@ fn boot_and_test(
     let output = boot(&dir, kernel, &job)?;
     let verdicts = cells
         .iter()
+        .filter(|(_, cell)| runs_on(cell, kernel))
         .map(|(tool, cell)| {
             let ok = output.contains(&format!("=== END {tool} {} rc=0", cell.rung));
             (tool.to_string(), cell.rung.to_string(), ok)

@@ -1,5 +1,11 @@
 //! execsnoop: every exec, with PID, PPID, return code and arguments.
 //!
+//! The legacy build adds BCC's execsnoop of 2016, for Linux 4.4 (which has
+//! no string read, no current task and sends only events on the stack): a
+//! kprobe on the exec syscalls' entry sends the path and each argument as
+//! a part of its own, a kretprobe the result; user space puts them back
+//! together.
+//!
 //! Successful execs are seen at `sched:sched_process_exec`, for execve and
 //! execveat alike and from any thread, once the new program is in place:
 //! its arguments are read from the new `mm->arg_start..arg_end`, which the
@@ -265,6 +271,213 @@ mod bpf {
     #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
     pub fn execsnoop_exit_execveat(ctx: TracePointContext) -> u32 {
         on_exit(&ctx);
+        0
+    }
+
+    // ---- The legacy build's kprobe rung: Linux 4.4 ----
+
+    #[cfg(feature = "legacy")]
+    use aya_ebpf::{
+        macros::{kprobe, kretprobe},
+        programs::{ProbeContext, RetProbeContext},
+    };
+    #[cfg(feature = "legacy")]
+    use tools_common::execsnoop::{maps, part, ExecPart, Parent, PART_MAX_ARGS, PART_SIZE};
+
+    /// The execs in flight on this rung: process → its parent, learnt from
+    /// the exec's task (see `execsnoop_kp_exec_task`).
+    #[cfg(feature = "legacy")]
+    #[named(maps::PARENTS)]
+    #[map]
+    static PARENTS: HashMap<u32, Parent> = HashMap::with_max_entries(10240, 0);
+
+    /// Argument `n` of the exec syscall: the probe's own, or, where the
+    /// syscall takes a `struct pt_regs *`, that struct's.
+    #[cfg(feature = "legacy")]
+    #[inline(always)]
+    fn syscall_arg(ctx: &ProbeContext, config: &Config, n: usize) -> Option<u64> {
+        if config.syscall_regs == 0 {
+            return ctx.arg::<u64>(n);
+        }
+        let regs = ctx.arg::<*const u8>(0)?;
+        read_field::<u64>(regs, config.regs_args[n & 3])
+    }
+
+    /// A part of an exec, on the stack, with what every part carries.
+    #[cfg(feature = "legacy")]
+    #[inline(always)]
+    fn new_part(kind: u32) -> ExecPart {
+        let id = bpf_get_current_pid_tgid();
+        let mut p: ExecPart = unsafe { core::mem::zeroed() };
+        p.ts_ns = unsafe { bpf_ktime_get_ns() };
+        p.pid = (id >> 32) as u32;
+        p.tid = id as u32;
+        p.uid = bpf_get_current_uid_gid() as u32;
+        p.cpu = unsafe { bpf_get_smp_processor_id() };
+        p.kind = kind;
+        p.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        p
+    }
+
+    /// Reads the string at `at` into `p.bytes`: a fixed size (4.4 has no
+    /// string read), shorter where the longer read fails (the string ends
+    /// near its page's end).
+    #[cfg(feature = "legacy")]
+    #[inline(always)]
+    fn read_string(p: &mut ExecPart, at: u64) {
+        // Straight into the event (no copy: 4.4's limit is 4096 instructions).
+        let into = p.bytes.as_mut_ptr().cast();
+        // SAFETY: the helper writes at most `len` bytes into the event's bytes.
+        let read = |len: u32| unsafe { generated::bpf_probe_read_user(into, len, at as *const _) };
+        if read(PART_SIZE as u32) == 0 {
+            return;
+        }
+        // What the 16 bytes read hold ends there, whatever a longer string left.
+        p.bytes[16] = 0;
+        if read(16) != 0 {
+            p.bytes[0] = 0;
+            p.unreadable = 1;
+        }
+    }
+
+    /// The entry: the path, then argv[0], argv[1], ... (unrolled: 4.4 has no
+    /// loops), each sent as it is read.
+    #[cfg(feature = "legacy")]
+    #[inline(always)]
+    fn kp_exec(ctx: &ProbeContext, filename_arg: usize) {
+        let Some(config) = CONFIG.get() else { return };
+        let uid = bpf_get_current_uid_gid() as u32;
+        if config.filter_uid != 0 && uid != config.uid {
+            return;
+        }
+        let (Some(filename), Some(argv)) =
+            (syscall_arg(ctx, config, filename_arg), syscall_arg(ctx, config, filename_arg + 1))
+        else {
+            return;
+        };
+        let mut p = new_part(part::FILENAME);
+        // Its parent, once the exec reaches its task (keyed by process: a
+        // thread that execs takes its process's leader's TID).
+        if PARENTS.insert(p.pid, Parent::default(), 0).is_err() {
+            count_drop(&DROPS, |d| &mut d.inflight_full);
+        }
+        read_string(&mut p, filename);
+        emit_part(ctx, &p);
+        p.kind = part::ARG;
+        let mut done = false;
+        macro_rules! one_arg {
+            ($i:expr) => {
+                if !done {
+                    match unsafe { bpf_probe_read_user::<u64>((argv + 8 * $i) as *const u64) } {
+                        Ok(0) | Err(_) => done = true,
+                        Ok(at) => {
+                            p.index = $i;
+                            p.unreadable = 0;
+                            read_string(&mut p, at);
+                            emit_part(ctx, &p);
+                        }
+                    }
+                }
+            };
+        }
+        one_arg!(0);
+        one_arg!(1);
+        one_arg!(2);
+        one_arg!(3);
+        one_arg!(4);
+        one_arg!(5);
+        one_arg!(6);
+        one_arg!(7);
+        one_arg!(8);
+        one_arg!(9);
+        one_arg!(10);
+        one_arg!(11);
+        one_arg!(12);
+        one_arg!(13);
+        one_arg!(14);
+        one_arg!(15);
+        one_arg!(16);
+        one_arg!(17);
+        one_arg!(18);
+        one_arg!(19);
+        const _: () = assert!(PART_MAX_ARGS == 20, "one one_arg! per argument");
+        if !done {
+            if let Ok(next) = unsafe { bpf_probe_read_user::<u64>((argv + 8 * PART_MAX_ARGS as u64) as *const u64) } {
+                if next != 0 {
+                    let more = new_part(part::MORE);
+                    emit_part(ctx, &more);
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "legacy")]
+    #[inline(always)]
+    fn emit_part<C: aya_ebpf::EbpfContext>(ctx: &C, p: &ExecPart) {
+        tools_ebpf::maps::emit_value(ctx, &EVENTS, &DROPS, p);
+    }
+
+    /// `execve(filename, argv, envp)`.
+    #[cfg(feature = "legacy")]
+    #[named(programs::KP_EXECVE)]
+    #[kprobe]
+    pub fn execsnoop_kp_execve(ctx: ProbeContext) -> u32 {
+        kp_exec(&ctx, 0);
+        0
+    }
+
+    /// `execveat(dirfd, filename, argv, envp, flags)`.
+    #[cfg(feature = "legacy")]
+    #[named(programs::KP_EXECVEAT)]
+    #[kprobe]
+    pub fn execsnoop_kp_execveat(ctx: ProbeContext) -> u32 {
+        kp_exec(&ctx, 1);
+        0
+    }
+
+    /// Either syscall's return: its result, and the new program's name.
+    #[cfg(feature = "legacy")]
+    #[named(programs::KRET_EXEC)]
+    #[kretprobe]
+    pub fn execsnoop_kret_exec(ctx: RetProbeContext) -> u32 {
+        let Some(config) = CONFIG.get() else { return 0 };
+        if config.filter_uid != 0 && bpf_get_current_uid_gid() as u32 != config.uid {
+            return 0;
+        }
+        let mut p = new_part(part::RET);
+        p.ret = ctx.ret::<i64>() as i32;
+        if let Some(parent) = PARENTS.get_ptr(p.pid) {
+            // SAFETY: copied out of a live entry at once.
+            let parent = unsafe { *parent };
+            p.ppid = parent.tgid;
+            p.bytes[..16].copy_from_slice(&parent.comm);
+            let _ = PARENTS.remove(p.pid);
+        }
+        emit_part(&ctx, &p);
+        0
+    }
+
+    /// `exec_mm_release(task, mm)` / `mm_release(task, mm)`: the exec puts
+    /// its task's old memory away, and names the task, whose parent is read
+    /// here for a process with an exec in flight (the same function runs at
+    /// exit too: those have none).
+    #[cfg(feature = "legacy")]
+    #[named(programs::KP_EXEC_TASK)]
+    #[kprobe]
+    pub fn execsnoop_kp_exec_task(ctx: ProbeContext) -> u32 {
+        let (Some(config), Some(task)) = (CONFIG.get(), ctx.arg::<Ptr>(0)) else { return 0 };
+        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if PARENTS.get_ptr(pid).is_none() || config.task.real_parent == 0 {
+            return 0;
+        }
+        let parent = read_field::<Ptr>(task, config.task.real_parent).unwrap_or(core::ptr::null());
+        let known = Parent {
+            tgid: read_field(parent, config.task.tgid).unwrap_or(0),
+            _pad: 0,
+            comm: read_field(parent, config.task.comm).unwrap_or([0; 16]),
+        };
+        const BPF_EXIST: u64 = 2;
+        let _ = PARENTS.insert(pid, known, BPF_EXIST);
         0
     }
 }

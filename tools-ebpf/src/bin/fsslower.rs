@@ -27,10 +27,10 @@ mod bpf {
         programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
         EbpfContext,
     };
-    #[cfg(feature = "legacy")]
-    use tools_common::fsslower::{LegacyFileOpEvent, LEGACY_NAME_SIZE};
     #[cfg(not(feature = "legacy"))]
     use tools_common::fsslower::{FileOpEvent, NAME_SIZE};
+    #[cfg(feature = "legacy")]
+    use tools_common::fsslower::{LegacyFileOpEvent, LEGACY_NAME_SIZE};
     use tools_common::{
         fsslower::{op, programs, Config, FileOpEventOf, Start},
         map_names, Drops,

@@ -37,7 +37,9 @@ mod bpf {
     #[cfg(not(feature = "legacy"))]
     use tools_common::gethostlatency::{LookupEvent, HOST_SIZE};
     use tools_common::{
-        gethostlatency::{function, hist_key, maps, programs, Call, Config, LookupEventOf, EXECS_SIZE, UNKNOWN_LIBRARY},
+        gethostlatency::{
+            function, hist_key, maps, programs, Call, Config, LookupEventOf, EXECS_SIZE, UNKNOWN_LIBRARY,
+        },
         map_names, Drops,
     };
     #[cfg(feature = "legacy")]

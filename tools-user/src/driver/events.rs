@@ -23,6 +23,11 @@ use crate::{
 /// Which decoded events are printed.
 pub type Filter<'a, T> = Box<dyn Fn(&T) -> bool + 'a>;
 
+/// Puts an event together from the parts the kernel sent, one part at a
+/// time: the whole event once its last part came (execsnoop's Linux 4.4
+/// rung sends an exec's path, arguments and result apart).
+pub type Assemble<'a, T> = Box<dyn FnMut(&[u8]) -> Result<Option<T>> + 'a>;
+
 /// What an event tool hands the driver: how its events print, and the
 /// little that differs between tools around them.
 pub struct EventTool<'a, T> {
@@ -41,12 +46,22 @@ pub struct EventTool<'a, T> {
     pub inflight: &'static str,
     /// Stop after this long (libbpf-tools' `-d`).
     pub duration: Option<Duration>,
+    /// Events sent in parts (None: each is sent whole).
+    pub assemble: Option<Assemble<'a, T>>,
 }
 
 impl<'a, T> EventTool<'a, T> {
     /// A tool printing `columns`, with nothing else set.
     pub fn new(columns: Columns<'a, T>, tracing: impl Into<String>) -> Self {
-        EventTool { columns, filter: None, banner: None, tracing: tracing.into(), inflight: "events", duration: None }
+        EventTool {
+            columns,
+            filter: None,
+            banner: None,
+            tracing: tracing.into(),
+            inflight: "events",
+            duration: None,
+            assemble: None,
+        }
     }
 }
 
@@ -101,10 +116,18 @@ async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, l
     tokio::pin!(ended);
     let mut failed = None;
     loop {
-        let (columns, filter) = (&tool.columns, &tool.filter);
+        let (columns, filter, assemble) = (&tool.columns, &tool.filter, &mut tool.assemble);
         let mut print = |bytes: &[u8]| {
             if failed.is_none() {
-                failed = print_event(columns, filter.as_deref(), &mut out, bytes).err();
+                let event = match assemble {
+                    Some(assemble) => assemble(bytes),
+                    None => decode(bytes).map(Some),
+                };
+                failed = match event {
+                    Ok(Some(event)) => print_event(columns, filter.as_deref(), &mut out, &event).err(),
+                    Ok(None) => None,
+                    Err(err) => Some(err),
+                };
             }
         };
         let (exiting, second) = tokio::select! {
@@ -138,13 +161,12 @@ fn print_event<T: Event>(
     columns: &Columns<'_, T>,
     filter: Option<&(dyn Fn(&T) -> bool + '_)>,
     out: &mut Out,
-    bytes: &[u8],
+    event: &T,
 ) -> Result<()> {
-    let event: T = decode(bytes)?;
-    if filter.is_some_and(|wanted| !wanted(&event)) {
+    if filter.is_some_and(|wanted| !wanted(event)) {
         return Ok(());
     }
-    writeln!(out.text(), "{}", columns.row(&event)).map_err(output::closed_or)
+    writeln!(out.text(), "{}", columns.row(event)).map_err(output::closed_or)
 }
 
 /// One loss note on stderr (and a `lost` record in JSON), naming each cause.

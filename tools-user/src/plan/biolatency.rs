@@ -115,7 +115,9 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
         raw_rung.unusable_if(no_request_offsets.clone()),
         io_rung.unusable_if(no_tracepoint_fields.clone()).unusable_if(flags_need_request.clone()),
         tp_rung.unusable_if(no_tracepoint_fields).unusable_if(flags_need_request),
-        kp_rung.unusable_if(no_request_offsets),
+        kp_rung
+            .unusable_if(no_request_offsets)
+            .unusable_if(super::current_task_refused(build, options.cgroup.as_ref().map(|_| "-c"))),
     ];
     let mut plan = Plan::new(ebpf_object!("biolatency"), build, config, rungs);
     plan.map_sizes = crate::histogram::map_sizes(config.key_mode != 0);

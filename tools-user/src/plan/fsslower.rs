@@ -140,6 +140,7 @@ pub fn plan(
             .program(program(op, entry), Attach::kprobe(&[function]));
     }
     let syscalls = syscall_rung(&mut config);
+    let kprobe = kprobe.unusable_if(super::current_task_refused(path.build, options.cgroup.map(|_| "-c")));
     let rungs = vec![fentry.unusable_if(no_fentry), kprobe, syscalls];
     let mut plan = Plan::new(ebpf_object!("fsslower"), path.build, config, rungs);
     plan.map_sizes = path.max_entries();

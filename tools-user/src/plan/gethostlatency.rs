@@ -89,7 +89,8 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
     let rungs = vec![
         probes(Rung::new("uprobe_cookie"), &found, &libraries, true)
             .unusable_if((!cookies).then(|| "this kernel has no BPF cookies (5.15+)".to_owned())),
-        probes(Rung::new("uprobe"), &found, &libraries, false),
+        probes(Rung::new("uprobe"), &found, &libraries, false)
+            .unusable_if(super::current_task_refused(path.build, options.cgroup.map(|_| "-c"))),
     ];
     let libraries = Rc::new(RefCell::new(libraries));
     let resolvers = Resolvers {

@@ -51,6 +51,15 @@ impl<C: Pod> Plan<C> {
     }
 }
 
+/// Why a rung of the legacy build cannot serve a flag that needs the
+/// current task (-c): its programs for Linux 4.4 cannot read it
+/// (`bpf_get_current_task` is 4.8). None where the flag is not given or
+/// the build is the modern one.
+fn current_task_refused(build: Build, flag: Option<&str>) -> Option<String> {
+    let flag = flag.filter(|_| build == Build::Legacy)?;
+    Some(format!("{flag} reads the current task, which this rung's legacy build (for Linux 4.4) does not"))
+}
+
 /// What a plan needs besides its options: the struct offsets' source,
 /// parsed once for every tool, as [`crate::btf::Btf::for_tool`] gives it
 /// (`Err` says why the kernel has none; a `--btf` file the user got wrong

@@ -85,11 +85,23 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
             .program(programs::KP_WAKEUP, Attach::kprobe(&["ttwu_do_activate", "ttwu_do_wakeup"]))
             .program(programs::KP_WAKEUP_NEW, Attach::kprobe(&["wake_up_new_task"]))
             .program(programs::KP_SWITCH, Attach::kprobe(&["finish_task_switch"]))
-            .unusable_if(no_task_offsets),
+            .unusable_if(no_task_offsets)
+            .unusable_if(legacy_kprobes_refuse(options, build)),
     ];
     let mut plan = Plan::new(ebpf_object!("runqlat"), build, config, rungs);
     plan.map_sizes = map_sizes(&config, options.keyed_entries);
     Ok(plan)
+}
+
+/// The legacy build's kprobes (Linux 4.4) know the next task only by its
+/// TID: a key read from the task itself cannot be had there.
+fn legacy_kprobes_refuse(options: &Options, build: Build) -> Option<String> {
+    let key = match options.key_mode {
+        key_mode::PIDNS => "--pidnss",
+        key_mode::CGROUP => "a series per cgroup",
+        _ => return None,
+    };
+    super::current_task_refused(build, Some(key))
 }
 
 /// Map sizes for the loader: the keyed table only when keyed (at

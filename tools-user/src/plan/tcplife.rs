@@ -91,7 +91,8 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
         Rung::new("kprobe")
             .program(programs::KP_STATE, Attach::kprobe(&["tcp_set_state"]))
             .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
-            .unusable_if(no_sock),
+            .unusable_if(no_sock)
+            .unusable_if(super::current_task_refused(path.build, options.cgroup.map(|_| "-c"))),
     ];
     let mut plan = Plan::new(ebpf_object!("tcplife"), path.build, config, rungs);
     plan.map_sizes = path.max_entries();

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use integration_tests::{http_request, serving_address};
 
-use super::{stat, workload, Bench, Benchmark, Contender, benchmarks, EXPORTER};
+use super::{benchmarks, stat, workload, Bench, Benchmark, Contender, EXPORTER};
 
 /// Prometheus' Accept header when native histograms are on.
 const ACCEPT_PROTOBUF: &str =
