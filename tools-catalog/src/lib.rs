@@ -179,8 +179,13 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell { rung: "kprobe", env: &[("EBPF_TOOLS_RUNG", "kprobe")], tests: &[], kernels: &[] },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: &[], kernels: &[] },
+            Cell {
+                rung: "kprobe",
+                env: &[("EBPF_TOOLS_RUNG", "kprobe")],
+                tests: &["contention_on_the_best_rung", "per_process_and_per_thread", "per_pid_namespace"],
+                kernels: &[],
+            },
+            Cell { rung: "btf-file", env: BTF_FILE, tests: &["contention_on_the_best_rung"], kernels: &[] },
             legacy_4_4(
                 "4.4 kprobe",
                 LEGACY_KPROBE,
@@ -199,11 +204,11 @@ pub const TOOLS: &[Tool] = &[
         latency: None,
         exported: true,
         unit: None,
-        // The kprobe rung is left out: its completion functions refuse a
-        // kprobe (EINVAL) on Debian's 6.1 and 6.12 (see docs/kernels.md).
+        // The kprobe rung runs as the legacy build's, Linux 4.4's, in the
+        // oldest guests.
         matrix: &[
             BEST,
-            Cell { rung: "btf-file", env: BTF_FILE, tests: &[], kernels: &[] },
+            Cell { rung: "btf-file", env: BTF_FILE, tests: &["exact_count_on_the_best_rung"], kernels: &[] },
             legacy_4_4(
                 "4.4 kprobe",
                 LEGACY_KPROBE,
@@ -291,8 +296,19 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell { rung: "perf-array", env: &[("EBPF_TOOLS_PERF_ARRAY", "1")], tests: &[], kernels: &[] },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: &[], kernels: &[] },
+            Cell {
+                rung: "perf-array",
+                env: &[("EBPF_TOOLS_PERF_ARRAY", "1")],
+                tests: &[
+                    "basic_exec",
+                    "failed_exec_only_with_x",
+                    "argument_limits",
+                    "json_lines_are_lossless",
+                    "scripts",
+                ],
+                kernels: &[],
+            },
+            Cell { rung: "btf-file", env: BTF_FILE, tests: &["basic_exec", "failed_exec_only_with_x"], kernels: &[] },
             legacy_4_4(
                 "4.4 kprobe",
                 LEGACY_KPROBE,

@@ -438,6 +438,22 @@ fn jmp32_and_atomics_from_the_cpu_setting() {
 }
 
 #[test]
+fn the_v2_jumps_are_4_14() {
+    // if r1 < 1 goto +0 (JLT, 0xa5); the v1 CPU has only the greater-than jumps.
+    let code = [mov_imm(1, 0), raw(0xa5, 1, 0, 0, 1), mov_imm(0, 0), exit()];
+    let a = Builder::new().program("kprobe", "p", code).analyse();
+    assert_eq!(floor(&a, "p"), (v(4, 14), vec!["JLT/JLE/JSLT/JSLE jumps".to_owned()]));
+    // if r1 s< r2 goto +0 (JSLT with a register, 0xcd), as aya-ebpf's bound checks write it.
+    let code = [mov_imm(1, 0), mov_imm(2, 0), raw(0xcd, 1, 2, 0, 0), mov_imm(0, 0), exit()];
+    let a = Builder::new().program("kprobe", "p", code).analyse();
+    assert_eq!(floor(&a, "p").0, v(4, 14));
+    // if r1 > 1 goto +0 (JGT, 0x25): v1, no more than the program type.
+    let code = [mov_imm(1, 0), raw(0x25, 1, 0, 0, 1), mov_imm(0, 0), exit()];
+    let a = Builder::new().program("kprobe", "p", code).analyse();
+    assert_eq!(floor(&a, "p").0, v(4, 1));
+}
+
+#[test]
 fn more_than_4096_instructions_is_5_2() {
     let code = (0..4096).map(|_| mov_imm(0, 0)).chain([exit()]);
     let a = Builder::new().program("kprobe", "p", code).analyse();

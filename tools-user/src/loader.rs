@@ -24,8 +24,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, MapType},
     programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
-        FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
+        BtfTracePoint, FEntry, FExit, KProbe, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader, Pod,
 };
@@ -123,6 +124,19 @@ pub enum Attach {
     /// A kernel function's entry through its BTF (5.5+).
     Fentry(String),
     Fexit(String),
+    /// `tp_btf/NAME`: a raw tracepoint whose arguments the verifier knows
+    /// from the kernel's BTF (5.5+).
+    TpBtf(String),
+    /// The CPU clock sampled on one CPU (`profile`'s hook; 4.9+).
+    CpuClock(CpuClock),
+}
+
+/// Samples of the CPU clock: `frequency_hz` times a second on CPU `cpu`,
+/// whatever runs there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuClock {
+    pub cpu: u32,
+    pub frequency_hz: u64,
 }
 
 /// A point in a user-space binary or library.
@@ -172,6 +186,10 @@ impl Attach {
         Attach::Fexit(function.into())
     }
 
+    pub fn tp_btf(name: &str) -> Attach {
+        Attach::TpBtf(name.into())
+    }
+
     /// The inverse of `Display` (a uprobe's pid and cookie left out): how
     /// `--verbose` names a hook, as `bench-floor` takes them.
     pub fn parse(hook: &str) -> Option<Attach> {
@@ -196,6 +214,11 @@ impl Attach {
             "kretprobe" => Attach::Kretprobe(candidates()),
             "fentry" => Attach::fentry(rest),
             "fexit" => Attach::fexit(rest),
+            "tp_btf" => Attach::tp_btf(rest),
+            "cpu_clock" => {
+                let (hz, cpu) = rest.split_once("hz/cpu")?;
+                Attach::CpuClock(CpuClock { cpu: cpu.parse().ok()?, frequency_hz: hz.parse().ok()? })
+            }
             "uprobe" => Attach::Uprobe(uprobe()?),
             "uretprobe" => Attach::Uretprobe(uprobe()?),
             _ => return None,
@@ -228,6 +251,8 @@ impl std::fmt::Display for Attach {
             Attach::Uretprobe(u) => uprobe(f, "uretprobe", u),
             Attach::Fentry(func) => write!(f, "fentry/{func}"),
             Attach::Fexit(func) => write!(f, "fexit/{func}"),
+            Attach::TpBtf(tp) => write!(f, "tp_btf/{tp}"),
+            Attach::CpuClock(c) => write!(f, "cpu_clock/{}hz/cpu{}", c.frequency_hz, c.cpu),
         }
     }
 }
@@ -518,9 +543,15 @@ fn possible_cpus() -> Result<u32> {
 /// reader (btf.rs). The loader offers no constructor without that parse, so
 /// for the duration of `new()` the soft RLIMIT_NOFILE is lowered to the
 /// lowest free descriptor: its open() fails with EMFILE, aya treats that as
-/// "no BTF", and the limit is restored. Nothing else opens files meanwhile:
-/// the tools load before their runtime (or any other thread) starts.
+/// "no BTF", and the limit is restored. The limit is the process's, so this
+/// is done only while the process has one thread (the tools load before
+/// their runtime starts): no other code can open a file meanwhile. With
+/// more threads the kernel's BTF is parsed.
 pub fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    if !single_threaded() {
+        log::info!("more than one thread: aya parses the kernel's BTF");
+        return EbpfLoader::new();
+    }
     let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls on valid structs and descriptors.
     let lowered = unsafe {
@@ -543,6 +574,14 @@ pub fn loader_without_kernel_btf() -> EbpfLoader<'static> {
         log::info!("could not keep aya from parsing the kernel BTF: {}", io::Error::last_os_error());
     }
     loader
+}
+
+/// Whether this process runs one thread (/proc/self/status says).
+fn single_threaded() -> bool {
+    crate::procfs::read("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim() == "1")))
+        .unwrap_or(false)
 }
 
 fn first_line(err: &anyhow::Error) -> String {
@@ -590,6 +629,7 @@ fn unload(program: &mut Program) -> Result<(), ProgramError> {
         Program::FEntry(p) => p.unload(),
         Program::FExit(p) => p.unload(),
         Program::BtfTracePoint(p) => p.unload(),
+        Program::PerfEvent(p) => p.unload(),
         // The tools build tracing programs only: any other type is a bug
         // in a tool's object, reported rather than left loaded silently.
         _ => Err(ProgramError::UnexpectedProgramType),
@@ -654,6 +694,22 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
             }
             p.attach()?;
         }
+        Attach::TpBtf(tracepoint) => {
+            let p: &mut BtfTracePoint = program.try_into()?;
+            if !loaded {
+                p.load(tracepoint, fentry_btf()?)?;
+            }
+            p.attach()?;
+        }
+        Attach::CpuClock(clock) => {
+            let p: &mut PerfEvent = program.try_into()?;
+            if !loaded {
+                p.load()?;
+            }
+            let config = PerfEventConfig::Software(SoftwareEvent::CpuClock);
+            let scope = PerfEventScope::AllProcessesOneCpu { cpu: clock.cpu };
+            p.attach(config, scope, SamplePolicy::Frequency(clock.frequency_hz), false)?;
+        }
     }
     Ok(program.info().map(|info| info.id()).unwrap_or(0))
 }
@@ -682,8 +738,8 @@ fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<()> {
     bail!("no kprobe attaches: {}", refused.join("; "))
 }
 
-/// The running kernel's BTF as aya reads it, for fentry and fexit: they
-/// name their function by its id in the kernel's own BTF, so a `--btf FILE`
+/// The running kernel's BTF as aya reads it, for fentry, fexit and tp_btf:
+/// they name their function by its id in the kernel's own BTF, so a `--btf FILE`
 /// (which gives the other rungs their offsets) cannot serve; a kernel
 /// without BTF has no fentry anyway. Parsed only when such a rung is
 /// tried, and once (about 15 ms and 17 MB here: the other rungs never pay).
@@ -803,6 +859,8 @@ mod tests {
             "kretprobe/ext4_file_read_iter",
             "fentry/ext4_sync_file",
             "fexit/ext4_sync_file",
+            "tp_btf/sched_switch",
+            "cpu_clock/99hz/cpu1",
             "uprobe//usr/lib/x86_64-linux-gnu/libc.so.6:getaddrinfo",
             "uretprobe//lib/ld-musl-x86_64.so.1:0x5a3c0",
         ] {

@@ -231,6 +231,10 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
 
     let path = crate::workspace().join("target/bench.md");
     fs::write(&path, &report)?;
+    // A full run of every benchmark is the docs' table.
+    if !options.quick && options.tool.is_none() {
+        crate::docs::write("benchmarks.md", "bench", &report)?;
+    }
     println!("\n{report}\nbench: written to {}", path.display());
     Ok(())
 }

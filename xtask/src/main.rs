@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <command>`.
 
 mod bench;
+mod docs;
 mod floor;
 mod fuzz;
 mod package;
@@ -15,6 +16,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+use setup::Needs;
 
 #[derive(Parser)]
 #[command(about = "Build, run, test and install the eBPF tools")]
@@ -25,7 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what a fresh machine lacks: nightly rust-src, bpf-linker (cached), Debian packages.
+    /// Install what a fresh machine lacks to build, package and test: nightly
+    /// rust-src, bpf-linker (cached), Debian packages. `build` and `run` install
+    /// only what building needs, `deb` what packaging needs, `test` the rest.
     Setup,
     /// Set up if needed, then build every tool: release, statically linked
     /// (musl), in target/x86_64-unknown-linux-musl/release.
@@ -113,7 +117,7 @@ pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Setup => setup::setup(),
+        Cmd::Setup => setup::setup(Needs::Tests),
         Cmd::Build { release: _ } => build().map(drop),
         Cmd::Run { tool, args } => {
             let bin = build()?.join(&tool);
@@ -132,11 +136,13 @@ fn main() -> Result<()> {
             // One short round: the harness still works (no number can fail it).
             bench::bench(&bin_dir, &bench::Options { tool: None, quick: true })?;
             vm::vm_test(&vm::KERNELS.map(String::from), None)?;
-            // Last: the matrix has fetched its kernels, whose BTF seeds the BTF target.
-            fuzz::fuzz(None, 60)
+            // Last: the matrix has fetched its kernels, whose BTF seeds the BTF
+            // target. Half a minute each: what a longer run finds belongs in
+            // `cargo xtask fuzz`.
+            fuzz::fuzz(None, 30)
         }
         Cmd::VmTest { kernel, tool } => {
-            setup::setup()?;
+            setup::setup(Needs::Tests)?;
             let kernels: Vec<String> = match kernel.as_str() {
                 "all" => vm::KERNELS.iter().map(|k| k.to_string()).collect(),
                 list => list.split(',').map(str::to_owned).collect(),
@@ -149,6 +155,7 @@ fn main() -> Result<()> {
         Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),
         Cmd::KernelFloor { check } => floor::kernel_floor(&build()?, check),
         Cmd::Bench { tool, quick, bin_dir } => {
+            setup::setup(Needs::Tests)?;
             let bin_dir = match bin_dir {
                 Some(dir) => dir,
                 None => build()?,
@@ -157,11 +164,14 @@ fn main() -> Result<()> {
             bench::bench(&bin_dir, &bench::Options { tool, quick })
         }
         Cmd::Fuzz { target, seconds } => {
-            setup::setup()?;
+            setup::setup(Needs::Tests)?;
             fuzz::fuzz(target.as_deref(), seconds)
         }
         Cmd::Install { prefix } => package::install(&build()?, &prefix),
-        Cmd::Deb => package::deb(&build()?).map(drop),
+        Cmd::Deb => {
+            setup::setup(Needs::Package)?;
+            package::deb(&build()?).map(drop)
+        }
     }
 }
 
@@ -180,9 +190,10 @@ fn tools() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Sets up (cheap when done), builds the tools, returns their directory.
+/// Sets up what building needs (cheap when done), builds the tools,
+/// returns their directory.
 fn build() -> Result<PathBuf> {
-    setup::setup()?;
+    setup::setup(Needs::Build)?;
     build_tools()
 }
 
@@ -201,6 +212,7 @@ pub fn build_tools() -> Result<PathBuf> {
 
 /// Runs the host tests; returns the tools' directory.
 fn test(args: &[String]) -> Result<PathBuf> {
+    setup::setup(Needs::Tests)?;
     let bin_dir = build()?;
     // Without root the tests would fail one by one.
     require_root("the tests load BPF programs")?;
@@ -220,7 +232,9 @@ fn test(args: &[String]) -> Result<PathBuf> {
     };
     // tools-user's unit tests for the tools' own target: one more build of
     // it (and of the eBPF objects its build script embeds) would cost minutes.
-    cargo_test(&["-p", "tools-user", "--target", STATIC_TARGET])?;
+    // The library's only: the binaries have none, and linking each again
+    // with the test harness would cost minutes too.
+    cargo_test(&["-p", "tools-user", "--lib", "--target", STATIC_TARGET])?;
     // The rest for the host: the integration tests' workloads resolve names
     // through glibc, as most programs gethostlatency traces do.
     cargo_test(&["--workspace", "--exclude", "tools-ebpf", "--exclude", "tools-user"])?;

@@ -22,10 +22,31 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// The Rust targets the tools are built for (see `STATIC_TARGET`).
 const RUST_TARGETS: &[&str] = &[crate::STATIC_TARGET];
 
-/// Debian packages the tests, tools and benchmarks need, keyed by a command
-/// they provide (an absolute path where the name alone could be ours, or a
-/// file where they provide no command).
-const APT_PACKAGES: &[(&str, &str)] = &[
+/// What a command needs installed: building and running the tools, making
+/// the Debian package, or running the tests and benchmarks (each includes
+/// the one before).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Needs {
+    Build,
+    Package,
+    Tests,
+}
+
+/// Debian packages building the tools needs, keyed by a command they
+/// provide (an absolute path where the name alone could be ours, or a file
+/// where they provide no command).
+const BUILD_PACKAGES: &[(&str, &str)] = &[
+    // The C parts of the tools' crates (ring) for the musl target.
+    ("musl-gcc", "musl-tools"),
+];
+
+/// Debian packages `cargo xtask deb` needs: stripped binaries, built and
+/// checked.
+const PACKAGE_PACKAGES: &[(&str, &str)] =
+    &[("strip", "binutils"), ("dpkg-deb", "dpkg"), ("lintian", "lintian"), ("gzip", "gzip")];
+
+/// Debian packages the tests and benchmarks need.
+const TEST_PACKAGES: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
     ("unshare", "util-linux"),
     ("losetup", "mount"),
@@ -35,18 +56,13 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("mkfs.xfs", "xfsprogs"),
     ("mkfs.btrfs", "btrfs-progs"),
-    // gethostlatency's tests build a program against musl.
-    ("musl-gcc", "musl-tools"),
     // The heatmap tests: SVG well-formedness, and a real browser's rendering.
     ("xmllint", "libxml2-utils"),
     ("/usr/bin/chromium", "chromium"),
     // The C tools the benchmarks compare with.
     ("/usr/sbin/runqlat", "libbpf-tools"),
-    // The Debian package: stripped binaries, built, checked, installed and
-    // its man pages found; bash completion as a user gets it.
-    ("strip", "binutils"),
-    ("dpkg-deb", "dpkg"),
-    ("lintian", "lintian"),
+    // The Debian package installed and its man pages found; bash
+    // completion as a user gets it.
     ("man", "man-db"),
     ("/usr/share/bash-completion/bash_completion", "bash-completion"),
     // The exporter's tests: a real Prometheus (started by the tests on
@@ -59,13 +75,20 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("htpasswd", "apache2-utils"),
 ];
 
-pub fn setup() -> Result<()> {
+/// Installs what `needs` asks for (cheap when done).
+pub fn setup(needs: Needs) -> Result<()> {
     install_rust_src()?;
     install_rust_targets()?;
     let linker = install_bpf_linker()?;
     println!("setup: bpf-linker at {}", linker.display());
-    install_apt_packages()?;
-    Ok(())
+    let mut packages: Vec<&(&str, &str)> = BUILD_PACKAGES.iter().collect();
+    if needs >= Needs::Package {
+        packages.extend(PACKAGE_PACKAGES);
+    }
+    if needs >= Needs::Tests {
+        packages.extend(TEST_PACKAGES);
+    }
+    install_apt_packages(&packages)
 }
 
 fn install_rust_src() -> Result<()> {
@@ -165,9 +188,9 @@ pub fn install_cargo_fuzz() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn install_apt_packages() -> Result<()> {
-    let mut missing: Vec<&str> =
-        APT_PACKAGES.iter().filter(|(cmd, _)| !command_exists(cmd)).map(|(_, pkg)| *pkg).collect();
+fn install_apt_packages(packages: &[&(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = packages.iter().filter(|(cmd, _)| !command_exists(cmd)).map(|(_, pkg)| *pkg).collect();
+    missing.sort();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());

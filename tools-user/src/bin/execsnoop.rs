@@ -2,19 +2,19 @@
 //! seen (execveat, fexecve and non-leader threads too) and arguments that
 //! cannot be missing or forge a line.
 
-use std::{collections::HashMap, process::ExitCode, time::Instant};
+use std::{process::ExitCode, time::Instant};
 
 use clap::Parser;
 use regex_lite::Regex;
 use serde_json::Value;
-use tools_common::execsnoop::{event_flags, part, ExecEvent, ExecPart};
+use tools_common::execsnoop::{event_flags, ExecEvent};
 use tools_user::{
     btf::Btf,
     cli::{user_id, CgroupArg, EventArgs, RuntimeArgs},
     columns::{Cell, Column, Columns},
     diag,
     driver::events::{self, EventTool, Filter},
-    events::{decode, EventPath},
+    events::EventPath,
     lifetime,
     loader::Build,
     manual,
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         tool.filter = filter(args.name.clone(), args.line.clone());
         tool.inflight = "failed execs";
         if loaded.rung == "kprobe" {
-            let mut parts = Parts::default();
+            let mut parts = execsnoop::Parts::default();
             let fails = args.fails;
             tool.assemble = Some(Box::new(move |bytes: &[u8]| parts.take(bytes, fails)));
         }
@@ -169,88 +169,6 @@ fn parent<'e>(e: &ExecEvent, cell: Cell<'e>) -> Cell<'e> {
         0 => cell,
         _ => Cell::Unknown,
     }
-}
-
-/// Execs put back together from the parts the legacy build's kprobes
-/// send (Linux 4.4: see tools-ebpf's execsnoop), by process: the path and
-/// the arguments at the syscall's entry, the result at its return.
-#[derive(Default)]
-struct Parts {
-    execs: HashMap<u32, Box<ExecEvent>>,
-}
-
-impl Parts {
-    /// Adds one part; the exec, once its result came (failed ones only with -x).
-    fn take(&mut self, bytes: &[u8], fails: bool) -> anyhow::Result<Option<ExecEvent>> {
-        let p: ExecPart = decode(bytes)?;
-        match p.kind {
-            part::FILENAME => {
-                // SAFETY: ExecEvent is plain data, all zeros a valid one.
-                let mut ev: Box<ExecEvent> = Box::new(unsafe { std::mem::zeroed() });
-                (ev.ts_ns, ev.pid, ev.uid, ev.cpu, ev.comm) = (p.ts_ns, p.pid, p.uid, p.cpu, p.comm);
-                ev.flags = event_flags::PARENT_UNKNOWN;
-                let path = cstr(&p.bytes);
-                ev.filename[..path.len()].copy_from_slice(path);
-                // An exec never finished (its thread gone) is replaced.
-                self.execs.insert(p.pid, ev);
-            }
-            part::ARG => {
-                if let Some(ev) = self.execs.get_mut(&p.pid) {
-                    let arg = cstr(&p.bytes);
-                    let at = ev.args_len as usize;
-                    if at + arg.len() < ev.args.len() {
-                        ev.args[at..at + arg.len()].copy_from_slice(arg);
-                        ev.args_len = (at + arg.len() + 1) as u32;
-                    } else {
-                        ev.flags |= event_flags::ARGS_TRUNCATED;
-                    }
-                }
-            }
-            part::MORE => {
-                if let Some(ev) = self.execs.get_mut(&p.pid) {
-                    ev.flags |= event_flags::ARGS_TRUNCATED;
-                }
-            }
-            part::RET => {
-                // A result without its start: an exec begun before the tool attached.
-                let Some(mut ev) = self.execs.remove(&p.pid) else { return Ok(None) };
-                ev.ret = p.ret;
-                if p.ret == 0 {
-                    // The new program's name.
-                    ev.comm = p.comm;
-                }
-                // The parent: where the kernel saw it during the exec, else
-                // (a failed exec, or none seen) as /proc says, as BCC does.
-                let parent = match p.ppid {
-                    0 => parent_of(p.pid),
-                    ppid => Some((ppid, p.bytes[..16].try_into().unwrap_or_default())),
-                };
-                if let Some((ppid, pcomm)) = parent {
-                    (ev.ppid, ev.pcomm) = (ppid, pcomm);
-                    ev.flags &= !event_flags::PARENT_UNKNOWN;
-                }
-                if p.ret < 0 && !fails {
-                    return Ok(None);
-                }
-                return Ok(Some(*ev));
-            }
-            other => anyhow::bail!("an exec part of unknown kind {other}"),
-        }
-        Ok(None)
-    }
-}
-
-/// A living process's parent, as /proc says: its TGID and name.
-fn parent_of(pid: u32) -> Option<(u32, [u8; 16])> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    // After the name in parentheses (which may hold anything): state, then ppid.
-    let after_name = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
-    let ppid: u32 = std::str::from_utf8(after_name).ok()?.split_whitespace().nth(1)?.parse().ok()?;
-    let comm = std::fs::read(format!("/proc/{ppid}/comm")).ok()?;
-    let mut pcomm = [0u8; 16];
-    let name = comm.strip_suffix(b"\n").unwrap_or(&comm);
-    pcomm[..name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
-    Some((ppid, pcomm))
 }
 
 /// `-n` on COMM and `-l` on the arguments, as BCC applies them.

@@ -126,8 +126,10 @@ fn columns(format: Format) -> Columns<'static, FileOpEvent> {
     Columns { columns, format, record: "op" }
 }
 
+/// The file's name: `name_len` bytes, up to a NUL (the legacy build sends
+/// a fixed-size read of the name's start).
 fn name(e: &FileOpEvent) -> &[u8] {
-    &e.name[..(e.name_len as usize).min(e.name.len())]
+    cstr(&e.name[..(e.name_len as usize).min(e.name.len())])
 }
 
 fn op_letter(op: u32) -> &'static str {

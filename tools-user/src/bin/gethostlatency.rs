@@ -106,6 +106,8 @@ fn columns(format: Format, libraries: Rc<RefCell<Libraries>>) -> Columns<'static
     Columns { columns, format, record: "lookup" }
 }
 
+/// The host: `host_len` bytes, up to a NUL (the legacy build sends a
+/// fixed-size read of the host's start).
 fn host(e: &LookupEvent) -> &[u8] {
-    &e.host[..(e.host_len as usize).min(e.host.len())]
+    cstr(&e.host[..(e.host_len as usize).min(e.host.len())])
 }

@@ -89,7 +89,10 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
     let mut kp_rung = Rung::new("kprobe")
         .program(
             programs::KP_COMPLETE,
-            Attach::kprobe(&["__blk_account_io_done", "blk_account_io_done", "__blk_mq_end_request"]),
+            // The accounting done: 4.x (blk_account_io_done), 5.x
+            // (__blk_account_io_done). 6.1 inlines both and refuses a kprobe
+            // there; blk_update_request, where block_rq_complete fires, serves.
+            Attach::kprobe(&["__blk_account_io_done", "blk_account_io_done", "blk_update_request"]),
         )
         .program(
             if queued { programs::KP_ISSUE_QUEUED } else { programs::KP_ISSUE },

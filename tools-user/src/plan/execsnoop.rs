@@ -4,10 +4,11 @@
 //! kprobes on the exec syscalls, whose parts of each exec user space puts
 //! back together.
 
+use anyhow::{bail, Result};
+use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
-use tools_common::execsnoop::{programs, Config};
+use tools_common::execsnoop::{event_flags, part, programs, Config, ExecEvent, ExecPart};
 
 use super::{BtfSource, Plan};
 use crate::{
@@ -137,4 +138,144 @@ fn syscall_fields(config: &mut Config) -> Result<()> {
         bail!("sys_exit_execve and sys_exit_execveat records differ");
     }
     Ok(())
+}
+
+/// Execs put back together from the parts the legacy build's kprobes
+/// send (Linux 4.4: see tools-ebpf's execsnoop), by process: the path and
+/// the arguments at the syscall's entry, the result at its return.
+#[derive(Default)]
+pub struct Parts {
+    execs: HashMap<u32, Box<ExecEvent>>,
+}
+
+impl Parts {
+    /// Adds one part; the exec, once its result came (failed ones only with -x).
+    pub fn take(&mut self, bytes: &[u8], fails: bool) -> Result<Option<ExecEvent>> {
+        let p: ExecPart = crate::events::decode(bytes)?;
+        match p.kind {
+            part::FILENAME => {
+                // SAFETY: ExecEvent is plain data, all zeros a valid one.
+                let mut ev: Box<ExecEvent> = Box::new(unsafe { std::mem::zeroed() });
+                (ev.ts_ns, ev.pid, ev.uid, ev.cpu, ev.comm) = (p.ts_ns, p.pid, p.uid, p.cpu, p.comm);
+                ev.flags = event_flags::PARENT_UNKNOWN;
+                let path = crate::output::cstr(&p.bytes);
+                ev.filename[..path.len()].copy_from_slice(path);
+                // An exec never finished (its thread gone) is replaced.
+                self.execs.insert(p.pid, ev);
+            }
+            part::ARG => {
+                if let Some(ev) = self.execs.get_mut(&p.pid) {
+                    let arg = crate::output::cstr(&p.bytes);
+                    let at = ev.args_len as usize;
+                    if at + arg.len() < ev.args.len() {
+                        ev.args[at..at + arg.len()].copy_from_slice(arg);
+                        ev.args_len = (at + arg.len() + 1) as u32;
+                    } else {
+                        ev.flags |= event_flags::ARGS_TRUNCATED;
+                    }
+                }
+            }
+            part::MORE => {
+                if let Some(ev) = self.execs.get_mut(&p.pid) {
+                    ev.flags |= event_flags::ARGS_TRUNCATED;
+                }
+            }
+            part::RET => {
+                // A result without its start: an exec begun before the tool attached.
+                let Some(mut ev) = self.execs.remove(&p.pid) else { return Ok(None) };
+                ev.ret = p.ret;
+                if p.ret == 0 {
+                    // The new program's name.
+                    ev.comm = p.comm;
+                }
+                // The parent: where the kernel saw it during the exec, else
+                // (a failed exec, or none seen) as /proc says, as BCC does.
+                let parent = match p.ppid {
+                    0 => parent_of(p.pid),
+                    ppid => Some((ppid, p.bytes[..16].try_into().unwrap_or_default())),
+                };
+                if let Some((ppid, pcomm)) = parent {
+                    (ev.ppid, ev.pcomm) = (ppid, pcomm);
+                    ev.flags &= !event_flags::PARENT_UNKNOWN;
+                }
+                if p.ret < 0 && !fails {
+                    return Ok(None);
+                }
+                return Ok(Some(*ev));
+            }
+            other => bail!("an exec part of unknown kind {other}"),
+        }
+        Ok(None)
+    }
+}
+
+/// A living process's parent, as /proc says: its TGID and name.
+fn parent_of(pid: u32) -> Option<(u32, [u8; 16])> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // After the name in parentheses (which may hold anything): state, then ppid.
+    let after_name = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let ppid: u32 = std::str::from_utf8(after_name).ok()?.split_whitespace().nth(1)?.parse().ok()?;
+    let comm = std::fs::read(format!("/proc/{ppid}/comm")).ok()?;
+    let mut pcomm = [0u8; 16];
+    let name = comm.strip_suffix(b"\n").unwrap_or(&comm);
+    pcomm[..name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
+    Some((ppid, pcomm))
+}
+
+#[cfg(test)]
+mod tests {
+    use tools_common::execsnoop::PART_SIZE;
+
+    use super::*;
+
+    fn part(kind: u32, pid: u32, text: &[u8]) -> Vec<u8> {
+        // SAFETY: plain data, all zeros a valid one.
+        let mut p: ExecPart = unsafe { std::mem::zeroed() };
+        (p.kind, p.pid, p.ts_ns) = (kind, pid, 7);
+        p.bytes[..text.len().min(PART_SIZE)].copy_from_slice(&text[..text.len().min(PART_SIZE)]);
+        // SAFETY: plain data, read as bytes.
+        unsafe { std::slice::from_raw_parts(&p as *const ExecPart as *const u8, size_of::<ExecPart>()) }.to_vec()
+    }
+
+    fn ret(pid: u32, ret: i32, ppid: u32) -> Vec<u8> {
+        let mut bytes = part(part::RET, pid, b"parent\0");
+        let at = std::mem::offset_of!(ExecPart, ret);
+        bytes[at..at + 4].copy_from_slice(&ret.to_ne_bytes());
+        let at = std::mem::offset_of!(ExecPart, ppid);
+        bytes[at..at + 4].copy_from_slice(&ppid.to_ne_bytes());
+        bytes
+    }
+
+    fn args(ev: &ExecEvent) -> Vec<&[u8]> {
+        ev.args[..ev.args_len as usize].split(|&b| b == 0).filter(|a| !a.is_empty()).collect()
+    }
+
+    #[test]
+    fn an_exec_is_put_back_together_from_its_parts() {
+        let mut parts = Parts::default();
+        assert!(parts.take(&part(part::FILENAME, 42, b"/bin/true\0"), false).unwrap().is_none());
+        assert!(parts.take(&part(part::ARG, 42, b"true\0"), false).unwrap().is_none());
+        // Another process's exec, in between.
+        assert!(parts.take(&part(part::FILENAME, 43, b"/bin/false\0"), false).unwrap().is_none());
+        assert!(parts.take(&part(part::ARG, 42, &[b'x'; PART_SIZE]), false).unwrap().is_none());
+        let ev = parts.take(&ret(42, 0, 1), false).unwrap().expect("the exec");
+        assert_eq!(crate::output::cstr(&ev.filename), b"/bin/true");
+        assert_eq!(args(&ev), [&b"true"[..], &[b'x'; PART_SIZE][..]]);
+        assert_eq!((ev.pid, ev.ppid, ev.ret), (42, 1, 0));
+        assert_eq!(crate::output::cstr(&ev.pcomm), b"parent");
+        assert_eq!(ev.flags & event_flags::PARENT_UNKNOWN, 0);
+    }
+
+    #[test]
+    fn a_failed_exec_only_when_asked_and_a_result_without_a_start_is_none() {
+        let mut parts = Parts::default();
+        parts.take(&part(part::FILENAME, 42, b"/nonexistent\0"), false).unwrap();
+        assert!(parts.take(&ret(42, -2, 1), false).unwrap().is_none());
+        parts.take(&part(part::FILENAME, 42, b"/nonexistent\0"), true).unwrap();
+        parts.take(&part(part::MORE, 42, b""), true).unwrap();
+        let ev = parts.take(&ret(42, -2, 1), true).unwrap().expect("the failed exec");
+        assert_eq!(ev.ret, -2);
+        assert_ne!(ev.flags & event_flags::ARGS_TRUNCATED, 0);
+        assert!(parts.take(&ret(44, 0, 1), true).unwrap().is_none());
+    }
 }
