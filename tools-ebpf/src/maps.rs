@@ -352,6 +352,15 @@ impl<K, V: Copy> Starts<K, V> {
         }
     }
 
+    /// What `key` started with, left in place to be changed (nested calls
+    /// counted in it): None if it never started here.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn in_flight(&self, key: &K) -> Option<&mut V> {
+        // SAFETY: the value of a live entry; each key is one thread's own.
+        Some(unsafe { &mut *self.map.get_ptr_mut(key)? })
+    }
+
     /// What `key` started with, taken out: None if it never started here.
     #[inline(always)]
     pub fn end(&self, key: &K) -> Option<V> {

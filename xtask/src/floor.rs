@@ -54,12 +54,13 @@ pub fn kernel_floor(bin_dir: &Path, check: bool) -> Result<()> {
     Ok(())
 }
 
-/// Each tool's lowest rung in the legacy build (the last one it tries),
-/// where it needs a kernel newer than the promise.
+/// Each tool's lowest rung (the one with the oldest kernel), where it needs
+/// a kernel newer than the promise.
 fn broken_promises(rows: &[Value]) -> Vec<String> {
     let mut broken = Vec::new();
     for tool in tools_catalog::TOOLS.iter().filter(|t| t.object.is_some()) {
-        let lowest = rows.iter().rfind(|r| r["tool"] == tool.name && r["build"] == "legacy");
+        let floor = |row: &&Value| version(row["floor"].as_str().unwrap_or_default());
+        let lowest = rows.iter().filter(|r| r["tool"] == tool.name && r["build"] == "legacy").min_by_key(floor);
         let Some(lowest) = lowest else {
             broken.push(format!("  {}: no rung in the legacy build", tool.name));
             continue;

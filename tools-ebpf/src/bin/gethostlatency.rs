@@ -48,7 +48,7 @@ mod bpf {
     use tools_ebpf::maps::{emit, Scratch};
     use tools_ebpf::{
         config,
-        maps::{count_drop, Configuration, Counters, Events, KeyedHist},
+        maps::{Configuration, Counters, Events, KeyedHist, Starts},
         named,
     };
 
@@ -71,7 +71,7 @@ mod bpf {
     /// Thread → its outermost resolver call in flight.
     #[named(maps::CALLS)]
     #[map]
-    static CALLS: HashMap<u32, Call> = HashMap::with_max_entries(10240, 0);
+    static CALLS: Starts<u32, Call> = Starts::with_max_entries(10240);
 
     /// Processes that execd since user space last read this table (it
     /// reads their mappings again, and empties it). When it is full, user
@@ -116,14 +116,11 @@ mod bpf {
         // pointer points at its return address.
         let sp = unsafe { (*ctx.regs).rsp };
         let ret_addr = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
-        if let Some(call) = CALLS.get_ptr_mut(tid) {
-            // SAFETY: the value of a live entry, this thread's own.
-            unsafe {
-                let nested = sp < (*call).sp || (sp == (*call).sp && ret_addr != (*call).ret_addr);
-                if (*call).depth > 0 && nested {
-                    (*call).depth += 1;
-                    return;
-                }
+        if let Some(call) = CALLS.in_flight(&tid) {
+            let nested = sp < call.sp || (sp == call.sp && ret_addr != call.ret_addr);
+            if call.depth > 0 && nested {
+                call.depth += 1;
+                return;
             }
         }
         // BCC skips a NULL host (getaddrinfo(NULL, service, ...)).
@@ -141,9 +138,7 @@ mod bpf {
             library,
             _pad: 0,
         };
-        if CALLS.insert(tid, call, 0).is_err() {
-            count_drop(&DROPS, |d| &mut d.inflight_full);
-        }
+        CALLS.begin(&DROPS, &tid, &call);
     }
 
     /// With a cookie (5.15+): which library and function, from attach time.
@@ -190,22 +185,19 @@ mod bpf {
     fn returned(ctx: &RetProbeContext, config: &Config) {
         let id = bpf_get_current_pid_tgid();
         let tid = id as u32;
-        let Some(call) = CALLS.get_ptr_mut(tid) else { return };
-        // SAFETY: the value of a live entry, this thread's own.
-        let call = unsafe { &mut *call };
-        if call.depth > 1 {
-            call.depth -= 1;
+        let Some(nested) = CALLS.in_flight(&tid) else { return };
+        if nested.depth > 1 {
+            nested.depth -= 1;
             return;
         }
+        let Some(call) = CALLS.end(&tid) else { return };
         let now = unsafe { bpf_ktime_get_ns() };
         let latency = now.saturating_sub(call.ts_ns);
         let ret = ctx.ret::<i64>();
         // getaddrinfo returns an int: the upper half of the register is not the result's.
         let ret = if call.function == function::GETADDRINFO { ret as i32 as i64 } else { ret };
         if config.histograms != 0 {
-            let key = hist_key(call.function, ret);
-            let _ = CALLS.remove(tid);
-            return KEYED_HIST.record_with_sum(&DROPS, key, latency);
+            return KEYED_HIST.record_with_sum(&DROPS, hist_key(call.function, ret), latency);
         }
         let fill = |ev: &mut LookupEventOf<_>| {
             ev.ts_ns = now;
@@ -218,7 +210,6 @@ mod bpf {
             ev.comm = bpf_get_current_comm().unwrap_or_default();
         };
         let host = call.host as Ptr;
-        let _ = CALLS.remove(tid);
         // The modern build sends the host's bytes, up to DNS's 253, from a
         // per-CPU event; the legacy build a fixed-size read of its start, as
         // BCC did, from an event on the stack (Linux 4.4); a host near the
