@@ -446,6 +446,58 @@ pub fn bpf_program_loaded(id: u32) -> bool {
     false
 }
 
+/// The ids of the BPF programs loaded now whose name is `name` (the
+/// kernel keeps the first 15 bytes of a program's name).
+pub fn loaded_programs_named(name: &str) -> Vec<u32> {
+    // union bpf_attr for BPF_OBJ_GET_INFO_BY_FD.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let bpf = |cmd: libc::c_long, attr: *mut u8, size: usize| {
+        // SAFETY: `attr` points at a live buffer of `size` bytes.
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
+        if ret < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(ret as i32)
+        }
+    };
+    let mut ids = Vec::new();
+    let mut id = 0;
+    loop {
+        // { start_id, next_id, open_flags }
+        let mut attr: [u32; 3] = [id, 0, 0];
+        match bpf(11 /* BPF_PROG_GET_NEXT_ID */, attr.as_mut_ptr().cast(), 12) {
+            Ok(_) => id = attr[1],
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return ids,
+            Err(err) => panic!("BPF_PROG_GET_NEXT_ID (run as root): {err}"),
+        }
+        // { prog_id, next_id, open_flags }
+        let mut attr: [u32; 3] = [id, 0, 0];
+        let fd = match bpf(13 /* BPF_PROG_GET_FD_BY_ID */, attr.as_mut_ptr().cast(), 12) {
+            Ok(fd) => fd,
+            // Freed since it was listed.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(err) => panic!("BPF_PROG_GET_FD_BY_ID({id}): {err}"),
+        };
+        // struct bpf_prog_info up to its name: char name[16] at byte 64.
+        let mut info = [0u8; 80];
+        let mut attr = InfoAttr { bpf_fd: fd as u32, info_len: info.len() as u32, info: info.as_mut_ptr() as u64 };
+        let got = bpf(15 /* BPF_OBJ_GET_INFO_BY_FD */, (&raw mut attr).cast(), std::mem::size_of::<InfoAttr>());
+        // SAFETY: the descriptor just returned.
+        unsafe { libc::close(fd) };
+        got.unwrap_or_else(|err| panic!("BPF_OBJ_GET_INFO_BY_FD({id}): {err}"));
+        let program = &info[64..80];
+        let program = &program[..program.iter().position(|&b| b == 0).unwrap_or(program.len())];
+        if program == &name.as_bytes()[..name.len().min(15)] {
+            ids.push(id);
+        }
+    }
+}
+
 /// The ids of the programs a tool's `--verbose` says it attached
 /// (`  name (id 42) -> hook`).
 pub fn attached_program_ids(stderr: &str) -> Vec<u32> {

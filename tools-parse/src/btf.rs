@@ -10,6 +10,9 @@ use std::{cell::RefCell, collections::HashMap, fs, io::Read as _, path::Path};
 
 use anyhow::{bail, Context as _, Result};
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// The largest BTF read: a kernel's is a few MB (tens with every module's).
@@ -325,20 +328,193 @@ impl Btf {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        testing::{Field, Writer, VOID},
+        *,
+    };
+
+    /// Which spellings a fixture kernel has: `task_struct.state` (a
+    /// volatile long) until 5.14, `__state` (an unsigned int) since;
+    /// `sched_switch` with 3 arguments until 5.18, 4 since.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kernel {
+        Old,
+        New,
+    }
+
+    /// A kernel's BTF cut down to what these tests look up, with the
+    /// shapes real kernels give it: members behind typedefs and
+    /// qualifiers, embedded structs, anonymous unions and structs, a
+    /// bitfield word, arrays, tracepoint prototypes, enums, a function.
+    fn kernel(release: Kernel) -> Btf {
+        let old = release == Kernel::Old;
+        let mut w = Writer::new();
+        let int = w.signed("int", 4);
+        let uint = w.int("unsigned int", 4);
+        let long = w.signed("long", 8);
+        let u8_ = w.int("unsigned char", 1);
+        let u16_ = w.int("unsigned short", 2);
+        let u64_ = w.int("unsigned long long", 8);
+        let char_ = w.char();
+        let bool_ = w.bool();
+        let u32_ = w.typedef("u32", uint);
+        let pid_t = w.typedef("pid_t", int);
+        let any = w.ptr(VOID);
+
+        // struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const unsigned char *name; }
+        let hash_and_len = w.structure("", 8, &[Field::new("hash", u32_, 0), Field::new("len", u32_, 4)]);
+        let hash_len = w.union("", 8, &[Field::new("", hash_and_len, 0), Field::new("hash_len", u64_, 0)]);
+        let const_u8 = w.constant(u8_);
+        let name = w.ptr(const_u8);
+        let qstr = w.structure("qstr", 16, &[Field::new("", hash_len, 0), Field::new("name", name, 8)]);
+        w.structure("dentry", 192, &[Field::new("d_parent", any, 24), Field::new("d_name", qstr, 32)]);
+        let path = w.structure("path", 16, &[Field::new("mnt", any, 0), Field::new("dentry", any, 8)]);
+        w.structure("file", 232, &[Field::new("f_path", path, 16), Field::new("f_inode", any, 32)]);
+
+        let volatile_long = w.volatile(long);
+        let state = if old { Field::new("state", volatile_long, 16) } else { Field::new("__state", uint, 24) };
+        let comm = w.array(char_, 16);
+        let task = w.structure(
+            "task_struct",
+            9792,
+            &[state, Field::new("pid", pid_t, 2464), Field::new("tgid", pid_t, 2468), Field::new("comm", comm, 3000)],
+        );
+        let task_ptr = w.ptr(task);
+
+        // sock_common, then `sk_protocol`: 8 bits of a bitfield word
+        // before 5.6, a u16 of its own since.
+        let common = w.structure("sock_common", 136, &[Field::new("skc_family", u16_, 16)]);
+        let protocol =
+            if old { Field::bits("sk_protocol", uint, 140 * 8 + 8, 8) } else { Field::new("sk_protocol", u16_, 514) };
+        let mut sock = vec![Field::new("__sk_common", common, 0), protocol];
+        if old {
+            sock.extend([Field::bits("sk_padding", uint, 140 * 8, 1), Field::bits("sk_type", uint, 140 * 8 + 16, 16)]);
+        }
+        w.structure("sock", 760, &sock);
+
+        // struct pid_namespace { ...; struct ns_common ns; }
+        let ns_common = w.structure("ns_common", 24, &[Field::new("stashed", any, 0), Field::new("inum", uint, 16)]);
+        w.structure("pid_namespace", 144, &[Field::new("ns", ns_common, 112)]);
+
+        // btf_trace_<tracepoint>: a pointer to a function whose first
+        // parameter is the context the raw tracepoint passes.
+        let mut switch = vec![("__data", any), ("preempt", bool_), ("prev", task_ptr), ("next", task_ptr)];
+        if !old {
+            switch.push(("prev_state", uint));
+        }
+        let wakeup = vec![("__data", any), ("p", task_ptr)];
+        for (tracepoint, params) in [("sched_switch", switch), ("sched_wakeup", wakeup)] {
+            let proto = w.func_proto(VOID, &params);
+            let ptr = w.ptr(proto);
+            w.typedef(&format!("btf_trace_{tracepoint}"), ptr);
+        }
+
+        w.enumeration("req_op", &[("REQ_OP_READ", 0), ("REQ_OP_WRITE", 1), ("REQ_OP_FLUSH", 2), ("REQ_OP_LAST", 36)]);
+        w.enumeration("signed_enum", &[("BELOW", -2), ("ZERO", 0)]);
+        w.enumeration64("wide", &[("LOW", 1), ("HIGH", 1 << 40), ("NEGATIVE", -1)]);
+        let read_iter = w.func_proto(long, &[("iocb", any), ("to", any)]);
+        w.func("ext4_file_read_iter", read_iter);
+        w.parse()
+    }
 
     #[test]
-    fn resolves_task_struct_members_from_the_running_kernel() {
-        let btf = Btf::from_sys_fs().expect("kernel BTF");
-        let pid = btf.member("task_struct", "pid").unwrap();
-        let tgid = btf.member("task_struct", "tgid").unwrap();
-        assert_eq!(pid.size, 4);
-        assert_eq!(tgid.offset, pid.offset + 4, "tgid follows pid in every kernel");
-        assert!(btf.member_any("task_struct", &["__state", "state"]).is_ok());
-        assert!(btf.member("task_struct", "no_such_member").is_none());
-        assert_eq!(btf.raw_tracepoint_args("sched_wakeup"), Some(1));
-        assert!(matches!(btf.raw_tracepoint_args("sched_switch"), Some(3 | 4)));
-        let ops = btf.enum_values("req_op").unwrap();
-        assert!(ops.iter().any(|(name, value)| name == "REQ_OP_WRITE" && *value == 1));
+    fn resolves_task_struct_members_on_an_old_and_a_new_kernel() {
+        for release in [Kernel::Old, Kernel::New] {
+            let btf = kernel(release);
+            let pid = btf.member("task_struct", "pid").unwrap();
+            let tgid = btf.member("task_struct", "tgid").unwrap();
+            assert_eq!(pid.size, 4, "pid_t, through its typedef");
+            assert_eq!(tgid.offset, pid.offset + 4, "tgid follows pid in every kernel");
+            assert!(btf.member("task_struct", "no_such_member").is_none());
+            assert!(btf.member("no_such_struct", "pid").is_none());
+            assert_eq!(btf.member("task_struct", "comm").unwrap().size, 16, "char[16]");
+            assert_eq!(btf.raw_tracepoint_args("sched_wakeup"), Some(1));
+            assert_eq!(btf.raw_tracepoint_args("no_such_tracepoint"), None);
+            let ops = btf.enum_values("req_op").unwrap();
+            assert!(ops.iter().any(|(name, value)| name == "REQ_OP_WRITE" && *value == 1));
+        }
+    }
+
+    #[test]
+    fn follows_a_rename_to_the_spelling_the_kernel_has() {
+        let old = kernel(Kernel::Old);
+        let new = kernel(Kernel::New);
+        let state = |btf: &Btf| btf.member_any("task_struct", &["__state", "state"]).unwrap();
+        // A volatile long until 5.14, then an unsigned int.
+        assert_eq!((state(&old).offset, state(&old).size), (16, 8));
+        assert_eq!((state(&new).offset, state(&new).size), (24, 4));
+        // The first spelling the struct has wins; none is an error naming them all.
+        assert_eq!(new.member_any("task_struct", &["no_such", "pid", "tgid"]).unwrap().offset, 2464);
+        let err = new.member_any("task_struct", &["no_such", "nor_this"]).unwrap_err();
+        assert_eq!(err.to_string(), "kernel BTF has no task_struct.no_such or nor_this");
+        // sched_switch gained `prev_state` in 5.18.
+        assert_eq!(old.raw_tracepoint_args("sched_switch"), Some(3));
+        assert_eq!(new.raw_tracepoint_args("sched_switch"), Some(4));
+    }
+
+    #[test]
+    fn member_paths_go_through_embedded_structs_and_anonymous_members() {
+        let btf = kernel(Kernel::New);
+        // file.f_path (at 16) . dentry (at 8 in struct path).
+        assert_eq!(btf.member("file", "f_path.dentry").unwrap().offset, 24);
+        assert_eq!(btf.member("file", "f_path").unwrap().size, 16);
+        // dentry.d_name (at 32): qstr's `len` is in an anonymous struct in
+        // an anonymous union; `name` follows the union.
+        let len = btf.member("dentry", "d_name.len").unwrap();
+        assert_eq!((len.offset, len.size), (36, 4));
+        assert_eq!(btf.member("dentry", "d_name.hash_len").unwrap().offset, 32);
+        assert_eq!(btf.member("dentry", "d_name.name").unwrap().offset, 40);
+        assert_eq!(btf.member("pid_namespace", "ns.inum").unwrap().offset, 128);
+        assert!(btf.member("file", "f_path.no_such").is_none());
+        assert!(btf.member("file", "f_inode.anything").is_none(), "a pointer has no members");
+    }
+
+    #[test]
+    fn a_bitfield_member_is_at_its_byte() {
+        // Before 5.6: `unsigned int sk_padding:1, ...:7, sk_protocol:8, sk_type:16`
+        // at byte 140: sk_protocol is the word's second byte.
+        let old = kernel(Kernel::Old);
+        assert_eq!(old.member("sock", "sk_protocol").unwrap().offset, 141);
+        assert_eq!(old.member("sock", "sk_type").unwrap().offset, 142);
+        // The members around the bitfield keep their offsets.
+        assert_eq!(old.member("sock", "__sk_common.skc_family").unwrap().offset, 16);
+        let new = kernel(Kernel::New);
+        let protocol = new.member("sock", "sk_protocol").unwrap();
+        assert_eq!((protocol.offset, protocol.size), (514, 2));
+    }
+
+    #[test]
+    fn structs_enums_and_functions() {
+        let btf = kernel(Kernel::New);
+        assert!(btf.has_struct("task_struct"));
+        assert!(!btf.has_struct("no_such_struct"));
+        assert!(!btf.has_struct("pid_t"), "a typedef is no struct");
+        assert_eq!(btf.struct_size("task_struct").unwrap(), 9792);
+        assert_eq!(btf.struct_size("qstr").unwrap(), 16);
+        assert!(btf.struct_size("no_such_struct").is_err());
+        assert!(btf.function_id("ext4_file_read_iter").is_some());
+        assert_eq!(btf.function_id("no_such_function"), None);
+        assert_eq!(btf.function_id("task_struct"), None, "a struct is no function");
+        assert_eq!(btf.enum_values("signed_enum").unwrap(), [("BELOW".to_owned(), -2), ("ZERO".to_owned(), 0)]);
+        assert_eq!(
+            btf.enum_values("wide").unwrap(),
+            [("LOW".to_owned(), 1), ("HIGH".to_owned(), 1 << 40), ("NEGATIVE".to_owned(), -1)]
+        );
+        assert_eq!(btf.enum_values("no_such_enum"), None);
+    }
+
+    #[test]
+    fn refuses_what_is_not_btf() {
+        let bytes = Writer::new().bytes();
+        assert!(Btf::parse(bytes.clone()).is_ok(), "no types at all is still BTF");
+        let mut bad_magic = bytes.clone();
+        bad_magic[0] = 0;
+        assert!(Btf::parse(bad_magic).is_err());
+        assert!(Btf::parse(bytes[..10].to_vec()).is_err(), "a truncated header");
+        let mut w = Writer::new();
+        w.int("int", 4);
+        let whole = w.bytes();
+        // The sections run past the end of the data.
+        assert!(Btf::parse(whole[..whole.len() - 6].to_vec()).is_err());
     }
 }

@@ -22,6 +22,13 @@ impl Deref for Btf {
     }
 }
 
+impl From<Parsed> for Btf {
+    /// BTF read from elsewhere (bytes in memory: tests build theirs).
+    fn from(parsed: Parsed) -> Self {
+        Btf(parsed)
+    }
+}
+
 impl Btf {
     /// The running kernel's BTF, if it has one.
     pub fn from_sys_fs() -> Result<Self> {

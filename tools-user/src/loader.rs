@@ -869,37 +869,4 @@ mod tests {
         }
         assert_eq!(Attach::parse("nosuch/x"), None);
     }
-
-    /// The floor object's empty programs: the first attaches, the second
-    /// names a tracepoint that does not exist. Nothing of the rung may stay.
-    #[test]
-    fn a_rung_that_fails_halfway_leaves_nothing_attached() {
-        let mut ebpf = loader_without_kernel_btf()
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")))
-            .expect("loading the floor object (run as root)");
-        let floor_programs = || {
-            aya::programs::loaded_programs()
-                .filter_map(Result::ok)
-                .filter(|p| p.name_as_str() == Some("floor_raw_tp"))
-                .count()
-        };
-        let before = floor_programs();
-        let half = Rung::new("half")
-            .program("floor_raw_tp", Attach::raw_tp("sched_switch"))
-            .program("floor_tp", Attach::tracepoint("no_such_category", "no_such_event"));
-        let err = attach_rung(&mut ebpf, &half).unwrap_err();
-        assert!(format!("{err:#}").contains("floor_tp -> tracepoint/no_such_category/no_such_event"), "{err:#}");
-        assert!(ebpf.program("floor_raw_tp").unwrap().fd().is_err(), "the program is not unloaded");
-        // The kernel frees an unloaded program after an RCU grace period.
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        while floor_programs() != before && Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert_eq!(floor_programs(), before, "the first program of the failed rung is still loaded");
-
-        // The same program attaches again on the next rung: the test can see it.
-        let whole = Rung::new("whole").program("floor_raw_tp", Attach::raw_tp("sched_switch"));
-        attach_rung(&mut ebpf, &whole).unwrap();
-        assert_eq!(floor_programs(), before + 1);
-    }
 }

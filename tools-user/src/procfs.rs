@@ -35,26 +35,38 @@ pub fn mapped_files(pid: u32, wanted: impl Fn(&str) -> bool) -> Result<Vec<Mappe
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::{fs::MetadataExt as _, io::AsRawFd as _};
+
     use super::*;
 
+    /// A file this test maps twice (as a loader maps a library's segments)
+    /// is named once, with its device and inode, and reachable through the
+    /// process's root. Any Linux, any user: no library of the system.
     #[test]
-    fn maps_of_a_process_name_its_c_library_once() {
-        // A dynamically linked program of the system (this test may be
-        // static, as the tools are, and map no C library).
-        let mut sleep = std::process::Command::new("/bin/sleep").arg("10").spawn().unwrap();
-        let mut files = Vec::new();
-        // Until its loader has mapped libc.
-        for _ in 0..200 {
-            files = mapped_files(sleep.id(), |p| p.contains("libc")).unwrap();
-            if !files.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+    fn maps_of_a_process_name_each_file_once() {
+        let path = std::env::temp_dir().join(format!("tools-user-procfs-test-{}", std::process::id()));
+        fs::write(&path, [0u8; 4096]).unwrap();
+        let path = path.canonicalize().unwrap();
+        let file = fs::File::open(&path).unwrap();
+        // Both at offset 0: the kernel never merges them into one mapping.
+        // SAFETY: new private read-only mappings of a file we hold open.
+        let map = || unsafe {
+            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+        };
+        let mappings = [map(), map()];
+        let name = path.to_str().unwrap().to_owned();
+        let files = mapped_files(std::process::id(), |p| p == name);
+        let reachable = files.as_ref().is_ok_and(|files| files.iter().all(|f| f.reachable().exists()));
+        for mapping in mappings.into_iter().filter(|&m| m != libc::MAP_FAILED) {
+            // SAFETY: a mapping made above, of that length.
+            unsafe { libc::munmap(mapping, 4096) };
         }
-        let reachable = files.first().is_some_and(|f| f.reachable().exists());
-        let _ = sleep.kill();
-        let _ = sleep.wait();
-        assert_eq!(files.iter().filter(|f| f.path.ends_with("libc.so.6")).count(), 1, "{files:?}");
-        assert!(reachable, "{files:?}");
+        let meta = file.metadata().unwrap();
+        let _ = fs::remove_file(&path);
+        assert!(!mappings.contains(&libc::MAP_FAILED), "mmap: {}", std::io::Error::last_os_error());
+        let files = files.unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!((files[0].path.as_str(), files[0].dev, files[0].ino), (name.as_str(), meta.dev(), meta.ino()));
+        assert!(reachable, "not reachable through /proc/PID/root: {files:?}");
     }
 }
