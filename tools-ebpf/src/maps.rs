@@ -427,3 +427,61 @@ impl<T> Scratch<T> {
         Some(unsafe { &mut *room })
     }
 }
+
+/// Declares a histogram tool's maps by the names user space reads them by
+/// (`tools_common::map_names`): `DROPS` ([`Counters`] of what was lost),
+/// `HIST` (the unkeyed [`Hist`]), `KEYED_HIST` (the [`KeyedHist`] of -P,
+/// -L, -D, ... and the exporter's labels; user space shrinks it to one
+/// entry when no key is asked for) and `TOTALS` ([`Counters`] of sums). A
+/// macro only because every tool needs statics of its own: a map declared
+/// in this library would be created in every tool's object.
+#[macro_export]
+macro_rules! histogram_maps {
+    () => {
+        #[$crate::named(tools_common::map_names::DROPS)]
+        #[aya_ebpf::macros::map]
+        static DROPS: $crate::maps::Counters<tools_common::Drops> = $crate::maps::Counters::new();
+
+        #[$crate::named(tools_common::map_names::HIST)]
+        #[aya_ebpf::macros::map]
+        static HIST: $crate::maps::Hist = $crate::maps::Hist::new();
+
+        #[$crate::named(tools_common::map_names::KEYED_HIST)]
+        #[aya_ebpf::macros::map]
+        static KEYED_HIST: $crate::maps::KeyedHist = $crate::maps::KeyedHist::new();
+
+        #[$crate::named(tools_common::map_names::TOTALS)]
+        #[aya_ebpf::macros::map]
+        static TOTALS: $crate::maps::Counters<tools_common::histogram::Totals> = $crate::maps::Counters::new();
+    };
+}
+
+/// Declares an event tool's maps by the names user space reads them by
+/// (see [`histogram_maps!`]): `DROPS`, `EVENTS` (the [`Events`] path) and
+/// `KEYED_HIST`, where the exporter has the tool count in the kernel
+/// instead of sending events (one entry otherwise).
+#[macro_export]
+macro_rules! event_maps {
+    () => {
+        #[$crate::named(tools_common::map_names::DROPS)]
+        #[aya_ebpf::macros::map]
+        static DROPS: $crate::maps::Counters<tools_common::Drops> = $crate::maps::Counters::new();
+
+        #[$crate::named(tools_common::map_names::EVENTS)]
+        #[aya_ebpf::macros::map]
+        static EVENTS: $crate::maps::Events = $crate::maps::Events::new();
+
+        #[$crate::named(tools_common::map_names::KEYED_HIST)]
+        #[aya_ebpf::macros::map]
+        static KEYED_HIST: $crate::maps::KeyedHist = $crate::maps::KeyedHist::new();
+    };
+}
+
+/// Hands over the first `len` bytes of `event`, cut to its size: an event
+/// sent cut short, its last field (a name) holding `len` bytes' worth.
+#[inline(always)]
+pub fn emit_prefix<C: EbpfContext, T>(ctx: &C, events: &Events, drops: &Counters<Drops>, event: &T, len: usize) {
+    // SAFETY: T is plain data, readable for its size; `len` is cut to it.
+    let bytes = unsafe { core::slice::from_raw_parts(event as *const T as *const u8, len.min(size_of::<T>())) };
+    emit(ctx, events, drops, bytes);
+}

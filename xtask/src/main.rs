@@ -210,6 +210,10 @@ pub fn build_tools() -> Result<PathBuf> {
     Ok(workspace().join("target").join(STATIC_TARGET).join("release"))
 }
 
+/// The profile of the test harnesses and their workloads (Cargo.toml): the
+/// kernel matrix runs the same build.
+pub const TESTS_PROFILE: &str = "tests";
+
 /// Runs the host tests; returns the tools' directory.
 fn test(args: &[String]) -> Result<PathBuf> {
     setup::setup(Needs::Tests)?;
@@ -219,11 +223,10 @@ fn test(args: &[String]) -> Result<PathBuf> {
     // First: seconds, and a rung that no longer loads where it did fails here.
     floor::kernel_floor(&bin_dir, true)?;
     let deb = package::deb(&bin_dir)?;
-    let cargo_test = |packages: &[&str]| -> Result<()> {
+    let cargo_test = |profile: &str, packages: &[&str]| -> Result<()> {
         run(Command::new(env!("CARGO"))
             .current_dir(workspace())
-            // --release: the same build as the tools, so the eBPF crate is built once.
-            .args(["test", "--release"])
+            .args(["test", "--profile", profile])
             .args(packages)
             .arg("--")
             .args(args)
@@ -234,10 +237,11 @@ fn test(args: &[String]) -> Result<PathBuf> {
     // it (and of the eBPF objects its build script embeds) would cost minutes.
     // The library's only: the binaries have none, and linking each again
     // with the test harness would cost minutes too.
-    cargo_test(&["-p", "tools-user", "--lib", "--target", STATIC_TARGET])?;
+    // The release profile: the tools' build, so the eBPF crate is built once.
+    cargo_test("release", &["-p", "tools-user", "--lib", "--target", STATIC_TARGET])?;
     // The rest for the host: the integration tests' workloads resolve names
     // through glibc, as most programs gethostlatency traces do.
-    cargo_test(&["--workspace", "--exclude", "tools-ebpf", "--exclude", "tools-user"])?;
+    cargo_test(TESTS_PROFILE, &["--workspace", "--exclude", "tools-ebpf", "--exclude", "tools-user"])?;
     Ok(bin_dir)
 }
 

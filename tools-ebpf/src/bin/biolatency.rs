@@ -18,37 +18,18 @@ mod bpf {
         macros::{kprobe, map, raw_tracepoint, tracepoint},
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
-    use tools_common::{
-        biolatency::{key_mode, programs, Config},
-        histogram::Totals,
-        map_names, Drops,
-    };
+    use tools_common::biolatency::{key_mode, programs, Config};
     use tools_ebpf::{
-        config,
-        maps::{count_drop, Configuration, Counters, Hist, KeyedHist, Starts},
+        config, histogram_maps,
+        maps::{count_drop, Configuration, Starts},
         named, read_field,
     };
 
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    #[named(map_names::DROPS)]
-    #[map]
-    static DROPS: Counters<Drops> = Counters::new();
-
-    #[named(map_names::HIST)]
-    #[map]
-    static HIST: Hist = Hist::new();
-
-    /// -D, -F, and the exporter's disk and operation labels.
-    #[named(map_names::KEYED_HIST)]
-    #[map]
-    static KEYED_HIST: KeyedHist = KeyedHist::new();
-
-    /// Sum and count for -e.
-    #[named(map_names::TOTALS)]
-    #[map]
-    static TOTALS: Counters<Totals> = Counters::new();
+    // DROPS, HIST, KEYED_HIST (-P, -L, -D, the exporter's labels) and TOTALS.
+    histogram_maps!();
 
     /// Request (pointer) → when it started. Entries live from start to
     /// completion; a full table is counted, not ignored.

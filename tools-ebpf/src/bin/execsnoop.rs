@@ -34,26 +34,18 @@ mod bpf {
         programs::TracePointContext,
         EbpfContext as _,
     };
-    use tools_common::{
-        execsnoop::{event_flags, programs, Config, ExecEvent, InFlight, ARGS_SIZE, FAILED_MAX_ARGS},
-        map_names, Drops,
-    };
+    use tools_common::execsnoop::{event_flags, programs, Config, ExecEvent, InFlight, ARGS_SIZE, FAILED_MAX_ARGS};
     use tools_ebpf::{
-        config,
-        maps::{count_drop, emit, Configuration, Counters, Events, Scratch},
+        config, event_maps,
+        maps::{count_drop, emit_prefix, Configuration, Scratch},
         named, read_field,
     };
 
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    #[named(map_names::DROPS)]
-    #[map]
-    static DROPS: Counters<Drops> = Counters::new();
-
-    #[named(map_names::EVENTS)]
-    #[map]
-    static EVENTS: Events = Events::new();
+    // DROPS, EVENTS, and KEYED_HIST (unused: one entry).
+    event_maps!();
 
     /// Where an event is built: too large for the BPF stack.
     #[map]
@@ -101,8 +93,7 @@ mod bpf {
     #[inline(always)]
     fn send(ctx: &TracePointContext, ev: &ExecEvent) {
         let len = offset_of!(ExecEvent, args) + (ev.args_len as usize & (ARGS_SIZE - 1));
-        let bytes = unsafe { core::slice::from_raw_parts(ev as *const ExecEvent as *const u8, len) };
-        emit(ctx, &EVENTS, &DROPS, bytes);
+        emit_prefix(ctx, &EVENTS, &DROPS, ev, len);
     }
 
     // ---- Successful execs ----

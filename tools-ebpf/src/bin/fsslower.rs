@@ -31,35 +31,24 @@ mod bpf {
     use tools_common::fsslower::{FileOpEvent, NAME_SIZE};
     #[cfg(feature = "legacy")]
     use tools_common::fsslower::{LegacyFileOpEvent, LEGACY_NAME_SIZE};
-    use tools_common::{
-        fsslower::{op, programs, Config, FileOpEventOf, Start},
-        map_names, Drops,
-    };
+    use tools_common::fsslower::{op, programs, Config, FileOpEventOf, Start};
     #[cfg(feature = "legacy")]
     use tools_ebpf::maps::emit_value;
     #[cfg(not(feature = "legacy"))]
-    use tools_ebpf::maps::{emit, Scratch};
+    use tools_ebpf::maps::{emit_prefix, Scratch};
     use tools_ebpf::{
         config, file_of_fd,
-        maps::{Configuration, Counters, Events, KeyedHist, Starts},
+        event_maps,
+        maps::{Configuration, Starts},
         named, read_field,
     };
 
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    #[named(map_names::DROPS)]
-    #[map]
-    static DROPS: Counters<Drops> = Counters::new();
-
-    #[named(map_names::EVENTS)]
-    #[map]
-    static EVENTS: Events = Events::new();
-
-    /// The exporter's histograms by operation (`Config::histograms`).
-    #[named(map_names::KEYED_HIST)]
-    #[map]
-    static KEYED_HIST: KeyedHist = KeyedHist::new();
+    // DROPS, EVENTS, and KEYED_HIST: the exporter's histograms by operation
+    // (`Config::histograms`).
+    event_maps!();
 
     /// Operations in flight: by thread and operation on the function rungs
     /// (an O_SYNC write's fsync nests inside it), by thread on the syscall
@@ -140,8 +129,7 @@ mod bpf {
                 Err(_) => 0,
             };
             let len = offset_of!(FileOpEvent, name) + (ev.name_len as usize & (NAME_SIZE - 1));
-            let bytes = unsafe { core::slice::from_raw_parts(ev as *const FileOpEvent as *const u8, len) };
-            emit(ctx, &EVENTS, &DROPS, bytes);
+            emit_prefix(ctx, &EVENTS, &DROPS, ev, len);
         }
         #[cfg(feature = "legacy")]
         {

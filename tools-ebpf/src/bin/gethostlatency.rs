@@ -40,33 +40,24 @@ mod bpf {
         gethostlatency::{
             function, hist_key, maps, programs, Call, Config, LookupEventOf, EXECS_SIZE, UNKNOWN_LIBRARY,
         },
-        map_names, Drops,
     };
     #[cfg(feature = "legacy")]
     use tools_ebpf::maps::emit_value;
     #[cfg(not(feature = "legacy"))]
-    use tools_ebpf::maps::{emit, Scratch};
+    use tools_ebpf::maps::{emit_prefix, Scratch};
     use tools_ebpf::{
         config,
-        maps::{Configuration, Counters, Events, KeyedHist, Starts},
+        event_maps,
+        maps::{Configuration, Starts},
         named,
     };
 
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    #[named(map_names::DROPS)]
-    #[map]
-    static DROPS: Counters<Drops> = Counters::new();
-
-    #[named(map_names::EVENTS)]
-    #[map]
-    static EVENTS: Events = Events::new();
-
-    /// The exporter's histograms by function and result (`Config::histograms`).
-    #[named(map_names::KEYED_HIST)]
-    #[map]
-    static KEYED_HIST: KeyedHist = KeyedHist::new();
+    // DROPS, EVENTS, and KEYED_HIST: the exporter's histograms by function
+    // and result (`Config::histograms`).
+    event_maps!();
 
     /// Thread → its outermost resolver call in flight.
     #[named(maps::CALLS)]
@@ -223,8 +214,7 @@ mod bpf {
                 Err(_) => 0,
             };
             let len = offset_of!(LookupEvent, host) + (ev.host_len as usize & (HOST_SIZE - 1));
-            let bytes = unsafe { core::slice::from_raw_parts(ev as *const LookupEvent as *const u8, len) };
-            emit(ctx, &EVENTS, &DROPS, bytes);
+            emit_prefix(ctx, &EVENTS, &DROPS, ev, len);
         }
         #[cfg(feature = "legacy")]
         {

@@ -18,37 +18,20 @@ mod bpf {
         programs::{ProbeContext, RawTracePointContext, TracePointContext},
     };
     use tools_common::{
-        histogram::{Totals, OTHER_KEY},
-        map_names,
+        histogram::OTHER_KEY,
         runqlat::{key_mode, maps, programs, Config},
-        Drops,
     };
     use tools_ebpf::{
-        config,
-        maps::{count_drop, Configuration, Counters, Hist, KeyedHist, Starts},
+        config, histogram_maps,
+        maps::{count_drop, Configuration, Starts},
         named, read_field,
     };
 
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    #[named(map_names::DROPS)]
-    #[map]
-    static DROPS: Counters<Drops> = Counters::new();
-
-    #[named(map_names::HIST)]
-    #[map]
-    static HIST: Hist = Hist::new();
-
-    /// -P, -L, --pidnss, and the exporter's series.
-    #[named(map_names::KEYED_HIST)]
-    #[map]
-    static KEYED_HIST: KeyedHist = KeyedHist::new();
-
-    /// Sum and count of every latency, for the exporter (`Config::totals`).
-    #[named(map_names::TOTALS)]
-    #[map]
-    static TOTALS: Counters<Totals> = Counters::new();
+    // DROPS, HIST, KEYED_HIST (-P, -L, -D, the exporter's labels) and TOTALS.
+    histogram_maps!();
 
     /// The keys that have a histogram of their own under a series cap
     /// (`Config::series_cap`, which user space makes its size). First come:

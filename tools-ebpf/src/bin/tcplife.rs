@@ -27,34 +27,21 @@ mod bpf {
         programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
         EbpfContext,
     };
-    use tools_common::{
-        map_names,
-        tcplife::{
-            hist_key, maps, owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
-        },
-        Drops,
+    use tools_common::tcplife::{
+        hist_key, maps, owner_from, programs, session_flags, tcp_state, Config, Session, SessionEvent, PORT_WORDS,
     };
     use tools_ebpf::{
-        config,
-        maps::{count_drop, emit_value, Configuration, Counters, Events, KeyedHist},
+        config, event_maps,
+        maps::{count_drop, emit_value, Configuration},
         named, read_field,
     };
 
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    #[named(map_names::DROPS)]
-    #[map]
-    static DROPS: Counters<Drops> = Counters::new();
-
-    #[named(map_names::EVENTS)]
-    #[map]
-    static EVENTS: Events = Events::new();
-
-    /// The exporter's histograms and byte sums by family (`Config::histograms`).
-    #[named(map_names::KEYED_HIST)]
-    #[map]
-    static KEYED_HIST: KeyedHist = KeyedHist::new();
+    // DROPS, EVENTS, and KEYED_HIST: the exporter's histograms and byte sums
+    // by family (`Config::histograms`).
+    event_maps!();
 
     /// Socket → its session, from birth to CLOSE (removed there). User
     /// space sizes it from the machine's TCP sockets; a full table is
