@@ -47,7 +47,14 @@ impl std::error::Error for Finished {}
 /// Runs tool `name`'s body and turns its outcome into the exit status:
 /// errors are printed as `name: error: ...` with status 1 ([`BadInput`]:
 /// 2); a closed stdout is a quiet success.
+///
+/// SIGINT and SIGTERM are blocked first: a tool started where they are
+/// ignored (a script's background job, `nohup`) would otherwise discard
+/// one sent before its handlers are in place, and run on. Linux keeps a
+/// blocked signal pending even when its action is to ignore it; the
+/// signals are let through once [`Shutdown`] waits for them.
 pub fn main_with(name: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> ExitCode {
+    set_signals_blocked(true);
     set_tool_name(name);
     match body() {
         Ok(code) => code,
@@ -86,8 +93,29 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-/// Waits for SIGINT or SIGTERM. Created before the banner is printed, so a
-/// signal that arrives at any later moment is seen.
+/// For a program that never waits for SIGINT or SIGTERM (the heatmap
+/// renderer): let them end it, as their default action does.
+pub fn signals_end_the_process() {
+    set_signals_blocked(false);
+}
+
+/// Blocks (or lets through) SIGINT and SIGTERM for this thread, and the
+/// threads it starts later.
+fn set_signals_blocked(blocked: bool) {
+    // SAFETY: a set initialised by sigemptyset, for this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let how = if blocked { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGINT or SIGTERM. Created before the banner is printed; one
+/// sent since the tool started was kept pending (see [`main_with`]) and is
+/// seen at once.
 pub struct Shutdown {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
@@ -95,13 +123,22 @@ pub struct Shutdown {
 
 impl Shutdown {
     pub fn new() -> Result<Self> {
-        Ok(Shutdown { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+        let shutdown = Shutdown { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? };
+        set_signals_blocked(false);
+        Ok(shutdown)
     }
 
+    /// The first SIGINT or SIGTERM. From then on a second one ends the
+    /// process at once (its default action), whatever is still being done.
     pub async fn requested(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
+        }
+        // SAFETY: resetting two signals' actions to their defaults.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
         }
     }
 }

@@ -717,10 +717,13 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
 /// The first candidate the kernel lets us probe: a symbol can be listed
 /// yet refuse a kprobe (blacklisted, notrace, mid-function).
 fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<()> {
-    // Without the kprobe PMU (CONFIG_KPROBES=n) no candidate can attach:
-    // say so before reading the kernel's symbols.
-    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
-        bail!("this kernel has no kprobes (no /sys/bus/event_source/devices/kprobe)");
+    // Without kprobes (CONFIG_KPROBES=n) no candidate can attach: say so
+    // before reading the kernel's symbols. aya makes them through the
+    // kprobe PMU (4.17+) or, before, tracefs' kprobe_events.
+    let pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    let events = tracefs::root().is_ok_and(|root| root.join("kprobe_events").exists());
+    if !pmu && !events {
+        bail!("this kernel has no kprobes (no /sys/bus/event_source/devices/kprobe, no kprobe_events in tracefs)");
     }
     let mut refused = Vec::new();
     for func in kallsyms_find_all(funcs) {

@@ -46,6 +46,8 @@ a bad line, named) or bad usage";
 
 fn main() -> ExitCode {
     lifetime::main_with("ebpf-tools-heatmap", || {
+        // It waits for no signal: Ctrl-C ends it as it ends any program.
+        lifetime::signals_end_the_process();
         let args = manual::parse::<Args>(tools_user::man_page!("ebpf-tools-heatmap.1"));
         let mut input = Vec::new();
         match args.capture.as_deref().filter(|p| p.as_os_str() != "-") {
