@@ -73,3 +73,73 @@ fn sigint_and_sigterm_end_the_tracers_cleanly_and_sigkill_leaves_nothing_loaded(
         assert_unloaded(&ids);
     }
 }
+
+/// A tool started where SIGINT is ignored (a script's background job,
+/// `nohup`) and sent one at any moment of its start still ends promptly:
+/// no signal sent once it runs is lost. (One sent between exec and the
+/// program's first instructions is beyond any program's reach: the test
+/// waits until the tool's first act, blocking SIGINT, shows in /proc.)
+/// `EBPF_TOOLS_TEST_SIGNAL_RUNS` sets the runs per tool (CI: 40; hundreds
+/// to hunt the race).
+#[test]
+fn sigint_at_any_moment_of_the_start_is_never_lost() {
+    use std::os::unix::process::CommandExt as _;
+    let _serial = serial();
+    let runs: u32 = std::env::var("EBPF_TOOLS_TEST_SIGNAL_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(40);
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    for tool in TOOLS.iter().filter(|t| t.kind != Kind::Renderer) {
+        let contract = tool.contract.as_ref().expect("a tracer's contract");
+        for run in 0..runs {
+            // xorshift: a moment in the first 100 ms.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let delay = Duration::from_micros(seed % 100_000);
+            let mut command = std::process::Command::new(tool_path(tool.name));
+            command.args(contract.args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+            command.stderr(std::process::Stdio::null());
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::signal(libc::SIGINT, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+            let mut child = command.spawn().expect("spawn tool");
+            wait_until_sigint_is_blocked_or_caught(child.id());
+            std::thread::sleep(delay);
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let status = loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{} run {run}: SIGINT after {delay:?} was lost: still running after 20 s", tool.name);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            assert_eq!(status.code(), Some(0), "{} run {run}: SIGINT after {delay:?}: {status}", tool.name);
+        }
+    }
+}
+
+/// Waits until process `pid` blocks SIGINT or has a handler for it
+/// (`SigBlk`, `SigCgt` of /proc/PID/status), or is gone.
+fn wait_until_sigint_is_blocked_or_caught(pid: u32) {
+    const SIGINT_BIT: u64 = 1 << (libc::SIGINT - 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return };
+        let mask = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        };
+        if (mask("SigBlk:").unwrap_or(0) | mask("SigCgt:").unwrap_or(0)) & SIGINT_BIT != 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    panic!("process {pid} never blocked or caught SIGINT");
+}

@@ -13,7 +13,8 @@ const READY_JSON: &str = "Tracing exec()s";
 struct Line {
     comm: String,
     pid: u32,
-    ppid: u32,
+    /// None for `?`: unknown (a failed exec on the kprobe rung).
+    ppid: Option<u32>,
     ret: i32,
     args: String,
 }
@@ -23,7 +24,10 @@ fn parse(line: &str) -> Line {
     let rest = &line[17..];
     let mut it = rest.split_whitespace();
     let pid = it.next().unwrap().parse().unwrap();
-    let ppid = it.next().unwrap().parse().unwrap();
+    let ppid = match it.next().unwrap() {
+        "?" => None,
+        n => Some(n.parse().unwrap()),
+    };
     let ret_text = it.next().unwrap();
     let ret = ret_text.parse().unwrap();
     let after_ret = rest.find(&format!(" {ret_text} ")).map(|i| i + ret_text.len() + 2).unwrap();
@@ -57,7 +61,7 @@ fn basic(extra: &[&str]) {
     });
     assert_eq!(lines.len(), 1, "{lines:?}");
     let l = parse(&lines[0]);
-    assert_eq!((l.comm.as_str(), l.pid, l.ppid, l.ret), ("true", child_pid, std::process::id(), 0), "{l:?}");
+    assert_eq!((l.comm.as_str(), l.pid, l.ppid, l.ret), ("true", child_pid, Some(std::process::id()), 0), "{l:?}");
     assert_eq!(l.args, format!("/bin/true {tag}"));
 }
 

@@ -91,6 +91,8 @@ pub struct TextSpec {
     /// What follows the column, unless it is the last: BCC's formats
     /// separate columns with one space, except where the width holds it.
     pub gap: &'static str,
+    /// How an unknown value reads (`-`, or the tool's own BCC mark).
+    pub unknown: &'static str,
 }
 
 type ValueFn<'a, T> = Box<dyn for<'e> Fn(&'e T) -> Cell<'e> + 'a>;
@@ -112,7 +114,7 @@ impl<'a, T> Column<'a, T> {
 
     /// In text under `header`, left-aligned and padded to `width`.
     pub fn text(mut self, header: &'static str, width: usize) -> Self {
-        self.text = Some(TextSpec { header, width, align: Align::Left, cut: false, gap: " " });
+        self.text = Some(TextSpec { header, width, align: Align::Left, cut: false, gap: " ", unknown: "-" });
         self
     }
 
@@ -131,6 +133,12 @@ impl<'a, T> Column<'a, T> {
     /// What follows it in text (default one space).
     pub fn gap(mut self, gap: &'static str) -> Self {
         self.text.as_mut().expect("gap() after text()").gap = gap;
+        self
+    }
+
+    /// An unknown value reads `mark` in text (BCC's execsnoop: `?`).
+    pub fn unknown_as(mut self, mark: &'static str) -> Self {
+        self.text.as_mut().expect("unknown_as() after text()").unknown = mark;
         self
     }
 
@@ -164,6 +172,14 @@ impl<'a, T> Column<'a, T> {
     pub fn value<'e>(&self, event: &'e T) -> Cell<'e> {
         (self.value)(event)
     }
+
+    /// The value as its text row shows it.
+    fn text_of(&self, event: &T) -> String {
+        match (self.value(event), &self.text) {
+            (Cell::Unknown, Some(spec)) => spec.unknown.to_owned(),
+            (cell, _) => cell.text(),
+        }
+    }
 }
 
 /// A tool's columns, rendered in one format.
@@ -195,7 +211,7 @@ impl<T> Columns<'_, T> {
         match self.format {
             Format::Text => {
                 let (specs, cells): (Vec<&TextSpec>, Vec<String>) =
-                    self.columns.iter().filter_map(|c| Some((c.text.as_ref()?, c.value(event).text()))).unzip();
+                    self.columns.iter().filter_map(|c| Some((c.text.as_ref()?, c.text_of(event)))).unzip();
                 join_text(&specs, cells)
             }
             Format::Csv => self
@@ -297,5 +313,19 @@ mod tests {
         assert_eq!(json["ms"], 1.5);
         assert_eq!((json["schema"].as_u64(), json["type"].as_str()), (Some(1), Some("test")));
         assert_eq!(columns(Format::Json).header(), None);
+    }
+
+    #[test]
+    fn an_unknown_value_reads_as_the_column_marks_it() {
+        let ppid = |format| Columns {
+            columns: vec![Column::new(|_: &Ev| Cell::Unknown).text_csv("PPID", 7).unknown_as("?").json("ppid")],
+            format,
+            record: "test",
+        };
+        let ev = Ev { pid: 1, comm: vec![], ms: 0.0, bytes: None };
+        assert_eq!(ppid(Format::Text).row(&ev), "?");
+        assert_eq!(ppid(Format::Csv).row(&ev), "");
+        let json: Value = serde_json::from_str(&ppid(Format::Json).row(&ev)).unwrap();
+        assert_eq!(json["ppid"], Value::Null);
     }
 }

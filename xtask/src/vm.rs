@@ -223,7 +223,15 @@ fn build_tests(cells: &[Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
     let bin_dir = crate::build_tools()?;
     let out = Command::new(cargo)
         .current_dir(workspace())
-        .args(["test", "--profile", crate::TESTS_PROFILE, "-p", "integration-tests", "--no-run", "--message-format=json"])
+        .args([
+            "test",
+            "--profile",
+            crate::TESTS_PROFILE,
+            "-p",
+            "integration-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {

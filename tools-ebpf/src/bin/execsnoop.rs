@@ -341,11 +341,10 @@ mod bpf {
         if config.filter_uid != 0 && uid != config.uid {
             return;
         }
-        let (Some(filename), Some(argv)) =
-            (syscall_arg(ctx, config, filename_arg), syscall_arg(ctx, config, filename_arg + 1))
-        else {
-            return;
-        };
+        // One at a time: read as a pair, the compiler merges the two
+        // failures into one test the verifier cannot follow.
+        let Some(filename) = syscall_arg(ctx, config, filename_arg) else { return };
+        let Some(argv) = syscall_arg(ctx, config, filename_arg + 1) else { return };
         let mut p = new_part(part::FILENAME);
         // Its parent, once the exec reaches its task (keyed by process: a
         // thread that execs takes its process's leader's TID).

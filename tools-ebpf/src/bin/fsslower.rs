@@ -27,18 +27,17 @@ mod bpf {
         programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
         EbpfContext,
     };
+    use tools_common::fsslower::{op, programs, Config, FileOpEventOf, Start};
     #[cfg(not(feature = "legacy"))]
     use tools_common::fsslower::{FileOpEvent, NAME_SIZE};
     #[cfg(feature = "legacy")]
     use tools_common::fsslower::{LegacyFileOpEvent, LEGACY_NAME_SIZE};
-    use tools_common::fsslower::{op, programs, Config, FileOpEventOf, Start};
     #[cfg(feature = "legacy")]
     use tools_ebpf::maps::emit_value;
     #[cfg(not(feature = "legacy"))]
     use tools_ebpf::maps::{emit_prefix, Scratch};
     use tools_ebpf::{
-        config, file_of_fd,
-        event_maps,
+        config, event_maps, file_of_fd,
         maps::{Configuration, Starts},
         named, read_field,
     };

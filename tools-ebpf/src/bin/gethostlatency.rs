@@ -32,22 +32,19 @@ mod bpf {
         programs::{ProbeContext, RetProbeContext, TracePointContext},
         EbpfContext as _,
     };
+    use tools_common::gethostlatency::{
+        function, hist_key, maps, programs, Call, Config, LookupEventOf, EXECS_SIZE, UNKNOWN_LIBRARY,
+    };
     #[cfg(feature = "legacy")]
     use tools_common::gethostlatency::{LegacyLookupEvent, LEGACY_HOST_SIZE};
     #[cfg(not(feature = "legacy"))]
     use tools_common::gethostlatency::{LookupEvent, HOST_SIZE};
-    use tools_common::{
-        gethostlatency::{
-            function, hist_key, maps, programs, Call, Config, LookupEventOf, EXECS_SIZE, UNKNOWN_LIBRARY,
-        },
-    };
     #[cfg(feature = "legacy")]
     use tools_ebpf::maps::emit_value;
     #[cfg(not(feature = "legacy"))]
     use tools_ebpf::maps::{emit_prefix, Scratch};
     use tools_ebpf::{
-        config,
-        event_maps,
+        config, event_maps,
         maps::{Configuration, Starts},
         named,
     };

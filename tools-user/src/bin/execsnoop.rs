@@ -135,9 +135,13 @@ fn columns(a: &Args, format: Format) -> Columns<'_, ExecEvent> {
         Column::new(|e: &ExecEvent| Cell::UInt(e.pid.into())).text_csv("PID", 7).json("pid"),
         Column::new(|e: &ExecEvent| parent(e, Cell::Bytes(cstr(&e.pcomm))))
             .text_csv("PCOMM", 16)
+            .unknown_as("?")
             .text_if(a.print_pcomm)
             .json("pcomm"),
-        Column::new(|e: &ExecEvent| parent(e, Cell::UInt(e.ppid.into()))).text_csv("PPID", 7).json("ppid"),
+        Column::new(|e: &ExecEvent| parent(e, Cell::UInt(e.ppid.into())))
+            .text_csv("PPID", 7)
+            .unknown_as("?")
+            .json("ppid"),
         Column::new(|e: &ExecEvent| Cell::UInt(e.cpu.into())).text_csv("CPU", 4).text_if(a.print_cpu).json("cpu"),
         Column::new(|e: &ExecEvent| Cell::Int(e.ret.into())).text_csv("RET", 3).right().json("ret"),
         Column::new(|e: &ExecEvent| Cell::Text(args_text(a, e))).text("ARGS", 0),
