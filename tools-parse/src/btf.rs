@@ -329,7 +329,7 @@ impl Btf {
 #[cfg(test)]
 mod tests {
     use super::{
-        testing::{Field, Writer, VOID},
+        testing::{Field, KernelTypes, Writer, VOID},
         *,
     };
 
@@ -349,16 +349,8 @@ mod tests {
     fn kernel(release: Kernel) -> Btf {
         let old = release == Kernel::Old;
         let mut w = Writer::new();
-        let int = w.signed("int", 4);
-        let uint = w.int("unsigned int", 4);
-        let long = w.signed("long", 8);
-        let u8_ = w.int("unsigned char", 1);
-        let u16_ = w.int("unsigned short", 2);
-        let u64_ = w.int("unsigned long long", 8);
-        let char_ = w.char();
+        let KernelTypes { int, uint, long, u8_, u16_, u64_, char_, u32_, pid_t } = w.kernel_types();
         let bool_ = w.bool();
-        let u32_ = w.typedef("u32", uint);
-        let pid_t = w.typedef("pid_t", int);
         let any = w.ptr(VOID);
 
         // struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const unsigned char *name; }

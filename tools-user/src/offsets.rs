@@ -134,7 +134,7 @@ pub fn syscall_args(btf: &Btf) -> Result<[u32; 3]> {
 
 #[cfg(test)]
 mod tests {
-    use tools_parse::btf::testing::{Field, Writer, VOID};
+    use tools_parse::btf::testing::{Field, KernelTypes, Writer, VOID};
 
     use super::*;
 
@@ -190,21 +190,13 @@ mod tests {
     /// spellings of a renamed member lie apart, so a wrong pick shows.
     fn btf(k: Kernel) -> Btf {
         let mut w = Writer::new();
-        let int = w.signed("int", 4);
-        let uint = w.int("unsigned int", 4);
-        let long = w.signed("long", 8);
+        let KernelTypes { int, uint, long, u8_, u16_, u64_, char_, u32_, pid_t } = w.kernel_types();
         let long_long = w.signed("long long", 8);
         let ulong = w.int("unsigned long", 8);
-        let u8_ = w.int("unsigned char", 1);
-        let u16_ = w.int("unsigned short", 2);
-        let u64_ = w.int("unsigned long long", 8);
-        let char_ = w.char();
-        let u32_ = w.typedef("u32", uint);
         let be16 = w.typedef("__be16", u16_);
         let be32 = w.typedef("__be32", uint);
         let any = w.ptr(VOID);
 
-        let pid_t = w.typedef("pid_t", int);
         let state = if k.state_renamed {
             Field::new("__state", uint, 24)
         } else {

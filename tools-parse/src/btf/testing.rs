@@ -51,6 +51,19 @@ impl<'a> Field<'a> {
     }
 }
 
+/// The types of [`Writer::kernel_types`].
+pub struct KernelTypes {
+    pub int: TypeId,
+    pub uint: TypeId,
+    pub long: TypeId,
+    pub u8_: TypeId,
+    pub u16_: TypeId,
+    pub u64_: TypeId,
+    pub char_: TypeId,
+    pub u32_: TypeId,
+    pub pid_t: TypeId,
+}
+
 /// Raw BTF, built type by type.
 pub struct Writer {
     types: Vec<u8>,
@@ -132,7 +145,24 @@ impl Writer {
         self.int_encoded("_Bool", 1, INT_BOOL)
     }
 
-    /// A pointer to `target`.
+    /// The C types every kernel fixture starts from, as the kernel names them.
+    pub fn kernel_types(&mut self) -> KernelTypes {
+        let int = self.signed("int", 4);
+        let uint = self.int("unsigned int", 4);
+        let u16_ = self.int("unsigned short", 2);
+        KernelTypes {
+            int,
+            uint,
+            long: self.signed("long", 8),
+            u8_: self.int("unsigned char", 1),
+            u16_,
+            u64_: self.int("unsigned long long", 8),
+            char_: self.char(),
+            u32_: self.typedef("u32", uint),
+            pid_t: self.typedef("pid_t", int),
+        }
+    }
+
     pub fn ptr(&mut self, target: TypeId) -> TypeId {
         self.record("", KIND_PTR, 0, false, target)
     }
