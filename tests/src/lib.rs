@@ -171,12 +171,18 @@ impl Running {
     /// Waits until the tool has printed `text` on stdout or stderr; false if
     /// it did not within `limit` (or exited first).
     pub fn wait_for(&mut self, text: &str, limit: Duration) -> bool {
+        self.wait_until(|stdout, stderr| stdout.contains(text) || stderr.contains(text), limit)
+    }
+
+    /// Waits until what the tool printed so far (stdout, stderr) satisfies
+    /// `done`; false if it did not within `limit` (or exited first).
+    pub fn wait_until(&mut self, done: impl Fn(&str, &str) -> bool, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             while let Ok(line) = self.err_lines.try_recv() {
                 self.err_seen.push_str(&line);
             }
-            if self.seen.contains(text) || self.err_seen.contains(text) {
+            if done(&self.seen, &self.err_seen) {
                 return true;
             }
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -184,7 +190,7 @@ impl Running {
                 while let Ok(line) = self.err_lines.try_recv() {
                     self.err_seen.push_str(&line);
                 }
-                return self.seen.contains(text) || self.err_seen.contains(text);
+                return done(&self.seen, &self.err_seen);
             }
             if Instant::now() > deadline {
                 return false;
