@@ -10,14 +10,6 @@ use serde_json::Value;
 const HEADER: &str = "TIME     COMM           PID    T BYTES   OFF_KB   LAT(ms) FILENAME";
 const READY_MACHINE: &str = "Tracing ";
 
-fn uuid() -> String {
-    format!(
-        "f{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    )
-}
-
 /// The tool under another name (`xfsslower`): a link to the binary.
 fn tool_named(name: &str) -> String {
     if name == "ext4slower" {
@@ -66,7 +58,7 @@ fn rows(out: &Output, file: &str) -> Vec<(String, u32, String, i64, i64, f64)> {
 /// The five operations of `file-ops`, exactly, in order.
 fn every_operation_on(fs: &str, tool: &str, extra: &[&str]) {
     let mount = Mounted::new(fs);
-    let name = uuid();
+    let name = unique_tag("f");
     let path = mount.path(&name);
     let mut args = vec!["-p", "PID", "0"];
     args.extend(extra);
@@ -100,7 +92,7 @@ fn xfsslower_and_btrfsslower() {
 #[test]
 fn a_read_slower_than_the_threshold_and_only_it() {
     let mount = Mounted::new("ext4");
-    let name = uuid();
+    let name = unique_tag("f");
     let path = mount.path(&name);
     std::fs::write(&path, vec![b'd'; 4096]).unwrap();
     let (out, pid) = trace("ext4slower", &["-p", "PID", "20"], HEADER, &["slow-read", &path, "50"]);
@@ -118,7 +110,7 @@ fn a_read_slower_than_the_threshold_and_only_it() {
 fn other_filesystems_never_appear() {
     for fs in ["tmpfs", "xfs"] {
         let mount = Mounted::new(fs);
-        let name = uuid();
+        let name = unique_tag("f");
         let (out, _) = trace("ext4slower", &["-p", "PID", "0"], HEADER, &["file-ops", &mount.path(&name), "4096", "0"]);
         assert!(!out.stdout.contains(&name), "{fs}: {}", out.stdout);
     }
@@ -127,7 +119,7 @@ fn other_filesystems_never_appear() {
 #[test]
 fn csv_parses_with_a_real_csv_parser() {
     let mount = Mounted::new("ext4");
-    let name = format!("{},with,\"commas\"", uuid());
+    let name = format!("{},with,\"commas\"", unique_tag("f"));
     for flag in ["-j", "--csv"] {
         let (out, pid) = trace(
             "ext4slower",
@@ -147,7 +139,7 @@ fn csv_parses_with_a_real_csv_parser() {
 #[test]
 fn json_names_the_file_by_device_and_inode() {
     let mount = Mounted::new("ext4");
-    let name = uuid();
+    let name = unique_tag("f");
     let path = mount.path(&name);
     let (out, pid) =
         trace("ext4slower", &["--json", "-p", "PID", "0"], READY_MACHINE, &["file-ops", &path, "4096", "0"]);
@@ -176,7 +168,7 @@ fn json_names_the_file_by_device_and_inode() {
 #[test]
 fn hostile_file_name_is_escaped_in_text_and_exact_in_json() {
     let mount = Mounted::new("ext4");
-    let name = format!("{}\nfake row \u{1b}[31m", uuid());
+    let name = format!("{}\nfake row \u{1b}[31m", unique_tag("f"));
     let path = mount.path(&name);
     let (out, _) = trace("ext4slower", &["-p", "PID", "0"], HEADER, &["file-ops", &path, "4096", "0"]);
     assert!(!out.stdout.contains('\u{1b}'), "ESC reached the output raw");
@@ -192,7 +184,7 @@ fn hostile_file_name_is_escaped_in_text_and_exact_in_json() {
 #[test]
 fn an_osync_write_is_reported_as_a_write() {
     let mount = Mounted::new("ext4");
-    let name = uuid();
+    let name = unique_tag("f");
     let (out, _) = trace("ext4slower", &["-p", "PID", "0"], HEADER, &["osync-write", &mount.path(&name)]);
     let rows = rows(&out, &name);
     assert!(rows.iter().any(|r| r.2 == "W" && r.3 == 4096), "{}", out.stdout);

@@ -13,14 +13,6 @@ const READY_MACHINE: &str = "Tracing host name lookups";
 /// The DNS server's delay, in milliseconds.
 const DELAY: u64 = 100;
 
-fn uuid() -> String {
-    format!(
-        "h{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    )
-}
-
 /// A `resolve` workload run by `wrapper` (`env VAR=...`, a shell), ready
 /// (namespaces and DNS server up), not started.
 fn resolver(wrapper: &[&str], hosts: &str, calls: &[String]) -> Workload {
@@ -58,7 +50,7 @@ fn rows(out: &Output, pid: u32) -> Vec<(String, f64, String)> {
 
 #[test]
 fn a_lookup_against_a_slow_dns_server() {
-    let name = format!("{}.test", uuid());
+    let name = format!("{}.test", unique_tag("h"));
     let (out, pid) = trace(&[], HEADER, "-", &[format!("getaddrinfo:{name}")]);
     assert_eq!(out.stdout.lines().next(), Some(HEADER));
     let rows = rows(&out, pid);
@@ -76,7 +68,7 @@ fn a_lookup_against_a_slow_dns_server() {
 
 #[test]
 fn failed_and_local_lookups_in_json() {
-    let id = uuid();
+    let id = unique_tag("h");
     let (nx, local) = (format!("nx-{id}.test"), format!("local-{id}"));
     let calls = [format!("getaddrinfo:{nx}"), format!("getaddrinfo:{local}")];
     let (out, pid) = trace(&["--json"], READY_MACHINE, &local, &calls);
@@ -111,7 +103,7 @@ fn failed_and_local_lookups_in_json() {
 /// Each function, one row per outermost call; a NULL host is skipped.
 #[test]
 fn each_function_and_a_null_host() {
-    let id = uuid();
+    let id = unique_tag("h");
     let calls = [
         "getaddrinfo-null".to_owned(),
         format!("gethostbyname:a-{id}.test"),
@@ -134,7 +126,7 @@ fn each_function_and_a_null_host() {
 #[test]
 fn only_the_process_asked_for() {
     let _serial = serial();
-    let id = uuid();
+    let id = unique_tag("h");
     let mut mine = resolver(&[], &format!("mine-{id}"), &[format!("getaddrinfo:mine-{id}")]);
     let mut other = resolver(&[], &format!("other-{id}"), &[format!("getaddrinfo:other-{id}")]);
     let pid = mine.pid().to_string();
@@ -158,7 +150,7 @@ fn only_the_process_asked_for() {
 /// A copy of the machine's C library, and the `env` that makes a program
 /// load it.
 fn libc_copy() -> (PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("ebpf-tools-libc-{}", uuid()));
+    let dir = std::env::temp_dir().join(format!("ebpf-tools-libc-{}", unique_tag("h")));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", dir.join("libc.so.6")).unwrap();
     let env = format!("LD_LIBRARY_PATH={}", dir.display());
@@ -183,7 +175,7 @@ fn a_second_libc_that_appears_by_exec() {
 
 fn a_second_libc_reached_through(dir: &std::path::Path, wrapper: &[&str]) {
     let _serial = serial();
-    let name = format!("copy-{}", uuid());
+    let name = format!("copy-{}", unique_tag("h"));
     let mut tool = Running::start("gethostlatency", &["--json", "--verbose"], READY_MACHINE);
     let mut w = resolver(wrapper, &name, &[format!("getaddrinfo:{name}")]);
     // By its own path where this root's file there is the one mapped, else
@@ -202,7 +194,7 @@ fn a_second_libc_reached_through(dir: &std::path::Path, wrapper: &[&str]) {
 #[test]
 fn a_musl_program() {
     let _serial = serial();
-    let dir = std::env::temp_dir().join(format!("ebpf-tools-musl-{}", uuid()));
+    let dir = std::env::temp_dir().join(format!("ebpf-tools-musl-{}", unique_tag("h")));
     std::fs::create_dir_all(&dir).unwrap();
     let source = dir.join("lookup.c");
     std::fs::write(
@@ -246,7 +238,7 @@ fn only_the_libraries_named() {
     let (dir, env) = libc_copy();
     let copy = dir.join("libc.so.6");
     let tool = Running::start("gethostlatency", &["--json", "-l", copy.to_str().unwrap()], READY_MACHINE);
-    let id = uuid();
+    let id = unique_tag("h");
     let mut through_copy = resolver(&["env", &env], &format!("c-{id}"), &[format!("getaddrinfo:c-{id}")]);
     let mut through_system = resolver(&[], &format!("s-{id}"), &[format!("getaddrinfo:s-{id}")]);
     for w in [&mut through_copy, &mut through_system] {
@@ -262,7 +254,7 @@ fn only_the_libraries_named() {
 #[test]
 fn csv_parses_with_a_real_csv_parser() {
     // The resolver refuses such a name at once; the lookup is shown all the same.
-    let name = format!("{},with,\"commas\".test", uuid());
+    let name = format!("{},with,\"commas\".test", unique_tag("h"));
     let (out, pid) = trace(&["--csv"], READY_MACHINE, "-", &[format!("getaddrinfo:{name}")]);
     let rows = parse_csv(&out.stdout);
     assert_eq!(rows[0], ["TIME", "PID", "COMM", "LATms", "HOST"]);
@@ -273,7 +265,7 @@ fn csv_parses_with_a_real_csv_parser() {
 
 #[test]
 fn hostile_host_name_is_escaped_in_text_and_exact_in_json() {
-    let name = format!("{}\nfake\u{1b}[31m.test", uuid());
+    let name = format!("{}\nfake\u{1b}[31m.test", unique_tag("h"));
     let (out, pid) = trace(&[], HEADER, "-", &[format!("getaddrinfo:{name}")]);
     assert!(!out.stdout.contains('\u{1b}'), "ESC reached the output raw");
     assert_eq!(rows(&out, pid)[0].2, name.replace('\n', "\\n").replace('\u{1b}', "\\x1b"));
@@ -284,7 +276,7 @@ fn hostile_host_name_is_escaped_in_text_and_exact_in_json() {
 /// The other rung (kernels without cookies), the perf array, the config map.
 #[test]
 fn without_cookies_on_the_perf_array_with_the_config_map() {
-    let name = format!("{}.test", uuid());
+    let name = format!("{}.test", unique_tag("h"));
     let (out, pid) = trace(
         &["--json", "--rung", "uprobe", "--perf-array", "--config-map"],
         READY_MACHINE,
