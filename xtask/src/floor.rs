@@ -44,7 +44,7 @@ pub fn kernel_floor(bin_dir: &Path, check: bool) -> Result<()> {
         docs::write("kernels.md", "kernel-floor", &table)?;
     } else if docs::updated("kernels.md", "kernel-floor", &table)?.is_some() {
         bail!(
-            "docs/kernels.md does not show what the objects say (a rung's oldest kernel moved): run `cargo xtask \
+            "docs/kernels.md does not show what the objects say (a rung's oldest kernel, what sets it or its instruction count moved): run `cargo xtask \
              kernel-floor` and commit the table"
         );
     }

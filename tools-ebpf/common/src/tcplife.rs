@@ -30,6 +30,7 @@ pub mod maps {
 pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;
     pub const SYN_SENT: i32 = 2;
+    pub const SYN_RECV: i32 = 3;
     pub const FIN_WAIT1: i32 = 4;
     pub const CLOSE: i32 = 7;
     pub const LAST_ACK: i32 = 9;
@@ -66,7 +67,9 @@ pub struct Session {
     pub comm: [u8; 16],
     /// The owner ran in the `-c` cgroup when it was recorded.
     pub owner_in_cgroup: u32,
-    pub _pad: u32,
+    /// The state it was born in: a socket that closes still in SYN_RECV
+    /// is not a session (see tcplife's `on_state`).
+    pub birth_state: i32,
 }
 
 /// One session that closed, handed over at CLOSE.

@@ -102,9 +102,10 @@ mod bpf {
             let now = unsafe { bpf_ktime_get_ns() };
             match SESSIONS.get_ptr_mut(key) {
                 // SAFETY: the value of a live entry.
-                Some(session) => unsafe { (*session).birth_ns = now },
+                Some(session) => unsafe { ((*session).birth_ns, (*session).birth_state) = (now, new) },
                 None => {
-                    if SESSIONS.insert(key, Session { birth_ns: now, ..Session::default() }, 0).is_err() {
+                    let session = Session { birth_ns: now, birth_state: new, ..Session::default() };
+                    if SESSIONS.insert(key, session, 0).is_err() {
                         count_drop(&DROPS, |d| &mut d.inflight_full);
                     }
                 }
@@ -123,6 +124,13 @@ mod bpf {
         // Not born while traced (open before the tool started, or a LISTEN socket).
         let Some(session) = SESSIONS.get_ptr(key).map(|session| unsafe { *session }) else { return };
         let _ = SESSIONS.remove(key);
+        // A server socket that closes before it is established is the
+        // loser of two CPUs completing one handshake at once: the kernel
+        // keeps the other one, and the connection is reported once, as on
+        // the kprobe rung, which never sees that socket.
+        if session.birth_state == tcp_state::SYN_RECV {
+            return;
+        }
         let target = config.target_tgid;
         if target != 0 && session.owner_tgid != target {
             return;
