@@ -349,7 +349,7 @@ mod tests {
     fn kernel(release: Kernel) -> Btf {
         let old = release == Kernel::Old;
         let mut w = Writer::new();
-        let KernelTypes { int, uint, long, u8_, u16_, u64_, char_, u32_, pid_t } = w.kernel_types();
+        let KernelTypes { int: _, uint, long, u8_, u16_, u64_, char_, u32_, pid_t } = w.kernel_types();
         let bool_ = w.bool();
         let any = w.ptr(VOID);
 
