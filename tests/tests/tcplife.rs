@@ -352,7 +352,7 @@ fn accounted(stdout: &str, port: u16) -> u64 {
 }
 
 /// The client ports one end printed and the other did not: which sessions
-/// went missing, and when they closed on the end that saw them.
+/// went missing, and on which end.
 fn unpaired(outputs: &[Output; 2], port: u16) -> String {
     let client_ports = |out: &Output, field: &str| -> std::collections::BTreeSet<u64> {
         records(out, port).iter().filter_map(|r| r[field].as_u64()).collect()

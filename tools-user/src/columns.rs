@@ -91,8 +91,9 @@ pub struct TextSpec {
     /// What follows the column, unless it is the last: BCC's formats
     /// separate columns with one space, except where the width holds it.
     pub gap: &'static str,
-    /// How an unknown value reads (`-`, or the tool's own BCC mark).
-    pub unknown: &'static str,
+    /// How an unknown value reads when not as [`Cell::Unknown`]'s `-`: the
+    /// tool's own BCC mark.
+    pub unknown: Option<&'static str>,
 }
 
 type ValueFn<'a, T> = Box<dyn for<'e> Fn(&'e T) -> Cell<'e> + 'a>;
@@ -114,7 +115,7 @@ impl<'a, T> Column<'a, T> {
 
     /// In text under `header`, left-aligned and padded to `width`.
     pub fn text(mut self, header: &'static str, width: usize) -> Self {
-        self.text = Some(TextSpec { header, width, align: Align::Left, cut: false, gap: " ", unknown: "-" });
+        self.text = Some(TextSpec { header, width, align: Align::Left, cut: false, gap: " ", unknown: None });
         self
     }
 
@@ -138,7 +139,7 @@ impl<'a, T> Column<'a, T> {
 
     /// An unknown value reads `mark` in text (BCC's execsnoop: `?`).
     pub fn unknown_as(mut self, mark: &'static str) -> Self {
-        self.text.as_mut().expect("unknown_as() after text()").unknown = mark;
+        self.text.as_mut().expect("unknown_as() after text()").unknown = Some(mark);
         self
     }
 
@@ -176,7 +177,7 @@ impl<'a, T> Column<'a, T> {
     /// The value as its text row shows it.
     fn text_of(&self, event: &T) -> String {
         match (self.value(event), &self.text) {
-            (Cell::Unknown, Some(spec)) => spec.unknown.to_owned(),
+            (Cell::Unknown, Some(TextSpec { unknown: Some(mark), .. })) => (*mark).to_owned(),
             (cell, _) => cell.text(),
         }
     }

@@ -163,6 +163,7 @@ impl Writer {
         }
     }
 
+    /// A pointer to `target`.
     pub fn ptr(&mut self, target: TypeId) -> TypeId {
         self.record("", KIND_PTR, 0, false, target)
     }
