@@ -550,6 +550,54 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
+/// What an event tool said it lost, from its loss notes on stderr
+/// (`tcplife: lost 5 events (3 with the event buffer full: ...; 2 skipped
+/// by the kernel (...))`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Lost {
+    pub total: u64,
+    /// Of which runs of its programs the kernel skipped (a BPF program was
+    /// already running on that CPU).
+    pub skipped: u64,
+}
+
+impl Lost {
+    pub fn from_stderr(tool: &str, stderr: &str) -> Lost {
+        let prefix = format!("{tool}: lost ");
+        let mut lost = Lost::default();
+        for note in stderr.lines().filter_map(|l| l.strip_prefix(&prefix)).filter(|l| !l.ends_with(" in total")) {
+            let (count, causes) = note.split_once(" events (").unwrap_or_else(|| panic!("a loss note: {note}"));
+            lost.total += count.parse::<u64>().unwrap();
+            lost.skipped += causes
+                .split("; ")
+                .filter_map(|cause| cause.split_once(" skipped by the kernel"))
+                .map(|(n, _)| n.parse::<u64>().unwrap())
+                .sum::<u64>();
+        }
+        lost
+    }
+
+    /// What the tool's own programs counted: everything but the skipped runs.
+    pub fn counted_by_programs(&self) -> u64 {
+        self.total - self.skipped
+    }
+
+    /// Asserts that of `expected` events, every one not printed was counted
+    /// as lost. Exactly, unless the kernel skipped runs: a skipped run may
+    /// have been another event's (outside the tool's filter, or a step the
+    /// event could do without), so then the loss only bounds what is missing.
+    pub fn assert_accounts_for(&self, printed: u64, expected: u64, context: &str) {
+        if self.skipped == 0 {
+            assert_eq!(printed + self.total, expected, "{self:?}: {context}");
+        } else {
+            assert!(
+                printed <= expected && expected - printed <= self.total,
+                "{printed} printed, {self:?} of {expected}: {context}"
+            );
+        }
+    }
+}
+
 /// Reads a whole file to a string, for /proc lookups.
 pub fn read(path: &str) -> String {
     let mut s = String::new();

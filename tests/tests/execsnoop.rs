@@ -348,7 +348,7 @@ fn csv_parses_with_a_real_csv_parser() {
 
 /// `n` execs from each of two threads at full speed: every one is printed
 /// or counted as lost.
-fn accounting(extra: &[&str], stall_reader: bool) -> u64 {
+fn accounting(extra: &[&str], stall_reader: bool) -> Lost {
     let _serial = serial();
     let tag = unique_tag("u");
     // Fewer under emulation (the kernel matrix sets it): the point is the sum.
@@ -373,26 +373,23 @@ fn accounting(extra: &[&str], stall_reader: bool) -> u64 {
     std::thread::sleep(Duration::from_millis(1500));
     let out = tool.interrupt();
     let printed = out.stdout.lines().filter(|l| l.contains(&tag)).count() as u64;
-    let lost: u64 = out
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("execsnoop: lost ")?.split(' ').next()?.parse().ok())
-        .next_back()
-        .unwrap_or(0);
-    eprintln!("{extra:?}: {printed} printed + {lost} lost of {}", 2 * n);
-    assert_eq!(printed + lost, 2 * n, "{}", out.stderr);
-    assert_eq!(out.code(), Some(if lost > 0 { 3 } else { 0 }));
+    let lost = Lost::from_stderr("execsnoop", &out.stderr);
+    eprintln!("{extra:?}: {printed} printed + {lost:?} of {}", 2 * n);
+    lost.assert_accounts_for(printed, 2 * n, &out.stderr);
+    assert_eq!(out.code(), Some(if lost.total > 0 { 3 } else { 0 }));
     lost
 }
 
 #[test]
 fn accounting_on_the_ring_buffer() {
-    assert_eq!(accounting(&[], false), 0, "2 busy workers must not overrun the default buffers");
+    let lost = accounting(&[], false);
+    assert_eq!(lost.counted_by_programs(), 0, "2 busy workers must not overrun the default buffers: {lost:?}");
 }
 
 #[test]
 fn accounting_on_the_perf_array() {
-    assert_eq!(accounting(&["--perf-array"], false), 0);
+    let lost = accounting(&["--perf-array"], false);
+    assert_eq!(lost.counted_by_programs(), 0, "{lost:?}");
 }
 
 /// A stalled reader with one page per CPU: most events cannot be handed
@@ -401,7 +398,8 @@ fn accounting_on_the_perf_array() {
 #[test]
 fn loss_is_counted_exactly_when_the_reader_stalls() {
     for transport in [&["--buffer-pages", "1"][..], &["--perf-array", "--buffer-pages", "1"]] {
-        assert!(accounting(transport, true) > 0, "{transport:?}: nothing was lost: the test did not stall the reader");
+        let lost = accounting(transport, true);
+        assert!(lost.counted_by_programs() > 0, "{transport:?}: nothing was lost: the test did not stall the reader");
     }
 }
 

@@ -245,6 +245,9 @@ fn prometheus_scrapes_quantiles_and_exact_counts() {
     for (labels, _) in &attached {
         assert_eq!(labels["rung"], "raw_tracepoint", "{labels}");
     }
+    // Runs the kernel skipped are a reason of their own, for each tool.
+    let skipped = classic.query("ebpf_tools_lost_samples_total{reason=\"recursion_miss\"}");
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
 
     // SIGTERM: exit 0, every program gone.
     let out = exporter.running.signal(libc::SIGTERM);

@@ -18,11 +18,13 @@ pub mod histogram;
 pub mod kernel_maps;
 pub mod lifetime;
 pub mod loader;
+pub mod loss;
 pub mod manual;
 pub mod offsets;
 pub mod output;
 pub mod plan;
 pub mod procfs;
+
 pub mod tracefs;
 
 pub use tools_parse::elf;

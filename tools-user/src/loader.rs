@@ -32,7 +32,7 @@ use aya::{
 };
 use tools_common::map_names;
 
-use crate::tracefs;
+use crate::{loss::SkippedRuns, tracefs};
 
 /// How the user asked for the kernel to be used: what the command line's
 /// `--btf` and the hidden test switches say (see `cli::RuntimeArgs`).
@@ -303,6 +303,8 @@ pub struct Loaded {
     pub hooks: Vec<(String, String)>,
     /// What the tool keeps doing while it runs.
     pub keeper: Option<Box<dyn Keeper>>,
+    /// Runs of the rung's programs the kernel skipped: lost events.
+    pub skipped: SkippedRuns,
 }
 
 impl Loaded {
@@ -457,7 +459,8 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
                     }
                 }
                 let hooks = rung.programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect();
-                return Ok(Loaded { ebpf, build, rung: rung.name, hooks, keeper: None });
+                let skipped = SkippedRuns::of(&ebpf, rung.programs.iter().map(|(program, _)| program.as_str()));
+                return Ok(Loaded { ebpf, build, rung: rung.name, hooks, keeper: None, skipped });
             }
             Err(err) => {
                 log::info!("rung {}: failed: {err:#}", rung.name);

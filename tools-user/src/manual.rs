@@ -147,7 +147,7 @@ const TRACER_EXIT_STATUS: &str = "# EXIT STATUS
 - 0: done, also when ended by Ctrl-C (SIGINT) or SIGTERM, with every program detached, or when standard output was closed (`| head`).
 - 1: what the machine refuses: no privilege (root, or CAP_BPF with CAP_PERFMON, is named before anything is loaded), no usable kernel path (every rung tried is named, with why it failed), a tracefs this user may not read.
 - 2: bad input of any kind, named in the message: a malformed flag or value; a PID, user, disk, cgroup or file that does not exist or is not what the flag needs (`--btf` a file that is not a kernel's BTF, `-c` a file or a cgroup v1 path, `-l` a file that is not a C library); a bad regular expression.
-- 3: the tool ran, but the kernel side lost data; how much was said on stderr as it happened and at exit.
+- 3: the tool ran, but the kernel side lost data (a full table or buffer, or runs of its programs the kernel skipped because a BPF program was already running on that CPU); how much, and why, was said on stderr as it happened and at exit.
 ";
 
 /// EXAMPLES from a tool's `after_help`: its lines `    ./tool ARGS  # what`

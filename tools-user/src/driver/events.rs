@@ -17,6 +17,7 @@ use crate::{
     events::{decode, EventPath, EventStream},
     lifetime::{runtime, Shutdown, EXIT_LOST},
     loader::Loaded,
+    loss,
     output::{self, Format, Out},
 };
 
@@ -144,9 +145,10 @@ async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, l
         }
         out.flush()?;
         let drops = stream.new_drops()?;
-        if drops.total() > 0 {
-            lost += drops.total();
-            report_loss(&drops, tool.inflight, format, &mut out)?;
+        let skipped = loaded.skipped.since_last();
+        if drops.total() + skipped > 0 {
+            lost += drops.total() + skipped;
+            report_loss(&drops, skipped, tool.inflight, format, &mut out)?;
         }
         if exiting {
             return Ok(lost);
@@ -169,8 +171,9 @@ fn print_event<T: Event>(
     writeln!(out.text(), "{}", columns.row(event)).map_err(output::closed_or)
 }
 
-/// One loss note on stderr (and a `lost` record in JSON), naming each cause.
-fn report_loss(drops: &Drops, inflight: &str, format: Format, out: &mut Out) -> Result<()> {
+/// One loss note on stderr (and a `lost` record in JSON), naming each
+/// cause: what the kernel side counted, and the runs the kernel skipped.
+fn report_loss(drops: &Drops, skipped: u64, inflight: &str, format: Format, out: &mut Out) -> Result<()> {
     let mut causes = Vec::new();
     if drops.output_failed > 0 {
         causes.push(format!("{} with the event buffer full: raise --buffer-pages", drops.output_failed));
@@ -184,10 +187,17 @@ fn report_loss(drops: &Drops, inflight: &str, format: Format, out: &mut Out) -> 
     if drops.hist_full > 0 {
         causes.push(format!("{} with a kernel table full", drops.hist_full));
     }
-    note(&format!("{}: lost {} events ({})", tool_name(), drops.total(), causes.join("; ")));
+    if skipped > 0 {
+        causes.push(format!("{skipped} {}", loss::SKIPPED));
+    }
+    let total = drops.total() + skipped;
+    note(&format!("{}: lost {total} events ({})", tool_name(), causes.join("; ")));
     if format == Format::Json {
         let mut record = output::json_record("lost");
-        record.insert("count".into(), json!(drops.total()));
+        record.insert("count".into(), json!(total));
+        for (reason, n) in loss::reasons(drops, skipped) {
+            record.insert(reason.into(), json!(n));
+        }
         out.json(&record.into()).map_err(output::closed_or)?;
         out.flush()?;
     }

@@ -96,7 +96,7 @@ fn histogram_record(
 /// BCC's interval loop: sleep, print the interval's histograms, repeat
 /// `count` times or until a signal, which prints the partial interval.
 pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
-    let Loaded { mut ebpf, .. } = loaded;
+    let Loaded { mut ebpf, mut skipped, .. } = loaded;
     let mut maps = HistogramMaps::take(&mut ebpf, tool.key_fields.is_some(), tool.totals)?;
     let rt = runtime()?;
     let name = tool_name();
@@ -126,7 +126,8 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
             };
             interval_no += 1;
             let interval = maps.read_interval(tool.key_alive)?;
-            let lost = interval.dropped.total();
+            let skipped_runs = skipped.since_last();
+            let lost = interval.dropped.total() + skipped_runs;
             lost_total += lost;
             let records = match tool.runtime.json || live.is_some() {
                 true => interval_records(&tool, &interval, interval_no, lost),
@@ -173,8 +174,12 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
             if lost > 0 {
                 let d = interval.dropped;
                 note(&format!(
-                    "{name}: lost {lost} samples this interval (in-flight table full: {}, histogram table full: {}, unreadable: {})",
-                    d.inflight_full, d.hist_full, d.read_failed
+                    "{name}: lost {lost} samples this interval (in-flight table full: {}, histogram table full: {}, \
+                     unreadable: {}, {}: {skipped_runs})",
+                    d.inflight_full,
+                    d.hist_full,
+                    d.read_failed,
+                    crate::loss::SKIPPED
                 ));
             }
             // As BCC's Python tools: the count runs down to 0 (so a count of
@@ -190,6 +195,7 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
     // Detach everything before reporting, so the summary is the last word.
     drop(maps);
     drop(ebpf);
+    drop(skipped);
     if lost_total > 0 {
         note(&format!("{name}: lost {lost_total} samples in total"));
         return Ok(ExitCode::from(EXIT_LOST));

@@ -29,10 +29,10 @@ impl Exporter {
         let mut scrape = Scrape::default();
         let mut health = Vec::new();
         for tool in &mut self.tools {
-            let State::Attached { collector, .. } = &mut tool.state else { continue };
+            let State::Attached { collector, skipped, .. } = &mut tool.state else { continue };
             let started = Instant::now();
             let result = collector.collect(&mut scrape);
-            health.push((tool.name, started.elapsed().as_secs_f64(), result));
+            health.push((tool.name, started.elapsed().as_secs_f64(), result, skipped.total()));
         }
         for tool in &self.tools {
             let (rung, attached) = match &tool.state {
@@ -60,19 +60,15 @@ impl Exporter {
                 );
             }
         }
-        for (tool, seconds, result) in &health {
+        for (tool, seconds, result, skipped) in &health {
             if let Ok(drops) = result {
-                for (reason, n) in [
-                    ("inflight_table_full", drops.inflight_full),
-                    ("histogram_table_full", drops.hist_full),
-                    ("read_failed", drops.read_failed),
-                    ("output_failed", drops.output_failed),
-                ] {
+                for (reason, n) in crate::loss::reasons(drops, *skipped) {
                     scrape.number(
                         LOST_SAMPLES,
                         Kind::Counter,
                         "Samples the kernel side could not record, by tool and reason (a full table, an \
-                         unreadable struct): counted, never dropped silently.",
+                         unreadable struct, a run the kernel skipped because a BPF program was already running \
+                         on that CPU): counted, never dropped silently.",
                         vec![("tool", (*tool).into()), ("reason", reason.into())],
                         n as f64,
                     );

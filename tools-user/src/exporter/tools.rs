@@ -23,6 +23,7 @@ use crate::{
     events::EventPath,
     histogram::HistogramMaps,
     loader::{Build, LoadOptions, Loaded},
+    loss::SkippedRuns,
     plan::{
         biolatency::{self, Disks, FlagNames, RUNGS_WITH_FLAGS},
         fsslower, gethostlatency, runqlat, tcplife,
@@ -53,6 +54,8 @@ pub enum State {
         rung: &'static str,
         /// (program, hook) of the rung taken.
         programs: Vec<(String, String)>,
+        /// Runs of its programs the kernel skipped.
+        skipped: SkippedRuns,
         collector: Box<dyn Collector>,
     },
     Failed(String),
@@ -116,10 +119,7 @@ fn load_tool(
                 key_mode::CGROUP => Some(CgroupNames::new()?),
                 _ => None,
             };
-            let loaded = plan.load(load_options)?;
-            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
-            let collector = Runqlat::new(loaded, &config, cgroup_names)?;
-            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
+            attached(plan.load(load_options)?, |loaded| Runqlat::new(loaded, &config, cgroup_names))
         }
         "biolatency" => {
             let flag_names = FlagNames::from_btf(btf.as_ref().ok());
@@ -134,36 +134,32 @@ fn load_tool(
             // The keyed table keeps the object's 16384 (disk, operation, slot)
             // entries, as biolatency -D -F: 8 bytes per entry per CPU of
             // kernel memory; what does not fit is counted as lost.
-            let mut loaded = biolatency::plan(&plan_options, btf, build)?.load(load_options)?;
-            let programs = loaded.hooks.clone();
-            let maps = HistogramMaps::take(&mut loaded.ebpf, true, false)?;
-            let operations = match flag_names {
-                Ok(names) if RUNGS_WITH_FLAGS.contains(&loaded.rung) => Some(names),
-                _ => None,
-            };
-            let collector = Biolatency { _ebpf: loaded.ebpf, maps, disks: Disks::read()?, operations };
-            Ok(State::Attached { rung: loaded.rung, programs, collector: Box::new(collector) })
+            attached(biolatency::plan(&plan_options, btf, build)?.load(load_options)?, |mut loaded| {
+                let maps = HistogramMaps::take(&mut loaded.ebpf, true, false)?;
+                let operations = match flag_names {
+                    Ok(names) if RUNGS_WITH_FLAGS.contains(&loaded.rung) => Some(names),
+                    _ => None,
+                };
+                Ok(Biolatency { _ebpf: loaded.ebpf, maps, disks: Disks::read()?, operations })
+            })
         }
         "ext4slower" => {
             let ext4 = fsslower::FILESYSTEMS.iter().find(|fs| fs.name == "ext4").context("no ext4 in the table")?;
             let plan_options = fsslower::Options { fs: ext4, min_ms: 0, pid: None, cgroup: None, histograms: true };
             let path = EventPath::counting_in_kernel(build);
             let loaded = fsslower::plan(&plan_options, btf, load_options, &path)?.load(load_options)?;
-            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
             let operation =
                 |op: u64| vec![("operation", fsslower::OPERATIONS.get(op as usize).unwrap_or(&"unknown").to_string())];
-            let collector = KeyedFamily::new(loaded, EXT4_OPERATION_LATENCY, EXT4_OPERATION_LATENCY_HELP, operation)?;
-            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
+            attached(loaded, |loaded| {
+                KeyedFamily::new(loaded, EXT4_OPERATION_LATENCY, EXT4_OPERATION_LATENCY_HELP, operation)
+            })
         }
         "tcplife" => {
             let plan_options = tcplife::Options { histograms: true, ..Default::default() };
             let path = EventPath::counting_in_kernel(build);
             let plan = tcplife::plan(&plan_options, btf, &path)?;
             let bytes_known = plan.config.has_bytes != 0;
-            let loaded = plan.load(load_options)?;
-            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
-            let collector = Tcplife::new(loaded, bytes_known)?;
-            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
+            attached(plan.load(load_options)?, |loaded| Tcplife::new(loaded, bytes_known))
         }
         "gethostlatency" => {
             let plan_options = gethostlatency::Options { histograms: true, ..Default::default() };
@@ -171,17 +167,23 @@ fn load_tool(
             // The plan's keeper probes new C libraries at each scrape, so
             // the exporter does nothing between scrapes.
             let (plan, _) = gethostlatency::plan(&plan_options, btf, &path)?;
-            let loaded = plan.load(load_options)?;
-            let (rung, programs) = (loaded.rung, loaded.hooks.clone());
             let labels = |key: u64| {
                 let (function, result) = gethostlatency::labels_of(key);
                 vec![("function", function.to_owned()), ("result", result.to_owned())]
             };
-            let collector = KeyedFamily::new(loaded, NAME_RESOLUTION_LATENCY, NAME_RESOLUTION_LATENCY_HELP, labels)?;
-            Ok(State::Attached { rung, programs, collector: Box::new(collector) })
+            attached(plan.load(load_options)?, |loaded| {
+                KeyedFamily::new(loaded, NAME_RESOLUTION_LATENCY, NAME_RESOLUTION_LATENCY_HELP, labels)
+            })
         }
         other => anyhow::bail!("no tool named {other}"),
     }
+}
+
+/// The state of a tool whose programs are attached: its rung, programs
+/// and skipped runs as `loaded` says, and the collector made from it.
+fn attached<C: Collector + 'static>(mut loaded: Loaded, collector: impl FnOnce(Loaded) -> Result<C>) -> Result<State> {
+    let (rung, programs, skipped) = (loaded.rung, loaded.hooks.clone(), std::mem::take(&mut loaded.skipped));
+    Ok(State::Attached { rung, programs, skipped, collector: Box::new(collector(loaded)?) })
 }
 
 const RUN_QUEUE_LATENCY: &str = "ebpf_tools_run_queue_latency_seconds";
