@@ -144,6 +144,26 @@ fn only_the_process_asked_for() {
     );
 }
 
+/// -p of a process that maps no C library (a statically linked program:
+/// the heatmap renderer, reading a pipe that stays open) is refused, with
+/// the way to probe its executable, rather than tracing nothing forever.
+#[test]
+fn a_process_without_a_c_library_is_refused() {
+    let mut static_program = Command::new(tool_path("ebpf-tools-heatmap"))
+        .args(["/dev/stdin", "-o", "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = static_program.id().to_string();
+    let out = run("gethostlatency", &["-p", &pid]);
+    let _ = static_program.kill();
+    let _ = static_program.wait();
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("maps no C library"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("-l /proc/{pid}/exe")), "{}", out.stderr);
+}
+
 /// A copy of the C library, loaded with LD_LIBRARY_PATH by a program that
 /// starts after the tool: a file of its own (another inode), which the
 /// tool finds on its next scan.

@@ -17,6 +17,11 @@ const BAD_INPUT: &[(&str, &[&str], &str)] = &[
     ("runqlat", &["--btf", "/etc/passwd"], "not a BTF file"),
     ("runqlat", &["--btf", "/dev/zero"], "not a regular file"),
     ("runqlat", &["--btf", "/"], "not a regular file"),
+    ("biolatency", &["--btf", "/etc/passwd"], "not a BTF file"),
+    ("execsnoop", &["--btf", "/etc/passwd"], "not a BTF file"),
+    ("tcplife", &["--btf", "/etc/passwd"], "not a BTF file"),
+    ("gethostlatency", &["--btf", "/etc/passwd"], "not a BTF file"),
+    ("ext4slower", &["--btf", "/etc/passwd"], "not a BTF file"),
     ("runqlat", &["--rung", "nosuch"], "unknown rung"),
     ("runqlat", &["--json", "--no-such-flag"], "unexpected argument"),
     // runqlat

@@ -63,9 +63,10 @@ fn main() -> ExitCode {
             cgroup: args.cgroup.cgroup.as_deref(),
             histograms: false,
         };
-        let btf = match args.cgroup.cgroup {
-            Some(_) => Btf::for_tool(&load_options)?,
-            None => Err("not needed".into()),
+        // Only -c reads a struct; a --btf file is checked all the same (used or refused).
+        let btf = match (&args.cgroup.cgroup, &load_options.btf) {
+            (None, None) => Err("not needed".into()),
+            _ => Btf::for_tool(&load_options)?,
         };
         // The plan's keeper probes the libraries that appear later (a
         // container started after the tool), about once a second.

@@ -85,6 +85,15 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
         started.elapsed().as_secs_f64() * 1e3,
         libraries.scanned.len()
     );
+    if let (Some(pid), true, true) = (options.pid, options.libc.is_empty(), found.is_empty()) {
+        // Tracing nothing until Ctrl-C would look like a process that does
+        // no lookups.
+        return Err(BadInput(format!(
+            "-p {pid}: the process maps no C library with a resolver (a statically linked program?); \
+             -l /proc/{pid}/exe probes its executable, if that carries the resolver's symbols"
+        ))
+        .into());
+    }
     let cookies = aya::features().bpf_cookie();
     let rungs = vec![
         probes(Rung::new("uprobe_cookie"), &found, &libraries, true)
