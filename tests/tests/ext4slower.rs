@@ -2,7 +2,7 @@
 //! ext4 filesystem on a loop device (shared/reference/bcc-tools.md §3 and
 //! §10), and its siblings xfsslower and btrfsslower.
 
-use std::{os::unix::fs::MetadataExt as _, time::Duration};
+use std::{os::unix::fs::MetadataExt as _, process::Command, time::Duration};
 
 use integration_tests::*;
 use serde_json::Value;
@@ -134,6 +134,28 @@ fn csv_parses_with_a_real_csv_parser() {
         assert_eq!(write[7], name);
         assert!(write[0].parse::<u64>().unwrap() > 0 && write[6].parse::<u64>().is_ok());
     }
+}
+
+/// `ext4slower 0 > file-on-ext4`: the tool's own writes of its output are
+/// not traced (BCC leaves out its own PID), or each line would beget more.
+#[test]
+fn its_own_output_on_the_traced_filesystem_is_left_out() {
+    let _serial = serial();
+    let mount = Mounted::new("ext4");
+    let name = unique_tag("f");
+    let output = mount.path(&format!("{name}.jsonl"));
+    let mut shell = Command::new("sh");
+    shell.args(["-c", &format!("exec \"$0\" --json 0 > {output}"), tool_path("ext4slower").to_str().unwrap()]);
+    let tool = Running::start_command(shell, "ext4slower", READY_MACHINE);
+    let tool_pid = tool.pid() as u64;
+    let mut w = Workload::new(&["file-ops", &mount.path(&name), "4096", "0"]);
+    let out = w.traced_by(tool);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let records = json_lines(&std::fs::read_to_string(&output).unwrap());
+    let own = records.iter().filter(|r| r["pid"].as_u64() == Some(tool_pid)).count();
+    let ops: Vec<&str> =
+        records.iter().filter(|r| r["file"] == name.as_str()).filter_map(|r| r["op"].as_str()).collect();
+    assert_eq!((own, ops), (0, vec!["open", "write", "read", "fsync", "open"]), "{records:?}");
 }
 
 #[test]

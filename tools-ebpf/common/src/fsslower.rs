@@ -123,6 +123,10 @@ pub struct Config {
     /// Non-zero for the exporter: every operation is counted in the keyed
     /// histogram under its `op`, with its sum, and no event is sent.
     pub histograms: u32,
+    /// The tool's own process, left out: its output may go to a file on the
+    /// very filesystem traced (`ext4slower > log`), as BCC leaves out its own.
+    pub own_tgid: u32,
+    pub _pad: u32,
 }
 
 crate::plain_data!(Config, Start, FileOpEvent);

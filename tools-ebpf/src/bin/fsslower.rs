@@ -62,13 +62,14 @@ mod bpf {
 
     type Ptr = *const u8;
 
-    /// `-p`, and `-c` where `CGROUP`: the current task's cgroup, which
-    /// Linux 4.4 cannot read (`bpf_get_current_task` is 4.8). The legacy
-    /// build's kprobes leave it out, and user space refuses -c there.
+    /// Not the tool itself; `-p`; and `-c` where `CGROUP`: the current
+    /// task's cgroup, which Linux 4.4 cannot read (`bpf_get_current_task`
+    /// is 4.8). The legacy build's kprobes leave it out, and user space
+    /// refuses -c there.
     #[inline(always)]
     fn wanted_task<const CGROUP: bool>(config: &Config) -> bool {
-        let target = config.target_tgid;
-        if target != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 != target {
+        let (target, tgid) = (config.target_tgid, (bpf_get_current_pid_tgid() >> 32) as u32);
+        if tgid == config.own_tgid || (target != 0 && tgid != target) {
             return false;
         }
         !CGROUP || tools_ebpf::task_in_cgroup(unsafe { bpf_get_current_task() } as Ptr, &config.cgroup)

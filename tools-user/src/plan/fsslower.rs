@@ -97,6 +97,7 @@ pub fn plan(
         min_ns: options.min_ms.saturating_mul(1_000_000),
         target_tgid: options.pid.unwrap_or(0),
         histograms: options.histograms as u32,
+        own_tgid: std::process::id(),
         magic: fs.magic,
         task: offsets::task(btf)?,
         file: offsets::file(btf)?,
