@@ -323,6 +323,13 @@ pub fn http_request(address: &str, request: &str) -> std::io::Result<(u16, Strin
     Ok((status, head, reply[split..].to_vec()))
 }
 
+/// The workload program, built beside the test executables
+/// (target/<profile>/workload).
+pub fn workload_path() -> PathBuf {
+    let deps = std::env::current_exe().expect("test executable");
+    deps.parent().and_then(|d| d.parent()).expect("target dir").join("workload")
+}
+
 /// A workload process (see `src/bin/workload/main.rs`), held until it is started
 /// with [`Workload::go`], and killed when dropped.
 pub struct Workload {
@@ -342,9 +349,7 @@ impl Workload {
     }
 
     fn spawn(wrapper: &[&str], args: &[&str]) -> Workload {
-        // Built beside the test executables (target/<profile>/workload).
-        let deps = std::env::current_exe().expect("test executable");
-        let exe = deps.parent().and_then(|d| d.parent()).expect("target dir").join("workload");
+        let exe = workload_path();
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);

@@ -102,6 +102,28 @@ fn unused_address() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// `:PORT` serves IPv4 as well as IPv6 also where IPv6 sockets are
+/// v6-only by default (`net.ipv6.bindv6only=1`), as Go's exporters do.
+#[test]
+fn the_wildcard_serves_ipv4_where_ipv6_sockets_are_v6_only() {
+    let mut command = Command::new(workload_path());
+    let exporter = tool_path("ebpf-tools-exporter");
+    command.args(["v6only-network", exporter.to_str().unwrap(), "--web.listen-address", ":9436", "--tools", "runqlat"]);
+    let running = Running::start_command(command, "ebpf-tools-exporter", "ebpf-tools-exporter: serving");
+    let net = format!("--net=/proc/{}/ns/net", running.pid());
+    for url in ["http://127.0.0.1:9436/metrics", "http://[::1]:9436/metrics"] {
+        let out = Command::new("nsenter").args([&net, "curl", "-sS", "--max-time", "20", url]).output().unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && body.contains("ebpf_tools_build_info"),
+            "{url}: {}{body}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = running.signal(libc::SIGTERM);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+}
+
 /// Runs curl quietly: its exit code and what it printed.
 fn curl(args: &[&str]) -> (i32, String) {
     let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().expect("curl");

@@ -202,6 +202,22 @@ fn main() -> ExitCode {
     })
 }
 
+/// A non-blocking listener on `addr`. The IPv6 wildcard (`:PORT`) takes
+/// IPv4 too whatever `net.ipv6.bindv6only` says, as Go's exporters do.
+fn listen(addr: &SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+    if let SocketAddr::V6(v6) = addr {
+        socket.set_only_v6(!v6.ip().is_unspecified())?;
+    }
+    // As std's bind: a restarted exporter rebinds over its old connections.
+    socket.set_reuse_address(true)?;
+    socket.bind(&(*addr).into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Binds every address before anything is loaded: a port in use fails fast.
 fn bind(addresses: &[ListenAddress]) -> Result<Vec<std::net::TcpListener>> {
     let mut listeners = Vec::new();
@@ -209,9 +225,8 @@ fn bind(addresses: &[ListenAddress]) -> Result<Vec<std::net::TcpListener>> {
         let mut last_err = None;
         let mut bound = false;
         for addr in &address.addrs {
-            match std::net::TcpListener::bind(addr) {
+            match listen(addr) {
                 Ok(listener) => {
-                    listener.set_nonblocking(true)?;
                     listeners.push(listener);
                     bound = true;
                     // ":PORT": the IPv6 socket takes IPv4 too; the IPv4 one is the fallback.

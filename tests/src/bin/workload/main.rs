@@ -14,6 +14,8 @@
 //!   workload slow-read PATH MS        a read held up MS milliseconds by userfaultfd (see files.rs)
 //!   workload osync-write PATH         one O_SYNC write (see files.rs)
 //!   workload resolve MS HOSTS CALL... host-name lookups against a DNS server of its own (see resolve.rs)
+//!   workload v6only-network CMD ARG... exec CMD at once, in a network namespace of its own (loopback up)
+//!                                     where net.ipv6.bindv6only is 1
 
 use std::{
     ffi::{CString, OsStr},
@@ -48,6 +50,12 @@ fn main() {
         "tcp-session" => return tcp::session(&args[1..], wait_for_go),
         "tcp-storm" => return tcp::storm(&args[1..], wait_for_go),
         "resolve" => return resolve::resolve(&args[1..], wait_for_go),
+        "v6only-network" => {
+            use std::os::unix::process::CommandExt as _;
+            tcp::private_network();
+            std::fs::write("/proc/sys/net/ipv6/bindv6only", "1").expect("net.ipv6.bindv6only");
+            panic!("exec {}: {}", args[1], std::process::Command::new(&args[1]).args(&args[2..]).exec());
+        }
         _ => {}
     }
     if matches!(cmd, "spin" | "sleep") {
