@@ -59,11 +59,7 @@ pub async fn serve(listeners: Vec<TcpListener>, web: Arc<WebConfig>, exporter: R
                 tokio::task::spawn_local(async move {
                     let _slot = slot;
                     let result = match tls {
-                        Some(tls) => match timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => connection(stream, &web, &exporter).await,
-                            Ok(Err(err)) => Err(err),
-                            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
-                        },
+                        Some(tls) => tls_connection(stream, &tls, &web, &exporter).await,
                         None => connection(stream, &web, &exporter).await,
                     };
                     if let Err(err) = result {
@@ -77,6 +73,29 @@ pub async fn serve(listeners: Vec<TcpListener>, web: Arc<WebConfig>, exporter: R
         task.await?;
     }
     Ok(())
+}
+
+/// A connection to a TLS listener: the handshake, then its requests. A
+/// client speaking plain HTTP is told so in plain HTTP, as Go's servers do,
+/// not sent a TLS alert it cannot read.
+async fn tls_connection(
+    mut stream: tokio::net::TcpStream,
+    tls: &tokio_rustls::TlsAcceptor,
+    web: &Arc<WebConfig>,
+    exporter: &Rc<RefCell<Exporter>>,
+) -> io::Result<()> {
+    let mut first = [0u8; 1];
+    let peeked = timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
+    // A TLS record starts with its type (22, a handshake); a request with its method.
+    if matches!(peeked, Ok(Ok(1))) && first[0].is_ascii_uppercase() {
+        let response = Response::error(400, "Client sent an HTTP request to an HTTPS server.");
+        return write(&mut stream, &response, false, false, web).await;
+    }
+    match timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => connection(stream, web, exporter).await,
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+    }
 }
 
 /// One request, as far as the server cares.
