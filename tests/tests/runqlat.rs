@@ -160,6 +160,32 @@ fn per_process_and_per_thread_sections() {
     }
 }
 
+/// -P over 1200 new processes: a 1024-entry table cannot hold a key for
+/// each, and the samples that do not fit are counted as lost (naming the
+/// flag); `--table-entries` makes room for them all.
+#[test]
+fn the_per_key_table_is_sized_by_table_entries() {
+    let _serial = serial();
+    let table_full = |entries: &str| {
+        let tool = Running::start("runqlat", &["-P", "--table-entries", entries], READY);
+        let mut storm = Workload::new(&["exec-storm", "600", "/bin/true", "runqlat"]);
+        storm.go();
+        storm.wait(Duration::from_secs(300));
+        let out = tool.interrupt();
+        let full: u64 = out
+            .stderr
+            .lines()
+            .filter_map(|l| l.split_once("histogram table full: ")?.1.split([' ', ',']).next()?.parse::<u64>().ok())
+            .sum();
+        (full, out)
+    };
+    let (full, out) = table_full("1024");
+    assert!(full > 0 && out.stderr.contains("(raise --table-entries)"), "{out:?}");
+    assert_eq!(out.code(), Some(3));
+    let (full, out) = table_full("65536");
+    assert_eq!(full, 0, "{out:?}");
+}
+
 #[test]
 fn per_pid_namespace_sections() {
     let _serial = serial();

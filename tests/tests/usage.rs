@@ -30,6 +30,9 @@ const BAD_INPUT: &[(&str, &[&str], &str)] = &[
     ("runqlat", &["-L", "--pidnss"], "cannot be used with"),
     ("runqlat", &["1", "2", "3"], "unexpected argument"),
     ("runqlat", &["x"], "invalid value 'x'"),
+    ("runqlat", &["--table-entries", "65536"], "none was given"),
+    ("runqlat", &["-P", "--table-entries", "10"], "invalid value '10'"),
+    ("runqlat", &["-P", "--table-entries", "2000000"], "invalid value '2000000'"),
     // biolatency
     ("biolatency", &["-d", "nosuchdisk"], "no such disk 'nosuchdisk'"),
     ("biolatency", &["-F", "--btf", "/nonexistent"], "--btf /nonexistent"),

@@ -408,6 +408,7 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
     };
     let mut loader = loader_without_kernel_btf();
     for &(map, n) in max_entries {
+        log::debug!("map {map}: {n} entries");
         loader.map_max_entries(map, n);
     }
     for map in &per_cpu {

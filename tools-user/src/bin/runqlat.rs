@@ -11,7 +11,7 @@ use tools_user::{
     cli::{CgroupArg, HistogramArgs, PidArg, RuntimeArgs},
     diag,
     driver::histograms::{self, HistogramTool},
-    lifetime,
+    lifetime::{self, BadInput},
     loader::Build,
     manual,
     plan::runqlat,
@@ -32,6 +32,11 @@ struct Args {
     /// Print a histogram per PID namespace.
     #[arg(long = "pidnss")]
     pidnss: bool,
+    /// Entries of the kernel's per-key table (with -P, -L or --pidnss;
+    /// default 16384): a key takes one per latency slot it has seen, and
+    /// what does not fit is counted as lost.
+    #[arg(long = "table-entries", value_name = "N", value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    table_entries: Option<u32>,
     #[command(flatten)]
     pid: PidArg,
     #[command(flatten)]
@@ -61,8 +66,12 @@ fn main() -> ExitCode {
             },
             unit_ns: args.hist.unit().1,
             cgroup: args.cgroup.cgroup.clone(),
+            keyed_entries: args.table_entries,
             ..Default::default()
         };
+        if options.key_mode == key_mode::NONE && args.table_entries.is_some() {
+            return Err(BadInput("--table-entries sizes the table of -P, -L or --pidnss; none was given".into()).into());
+        }
         let load_options = args.runtime.load_options();
         let btf = Btf::for_tool(&load_options)?;
         let plan = runqlat::plan(&options, &btf, Build::choose(&load_options))?;
@@ -82,6 +91,7 @@ fn main() -> ExitCode {
             totals: false,
             // -P and -L key by PID or TID: /proc/N exists while it does.
             key_alive: matches!(key_mode, key_mode::PID | key_mode::TID).then_some(&runqlat::process_exists as _),
+            table_flag: Some("--table-entries"),
             hist: &args.hist,
             runtime: &args.runtime,
         };

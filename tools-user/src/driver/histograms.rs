@@ -32,6 +32,8 @@ pub struct HistogramTool<'a> {
     /// For keys naming processes or threads: whether one still exists (see
     /// [`HistogramMaps::read_interval`]).
     pub key_alive: Option<&'a dyn Fn(u64) -> bool>,
+    /// The flag that enlarges the keyed table, named when it was full.
+    pub table_flag: Option<&'static str>,
     pub hist: &'a HistogramArgs,
     pub runtime: &'a RuntimeArgs,
 }
@@ -173,8 +175,12 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
             out.flush()?;
             if lost > 0 {
                 let d = interval.dropped;
+                let raise = match tool.table_flag {
+                    Some(flag) if d.hist_full > 0 => format!(" (raise {flag})"),
+                    _ => String::new(),
+                };
                 note(&format!(
-                    "{name}: lost {lost} samples this interval (in-flight table full: {}, histogram table full: {}, \
+                    "{name}: lost {lost} samples this interval (in-flight table full: {}, histogram table full: {}{raise}, \
                      unreadable: {}, {}: {skipped_runs})",
                     d.inflight_full,
                     d.hist_full,
