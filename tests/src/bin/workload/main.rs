@@ -7,7 +7,8 @@
 //!   workload thread-exec PATH ARG...  execve from a thread that is not the leader
 //!   workload execveat PATH ARG...     execveat(AT_FDCWD, PATH, [PATH, ARG...])
 //!   workload fexecve PATH ARG...      fexecve(open(PATH), [PATH, ARG...])
-//!   workload exec-storm N PATH ARG... two threads fork and exec PATH ARG... W-I N times each, at full speed
+//!   workload exec-storm N PATH ARG... two threads fork and exec PATH ARG... W-I N times each, at full speed;
+//!                                     prints `made M`, the execs that happened (PATH exited 0)
 //!   workload tcp-session ...          a TCP client and server (see tcp.rs)
 //!   workload tcp-storm COUNT          COUNT short TCP connections (see tcp.rs)
 //!   workload file-ops PATH N K        open, write, read, fsync, open again (see files.rs)
@@ -120,6 +121,7 @@ fn main() {
                 .map(|w| {
                     let argv = argv.clone();
                     std::thread::spawn(move || {
+                        let mut made = 0u64;
                         for i in 0..n {
                             let mut argv = argv.clone();
                             argv.push(format!("{w}-{i}"));
@@ -133,16 +135,24 @@ fn main() {
                                     libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
                                     libc::_exit(127);
                                 }
+                                if pid < 0 {
+                                    eprintln!("exec-storm: fork: {}", std::io::Error::last_os_error());
+                                    continue;
+                                }
+                                // The program exits 0 only if the exec happened.
                                 let mut status = 0;
-                                libc::waitpid(pid, &mut status, 0);
+                                if libc::waitpid(pid, &mut status, 0) == pid && status == 0 {
+                                    made += 1;
+                                }
                             }
                         }
+                        made
                     })
                 })
                 .collect();
-            for w in workers {
-                let _ = w.join();
-            }
+            // What the tests count against: the execs that happened.
+            let made: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+            println!("made {made}");
         }
         other => panic!("unknown workload {other}"),
     }
