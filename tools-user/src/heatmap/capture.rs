@@ -33,6 +33,10 @@ const MAX_BINS: i64 = 5000;
 /// most a few hundred columns anyway).
 const MAX_INTERVALS: usize = 2048;
 
+/// The most intervals a capture may skip at once (a million: 11 days of
+/// one-second intervals); more is a damaged or forged capture.
+const MAX_GAP: u64 = 1 << 20;
+
 /// Counts by inclusive [low, high] range of values, in the capture's unit.
 pub type Cells = BTreeMap<(u64, u64), u64>;
 
@@ -50,11 +54,16 @@ pub struct Column {
     pub lost: u64,
     /// The tool's interval numbers, first and last (histogram captures).
     pub intervals: Option<(u64, u64)>,
+    /// How many of the tool's intervals (or time bins) the column holds:
+    /// colours are by count per interval, so a wider column is not hotter.
+    pub weight: u64,
 }
 
 impl Column {
-    fn empty(start: Stamp, end: Stamp, interval: Option<u64>) -> Column {
-        Column { start, end, cells: Cells::new(), marks: None, lost: 0, intervals: interval.map(|n| (n, n)) }
+    /// An empty column of `intervals` (histogram captures), or a time bin.
+    fn empty(start: Stamp, end: Stamp, intervals: Option<(u64, u64)>) -> Column {
+        let weight = intervals.map_or(1, |(first, last)| last - first + 1);
+        Column { start, end, cells: Cells::new(), marks: None, lost: 0, intervals, weight }
     }
 
     pub fn count(&self) -> u64 {
@@ -138,6 +147,10 @@ pub struct Capture {
     run: usize,
     run_starts: BTreeMap<usize, Stamp>,
     intervals: Vec<Interval>,
+    /// Live pictures keep at most MAX_INTERVALS, merging the oldest; a
+    /// finished capture keeps every one (each came from a line of it), so
+    /// its columns are even.
+    bounded: bool,
     samples: Vec<(Stamp, u64)>,
     lost: Vec<(Stamp, u64)>,
     keys: BTreeSet<String>,
@@ -217,6 +230,7 @@ impl Capture {
             run: 0,
             run_starts: BTreeMap::new(),
             intervals: Vec::new(),
+            bounded: true,
             samples: Vec::new(),
             lost: Vec::new(),
             keys: BTreeSet::new(),
@@ -227,7 +241,7 @@ impl Capture {
     /// and not JSON: the writer was killed mid-line) is left out, with a
     /// warning; any other line that is not a record is an error naming it.
     pub fn read(input: &[u8], choice: Choice) -> Result<(Picture, Vec<String>), BadInput> {
-        let mut capture = Capture::new(choice);
+        let mut capture = Capture { bounded: false, ..Capture::new(choice) };
         let mut warnings = Vec::new();
         let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
         for (i, line) in lines.iter().enumerate() {
@@ -331,7 +345,17 @@ impl Capture {
             self.run += 1;
         }
         if last.is_none_or(|i| i.number != number) {
-            if self.intervals.len() >= MAX_INTERVALS {
+            let before = match self.intervals.last().filter(|i| i.run == self.run) {
+                Some(last) => Some(last.number),
+                None => self.run_starts.contains_key(&self.run).then_some(0),
+            };
+            if let Some(before) = before.filter(|&b| number.saturating_sub(b) > MAX_GAP) {
+                return Err(bad(
+                    line,
+                    format!("interval {number} follows {before}: more than {MAX_GAP} intervals missing"),
+                ));
+            }
+            if self.bounded && self.intervals.len() >= MAX_INTERVALS {
                 self.merge_pairs();
             }
             let run = self.run;
@@ -468,8 +492,9 @@ impl Capture {
             let missing = interval.first.saturating_sub(from_number + 1);
             let span = (interval.end.micros - from.micros) / (missing + held) as i64;
             let at = |k: u64| from.at(from.micros + k as i64 * span);
-            for k in 1..=missing {
-                columns.push(Column::empty(at(k - 1), at(k), Some(from_number + k)));
+            // The intervals missing, as one empty column as wide as they are.
+            if missing > 0 {
+                columns.push(Column::empty(at(0), at(missing), Some((from_number + 1, from_number + missing))));
             }
             let marks = match interval.records {
                 1 => interval.record_marks.or_else(|| marks_from_cells(&interval.cells, unit_ns)),
@@ -482,6 +507,7 @@ impl Capture {
                 marks,
                 lost: interval.lost,
                 intervals: Some((interval.first, interval.number)),
+                weight: interval.number - interval.first + 1,
             });
             prev = Some((interval.run, interval.number, interval.end));
         }
@@ -543,16 +569,30 @@ fn nice_bin(micros: i64) -> i64 {
     }
 }
 
-/// Consecutive columns merged so that at most `max` remain (a long capture
-/// in a picture a few hundred pixels wide); returns them and how many
-/// columns each holds.
+/// Consecutive columns merged so that about `max` remain (a long capture
+/// in a picture a few hundred pixels wide), each holding `per` intervals or
+/// bins (fewer at the end, or beside a gap wider than that); returns them
+/// and `per`.
 pub fn fit(columns: &[Column], max: usize, unit_ns: u64) -> (Vec<Column>, usize) {
-    let per = columns.len().div_ceil(max.max(1)).max(1);
-    if per == 1 {
+    let total: u64 = columns.iter().map(|c| c.weight).sum();
+    let per = total.div_ceil(max.max(1) as u64).max(1);
+    if per == 1 && columns.len() <= max.max(1) {
         return (columns.to_vec(), 1);
     }
-    let merged = columns
-        .chunks(per)
+    let mut groups: Vec<&[Column]> = Vec::new();
+    let (mut start, mut held) = (0, 0);
+    for (i, column) in columns.iter().enumerate() {
+        if i > start && held + column.weight > per {
+            groups.push(&columns[start..i]);
+            (start, held) = (i, 0);
+        }
+        held += column.weight;
+    }
+    if start < columns.len() {
+        groups.push(&columns[start..]);
+    }
+    let merged = groups
+        .into_iter()
         .map(|group| {
             let mut cells = Cells::new();
             for (range, n) in group.iter().flat_map(|c| &c.cells) {
@@ -566,10 +606,11 @@ pub fn fit(columns: &[Column], max: usize, unit_ns: u64) -> (Vec<Column>, usize)
                 cells,
                 lost: group.iter().map(|c| c.lost).sum(),
                 intervals: first.intervals.zip(last.intervals).map(|(a, b)| (a.0, b.1)),
+                weight: group.iter().map(|c| c.weight).sum(),
             }
         })
         .collect();
-    (merged, per)
+    (merged, per as usize)
 }
 
 #[cfg(test)]
@@ -622,15 +663,16 @@ mod tests {
         .concat();
         let (p, _) = read(&capture).unwrap();
         let counts: Vec<u64> = p.columns.iter().map(Column::count).collect();
-        assert_eq!(counts, [3, 0, 0, 3]);
-        assert_eq!(p.columns[1].intervals, Some((2, 2)));
-        // Intervals 2..4 share the time between the records of 1 and 4.
+        assert_eq!(counts, [3, 0, 3]);
+        // Intervals 2 and 3, missing, are one empty column as wide as both:
+        // 2..4 share the time between the records of 1 and 4.
+        assert_eq!(p.columns[1].intervals, Some((2, 3)));
         assert_eq!(p.columns[1].start.clock(0), "10:00:01");
-        assert_eq!(p.columns[3].start.clock(0), "10:00:03");
+        assert_eq!(p.columns[2].start.clock(0), "10:00:03");
         assert!(p.series.starts_with("all 2 series summed (pid)"), "{}", p.series);
         let choice = Choice { key: Some("pid=7".into()), ..Choice::default() };
         let (p, _) = Capture::read(capture.as_bytes(), choice).unwrap();
-        assert_eq!(p.columns.iter().map(Column::count).collect::<Vec<_>>(), [1, 0, 0, 0]);
+        assert_eq!(p.columns.iter().map(Column::count).collect::<Vec<_>>(), [1, 0, 0]);
         let choice = Choice { key: Some("pid=9".into()), ..Choice::default() };
         let err = Capture::read(capture.as_bytes(), choice).unwrap_err().0;
         assert_eq!(err, "--key pid=9: no such series; the capture has pid=7, pid=8");
@@ -707,6 +749,38 @@ mod tests {
         assert!(columns.windows(2).all(|w| w[0].intervals.unwrap().1 + 1 == w[1].intervals.unwrap().0));
         assert!(columns.windows(2).all(|w| w[0].end == w[1].start));
         assert_eq!(columns[1].start.clock(0), "00:00:08");
+    }
+
+    /// Interval `i` of a runqlat capture, one second apart, as a line.
+    fn second(i: u64) -> String {
+        let time = format!("2026-11-24T{:02}:{:02}:{:02}.000000Z", i / 3600, i / 60 % 60, i % 60);
+        let record = serde_json::json!({"schema": 1, "tool": "runqlat", "type": "histogram", "time": time,
+            "interval": i, "unit": "usecs", "count": 1, "buckets": [{"low": i, "high": i, "count": 1}]});
+        format!("{record}\n")
+    }
+
+    #[test]
+    fn a_finished_capture_gets_even_columns() {
+        let n = MAX_INTERVALS as u64 * 2 + 100;
+        let capture: String = (1..=n).map(second).collect();
+        let (p, _) = read(&capture).unwrap();
+        assert_eq!(p.columns.len() as u64, n, "every interval kept");
+        let (merged, per) = fit(&p.columns, 300, p.unit_ns);
+        assert_eq!(per, 14);
+        let (last, even) = merged.split_last().unwrap();
+        assert!(even.iter().all(|c| c.weight == 14 && c.count() == 14), "{:?}", even.iter().map(|c| c.weight));
+        assert_eq!(last.weight, n % 14);
+    }
+
+    #[test]
+    fn missing_intervals_are_one_column_and_absurd_gaps_are_refused() {
+        let capture = format!("{}{}", second(1), second(5));
+        let (p, _) = read(&capture).unwrap();
+        let weights: Vec<u64> = p.columns.iter().map(|c| c.weight).collect();
+        assert_eq!((weights, p.columns[1].intervals, p.columns[1].count()), (vec![1, 3, 1], Some((2, 4)), 0));
+        let forged = second(3).replace("\"interval\":3", "\"interval\":1000000000000");
+        let err = read(&format!("{}{forged}", second(2))).unwrap_err();
+        assert_eq!(err.0, "line 2: interval 1000000000000 follows 2: more than 1048576 intervals missing");
     }
 
     #[test]

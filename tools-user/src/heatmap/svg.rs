@@ -163,12 +163,17 @@ pub fn render(picture: &Picture, style: &Style) -> String {
     let t0 = columns.first().map_or(0, |c| c.start.micros);
     let t1 = columns.last().map_or(1, |c| c.end.micros).max(t0 + 1);
     let plot = Plot { left: LEFT, top: TOP, width: plot_w, height: plot_h, t0, t1, y0, y1 };
-    let max_count = column_rows.iter().flat_map(|r| r.values()).copied().max().unwrap_or(0);
-    let shade = |n: u64| match style.scale {
-        Scale::Log if max_count > 1 => (n as f64).ln() / (max_count as f64).ln(),
+    // Colour by count per interval (or bin): a column holding fewer of
+    // them than its neighbours (the last, one beside a gap) is not cooler.
+    let rate = |n: u64, column: &Column| n as f64 / column.weight as f64;
+    let max_rate =
+        columns.iter().zip(&column_rows).flat_map(|(c, r)| r.values().map(move |&n| rate(n, c))).fold(0.0, f64::max);
+    let shade = |r: f64| match style.scale {
+        Scale::Log if max_rate > 1.0 => r.max(1.0).ln() / max_rate.ln(),
         Scale::Log => 1.0,
-        Scale::Linear => n as f64 / max_count.max(1) as f64,
+        Scale::Linear => r / max_rate.max(f64::MIN_POSITIVE),
     };
+    let per_interval = columns.iter().any(|c| c.weight > 1);
 
     let mut svg = String::with_capacity(4096 + columns.len() * 2048);
     let w = &mut svg;
@@ -220,7 +225,7 @@ pub fn render(picture: &Picture, style: &Style) -> String {
                 r#"<rect class="cell" x="{x0:.2}" y="{top:.2}" width="{:.2}" height="{:.2}" fill="{}" data-low="{}" data-high="{}" data-count="{n}"><title>{}</title></rect>"#,
                 (x1 - x0).max(0.5),
                 (bottom - top).max(0.5),
-                colour(shade(n)),
+                colour(shade(rate(n, column))),
                 range.0,
                 range.1,
                 xml(&tip)
@@ -228,7 +233,7 @@ pub fn render(picture: &Picture, style: &Style) -> String {
         }
         let _ = writeln!(w, "</g>");
     }
-    if max_count == 0 {
+    if max_rate == 0.0 {
         let _ = writeln!(
             w,
             r##"<text x="{}" y="{}" text-anchor="middle" fill="#888888">no samples</text>"##,
@@ -242,7 +247,7 @@ pub fn render(picture: &Picture, style: &Style) -> String {
     losses(w, &plot, &columns);
     let zero_row = column_rows.iter().any(|rows| rows.keys().any(|r| r.0 == 0)).then_some(unit as f64);
     axes(w, &plot, &columns, zero_row);
-    legend(w, &plot, max_count, style.scale);
+    legend(w, &plot, max_rate.ceil() as u64, per_interval, style.scale);
     let _ = writeln!(w, "</svg>");
     svg
 }
@@ -287,8 +292,9 @@ fn titles(picture: &Picture, columns: &[Column], per_column: usize, sub_bits: u3
     }
     parts.push(counts);
     parts.push(format!("rows: {} per power of two", 1u32 << sub_bits));
+    let per_interval = if columns.iter().any(|c| c.weight > 1) { " per interval" } else { "" };
     parts.push(format!(
-        "colour: count per cell, {} scale",
+        "colour: count per cell{per_interval}, {} scale",
         match scale {
             Scale::Log => "log",
             Scale::Linear => "linear",
@@ -433,10 +439,11 @@ fn axes(w: &mut String, plot: &Plot, columns: &[Column], zero_row: Option<f64>) 
 }
 
 /// The colour scale, and the lines' names.
-fn legend(w: &mut String, plot: &Plot, max_count: u64, scale: Scale) {
+fn legend(w: &mut String, plot: &Plot, max_count: u64, per_interval: bool, scale: Scale) {
     let x = plot.left + plot.width + 24.0;
     let (top, height) = (plot.top + 16.0, (plot.height * 0.55).min(240.0));
-    let _ = writeln!(w, r#"<g class="legend"><text x="{x}" y="{}">count per cell</text>"#, plot.top + 4.0);
+    let what = if per_interval { "count per cell per interval" } else { "count per cell" };
+    let _ = writeln!(w, r#"<g class="legend"><text x="{x}" y="{}">{what}</text>"#, plot.top + 4.0);
     const STEPS: usize = 48;
     for i in 0..STEPS {
         let t = (i as f64 + 0.5) / STEPS as f64;
