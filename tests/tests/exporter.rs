@@ -512,6 +512,47 @@ fn tls_and_basic_auth() {
     assert_eq!((code, said.as_str()), (0, "Client sent an HTTP request to an HTTPS server.\n\n400"));
 }
 
+/// Wrong passwords, 20 at a time, are checked one at a time (bcrypt is
+/// slow on purpose: in parallel they would take a core each), and the
+/// credentials Prometheus already proved keep being answered meanwhile.
+#[test]
+fn password_guessing_takes_one_core_at_most() {
+    let _serial = serial();
+    let credentials = Credentials::make();
+    let exporter = Exporter::start(&["--tools", "runqlat", "--web.config.file", &credentials.path("web.yml")]);
+    let url = format!("https://{}/metrics", exporter.address);
+    let ca = credentials.path("cert.pem");
+    let status = |user: &str| curl(&["--cacert", &ca, "-o", "/dev/null", "-w", "%{http_code}", "-u", user, &url]);
+    assert_eq!(status("prometheus:right horse"), (0, "200".into()));
+    // The exporter's threads running or ready to run (state R) now.
+    let running = || {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", exporter.running.pid())).unwrap();
+        let state = |task: std::fs::DirEntry| read(&format!("{}/stat", task.path().display()));
+        let running = |stat: &String| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'));
+        tasks.filter_map(Result::ok).map(state).filter(running).count()
+    };
+    let (most, good) = std::thread::scope(|scope| {
+        let guessers: Vec<_> = (0..20)
+            .map(|i| {
+                scope.spawn(move || (0..3).map(|j| status(&format!("prometheus:guess {i}-{j}"))).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut most = 0;
+        let mut good = Vec::new();
+        while !guessers.iter().all(|g| g.is_finished()) {
+            most = most.max(running());
+            good.push(status("prometheus:right horse"));
+        }
+        for guesser in guessers {
+            assert!(guesser.join().unwrap().iter().all(|s| *s == (0, "401".to_owned())));
+        }
+        (most, good)
+    });
+    // The serving thread, and one checking a password.
+    assert!(most <= 2, "{most} threads running at once while 20 clients guessed");
+    assert!(!good.is_empty() && good.iter().all(|s| *s == (0, "200".to_owned())), "{good:?}");
+}
+
 #[test]
 fn only_get_of_two_paths_and_stalled_clients_block_nobody() {
     let _serial = serial();

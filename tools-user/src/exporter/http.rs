@@ -30,6 +30,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 256;
+/// Password checks that run at once (see `respond`).
+static BCRYPT_TURN: Semaphore = Semaphore::const_new(1);
 
 /// Serves every listener until the future is dropped. Runs on a `LocalSet`:
 /// connections share the exporter through an `Rc`.
@@ -239,9 +241,15 @@ async fn respond(request: &Request, web: &Arc<WebConfig>, exporter: &Rc<RefCell<
         return Response::error(400, "a GET carries no body");
     }
     if web.needs_auth() {
-        let (web, authorization) = (web.clone(), request.authorization.clone());
-        // bcrypt takes tens of milliseconds: off this thread, which serves every other connection.
-        let ok = tokio::task::spawn_blocking(move || web.authorized(authorization.as_deref())).await.unwrap_or(false);
+        let ok = web.verified_before(request.authorization.as_deref()) || {
+            // bcrypt takes tens of milliseconds a check, by design: one
+            // check at a time, off this thread (which serves every other
+            // connection), so wrong guesses take at most one core and
+            // credentials already verified never wait behind them.
+            let _turn = BCRYPT_TURN.acquire().await;
+            let (web, authorization) = (web.clone(), request.authorization.clone());
+            tokio::task::spawn_blocking(move || web.authorized(authorization.as_deref())).await.unwrap_or(false)
+        };
         if !ok {
             let mut response = Response::error(401, "unauthorized");
             response.headers.push(("WWW-Authenticate", "Basic"));

@@ -48,6 +48,15 @@ const ALLOWED_HEADERS: [&str; 5] = [
     "Content-Security-Policy",
 ];
 
+/// The user and password of a `Basic` `Authorization` header's value.
+fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let encoded = header?.strip_prefix("Basic ").or_else(|| header?.strip_prefix("basic "))?;
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
 /// A bcrypt hash of a random password, made once: an unknown user costs
 /// as much time as a wrong password.
 fn dummy_hash() -> &'static str {
@@ -112,6 +121,15 @@ impl WebConfig {
         Ok(config)
     }
 
+    /// Whether these credentials were verified before: fast, no bcrypt
+    /// (what every scrape after Prometheus' first takes).
+    pub fn verified_before(&self, header: Option<&str>) -> bool {
+        let Some((user, password)) = basic_credentials(header) else { return false };
+        let Some(hash) = self.users.get(&user) else { return false };
+        let key = self.hasher.hash_one((&user, &password, hash.as_str()));
+        self.verified.lock().is_ok_and(|v| v.contains(&key))
+    }
+
     pub fn needs_auth(&self) -> bool {
         !self.users.is_empty()
     }
@@ -119,22 +137,16 @@ impl WebConfig {
     /// Whether an `Authorization` header's value names a user and their
     /// password. Slow (bcrypt) unless these credentials were checked before.
     pub fn authorized(&self, header: Option<&str>) -> bool {
-        use base64::Engine as _;
-        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic "))) else {
-            return false;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-        let Ok(decoded) = String::from_utf8(decoded) else { return false };
-        let Some((user, password)) = decoded.split_once(':') else { return false };
-        let (hash, known) = match self.users.get(user) {
+        let Some((user, password)) = basic_credentials(header) else { return false };
+        let (hash, known) = match self.users.get(&user) {
             Some(hash) => (hash.as_str(), true),
             None => (dummy_hash(), false),
         };
-        let key = self.hasher.hash_one((user, password, hash));
+        let key = self.hasher.hash_one((&user, &password, hash));
         if known && self.verified.lock().is_ok_and(|v| v.contains(&key)) {
             return true;
         }
-        let ok = bcrypt::verify(password, hash).unwrap_or(false) && known;
+        let ok = bcrypt::verify(&password, hash).unwrap_or(false) && known;
         if ok {
             if let Ok(mut verified) = self.verified.lock() {
                 // Bounded: a few users, each with one password.
