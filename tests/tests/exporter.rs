@@ -599,6 +599,53 @@ fn only_get_of_two_paths_and_stalled_clients_block_nobody() {
     assert_eq!(silent.read(&mut [0u8; 16]).unwrap_or(0), 0, "the silent client is closed too");
 }
 
+/// 300 connections that send nothing, from a client that reconnects each
+/// one as soon as it is closed (more than the exporter's 256): scrapes are
+/// still answered, since the connection waiting longest for a request
+/// makes room for a new one, and the log says so a few times, not a
+/// thousand.
+#[test]
+fn stalled_clients_that_reconnect_keep_no_scrape_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = serial();
+    let mut exporter = Exporter::start(&["--tools", "runqlat"]);
+    let stop = AtomicBool::new(false);
+    let statuses = thread::scope(|scope| {
+        let address = exporter.address.clone();
+        let stop = &stop;
+        scope.spawn(move || {
+            let connect = || {
+                let stream = TcpStream::connect(&address).unwrap();
+                stream.set_nonblocking(true).unwrap();
+                stream
+            };
+            let mut stalled: Vec<TcpStream> = (0..300).map(|_| connect()).collect();
+            while !stop.load(Ordering::Relaxed) {
+                for stream in &mut stalled {
+                    match stream.read(&mut [0u8; 512]) {
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        _ => *stream = connect(),
+                    }
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
+        // Once the stalled clients hold every connection.
+        thread::sleep(Duration::from_secs(1));
+        let statuses: Vec<u16> = (0..20)
+            .map(|_| {
+                let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                http_request(&exporter.address, request).map_or(0, |r| r.0)
+            })
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        statuses
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let said = exporter.running.stderr_so_far().matches("connections open").count();
+    assert!((1..=2).contains(&said), "said {said} times:\n{}", exporter.running.stderr_so_far());
+}
+
 #[test]
 fn mistakes_are_refused_clearly() {
     for (args, code, message) in [

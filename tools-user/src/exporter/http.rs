@@ -6,18 +6,21 @@
 //! bound is then explicit here. A request head is at most 8 KiB and must
 //! arrive within 10 s of its first byte (a connection idle between
 //! requests is closed after 2 min); a response that the client does not
-//! read within 10 s ends the connection; at most 256 connections are open
-//! (more are closed at once), each holding one small buffer. A stalled
-//! client therefore holds one connection and a few KiB until its timeout,
-//! and blocks nobody: every connection is its own task.
+//! read within 10 s ends the connection; at most 256 connections are open,
+//! each holding one small buffer. When all are taken, the one that has
+//! waited longest for a request (or a TLS handshake) is closed to make room
+//! for the new one, so clients that connect and stall, however often they
+//! reconnect, cannot keep a scrape out. A stalled client therefore holds
+//! one connection and a few KiB until its timeout or its eviction, and
+//! blocks nobody: every connection is its own task.
 
-use std::{cell::RefCell, io, rc::Rc, sync::Arc, time::Duration};
+use std::{cell::RefCell, collections::BTreeMap, io, rc::Rc, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpListener,
-    sync::Semaphore,
+    sync::{Notify, Semaphore},
     time::{timeout, timeout_at, Instant},
 };
 
@@ -33,14 +36,64 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Password checks that run at once (see `respond`).
 static BCRYPT_TURN: Semaphore = Semaphore::const_new(1);
 
+/// Connections waiting for a request or a TLS handshake, by the order they
+/// were accepted: when every slot is taken, the oldest is closed.
+#[derive(Default)]
+struct Waiting {
+    by_age: RefCell<BTreeMap<u64, Rc<Notify>>>,
+    /// Connections closed to make room since the log last said so, and when it did.
+    closed: RefCell<(u64, Option<Instant>)>,
+}
+
+impl Waiting {
+    /// Closes the connection that has waited longest; false if none waits.
+    fn close_oldest(&self) -> bool {
+        let Some((_, close)) = self.by_age.borrow_mut().pop_first() else { return false };
+        close.notify_one();
+        true
+    }
+
+    /// Says what was closed at most once a minute, however many were.
+    fn say(&self, what: &str) {
+        let (count, said) = &mut *self.closed.borrow_mut();
+        *count += 1;
+        if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            log::warn!("{MAX_CONNECTIONS} connections open: {what} ({count} since this was last said)");
+            (*count, *said) = (0, Some(Instant::now()));
+        }
+    }
+}
+
+/// One connection's place in [`Waiting`].
+struct Turn<'a> {
+    id: u64,
+    close: Rc<Notify>,
+    waiting: &'a Waiting,
+}
+
+impl Turn<'_> {
+    /// Waiting for a request: may be closed to make room.
+    fn idle(&self) {
+        self.waiting.by_age.borrow_mut().insert(self.id, self.close.clone());
+    }
+
+    /// Serving a request: kept.
+    fn busy(&self) {
+        self.waiting.by_age.borrow_mut().remove(&self.id);
+    }
+}
+
 /// Serves every listener until the future is dropped. Runs on a `LocalSet`:
 /// connections share the exporter through an `Rc`.
 pub async fn serve(listeners: Vec<TcpListener>, web: Arc<WebConfig>, exporter: Rc<RefCell<Exporter>>) -> Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tls = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let waiting = Rc::new(Waiting::default());
+    let next_id = Rc::new(std::cell::Cell::new(0u64));
     let mut accepting = Vec::new();
     for listener in listeners {
         let (slots, web, exporter, tls) = (slots.clone(), web.clone(), exporter.clone(), tls.clone());
+        let (waiting, next_id) = (waiting.clone(), next_id.clone());
         accepting.push(tokio::task::spawn_local(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -52,18 +105,40 @@ pub async fn serve(listeners: Vec<TcpListener>, web: Arc<WebConfig>, exporter: R
                         continue;
                     }
                 };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    log::warn!("{MAX_CONNECTIONS} connections open: closing the one from {peer}");
-                    continue;
+                let slot = match slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) if waiting.close_oldest() => {
+                        waiting.say("closed the one waiting longest for a request, to make room");
+                        // Its task ends at once, and gives back its slot.
+                        match slots.clone().acquire_owned().await {
+                            Ok(slot) => slot,
+                            Err(_) => continue,
+                        }
+                    }
+                    Err(_) => {
+                        waiting.say(&format!("every one busy: closed a new one (from {peer})"));
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
-                let (web, exporter, tls) = (web.clone(), exporter.clone(), tls.clone());
+                let (web, exporter, tls, waiting) = (web.clone(), exporter.clone(), tls.clone(), waiting.clone());
+                let turn_id = next_id.get();
+                next_id.set(turn_id + 1);
                 tokio::task::spawn_local(async move {
                     let _slot = slot;
-                    let result = match tls {
-                        Some(tls) => tls_connection(stream, &tls, &web, &exporter).await,
-                        None => connection(stream, &web, &exporter).await,
+                    let turn = Turn { id: turn_id, close: Rc::new(Notify::new()), waiting: &waiting };
+                    turn.idle();
+                    let close = turn.close.clone();
+                    let result = tokio::select! {
+                        result = async {
+                            match tls {
+                                Some(tls) => tls_connection(stream, &tls, &web, &exporter, &turn).await,
+                                None => connection(stream, &web, &exporter, &turn).await,
+                            }
+                        } => result,
+                        _ = close.notified() => Err(io::Error::other("closed to make room for a new connection")),
                     };
+                    turn.busy();
                     if let Err(err) = result {
                         log::info!("connection from {peer}: {err}");
                     }
@@ -85,6 +160,7 @@ async fn tls_connection(
     tls: &tokio_rustls::TlsAcceptor,
     web: &Arc<WebConfig>,
     exporter: &Rc<RefCell<Exporter>>,
+    turn: &Turn<'_>,
 ) -> io::Result<()> {
     let mut first = [0u8; 1];
     let peeked = timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
@@ -94,7 +170,7 @@ async fn tls_connection(
         return write(&mut stream, &response, false, false, web).await;
     }
     match timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(stream)) => connection(stream, web, exporter).await,
+        Ok(Ok(stream)) => connection(stream, web, exporter, turn).await,
         Ok(Err(err)) => Err(err),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
     }
@@ -115,6 +191,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     web: &Arc<WebConfig>,
     exporter: &Rc<RefCell<Exporter>>,
+    turn: &Turn<'_>,
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut served = 0u64;
@@ -158,6 +235,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             buf.extend_from_slice(&chunk[..n]);
         };
         served += 1;
+        turn.busy();
         let head_only = request.method == "HEAD";
         let response = respond(&request, web, exporter).await;
         // A body is never read: the connection cannot be reused after one.
@@ -168,6 +246,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         if !keep_alive {
             return Ok(());
         }
+        turn.idle();
     }
 }
 
