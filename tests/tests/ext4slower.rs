@@ -187,6 +187,30 @@ fn json_names_the_file_by_device_and_inode() {
     assert_eq!(ops, ["open", "write", "read", "fsync", "open"]);
 }
 
+/// On btrfs, stat(2) gives each subvolume an anonymous device of its own;
+/// `dev` is the filesystem's, as /proc/self/mountinfo names it (what the
+/// man page says).
+#[test]
+fn btrfs_names_the_file_by_the_filesystems_device() {
+    let mount = Mounted::new("btrfs");
+    let name = unique_tag("f");
+    let path = mount.path(&name);
+    let (out, _) =
+        trace("btrfsslower", &["--json", "-p", "PID", "0"], READY_MACHINE, &["file-ops", &path, "4096", "0"]);
+    let dir = mount.dir.to_str().unwrap().to_owned();
+    let mountinfo = read("/proc/self/mountinfo");
+    let (major, minor) = mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&dir.as_str()))
+        .and_then(|f| f[2].split_once(':').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())))
+        .unwrap_or_else(|| panic!("{dir} not in mountinfo"));
+    let records = json_lines(&out.stdout);
+    let write = records.iter().find(|r| r["op"] == "write").expect("a write");
+    assert_eq!(write["dev"].as_u64(), Some(libc::makedev(major, minor)), "{write}");
+    assert_eq!(write["inode"].as_u64(), Some(std::fs::metadata(&path).unwrap().ino()));
+}
+
 #[test]
 fn hostile_file_name_is_escaped_in_text_and_exact_in_json() {
     let mount = Mounted::new("ext4");
@@ -199,6 +223,37 @@ fn hostile_file_name_is_escaped_in_text_and_exact_in_json() {
     let (out, _) = trace("ext4slower", &["--json", "-p", "PID", "0"], READY_MACHINE, &["file-ops", &path, "4096", "0"]);
     let ops: Vec<Value> = json_lines(&out.stdout).into_iter().filter(|r| r["type"] == "op").collect();
     assert!(ops.len() == 5 && ops.iter().all(|r| r["file"] == name.as_str()), "{}", out.stdout);
+}
+
+/// A file name that is not UTF-8 comes back exactly: escaped as in text in
+/// CSV (`-j`), and in hex beside the lossy `file` in JSON.
+#[test]
+fn a_name_that_is_not_utf8_is_recoverable_in_csv_and_json() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let _serial = serial();
+    let mount = Mounted::new("ext4");
+    let tag = unique_tag("f");
+    let name = [tag.as_bytes(), b"\xff"].concat();
+    let path = mount.dir.join(std::ffi::OsStr::from_bytes(&name));
+    for (args, ready) in [(&["-j", "0"][..], READY_MACHINE), (&["--json", "0"][..], READY_MACHINE)] {
+        let tool = Running::start("ext4slower", args, ready);
+        std::fs::write(&path, b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let out = tool.interrupt();
+        let mine: Vec<&str> = out.stdout.lines().filter(|l| l.contains(&tag)).collect();
+        assert!(!mine.is_empty(), "{args:?}: {}", out.stdout);
+        for line in mine {
+            match args[0] {
+                "-j" => assert!(line.ends_with(&format!(",{tag}\\xff")), "{line}"),
+                _ => {
+                    let record: Value = serde_json::from_str(line).unwrap();
+                    assert_eq!(record["file"].as_str(), Some(format!("{tag}\u{fffd}").as_str()));
+                    let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+                    assert_eq!(record["file_hex"].as_str(), Some(hex.as_str()), "{line}");
+                }
+            }
+        }
+    }
 }
 
 /// An O_SYNC write is one W row with its bytes (BCC reports only the

@@ -12,8 +12,9 @@ use crate::output::{self, Format};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cell<'e> {
     /// Untrusted bytes (a COMM, a path, a host name): escaped in text,
-    /// exact in CSV (but for terminal controls) and in JSON (invalid UTF-8
-    /// as U+FFFD).
+    /// exact in CSV (but for terminal controls and bytes that are not
+    /// UTF-8, escaped as in text) and in JSON (invalid UTF-8 as U+FFFD,
+    /// with the exact bytes in hex beside it, under the key + `_hex`).
     Bytes(&'e [u8]),
     /// Text the tool made (a time, an address, a name it chose); in text
     /// output it must already be escaped where it holds untrusted parts.
@@ -227,13 +228,20 @@ impl<T> Columns<'_, T> {
     }
 
     /// One event as a JSON object: the common head, then each column with
-    /// a key, in declaration order.
+    /// a key, in declaration order; bytes that are not UTF-8 also as
+    /// `<key>_hex`, exactly.
     pub fn json(&self, event: &T) -> Map<String, Value> {
         let mut record = output::json_record(self.record);
         for column in &self.columns {
             if let Some(key) = column.json {
-                if let Some(value) = column.value(event).json() {
+                let cell = column.value(event);
+                if let Some(value) = cell.json() {
                     record.insert(key.into(), value);
+                }
+                if let Cell::Bytes(bytes) = cell {
+                    if std::str::from_utf8(bytes).is_err() {
+                        record.insert(format!("{key}_hex"), output::hex(bytes).into());
+                    }
                 }
             }
         }
@@ -314,6 +322,14 @@ mod tests {
         assert_eq!(json["ms"], 1.5);
         assert_eq!((json["schema"].as_u64(), json["type"].as_str()), (Some(1), Some("test")));
         assert_eq!(columns(Format::Json).header(), None);
+        assert_eq!(json.get("comm_hex"), None, "valid UTF-8 needs no hex");
+
+        // Bytes that are not UTF-8: escaped in text and CSV, and exact in JSON's hex.
+        let odd = Ev { pid: 1, comm: b"a\xffb".to_vec(), ms: 0.5, bytes: None };
+        assert_eq!(text.row(&odd), "1       a\\xffb         - 0.50");
+        assert_eq!(csv.row(&odd), "1,a\\xffb,,0.50");
+        let json: Value = serde_json::from_str(&columns(Format::Json).row(&odd)).unwrap();
+        assert_eq!((json["comm"].as_str(), json["comm_hex"].as_str()), (Some("a\u{fffd}b"), Some("61ff62")));
     }
 
     #[test]

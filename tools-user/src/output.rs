@@ -136,21 +136,32 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
-/// Untrusted bytes for a CSV field: the text itself (invalid UTF-8 as
-/// U+FFFD, as in JSON), with only what could act on a terminal escaped as
-/// in text (`\x1b`); LF, CR and TAB stay, inside quotes.
+/// Untrusted bytes for a CSV field: the text itself, with only what could
+/// act on a terminal escaped as in text (`\x1b`), and bytes that are not
+/// UTF-8 as in text (`\xff`), so the name can be recovered; LF, CR and TAB
+/// stay, inside quotes.
 pub fn csv_text(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' | '\r' | '\t' => out.push(c),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' | '\r' | '\t' => out.push(c),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out
+}
+
+/// Bytes as lowercase hex, two digits each (`args_hex`, `file_hex`): what
+/// JSON carries where a name is not UTF-8.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One CSV field as RFC 4180 writes it: quoted (quotes doubled) only when
@@ -237,7 +248,8 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-        assert_eq!(csv_text(b"a\nb\x1b[31m\xff"), "a\nb\\x1b[31m\u{fffd}");
+        // A byte that is not UTF-8 is escaped as in text, so the name can be recovered.
+        assert_eq!(csv_text(b"a\nb\x1b[31m\xff\xc3\xa9"), "a\nb\\x1b[31m\\xff\u{e9}");
     }
 
     #[test]

@@ -160,7 +160,7 @@ fn columns(a: &Args, format: Format) -> Columns<'_, ExecEvent> {
             if shown.iter().all(|a| std::str::from_utf8(a).is_ok()) {
                 return Cell::Absent;
             }
-            Cell::Json(shown.iter().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<String>()).collect())
+            Cell::Json(shown.iter().map(|a| output::hex(a)).collect())
         })
         .json("args_hex"),
     ];
