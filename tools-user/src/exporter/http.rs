@@ -33,8 +33,26 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 256;
-/// Password checks that run at once (see `respond`).
-static BCRYPT_TURN: Semaphore = Semaphore::const_new(1);
+
+/// A password to check, and where its answer goes.
+type Check = (Arc<WebConfig>, Option<String>, tokio::sync::oneshot::Sender<bool>);
+
+/// The thread that checks passwords, one at a time, started at the first
+/// check. bcrypt takes tens of milliseconds a check, by design: off the
+/// serving thread, and never more than one core, however many clients
+/// guess at once.
+fn password_checker() -> &'static std::sync::mpsc::Sender<Check> {
+    static CHECKER: std::sync::OnceLock<std::sync::mpsc::Sender<Check>> = std::sync::OnceLock::new();
+    CHECKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Check>();
+        std::thread::spawn(move || {
+            for (web, authorization, answer) in rx {
+                let _ = answer.send(web.authorized(authorization.as_deref()));
+            }
+        });
+        tx
+    })
+}
 
 /// Connections waiting for a request or a TLS handshake, by the order they
 /// were accepted: when every slot is taken, the oldest is closed.
@@ -320,14 +338,11 @@ async fn respond(request: &Request, web: &Arc<WebConfig>, exporter: &Rc<RefCell<
         return Response::error(400, "a GET carries no body");
     }
     if web.needs_auth() {
+        // Credentials already verified never wait behind the checks.
         let ok = web.verified_before(request.authorization.as_deref()) || {
-            // bcrypt takes tens of milliseconds a check, by design: one
-            // check at a time, off this thread (which serves every other
-            // connection), so wrong guesses take at most one core and
-            // credentials already verified never wait behind them.
-            let _turn = BCRYPT_TURN.acquire().await;
-            let (web, authorization) = (web.clone(), request.authorization.clone());
-            tokio::task::spawn_blocking(move || web.authorized(authorization.as_deref())).await.unwrap_or(false)
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let check = (web.clone(), request.authorization.clone(), answer);
+            password_checker().send(check).is_ok() && answered.await.unwrap_or(false)
         };
         if !ok {
             let mut response = Response::error(401, "unauthorized");
