@@ -81,21 +81,25 @@ fn sigint_and_sigterm_end_the_tracers_cleanly_and_sigkill_leaves_nothing_loaded(
 /// waits until the tool's first act, blocking SIGINT, shows in /proc.)
 /// Each run costs a whole start (the signal waits, blocked, until the
 /// tool can act on it): `EBPF_TOOLS_TEST_SIGNAL_RUNS` sets the runs per
-/// tool (default 6; hundreds to hunt a race).
+/// tool (default 6; hundreds to hunt a race), `EBPF_TOOLS_TEST_SIGNAL_WINDOW_MS`
+/// the window the moments fall in (default 1000 ms, where an emulated
+/// guest's starts fall; 100 on a host).
 #[test]
 fn sigint_at_any_moment_of_the_start_is_never_lost() {
     use std::os::unix::process::CommandExt as _;
     let _serial = serial();
-    let runs: u32 = std::env::var("EBPF_TOOLS_TEST_SIGNAL_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(6);
+    let setting = |name: &str, default: u64| std::env::var(name).ok().and_then(|n| n.parse().ok()).unwrap_or(default);
+    let runs = setting("EBPF_TOOLS_TEST_SIGNAL_RUNS", 6);
+    let window_us = setting("EBPF_TOOLS_TEST_SIGNAL_WINDOW_MS", 1000) * 1000;
     let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     for tool in TOOLS.iter().filter(|t| t.kind != Kind::Renderer) {
         let contract = tool.contract.as_ref().expect("a tracer's contract");
         for run in 0..runs {
-            // xorshift: a moment in the first second, where starts fall.
+            // xorshift: a moment in the window, where starts fall.
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let delay = Duration::from_micros(seed % 1_000_000);
+            let delay = Duration::from_micros(seed % window_us.max(1));
             let mut command = std::process::Command::new(tool_path(tool.name));
             command.args(contract.args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
             command.stderr(std::process::Stdio::null());

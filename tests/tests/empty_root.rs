@@ -189,7 +189,7 @@ fn ext4slower() {
     let _serial = serial();
     let fs = Mounted::new("ext4");
     let name = unique_tag("r");
-    let out = trace("ext4slower", &["0"], "Tracing ext4 operations", |tool| {
+    let out = trace("ext4slower", &["--allow-syscall-rung", "0"], "Tracing ext4 operations", |tool| {
         fs::write(fs.path(&name), b"written in the empty root's test").unwrap();
         let _ = fs::read(Path::new(&fs.path(&name))).unwrap();
         pause();

@@ -24,13 +24,16 @@ fn tool_named(name: &str) -> String {
     link.to_str().unwrap().to_owned()
 }
 
+/// Where this host's only path is the syscall rung, the tests allow it.
+const ALLOW: &str = "--allow-syscall-rung";
+
 /// Runs `tool args...` around a workload started first (its PID is known
 /// and may be passed as `-p`: write `PID` in `args`).
 fn trace(tool: &str, args: &[&str], ready: &str, workload: &[&str]) -> (Output, u32) {
     let _serial = serial();
     let mut w = Workload::new(workload);
     let pid = w.pid();
-    let args = filled_in(args, &[("PID", &pid.to_string())]);
+    let args = filled_in(&[&[ALLOW], args].concat(), &[("PID", &pid.to_string())]);
     let out = w.traced_by(Running::start(&tool_named(tool), &args, ready));
     assert_eq!(out.code(), Some(0), "{out:?}");
     (out, pid)
@@ -145,7 +148,7 @@ fn its_own_output_on_the_traced_filesystem_is_left_out() {
     let name = unique_tag("f");
     let output = mount.path(&format!("{name}.jsonl"));
     let mut shell = Command::new("sh");
-    shell.args(["-c", &format!("exec \"$0\" --json 0 > {output}"), tool_path("ext4slower").to_str().unwrap()]);
+    shell.args(["-c", &format!("exec \"$0\" {ALLOW} --json 0 > {output}"), tool_path("ext4slower").to_str().unwrap()]);
     let tool = Running::start_command(shell, "ext4slower", READY_MACHINE);
     let tool_pid = tool.pid() as u64;
     let mut w = Workload::new(&["file-ops", &mount.path(&name), "4096", "0"]);
@@ -235,7 +238,7 @@ fn a_name_that_is_not_utf8_is_recoverable_in_csv_and_json() {
     let tag = unique_tag("f");
     let name = [tag.as_bytes(), b"\xff"].concat();
     let path = mount.dir.join(std::ffi::OsStr::from_bytes(&name));
-    for (args, ready) in [(&["-j", "0"][..], READY_MACHINE), (&["--json", "0"][..], READY_MACHINE)] {
+    for (args, ready) in [(&["-j", ALLOW, "0"][..], READY_MACHINE), (&["--json", ALLOW, "0"][..], READY_MACHINE)] {
         let tool = Running::start("ext4slower", args, ready);
         std::fs::write(&path, b"x").unwrap();
         std::thread::sleep(Duration::from_millis(300));
@@ -281,10 +284,35 @@ fn rungs() {
     }
 }
 
+/// The syscall rung taxes every process on the host: taken only when
+/// allowed or asked for by name, and said when taken. Where the kernel has
+/// a better path (the matrix's guests), that one is taken without the flag.
+#[test]
+fn the_syscall_rung_is_taken_only_when_allowed() {
+    let out = run("ext4slower", &["--verbose", "-d", "1"]);
+    match out.code() {
+        Some(1) => {
+            assert!(out.stderr.contains("syscall: syscall tracepoints slow every read"), "{}", out.stderr);
+            assert!(out.stderr.contains("--allow-syscall-rung"), "{}", out.stderr);
+        }
+        _ => {
+            assert_eq!(out.code(), Some(0), "{out:?}");
+            assert!(!out.stderr.contains("rung syscall: all"), "{}", out.stderr);
+        }
+    }
+    for args in [&[ALLOW, "--verbose", "-d", "1"][..], &["--rung", "syscall", "--verbose", "-d", "1"]] {
+        let out = run("ext4slower", args);
+        assert_eq!(out.code(), Some(0), "{args:?}: {out:?}");
+        if out.stderr.contains("rung syscall: all") {
+            assert!(out.stderr.contains("every read, write, open and fsync on the host pays"), "{}", out.stderr);
+        }
+    }
+}
+
 #[test]
 fn duration_ends_the_trace() {
     let started = std::time::Instant::now();
-    let out = run("ext4slower", &["-d", "1"]);
+    let out = run("ext4slower", &[ALLOW, "-d", "1"]);
     assert_eq!(out.code(), Some(0), "{out:?}");
     // Ends by itself; the bound only catches a tool that would not (under
     // qemu TCG start-up alone took over 10 s once, two guests at a time).

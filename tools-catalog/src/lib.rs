@@ -236,16 +236,23 @@ pub const TOOLS: &[Tool] = &[
             Cell { rung: "btf-file", env: BTF_FILE, tests: EXT4SLOWER_OPS, kernels: &[] },
             legacy_4_4("4.4 kprobe", LEGACY_KPROBE, EXT4SLOWER_OPS),
         ],
+        // Where the only path is the syscall rung (this host's kernel), it
+        // is taken as a user allows it, knowing its cost.
         bench: &[
-            Bench { name: None, args: &[], versus: Versus::Nothing, workload: Workload::CachedPreads },
+            Bench {
+                name: None,
+                args: &["--allow-syscall-rung"],
+                versus: Versus::Nothing,
+                workload: Workload::CachedPreads,
+            },
             Bench {
                 name: Some("ext4slower on pipes"),
-                args: &[],
+                args: &["--allow-syscall-rung"],
                 versus: Versus::Nothing,
                 workload: Workload::PipeRoundTrips,
             },
         ],
-        contract: Some(Contract { args: &["--json"], ready: "Tracing ext4 operations" }),
+        contract: Some(Contract { args: &["--json", "--allow-syscall-rung"], ready: "Tracing ext4 operations" }),
     },
     Tool {
         name: "tcplife",

@@ -73,6 +73,10 @@ struct Args {
     /// biolatency: from insertion into the queue, not issue to the device (as biolatency -Q).
     #[arg(long = "biolatency.queued")]
     queued: bool,
+    /// ext4slower: where the kernel has neither kprobes nor fentry, count through syscall tracepoints, which slow
+    /// every read, write, open and fsync of every process on the host (see ext4slower(8)).
+    #[arg(long = "ext4slower.allow-syscall-rung")]
+    ext4slower_allow_syscall_rung: bool,
 
     /// Say which kernel paths were probed and taken, and each connection's errors.
     #[arg(long)]
@@ -154,6 +158,7 @@ fn main() -> ExitCode {
             runqlat_max_processes: if args.per_process { args.max_processes } else { 0 },
             runqlat_max_cgroups: if args.per_cgroup { args.max_cgroups } else { 0 },
             biolatency_queued: args.queued,
+            ext4slower_allow_syscall_rung: args.ext4slower_allow_syscall_rung,
         };
         let chosen: Vec<&'static str> = match args.tools.is_empty() {
             true => tools::names(),

@@ -46,6 +46,11 @@ struct Args {
     fs_type: Option<String>,
     #[command(flatten)]
     cgroup: CgroupArg,
+    /// Where the kernel has neither kprobes nor fentry, trace through
+    /// syscall tracepoints, which slow every read, write, open and fsync of
+    /// every process on the host (see OVERHEAD).
+    #[arg(long = "allow-syscall-rung")]
+    allow_syscall_rung: bool,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -84,8 +89,16 @@ fn main() -> ExitCode {
         let path = EventPath::new(Build::choose(&load_options), &args.events);
         let btf = Btf::for_tool(&load_options)?;
         let cgroup = args.cgroup.cgroup.as_deref();
-        let options = fsslower::Options { fs, min_ms, pid: args.pid.pid, cgroup, histograms: false };
+        let allow_syscall_rung = args.allow_syscall_rung;
+        let options =
+            fsslower::Options { fs, min_ms, pid: args.pid.pid, cgroup, histograms: false, allow_syscall_rung };
         let loaded = fsslower::plan(&options, &btf, &load_options, &path)?.load(&load_options)?;
+        if loaded.rung == "syscall" {
+            diag::note(&format!(
+                "{name}: tracing through syscall tracepoints (this kernel has neither kprobes nor fentry): every \
+                 read, write, open and fsync on the host pays about 300 ns while this runs"
+            ));
+        }
         let format = args.events.format(&args.runtime);
         let tracing = match min_ms {
             0 => format!("Tracing {} operations", fs.name),

@@ -71,6 +71,8 @@ pub struct Options {
     pub runqlat_max_cgroups: u32,
     /// biolatency: from queue insertion (`-Q`).
     pub biolatency_queued: bool,
+    /// ext4slower: the syscall rung may be taken (it taxes every process).
+    pub ext4slower_allow_syscall_rung: bool,
 }
 
 /// Loads tool `name` (one of [`names`]) with the BTF parsed once for all.
@@ -145,7 +147,14 @@ fn load_tool(
         }
         "ext4slower" => {
             let ext4 = fsslower::FILESYSTEMS.iter().find(|fs| fs.name == "ext4").context("no ext4 in the table")?;
-            let plan_options = fsslower::Options { fs: ext4, min_ms: 0, pid: None, cgroup: None, histograms: true };
+            let plan_options = fsslower::Options {
+                fs: ext4,
+                min_ms: 0,
+                pid: None,
+                cgroup: None,
+                histograms: true,
+                allow_syscall_rung: options.ext4slower_allow_syscall_rung,
+            };
             let path = EventPath::counting_in_kernel(build);
             let loaded = fsslower::plan(&plan_options, btf, load_options, &path)?.load(load_options)?;
             let operation =

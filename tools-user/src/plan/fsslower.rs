@@ -76,7 +76,14 @@ pub struct Options<'a> {
     /// Count every operation in the kernel, by operation; send no events
     /// (the exporter).
     pub histograms: bool,
+    /// The syscall rung may be taken though it was not asked for by
+    /// `--rung syscall` (`--allow-syscall-rung`): it taxes every process.
+    pub allow_syscall_rung: bool,
 }
+
+/// Why the syscall rung is not taken unless allowed: what it costs the host.
+const SYSCALL_TAX: &str = "syscall tracepoints slow every read, write, open and fsync of every process on the \
+                           host (about 300 ns each: see OVERHEAD in ext4slower(8)); --allow-syscall-rung takes them";
 
 /// Operations by `op::*`, as the exporter and `--json` name them.
 pub const OPERATIONS: [&str; 4] = ["read", "write", "open", "fsync"];
@@ -140,7 +147,8 @@ pub fn plan(
             .program(program(op, exit), Attach::kretprobe(&[function]))
             .program(program(op, entry), Attach::kprobe(&[function]));
     }
-    let syscalls = syscall_rung(&mut config);
+    let allowed = options.allow_syscall_rung || load_options.rung.as_deref() == Some("syscall");
+    let syscalls = syscall_rung(&mut config).unusable_if((!allowed).then(|| SYSCALL_TAX.to_owned()));
     let kprobe = kprobe.unusable_if(super::current_task_refused(path.build, options.cgroup.map(|_| "-c")));
     let rungs = vec![fentry.unusable_if(no_fentry), kprobe, syscalls];
     let mut plan = Plan::new(ebpf_object!("fsslower"), path.build, config, rungs);

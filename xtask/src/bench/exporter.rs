@@ -24,7 +24,8 @@ impl Bench {
         let quick = self.settings.rounds == 1;
         let (scrapes, idle_secs, scraped_secs) = if quick { (5, 2, 3) } else { (50, 10, 20) };
         // Every tool it has: the memory target is with all of them loaded.
-        let every_tool = Benchmark { args: &["--web.listen-address", "127.0.0.1:0"], ..*b };
+        let every_tool =
+            Benchmark { args: &["--web.listen-address", "127.0.0.1:0", "--ext4slower.allow-syscall-rung"], ..*b };
         let tracer = self.start(&every_tool, Contender::Ours, &[])?.context("no exporter")?;
         let address = wait_for_address(&tracer.err)?;
         // Something in every tool's maps: run-queue latency of a busy pair,
