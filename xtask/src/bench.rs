@@ -288,7 +288,8 @@ struct Bench {
 
 /// A tracer running in the background, its output going to files.
 struct Tracer {
-    child: Child,
+    /// Killed if left running on any way out (an error, a failed row).
+    child: KillOnDrop,
     label: String,
     out: PathBuf,
     err: PathBuf,
@@ -306,6 +307,12 @@ struct Stopped {
 
 impl Bench {
     fn command(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Option<Command> {
+        let mut cmd = self.bare_command(b, contender, hooks)?;
+        default_signals(&mut cmd);
+        Some(cmd)
+    }
+
+    fn bare_command(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Option<Command> {
         let tool = b.tool;
         match contender {
             Contender::Untraced => None,
@@ -345,9 +352,9 @@ impl Bench {
             .stderr(fs::File::create(&err)?)
             .spawn()
             .with_context(|| format!("starting {cmd:?}"))?;
-        let mut tracer = Tracer { child, label, out, err };
+        let mut tracer = Tracer { child: KillOnDrop(child), label, out, err };
         std::thread::sleep(self.settings.settle);
-        if let Some(status) = tracer.child.try_wait()? {
+        if let Some(status) = tracer.child.0.try_wait()? {
             bail!("{} exited while starting ({status}): {}", tracer.label, fs::read_to_string(&tracer.err)?);
         }
         Ok(Some(tracer))
@@ -357,7 +364,9 @@ impl Bench {
     /// account: the floor attaches to the same ones.
     fn our_hooks(&self, b: &Benchmark) -> Result<(String, Vec<String>)> {
         let tool = b.tool;
-        let mut child = Command::new(self.bin_dir.join(tool))
+        let mut command = Command::new(self.bin_dir.join(tool));
+        default_signals(&mut command);
+        let mut child = command
             .args(b.args)
             .arg("--verbose")
             .stdin(Stdio::null())
@@ -471,8 +480,21 @@ impl Bench {
                 if contender == Contender::C && !b.c_tool {
                     continue;
                 }
-                let cmd = self.command(b, contender, &[]).context("no command")?;
-                ms[i].push(time_to_first_line(cmd)?.as_secs_f64() * 1e3);
+                // A start-up that timed out is tried again before the row
+                // fails: a slow moment of a loaded machine is not a result.
+                let mut tries = 0;
+                let elapsed = loop {
+                    let cmd = self.command(b, contender, &[]).context("no command")?;
+                    match time_to_first_line(cmd) {
+                        Ok(elapsed) => break elapsed,
+                        Err(err) if tries < 2 => {
+                            tries += 1;
+                            eprintln!("bench: {tool} ({contender:?}) start-up, try {tries}: {err:#}; again");
+                        }
+                        Err(err) => return Err(err.context(format!("{tool} ({contender:?}) start-up, 3 tries"))),
+                    }
+                };
+                ms[i].push(elapsed.as_secs_f64() * 1e3);
             }
         }
         Ok(format!(
@@ -587,9 +609,9 @@ impl Tracer {
     /// every tracer started after the harness had grown showed the
     /// harness's size (46.5 MB for every contender) instead of its own.
     fn stop(self) -> Result<Stopped> {
-        let pid = self.child.id() as libc::pid_t;
+        let pid = self.child.0.id() as libc::pid_t;
         let max_rss_kb = peak_rss_kb(pid).with_context(|| format!("the peak RSS of {}", self.label))?;
-        signal(&self.child, libc::SIGINT);
+        signal(&self.child.0, libc::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(10);
         let (status, usage) = loop {
             let mut status = 0;
@@ -599,7 +621,7 @@ impl Tracer {
             match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
                 0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
                 0 => {
-                    signal(&self.child, libc::SIGKILL);
+                    signal(&self.child.0, libc::SIGKILL);
                     bail!("{} did not end within 10 s of SIGINT", self.label);
                 }
                 p if p == pid => break (status, usage),
@@ -630,6 +652,27 @@ fn peak_rss_kb(pid: libc::pid_t) -> Result<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM line")
+}
+
+/// Every process the harness starts gets SIGINT and SIGTERM at their
+/// defaults, unblocked: run from a shell that ignores them (a background
+/// job), a tool would inherit that, and a C tool that installs its handler
+/// late would lose the harness's SIGINT.
+fn default_signals(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                libc::signal(signal, libc::SIG_DFL);
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
 }
 
 fn signal(child: &Child, signal: i32) {
@@ -757,6 +800,8 @@ fn time_to_first_line(mut cmd: Command) -> Result<Duration> {
     let what = format!("{cmd:?}");
     let started = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    // Killed if this returns early (an error): nothing is left running.
+    let mut child = KillOnDrop(child);
     // The pty ends (reads fail) once the child has exited and no copy of
     // its end is left here.
     drop(cmd);
@@ -772,11 +817,23 @@ fn time_to_first_line(mut cmd: Command) -> Result<Duration> {
             None => bail!("{what} printed no line: {}", String::from_utf8_lossy(&seen)),
         }
     };
-    signal(&child, libc::SIGINT);
+    signal(&child.0, libc::SIGINT);
     while read_pty(&master, Duration::from_secs(10))?.is_some() {}
-    let mut child = child;
-    child.wait()?;
+    child.0.wait()?;
     Ok(elapsed)
+}
+
+/// A child killed when dropped, unless it has ended (`try_wait` errs once
+/// it was reaped by other means).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn open_pty() -> Result<(OwnedFd, OwnedFd)> {

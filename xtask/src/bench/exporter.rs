@@ -36,7 +36,7 @@ impl Bench {
         workload::tcp_cycles(0.5)?;
         workload::lookups(0.5)?;
 
-        let pid = tracer.child.id();
+        let pid = tracer.child.0.id();
         let idle_ms = cpu_while(pid, || std::thread::sleep(Duration::from_secs(idle_secs)))? / idle_secs as f64;
         let mut rows = String::new();
         for (format, accept) in
