@@ -106,6 +106,7 @@ fn unused_address() -> String {
 /// v6-only by default (`net.ipv6.bindv6only=1`), as Go's exporters do.
 #[test]
 fn the_wildcard_serves_ipv4_where_ipv6_sockets_are_v6_only() {
+    let _serial = serial();
     let mut command = Command::new(workload_path());
     let exporter = tool_path("ebpf-tools-exporter");
     command.args(["v6only-network", exporter.to_str().unwrap(), "--web.listen-address", ":9436", "--tools", "runqlat"]);
@@ -548,7 +549,7 @@ fn password_guessing_takes_one_core_at_most() {
         }
         (most, good)
     });
-    assert_eq!(most, before, "threads while 20 clients guessed (before them: {before})");
+    assert!(most <= before, "{most} threads while 20 clients guessed, {before} before them");
     assert!(!good.is_empty() && good.iter().all(|s| *s == (0, "200".to_owned())), "{good:?}");
 }
 

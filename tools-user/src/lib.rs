@@ -24,7 +24,6 @@ pub mod offsets;
 pub mod output;
 pub mod plan;
 pub mod procfs;
-
 pub mod tracefs;
 
 pub use tools_parse::elf;

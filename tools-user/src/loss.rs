@@ -3,8 +3,9 @@
 //! while it, or on older hooks any BPF program, is already running on the
 //! same CPU (a softirq's TCP state change landing while the program runs
 //! for a process's one); the event is lost, and the kernel says so only in
-//! the program's `recursion_misses` (`struct bpf_prog_info`, Linux 5.12+;
-//! kprobes, tracepoints and raw tracepoints fill it in since 6.7). Read
+//! the program's `recursion_misses` (`struct bpf_prog_info`, Linux 5.12+,
+//! for trampolines; kprobes, tracepoints and raw tracepoints fill it in
+//! since 6.7). Read
 //! here so those losses are counted with the others, never silent.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
@@ -28,46 +29,52 @@ pub fn reasons(drops: &Drops, skipped: u64) -> [(&'static str, u64); 5] {
     ]
 }
 
-/// The programs of the rung taken, and how many skipped runs were reported
-/// (by default, no programs).
+/// The programs of the rung taken, and how many skipped runs of each were
+/// reported (by default, no programs).
 #[derive(Default)]
 pub struct SkippedRuns {
     /// Our own descriptors of the programs (duplicates: the tool's object
-    /// keeps its own, and may be taken apart by its reader).
-    programs: Vec<ProgramFd>,
-    reported: u64,
+    /// keeps its own, and may be taken apart by its reader), each with its
+    /// count when last read.
+    programs: Vec<(ProgramFd, u64)>,
 }
 
 impl SkippedRuns {
     /// Follows the programs `names` of `ebpf` (those loaded; others are
     /// left out).
     pub fn of<'a>(ebpf: &Ebpf, names: impl IntoIterator<Item = &'a str>) -> SkippedRuns {
-        let programs =
-            names.into_iter().filter_map(|name| ebpf.program(name)?.fd().ok()?.try_clone().ok()).collect::<Vec<_>>();
-        match programs.first().map(prog_info) {
-            Some(Some(info)) if info.counts_misses => {
-                log::info!("runs the kernel skips (recursion_misses) are counted as lost")
-            }
+        let programs: Vec<(ProgramFd, u64)> =
+            names.into_iter().filter_map(|name| Some((ebpf.program(name)?.fd().ok()?.try_clone().ok()?, 0))).collect();
+        match programs.first().map(|(fd, _)| prog_info(fd)) {
+            Some(Some(info)) if info.counts_misses => log::info!(
+                "runs the kernel skips (recursion_misses) are counted as lost, as far as it reports them \
+                 (kprobes, tracepoints and raw tracepoints since Linux 6.7)"
+            ),
             Some(_) => log::info!(
                 "this kernel does not say which runs it skips (bpf_prog_info.recursion_misses, Linux 5.12+): \
                  those losses cannot be counted"
             ),
             None => {}
         }
-        SkippedRuns { programs, reported: 0 }
+        SkippedRuns { programs }
     }
 
     /// Every skipped run of the programs since they were loaded (0 where
     /// the kernel does not count them).
     pub fn total(&self) -> u64 {
-        self.programs.iter().filter_map(prog_info).map(|info| info.misses).sum()
+        self.programs.iter().filter_map(|(fd, _)| prog_info(fd)).map(|info| info.misses).sum()
     }
 
-    /// The skipped runs since the last call.
+    /// The skipped runs since the last call. A program that cannot be read
+    /// now keeps its last count, so nothing is counted twice.
     pub fn since_last(&mut self) -> u64 {
-        let total = self.total();
-        let new = total.saturating_sub(self.reported);
-        self.reported = total;
+        let mut new = 0;
+        for (fd, reported) in &mut self.programs {
+            if let Some(info) = prog_info(fd) {
+                new += info.misses.saturating_sub(*reported);
+                *reported = info.misses.max(*reported);
+            }
+        }
         new
     }
 }

@@ -136,16 +136,17 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
-/// Untrusted bytes for a CSV field: the text itself, with only what could
-/// act on a terminal escaped as in text (`\x1b`), and bytes that are not
-/// UTF-8 as in text (`\xff`), so the name can be recovered; LF, CR and TAB
-/// stay, inside quotes.
+/// Untrusted bytes for a CSV field: the text itself, with what could act
+/// on a terminal (`\x1b`), bytes that are not UTF-8 (`\xff`) and so `\`
+/// itself (`\\`) escaped as in text, so every name can be recovered; LF,
+/// CR and TAB stay, inside quotes.
 pub fn csv_text(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
                 '\n' | '\r' | '\t' => out.push(c),
+                '\\' => out.push_str("\\\\"),
                 c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
                 c if is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
                 c => out.push(c),
@@ -250,6 +251,8 @@ mod tests {
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
         // A byte that is not UTF-8 is escaped as in text, so the name can be recovered.
         assert_eq!(csv_text(b"a\nb\x1b[31m\xff\xc3\xa9"), "a\nb\\x1b[31m\\xff\u{e9}");
+        // And a backslash, so that a name spelled `\xff` is told from the byte.
+        assert_eq!(csv_text(b"a\\xff"), "a\\\\xff");
     }
 
     #[test]

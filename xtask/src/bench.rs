@@ -352,7 +352,7 @@ impl Bench {
             .stderr(fs::File::create(&err)?)
             .spawn()
             .with_context(|| format!("starting {cmd:?}"))?;
-        let mut tracer = Tracer { child: KillOnDrop(child), label, out, err };
+        let mut tracer = Tracer { child: KillOnDrop::new(child), label, out, err };
         std::thread::sleep(self.settings.settle);
         if let Some(status) = tracer.child.0.try_wait()? {
             bail!("{} exited while starting ({status}): {}", tracer.label, fs::read_to_string(&tracer.err)?);
@@ -366,19 +366,21 @@ impl Bench {
         let tool = b.tool;
         let mut command = Command::new(self.bin_dir.join(tool));
         default_signals(&mut command);
-        let mut child = command
+        let child = command
             .args(b.args)
             .arg("--verbose")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
+        // Killed on an early return (a line that cannot be read).
+        let mut child = KillOnDrop::new(child);
         let mut hooks = Vec::new();
         let mut said = String::new();
         let mut rungs = Vec::new();
         // Hooks of rungs already taken (the exporter takes one per tool).
         let mut kept = 0;
-        for line in BufReader::new(child.stderr.take().context("no stderr")?).lines() {
+        for line in BufReader::new(child.0.stderr.take().context("no stderr")?).lines() {
             let line = line?;
             said += &line;
             said.push('\n');
@@ -406,8 +408,8 @@ impl Bench {
                 break;
             }
         }
-        signal(&child, libc::SIGINT);
-        child.wait()?;
+        signal(&child.0, libc::SIGINT);
+        child.0.wait()?;
         match rungs.is_empty() || hooks.is_empty() {
             false => Ok((rungs.join(", "), hooks)),
             true => bail!("{tool} --verbose named no rung and hooks:\n{said}"),
@@ -487,7 +489,7 @@ impl Bench {
                     let cmd = self.command(b, contender, &[]).context("no command")?;
                     match time_to_first_line(cmd) {
                         Ok(elapsed) => break elapsed,
-                        Err(err) if tries < 2 => {
+                        Err(err) if tries < 2 && format!("{err:#}").contains(PTY_SILENT) => {
                             tries += 1;
                             eprintln!("bench: {tool} ({contender:?}) start-up, try {tries}: {err:#}; again");
                         }
@@ -608,7 +610,7 @@ impl Tracer {
     /// memory the child shared with this process when it was forked, so
     /// every tracer started after the harness had grown showed the
     /// harness's size (46.5 MB for every contender) instead of its own.
-    fn stop(self) -> Result<Stopped> {
+    fn stop(mut self) -> Result<Stopped> {
         let pid = self.child.0.id() as libc::pid_t;
         let max_rss_kb = peak_rss_kb(pid).with_context(|| format!("the peak RSS of {}", self.label))?;
         signal(&self.child.0, libc::SIGINT);
@@ -624,7 +626,10 @@ impl Tracer {
                     signal(&self.child.0, libc::SIGKILL);
                     bail!("{} did not end within 10 s of SIGINT", self.label);
                 }
-                p if p == pid => break (status, usage),
+                p if p == pid => {
+                    self.child.reaped();
+                    break (status, usage);
+                }
                 _ => bail!("wait4 {}: {}", self.label, std::io::Error::last_os_error()),
             }
         };
@@ -801,7 +806,7 @@ fn time_to_first_line(mut cmd: Command) -> Result<Duration> {
     let started = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
     // Killed if this returns early (an error): nothing is left running.
-    let mut child = KillOnDrop(child);
+    let mut child = KillOnDrop::new(child);
     // The pty ends (reads fail) once the child has exited and no copy of
     // its end is left here.
     drop(cmd);
@@ -823,13 +828,27 @@ fn time_to_first_line(mut cmd: Command) -> Result<Duration> {
     Ok(elapsed)
 }
 
-/// A child killed when dropped, unless it has ended (`try_wait` errs once
-/// it was reaped by other means).
-struct KillOnDrop(Child);
+/// How a start-up that printed nothing in time fails (retried).
+const PTY_SILENT: &str = "no output from the pty";
+
+/// A child killed when dropped, unless it has ended, or was reaped by
+/// other means (`wait4`: then its PID may be another process's).
+struct KillOnDrop(Child, bool);
+
+impl KillOnDrop {
+    fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(child, false)
+    }
+
+    /// Reaped by `wait4`: nothing is left to kill.
+    fn reaped(&mut self) {
+        self.1 = true;
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
+        if !self.1 && matches!(self.0.try_wait(), Ok(None)) {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -866,7 +885,7 @@ fn read_pty(master: &OwnedFd, timeout: Duration) -> Result<Option<Vec<u8>>> {
     // SAFETY: one valid pollfd.
     let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as i32) };
     if ready == 0 {
-        bail!("no output from the pty within {timeout:?}");
+        bail!("{PTY_SILENT} within {timeout:?}");
     }
     let mut buf = [0u8; 4096];
     // SAFETY: reads into a live buffer of its length.

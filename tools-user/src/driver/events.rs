@@ -145,7 +145,9 @@ async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, l
         }
         out.flush()?;
         let drops = stream.new_drops()?;
-        let skipped = loaded.skipped.since_last();
+        // Read on the tick and at exit, not after every batch: a syscall
+        // a program, which a storm of events should not multiply.
+        let skipped = if second || exiting { loaded.skipped.since_last() } else { 0 };
         if drops.total() + skipped > 0 {
             lost += drops.total() + skipped;
             report_loss(&drops, skipped, tool.inflight, format, &mut out)?;

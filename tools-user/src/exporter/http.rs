@@ -37,6 +37,34 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// A password to check, and where its answer goes.
 type Check = (Arc<WebConfig>, Option<String>, tokio::sync::oneshot::Sender<bool>);
 
+/// Checks that may wait for the checker at once: past them a request gets
+/// 503 at once, so connections held by guesses stay few, and the others
+/// can be closed to make room (see `Waiting`).
+const MAX_PENDING_CHECKS: usize = 32;
+
+/// A request's place among the checks waiting (given back when dropped,
+/// also by a connection closed while it waits).
+struct PendingCheck;
+
+thread_local!(static PENDING_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
+impl PendingCheck {
+    /// None when MAX_PENDING_CHECKS are waiting.
+    fn take() -> Option<PendingCheck> {
+        let pending = PENDING_CHECKS.get();
+        (pending < MAX_PENDING_CHECKS).then(|| {
+            PENDING_CHECKS.set(pending + 1);
+            PendingCheck
+        })
+    }
+}
+
+impl Drop for PendingCheck {
+    fn drop(&mut self) {
+        PENDING_CHECKS.set(PENDING_CHECKS.get() - 1);
+    }
+}
+
 /// The thread that checks passwords, one at a time, started at the first
 /// check. bcrypt takes tens of milliseconds a check, by design: off the
 /// serving thread, and never more than one core, however many clients
@@ -54,11 +82,14 @@ fn password_checker() -> &'static std::sync::mpsc::Sender<Check> {
     })
 }
 
-/// Connections waiting for a request or a TLS handshake, by the order they
-/// were accepted: when every slot is taken, the oldest is closed.
+/// Connections waiting for a request or a TLS handshake, by when they
+/// began to wait: when every slot is taken, the one waiting longest is
+/// closed.
 #[derive(Default)]
 struct Waiting {
     by_age: RefCell<BTreeMap<u64, Rc<Notify>>>,
+    /// Orders the waits: each gets the next number.
+    waits: std::cell::Cell<u64>,
     /// Connections closed to make room since the log last said so, and when it did.
     closed: RefCell<(u64, Option<Instant>)>,
 }
@@ -84,20 +115,30 @@ impl Waiting {
 
 /// One connection's place in [`Waiting`].
 struct Turn<'a> {
-    id: u64,
+    /// Its place in the order of waits, while it waits.
+    wait: std::cell::Cell<u64>,
     close: Rc<Notify>,
     waiting: &'a Waiting,
 }
 
-impl Turn<'_> {
-    /// Waiting for a request: may be closed to make room.
+impl<'a> Turn<'a> {
+    fn new(waiting: &'a Waiting) -> Turn<'a> {
+        let turn = Turn { wait: Default::default(), close: Rc::new(Notify::new()), waiting };
+        turn.idle();
+        turn
+    }
+
+    /// Waiting for a request, from now: may be closed to make room.
     fn idle(&self) {
-        self.waiting.by_age.borrow_mut().insert(self.id, self.close.clone());
+        let wait = self.waiting.waits.get();
+        self.waiting.waits.set(wait + 1);
+        self.wait.set(wait);
+        self.waiting.by_age.borrow_mut().insert(wait, self.close.clone());
     }
 
     /// Serving a request: kept.
     fn busy(&self) {
-        self.waiting.by_age.borrow_mut().remove(&self.id);
+        self.waiting.by_age.borrow_mut().remove(&self.wait.get());
     }
 }
 
@@ -107,11 +148,10 @@ pub async fn serve(listeners: Vec<TcpListener>, web: Arc<WebConfig>, exporter: R
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tls = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let waiting = Rc::new(Waiting::default());
-    let next_id = Rc::new(std::cell::Cell::new(0u64));
     let mut accepting = Vec::new();
     for listener in listeners {
-        let (slots, web, exporter, tls) = (slots.clone(), web.clone(), exporter.clone(), tls.clone());
-        let (waiting, next_id) = (waiting.clone(), next_id.clone());
+        let (slots, web, exporter, tls, waiting) =
+            (slots.clone(), web.clone(), exporter.clone(), tls.clone(), waiting.clone());
         accepting.push(tokio::task::spawn_local(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -140,12 +180,9 @@ pub async fn serve(listeners: Vec<TcpListener>, web: Arc<WebConfig>, exporter: R
                 };
                 let _ = stream.set_nodelay(true);
                 let (web, exporter, tls, waiting) = (web.clone(), exporter.clone(), tls.clone(), waiting.clone());
-                let turn_id = next_id.get();
-                next_id.set(turn_id + 1);
                 tokio::task::spawn_local(async move {
                     let _slot = slot;
-                    let turn = Turn { id: turn_id, close: Rc::new(Notify::new()), waiting: &waiting };
-                    turn.idle();
+                    let turn = Turn::new(&waiting);
                     let close = turn.close.clone();
                     let result = tokio::select! {
                         result = async {
@@ -180,14 +217,19 @@ async fn tls_connection(
     exporter: &Rc<RefCell<Exporter>>,
     turn: &Turn<'_>,
 ) -> io::Result<()> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut first = [0u8; 1];
-    let peeked = timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
-    // A TLS record starts with its type (22, a handshake); a request with its method.
-    if matches!(peeked, Ok(Ok(1))) && first[0].is_ascii_uppercase() {
-        let response = Response::error(400, "Client sent an HTTP request to an HTTPS server.");
-        return write(&mut stream, &response, false, false, web).await;
+    match timeout_at(deadline, stream.peek(&mut first)).await {
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        // A TLS record starts with its type (22, a handshake); a request with its method.
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            let response = Response::error(400, "Client sent an HTTP request to an HTTPS server.");
+            return write(&mut stream, &response, false, false, web).await;
+        }
+        Ok(_) => {}
     }
-    match timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+    // The handshake within what is left of the same 10 s.
+    match timeout_at(deadline, tls.accept(stream)).await {
         Ok(Ok(stream)) => connection(stream, web, exporter, turn).await,
         Ok(Err(err)) => Err(err),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
@@ -339,10 +381,18 @@ async fn respond(request: &Request, web: &Arc<WebConfig>, exporter: &Rc<RefCell<
     }
     if web.needs_auth() {
         // Credentials already verified never wait behind the checks.
-        let ok = web.verified_before(request.authorization.as_deref()) || {
-            let (answer, answered) = tokio::sync::oneshot::channel();
-            let check = (web.clone(), request.authorization.clone(), answer);
-            password_checker().send(check).is_ok() && answered.await.unwrap_or(false)
+        let ok = match web.verified_before(request.authorization.as_deref()) {
+            true => true,
+            false => {
+                let Some(_pending) = PendingCheck::take() else {
+                    let mut response = Response::error(503, "too many password checks waiting: try again");
+                    response.headers.push(("Retry-After", "1"));
+                    return response;
+                };
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                let check = (web.clone(), request.authorization.clone(), answer);
+                password_checker().send(check).is_ok() && answered.await.unwrap_or(false)
+            }
         };
         if !ok {
             let mut response = Response::error(401, "unauthorized");
@@ -397,6 +447,7 @@ async fn write<S: AsyncWrite + Unpin>(
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let mut head = format!(

@@ -166,13 +166,12 @@ pub fn render(picture: &Picture, style: &Style) -> String {
     // Colour by count per interval (or bin): a column holding fewer of
     // them than its neighbours (the last, one beside a gap) is not cooler.
     let rate = |n: u64, column: &Column| n as f64 / column.weight as f64;
-    let max_rate =
-        columns.iter().zip(&column_rows).flat_map(|(c, r)| r.values().map(move |&n| rate(n, c))).fold(0.0, f64::max);
-    let shade = |r: f64| match style.scale {
-        Scale::Log if max_rate > 1.0 => r.max(1.0).ln() / max_rate.ln(),
-        Scale::Log => 1.0,
-        Scale::Linear => r / max_rate.max(f64::MIN_POSITIVE),
-    };
+    let rates = || columns.iter().zip(&column_rows).flat_map(|(c, r)| r.values().map(move |&n| rate(n, c)));
+    let max_rate = rates().fold(0.0, f64::max);
+    // Log from the lowest rate drawn (1 where columns hold one interval
+    // each), so rates below one (a sparse merged column) keep their contrast.
+    let min_rate = rates().filter(|&r| r > 0.0).fold(1.0, f64::min);
+    let colours = Range { min: min_rate, max: max_rate, scale: style.scale };
     let per_interval = columns.iter().any(|c| c.weight > 1);
 
     let mut svg = String::with_capacity(4096 + columns.len() * 2048);
@@ -225,7 +224,7 @@ pub fn render(picture: &Picture, style: &Style) -> String {
                 r#"<rect class="cell" x="{x0:.2}" y="{top:.2}" width="{:.2}" height="{:.2}" fill="{}" data-low="{}" data-high="{}" data-count="{n}"><title>{}</title></rect>"#,
                 (x1 - x0).max(0.5),
                 (bottom - top).max(0.5),
-                colour(shade(rate(n, column))),
+                colour(colours.position(rate(n, column))),
                 range.0,
                 range.1,
                 xml(&tip)
@@ -247,7 +246,7 @@ pub fn render(picture: &Picture, style: &Style) -> String {
     losses(w, &plot, &columns);
     let zero_row = column_rows.iter().any(|rows| rows.keys().any(|r| r.0 == 0)).then_some(unit as f64);
     axes(w, &plot, &columns, zero_row);
-    legend(w, &plot, max_rate.ceil() as u64, per_interval, style.scale);
+    legend(w, &plot, &colours, per_interval);
     let _ = writeln!(w, "</svg>");
     svg
 }
@@ -439,7 +438,26 @@ fn axes(w: &mut String, plot: &Plot, columns: &[Column], zero_row: Option<f64>) 
 }
 
 /// The colour scale, and the lines' names.
-fn legend(w: &mut String, plot: &Plot, max_count: u64, per_interval: bool, scale: Scale) {
+/// The colour scale's range: from the lowest rate drawn to the highest.
+struct Range {
+    min: f64,
+    max: f64,
+    scale: Scale,
+}
+
+impl Range {
+    /// Where `rate` falls on the colour scale, 0 to 1.
+    fn position(&self, rate: f64) -> f64 {
+        match self.scale {
+            Scale::Log if self.max > self.min => (rate / self.min).ln() / (self.max / self.min).ln(),
+            Scale::Log => 1.0,
+            Scale::Linear => rate / self.max.max(f64::MIN_POSITIVE),
+        }
+    }
+}
+
+fn legend(w: &mut String, plot: &Plot, range: &Range, per_interval: bool) {
+    let scale = range.scale;
     let x = plot.left + plot.width + 24.0;
     let (top, height) = (plot.top + 16.0, (plot.height * 0.55).min(240.0));
     let what = if per_interval { "count per cell per interval" } else { "count per cell" };
@@ -455,27 +473,28 @@ fn legend(w: &mut String, plot: &Plot, max_count: u64, per_interval: bool, scale
             colour(t)
         );
     }
-    let max = max_count.max(1);
-    let mut ticks: Vec<u64> = match scale {
-        Scale::Log => std::iter::successors(Some(1u64), |v| v.checked_mul(10)).take_while(|&v| v <= max).collect(),
-        Scale::Linear => vec![1, max / 2, max],
+    // The top is the highest count (per interval, which may be a fraction).
+    let max = if range.max > 0.0 { range.max } else { 1.0 };
+    let mut ticks: Vec<f64> = match scale {
+        Scale::Log => std::iter::once(range.min)
+            .chain(std::iter::successors(Some(1.0), |v| Some(v * 10.0)).take_while(|&v| v < max))
+            .collect(),
+        Scale::Linear => vec![1.0, max / 2.0],
     };
+    ticks.retain(|&t| t < max);
     ticks.push(max);
-    ticks.sort_unstable();
+    ticks.sort_by(f64::total_cmp);
     ticks.dedup();
-    let position = |n: u64| match scale {
-        Scale::Log if max > 1 => (n as f64).ln() / (max as f64).ln(),
-        Scale::Log => 1.0,
-        Scale::Linear => n as f64 / max as f64,
-    };
+    let position = |n: f64| range.position(n).clamp(0.0, 1.0);
     let mut last_y = f64::INFINITY;
-    for n in ticks.into_iter().rev().filter(|&n| n >= 1) {
+    for n in ticks.into_iter().rev() {
         let y = top + height * (1.0 - position(n));
         if (last_y - y).abs() < 12.0 && n != max {
             continue;
         }
         last_y = y;
-        let _ = writeln!(w, r#"<text x="{}" y="{:.2}">{n}</text>"#, x + 22.0, y + 4.0);
+        let label = if n.fract() == 0.0 { format!("{n:.0}") } else { format!("{n:.2}") };
+        let _ = writeln!(w, r#"<text x="{}" y="{:.2}">{label}</text>"#, x + 22.0, y + 4.0);
     }
     let scale_name = match scale {
         Scale::Log => "log scale",
