@@ -113,10 +113,23 @@ pub fn cstr(bytes: &[u8]) -> &[u8] {
 /// `\xNN`; invalid UTF-8 bytes become `\xNN`. Nothing can end the line or
 /// start a terminal escape sequence.
 pub fn escape(bytes: &[u8]) -> String {
+    escape_with(bytes, false)
+}
+
+/// Untrusted bytes for a CSV field: escaped as in text, so every name can
+/// be recovered and nothing acts on a terminal, but for LF, CR and TAB,
+/// which stay (inside quotes).
+pub fn csv_text(bytes: &[u8]) -> String {
+    escape_with(bytes, true)
+}
+
+/// The one walk behind [`escape`] and [`csv_text`].
+fn escape_with(bytes: &[u8], keep_line_breaks: bool) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
+                '\n' | '\r' | '\t' if keep_line_breaks => out.push(c),
                 '\\' => out.push_str("\\\\"),
                 '\n' => out.push_str("\\n"),
                 '\t' => out.push_str("\\t"),
@@ -125,29 +138,6 @@ pub fn escape(bytes: &[u8]) -> String {
                 // C1 controls (U+0080..U+009F) act as escapes on some terminals;
                 // line and paragraph separators, bidi overrides and other
                 // invisible format characters could end or reorder a line.
-                c if is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-/// Untrusted bytes for a CSV field: the text itself, with what could act
-/// on a terminal (`\x1b`), bytes that are not UTF-8 (`\xff`) and so `\`
-/// itself (`\\`) escaped as in text, so every name can be recovered; LF,
-/// CR and TAB stay, inside quotes.
-pub fn csv_text(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\n' | '\r' | '\t' => out.push(c),
-                '\\' => out.push_str("\\\\"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
                 c if is_invisible_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
                 c => out.push(c),
             }
