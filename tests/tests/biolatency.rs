@@ -11,7 +11,7 @@ fn around_io(dev: &LoopDevice, args: &[&str]) -> Output {
     let tool = Running::start("biolatency", args, READY);
     dev.direct_io(100, 50);
     let out = tool.interrupt();
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("biolatency");
     out
 }
 
@@ -141,7 +141,7 @@ fn idle_intervals_print_timestamps_and_exit() {
     let _serial = serial();
     let dev = LoopDevice::new();
     let out = Running::start("biolatency", &["-d", dev.name(), "-T", "1", "3"], READY).wait(Duration::from_secs(10));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("biolatency");
     let times = out.stdout.lines().filter(|l| l.len() == 8 && l.as_bytes()[2] == b':').count();
     assert_eq!(times, 3, "{}", out.stdout);
     assert!(parse_tables(&out.stdout).is_empty(), "no I/O, no rows: {}", out.stdout);

@@ -40,7 +40,7 @@ fn trace(args: &[&str], tag: &str, workload: impl FnOnce()) -> (Output, Vec<Stri
     workload();
     std::thread::sleep(Duration::from_millis(200));
     let out = tool.interrupt();
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("execsnoop");
     let lines = out.stdout.lines().filter(|l| l.contains(tag)).map(str::to_owned).collect();
     (out, lines)
 }
@@ -105,7 +105,7 @@ fn execs_on_two_cpus_print_in_the_order_they_happened() {
         unsafe { libc::kill(tool.pid(), libc::SIGCONT) };
         std::thread::sleep(Duration::from_millis(500));
         let out = tool.interrupt();
-        assert_eq!(out.code(), Some(0), "{out:?}");
+        out.assert_complete("execsnoop");
         let printed: Vec<String> =
             out.stdout.lines().filter(|l| l.contains(&tag)).map(|l| parse(l).args.replace("/bin/true ", "")).collect();
         assert_eq!(printed, order, "{transport:?}");
@@ -328,7 +328,7 @@ fn csv_parses_with_a_real_csv_parser() {
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let out = tool.interrupt();
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("execsnoop");
     let rows = parse_csv(&out.stdout);
     assert_eq!(rows[0], ["UID", "COMM", "PID", "PPID", "RET", "ARGS"]);
     let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r.last().is_some_and(|a| a.contains(&tag))).collect();

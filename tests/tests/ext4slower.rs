@@ -35,7 +35,7 @@ fn trace(tool: &str, args: &[&str], ready: &str, workload: &[&str]) -> (Output, 
     let pid = w.pid();
     let args = filled_in(&[&[ALLOW], args].concat(), &[("PID", &pid.to_string())]);
     let out = w.traced_by(Running::start(&tool_named(tool), &args, ready));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete(tool);
     (out, pid)
 }
 
@@ -153,7 +153,7 @@ fn its_own_output_on_the_traced_filesystem_is_left_out() {
     let tool_pid = tool.pid() as u64;
     let mut w = Workload::new(&["file-ops", &mount.path(&name), "4096", "0"]);
     let out = w.traced_by(tool);
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("ext4slower");
     let records = json_lines(&std::fs::read_to_string(&output).unwrap());
     let own = records.iter().filter(|r| r["pid"].as_u64() == Some(tool_pid)).count();
     let ops: Vec<&str> =
@@ -296,13 +296,13 @@ fn the_syscall_rung_is_taken_only_when_allowed() {
             assert!(out.stderr.contains("--allow-syscall-rung"), "{}", out.stderr);
         }
         _ => {
-            assert_eq!(out.code(), Some(0), "{out:?}");
+            out.assert_complete("ext4slower");
             assert!(!out.stderr.contains("rung syscall: all"), "{}", out.stderr);
         }
     }
     for args in [&[ALLOW, "--verbose", "-d", "1"][..], &["--rung", "syscall", "--verbose", "-d", "1"]] {
         let out = run("ext4slower", args);
-        assert_eq!(out.code(), Some(0), "{args:?}: {out:?}");
+        out.assert_complete("ext4slower");
         if out.stderr.contains("rung syscall: all") {
             assert!(out.stderr.contains("every read, write, open and fsync on the host pays"), "{}", out.stderr);
         }
@@ -313,7 +313,7 @@ fn the_syscall_rung_is_taken_only_when_allowed() {
 fn duration_ends_the_trace() {
     let started = std::time::Instant::now();
     let out = run("ext4slower", &[ALLOW, "-d", "1"]);
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("ext4slower");
     // Ends by itself; the bound only catches a tool that would not (under
     // qemu TCG start-up alone took over 10 s once, two guests at a time).
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());

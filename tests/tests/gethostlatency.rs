@@ -31,7 +31,7 @@ fn trace(args: &[&str], ready: &str, hosts: &str, calls: &[String]) -> (Output, 
     let pid = w.pid();
     let args = filled_in(args, &[("PID", &pid.to_string())]);
     let out = w.traced_by(Running::start("gethostlatency", &args, ready));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("gethostlatency");
     (out, pid)
 }
 

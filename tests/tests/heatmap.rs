@@ -276,7 +276,7 @@ fn runqlat_under_contention_drawn_live_and_from_its_capture_then_seen_in_a_brows
     let out = Running::start("runqlat", &["--json", "-p", &pid, "--heatmap", text(&live), "1", "4"], RUNQLAT_READY)
         .wait(Duration::from_secs(20));
     drop((spinner, other));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("runqlat");
     let capture = dir.file("runqlat.jsonl");
     fs::write(&capture, &out.stdout).unwrap();
     let records = json_lines(&out.stdout);
@@ -341,7 +341,7 @@ fn biolatency_per_disk_series_and_a_live_picture_left_by_ctrl_c() {
     b.direct_io(30, 0);
     std::thread::sleep(Duration::from_millis(1200));
     let out = tool.interrupt();
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("biolatency");
     let capture = dir.file("biolatency.jsonl");
     fs::write(&capture, &out.stdout).unwrap();
     let records = json_lines(&out.stdout);

@@ -34,7 +34,7 @@ fn contention_on(rung: Option<&str>, config_map: bool) {
         args.push("--config-map");
     }
     let out = Running::start("runqlat", &args, READY).wait(Duration::from_secs(10));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("runqlat");
     let tables = parse_tables(&out.stdout);
     assert_eq!(tables.len(), 1, "{}", out.stdout);
     assert_eq!(tables[0].1.unit, "usecs");
@@ -127,7 +127,7 @@ fn idle_wakeups_are_fast() {
     sleeper.go();
     sleeper.wait(Duration::from_secs(30));
     let out = tool.interrupt();
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("runqlat");
     let tables = parse_tables(&out.stdout);
     let table = &tables[0].1;
     let total = table.total();
@@ -236,7 +236,7 @@ fn milliseconds() {
 fn interval_and_count_exit_by_themselves_with_timestamps() {
     let _serial = serial();
     let out = Running::start("runqlat", &["-T", "1", "2"], READY).wait(Duration::from_secs(10));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("runqlat");
     let times: Vec<&str> =
         out.stdout.lines().filter(|l| l.len() == 8 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':').collect();
     assert_eq!(times.len(), 2, "{}", out.stdout);
@@ -308,7 +308,7 @@ fn ctrl_c_and_sigterm_print_the_summary_and_detach_everything() {
         let tool = Running::start("runqlat", &["--verbose"], READY);
         std::thread::sleep(Duration::from_millis(1500));
         let out = tool.signal(signal);
-        assert_eq!(out.code(), Some(0), "{out:?}");
+        out.assert_complete("runqlat");
         let tables = parse_tables(&out.stdout);
         assert_eq!(tables.len(), 1, "{}", out.stdout);
         assert!(tables[0].1.at_or_above(1024) > min_samples() / 2, "{}", out.stdout);
@@ -324,7 +324,7 @@ fn a_closed_stdout_ends_the_tool_quietly() {
     let mut tool = Running::start("runqlat", &["1"], READY);
     tool.close_stdout();
     let out = tool.wait(Duration::from_secs(10));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("runqlat");
     assert_eq!(out.stderr, "");
 }
 
@@ -372,6 +372,6 @@ fn a_count_of_zero_runs_until_interrupted() {
     std::thread::sleep(Duration::from_millis(2500));
     assert!(tool.is_running(), "runqlat 1 0 ended by itself");
     let out = tool.interrupt();
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("runqlat");
     assert!(parse_tables(&out.stdout).len() >= 2, "{}", out.stdout);
 }

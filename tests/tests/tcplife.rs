@@ -36,7 +36,7 @@ fn trace(tool_args: &[&str], ready: &str, session_args: &[&str]) -> (Output, Ses
     let _serial = serial();
     let (mut w, session) = start_session(session_args);
     let out = w.traced_by(Running::start("tcplife", tool_args, ready));
-    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.assert_complete("tcplife");
     (out, session)
 }
 
