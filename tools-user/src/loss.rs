@@ -41,8 +41,10 @@ pub struct SkippedRuns {
 
 impl SkippedRuns {
     /// Follows the programs `names` of `ebpf` (those loaded; others are
-    /// left out).
+    /// left out). A program attached to several hooks is named once per
+    /// hook, and followed once.
     pub fn of<'a>(ebpf: &Ebpf, names: impl IntoIterator<Item = &'a str>) -> SkippedRuns {
+        let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
         let programs: Vec<(ProgramFd, u64)> =
             names.into_iter().filter_map(|name| Some((ebpf.program(name)?.fd().ok()?.try_clone().ok()?, 0))).collect();
         match programs.first().map(|(fd, _)| prog_info(fd)) {

@@ -144,13 +144,18 @@ async fn pump<T: Event>(tool: &mut EventTool<'_, T>, stream: &mut EventStream, l
             return Err(err);
         }
         out.flush()?;
-        let drops = stream.new_drops()?;
-        // Read on the tick and at exit, not after every batch: a syscall
-        // a program, which a storm of events should not multiply.
-        let skipped = if second || exiting { loaded.skipped.since_last() } else { 0 };
-        if drops.total() + skipped > 0 {
-            lost += drops.total() + skipped;
-            report_loss(&drops, skipped, tool.inflight, format, &mut out)?;
+        if second || exiting {
+            // Read on the tick and at exit, not after every batch: each
+            // read is a syscall per program or map, which a storm of events
+            // should not multiply. A map read also holds the kernel's
+            // per-CPU BPF guard, and a kprobe, uprobe or classic tracepoint
+            // that fires on that CPU meanwhile is skipped: ours included.
+            let drops = stream.new_drops()?;
+            let skipped = loaded.skipped.since_last();
+            if drops.total() + skipped > 0 {
+                lost += drops.total() + skipped;
+                report_loss(&drops, skipped, tool.inflight, format, &mut out)?;
+            }
         }
         if exiting {
             return Ok(lost);
