@@ -318,6 +318,36 @@ fn ctrl_c_and_sigterm_print_the_summary_and_detach_everything() {
     }
 }
 
+/// A classic tracepoint's run is skipped while anything on its CPU holds
+/// the kernel's one per-CPU BPF guard: here another process reading a BPF
+/// map (as any BPF tool reads its maps) on the CPU where a sleeper's timer
+/// wakes it. Those wakeups are lost, and runqlat counts them where the
+/// kernel says (6.7+). The raw tracepoint's guard is its program's own.
+#[test]
+fn wakeups_skipped_beside_another_bpf_reader_are_counted_as_lost() {
+    let _serial = serial();
+    let mut reader = Workload::new(&["bpf-reads", "1"]);
+    reader.go();
+    let mut skipped = Vec::new();
+    for rung in ["tracepoint", "raw_tracepoint"] {
+        let tool = Running::start("runqlat", &["--rung", rung, "--verbose", "1"], READY);
+        let mut sleeper = Workload::new(&["sleep", "1", "2000", "1"]);
+        sleeper.go();
+        sleeper.wait(Duration::from_secs(120));
+        let out = tool.interrupt();
+        if out.stderr.contains("this kernel does not say which runs it skips") {
+            out.assert_complete("runqlat");
+            return;
+        }
+        let lost = Lost::from_stderr("runqlat", &out.stderr);
+        assert_eq!(lost.counted_by_programs(), 0, "{}", out.stderr);
+        assert_eq!(out.code(), Some(if lost.total > 0 { 3 } else { 0 }), "{out:?}");
+        skipped.push(lost.skipped);
+    }
+    eprintln!("skipped on the tracepoint, then the raw tracepoint: {skipped:?}");
+    assert!(skipped[0] > skipped[1], "skipped on the tracepoint, then the raw tracepoint: {skipped:?}");
+}
+
 #[test]
 fn a_closed_stdout_ends_the_tool_quietly() {
     let _serial = serial();

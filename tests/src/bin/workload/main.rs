@@ -4,6 +4,8 @@
 //!
 //!   workload spin CPU                 burn CPU pinned to CPU until killed
 //!   workload sleep CPU N MS           pinned to CPU, sleep MS milliseconds N times, then exit
+//!   workload bpf-reads CPU            pinned to CPU, read a BPF map of its own until killed (as
+//!                                     any BPF tool reads its maps)
 //!   workload thread-exec PATH ARG...  execve from a thread that is not the leader
 //!   workload execveat PATH ARG...     execveat(AT_FDCWD, PATH, [PATH, ARG...])
 //!   workload fexecve PATH ARG...      fexecve(open(PATH), [PATH, ARG...])
@@ -59,7 +61,7 @@ fn main() {
         }
         _ => {}
     }
-    if matches!(cmd, "spin" | "sleep") {
+    if matches!(cmd, "spin" | "sleep" | "bpf-reads") {
         assert!(integration_tests::pin_to_cpu(num(1) as usize), "sched_setaffinity");
     }
     wait_for_go();
@@ -76,6 +78,7 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(num(3)));
             }
         }
+        "bpf-reads" => bpf_reads(),
         "thread-exec" => {
             let argv = cstrings(&args[1..]);
             let thread = std::thread::spawn(move || {
@@ -155,5 +158,33 @@ fn main() {
             println!("made {made}");
         }
         other => panic!("unknown workload {other}"),
+    }
+}
+
+/// Looks up the one entry of an array map of its own, forever: each lookup
+/// holds the kernel's per-CPU BPF guard for a moment, as any BPF tool's
+/// reads of its maps do.
+fn bpf_reads() -> ! {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    // union bpf_attr: for BPF_MAP_CREATE, map_type, key_size, value_size,
+    // max_entries; for a lookup, map_fd, then key and value pointers at 8, 16.
+    let mut attr = [0u64; 16];
+    attr[0] = BPF_MAP_TYPE_ARRAY as u64 | 4 << 32;
+    attr[1] = 8 | 1 << 32;
+    // SAFETY: a bpf_attr of the size passed.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_ptr(), std::mem::size_of_val(&attr)) };
+    assert!(fd >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+    let (key, mut value) = (0u32, 0u64);
+    attr = [0; 16];
+    attr[0] = fd as u64;
+    attr[1] = &key as *const u32 as u64;
+    attr[2] = &mut value as *mut u64 as u64;
+    loop {
+        // SAFETY: the attr points at live key and value buffers of the map's sizes.
+        let r =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_ELEM, attr.as_ptr(), std::mem::size_of_val(&attr)) };
+        assert_eq!(r, 0, "BPF_MAP_LOOKUP_ELEM: {}", std::io::Error::last_os_error());
     }
 }
