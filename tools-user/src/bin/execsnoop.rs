@@ -155,6 +155,14 @@ fn columns(a: &Args, format: Format) -> Columns<'_, ExecEvent> {
         })
         .json("argv0"),
         Column::new(|e: &ExecEvent| Cell::Bool(e.flags & event_flags::ARGS_TRUNCATED != 0)).json("args_truncated"),
+        // Rare (the kernel could not read the new program's argument area):
+        // said only when it happened, so `args` holding the path alone is
+        // not taken for an exec without arguments.
+        Column::new(|e: &ExecEvent| match e.flags & event_flags::ARGS_UNREADABLE {
+            0 => Cell::Absent,
+            _ => Cell::Bool(true),
+        })
+        .json("args_unreadable"),
         Column::new(|e: &ExecEvent| {
             let shown = Exec::of(e).shown;
             if shown.iter().all(|a| std::str::from_utf8(a).is_ok()) {
