@@ -102,6 +102,31 @@ fn server_closes_first() {
     assert_both_ends(&out, s, "server");
 }
 
+/// A server socket that no process closes (the client resets the
+/// connection, so it closes in softirq) is owned by the process accept()
+/// handed it to: through fexit or a kretprobe where the kernel allows them,
+/// else through the accept syscalls' tracepoints, whose cost is said.
+#[test]
+fn a_reset_session_is_owned_by_its_accepter() {
+    let (out, s) = trace(&["--json", "--verbose"], READY_JSON, &args(&sizes("reset")));
+    let records = records(&out, s.port);
+    assert_eq!(records.len(), 2, "{}", out.stdout);
+    let server = by_pid(&records, s.server);
+    assert_eq!((server["comm"].as_str(), server["owner"].as_str()), (Some("tl-server"), Some("accept")), "{server}");
+    // The client's reset goes straight to CLOSE: its owner is from connect.
+    assert_eq!(by_pid(&records, s.client)["owner"], "connect");
+    // The kprobe rung's kretprobe is part of it; the others say which path.
+    let Some(taken) = out.stderr.lines().find(|l| l.contains(": accept through ")) else {
+        assert!(out.stderr.contains("rung kprobe: all"), "{}", out.stderr);
+        return;
+    };
+    let taxed = out.stderr.contains("every system call on the host pays about");
+    assert_eq!(taken.ends_with("syscall tracepoints"), taxed, "{}", out.stderr);
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        assert!(!taxed, "syscall tracepoints where kprobes work: {}", out.stderr);
+    }
+}
+
 #[test]
 fn default_text_layout() {
     let (out, s) = trace(&[], HEADER, &args(&sizes("client")));

@@ -145,8 +145,9 @@ pub struct Contract {
 
 /// Kernel BTF hidden: struct offsets from a BTF file passed with --btf.
 const BTF_FILE: &[(&str, &str)] = &[("EBPF_TOOLS_HIDE_KERNEL_BTF", "1"), ("EBPF_TOOLS_BTF", "/tmp/vmlinux.btf")];
-/// Both close orders and a refused connect: owners, bytes and durations.
-const TCPLIFE_SESSIONS: &[&str] = &["closes_first", "refused"];
+/// Both close orders, a refused connect and a reset: owners, bytes and
+/// durations.
+const TCPLIFE_SESSIONS: &[&str] = &["closes_first", "refused", "accepter"];
 /// Every operation exactly, and the threshold on a read held up by userfaultfd.
 const EXT4SLOWER_OPS: &[&str] = &["every_operation_with_threshold_zero", "a_read_slower"];
 
@@ -267,9 +268,19 @@ pub const TOOLS: &[Tool] = &[
             BEST,
             Cell { rung: "kprobe", env: &[("EBPF_TOOLS_RUNG", "kprobe")], tests: TCPLIFE_SESSIONS, kernels: &[] },
             Cell { rung: "btf-file", env: BTF_FILE, tests: TCPLIFE_SESSIONS, kernels: &[] },
-            legacy_4_4("4.4 kprobe", LEGACY_KPROBE, &["closes_first", "refused", "default_text_layout"]),
+            legacy_4_4("4.4 kprobe", LEGACY_KPROBE, &["closes_first", "refused", "accepter", "default_text_layout"]),
         ],
-        bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::TcpCycles }],
+        // Where accept() is traced through syscall tracepoints (this host's
+        // kernel), every system call pays: pipes show what.
+        bench: &[
+            Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::TcpCycles },
+            Bench {
+                name: Some("tcplife on pipes"),
+                args: &[],
+                versus: Versus::LibbpfTools,
+                workload: Workload::PipeRoundTrips,
+            },
+        ],
         contract: Some(Contract { args: &["--json"], ready: "Tracing TCP sessions" }),
     },
     Tool {

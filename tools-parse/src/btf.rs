@@ -299,6 +299,14 @@ impl Btf {
         (proto.kind == KIND_FUNC_PROTO).then(|| proto.vlen.saturating_sub(1))
     }
 
+    /// How many parameters kernel function `name` takes (fexit finds its
+    /// return value after them).
+    pub fn function_params(&self, name: &str) -> Option<usize> {
+        let func = self.ty(self.function_id(name)?)?;
+        let (_, proto) = self.resolve(func.size_or_type)?;
+        (proto.kind == KIND_FUNC_PROTO).then_some(proto.vlen)
+    }
+
     /// The type id of kernel function `name`, if this BTF describes it (a
     /// function of a module is in the module's BTF, not in vmlinux's).
     pub fn function_id(&self, name: &str) -> Option<u32> {
@@ -329,7 +337,7 @@ impl Btf {
 #[cfg(test)]
 mod tests {
     use super::{
-        testing::{Field, KernelTypes, Writer, VOID},
+        testing::{Field, KernelTypes, TypeId, Writer, VOID},
         *,
     };
 
@@ -406,6 +414,14 @@ mod tests {
         w.enumeration64("wide", &[("LOW", 1), ("HIGH", 1 << 40), ("NEGATIVE", -1)]);
         let read_iter = w.func_proto(long, &[("iocb", any), ("to", any)]);
         w.func("ext4_file_read_iter", read_iter);
+        // inet_csk_accept(sk, flags, err, kern) until 6.10, (sk, arg) since.
+        let accept_params: &[(&str, TypeId)] = if old {
+            &[("sk", any), ("flags", uint), ("err", any), ("kern", bool_)]
+        } else {
+            &[("sk", any), ("arg", any)]
+        };
+        let accept = w.func_proto(any, accept_params);
+        w.func("inet_csk_accept", accept);
         w.parse()
     }
 
@@ -442,6 +458,11 @@ mod tests {
         // sched_switch gained `prev_state` in 5.18.
         assert_eq!(old.raw_tracepoint_args("sched_switch"), Some(3));
         assert_eq!(new.raw_tracepoint_args("sched_switch"), Some(4));
+        // inet_csk_accept lost three parameters to one in 6.10.
+        assert_eq!(old.function_params("inet_csk_accept"), Some(4));
+        assert_eq!(new.function_params("inet_csk_accept"), Some(2));
+        assert_eq!(new.function_params("ext4_file_read_iter"), Some(2));
+        assert_eq!(new.function_params("no_such_function"), None);
     }
 
     #[test]

@@ -266,11 +266,32 @@ pub struct Rung {
     /// Why this rung cannot work before trying (an offset missing from BTF, a
     /// flag it cannot serve, no candidate kernel function); None to try it.
     pub unusable: Option<String>,
+    /// Parts the rung can do without, each tried once its programs attached.
+    pub optional: Vec<Optional>,
+}
+
+/// A part of a rung the tool can do without, with a ladder of its own: the
+/// first alternative that attaches is kept; when none does, the rung stands
+/// without the part (`--verbose` says why). So a part never raises a rung's
+/// floor, and its alternatives are not in the floor table. tcplife's
+/// accept(): fexit, else a kretprobe, else the accept syscalls' tracepoints.
+#[derive(Clone, Debug)]
+pub struct Optional {
+    /// What the part does, as `--verbose` names it.
+    pub what: &'static str,
+    /// Its alternatives, best first, each tried as a rung is.
+    pub ladder: Vec<Rung>,
 }
 
 impl Rung {
     pub fn new(name: &'static str) -> Self {
-        Rung { name, programs: Vec::new(), unusable: None }
+        Rung { name, programs: Vec::new(), unusable: None, optional: Vec::new() }
+    }
+
+    /// Adds a part the rung can do without, and its ladder.
+    pub fn optional(mut self, what: &'static str, ladder: Vec<Rung>) -> Self {
+        self.optional.push(Optional { what, ladder });
+        self
     }
 
     /// Adds a program and where it attaches. Programs attach in this order.
@@ -305,6 +326,9 @@ pub struct Loaded {
     pub keeper: Option<Box<dyn Keeper>>,
     /// Runs of the rung's programs the kernel skipped: lost events.
     pub skipped: SkippedRuns,
+    /// Each optional part of the rung, and the alternative taken (None:
+    /// the rung runs without it).
+    pub parts: Vec<(&'static str, Option<&'static str>)>,
 }
 
 impl Loaded {
@@ -459,9 +483,16 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
                         Err(err) => log::info!("rung {}: its oldest kernel is unknown: {err:#}", rung.name),
                     }
                 }
-                let hooks = rung.programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect();
-                let skipped = SkippedRuns::of(&ebpf, rung.programs.iter().map(|(program, _)| program.as_str()));
-                return Ok(Loaded { ebpf, build, rung: rung.name, hooks, keeper: None, skipped });
+                let mut programs = rung.programs.clone();
+                let mut parts = Vec::new();
+                for part in &rung.optional {
+                    let taken = attach_optional(&mut ebpf, rung.name, part);
+                    programs.extend(taken.iter().flat_map(|alternative| alternative.programs.iter().cloned()));
+                    parts.push((part.what, taken.map(|alternative| alternative.name)));
+                }
+                let hooks = programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect();
+                let skipped = SkippedRuns::of(&ebpf, programs.iter().map(|(program, _)| program.as_str()));
+                return Ok(Loaded { ebpf, build, rung: rung.name, hooks, keeper: None, skipped, parts });
             }
             Err(err) => {
                 log::info!("rung {}: failed: {err:#}", rung.name);
@@ -617,6 +648,26 @@ pub fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Attaches the first alternative of `part` that works, after rung `rung`.
+fn attach_optional<'p>(ebpf: &mut Ebpf, rung: &str, part: &'p Optional) -> Option<&'p Rung> {
+    for alternative in &part.ladder {
+        let (what, name) = (part.what, alternative.name);
+        if let Some(reason) = &alternative.unusable {
+            log::info!("rung {rung}: {what}: {name} not usable: {reason}");
+            continue;
+        }
+        match attach_rung(ebpf, alternative) {
+            Ok(()) => {
+                log::info!("rung {rung}: {what} through {name}");
+                return Some(alternative);
+            }
+            Err(err) => log::info!("rung {rung}: {what}: {name} failed: {err:#}"),
+        }
+    }
+    log::info!("rung {rung}: without {}: none of its paths works here", part.what);
+    None
 }
 
 /// Detaches every link of a program and unloads it (a program not loaded

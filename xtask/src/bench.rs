@@ -384,9 +384,10 @@ impl Bench {
             let line = line?;
             said += &line;
             said.push('\n');
-            // `  NAME (id N) -> HOOK` for each program attached; a rung that
-            // failed after some attached is unloaded whole: start again.
-            if line.contains(": rung ") && line.contains(": failed: ") {
+            // `  NAME (id N) -> HOOK` for each program attached; a rung (or
+            // a path of its optional part) that failed after some attached
+            // is unloaded whole: start again.
+            if line.contains(": rung ") && line.contains(" failed: ") {
                 hooks.truncate(kept);
             } else if let Some((_, hook)) = line.split_once(") -> ").filter(|_| line.contains(" (id ")) {
                 let hook = in_this_root(hook.trim());
@@ -398,11 +399,15 @@ impl Bench {
                 if let Some((name, _)) = rest.split_once(": all ") {
                     rungs.push(name.to_owned());
                     kept = hooks.len();
-                    // A tool has one rung; the exporter says when it has them all.
-                    if tool != EXPORTER {
-                        break;
-                    }
+                } else if rest.contains(" through ") {
+                    // An optional part's path (tcplife's accept), after the rung.
+                    kept = hooks.len();
                 }
+            }
+            // A tool has one rung, whose load ends by saying whether the
+            // kernel counts skipped runs; the exporter says when it has them all.
+            if tool != EXPORTER && !rungs.is_empty() && line.contains("recursion_misses") {
+                break;
             }
             if line.contains(": serving ") {
                 break;

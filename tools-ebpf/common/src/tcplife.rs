@@ -16,6 +16,12 @@ pub mod programs {
     pub const ACCEPT_EXIT: &str = "tcplife_accept_exit";
     /// `kretprobe/inet_csk_accept`, which returns the accepted socket.
     pub const KRET_ACCEPT: &str = "tcplife_kret_accept";
+    /// `fexit/inet_csk_accept(sk, arg)` (6.10+): the return value follows
+    /// the two parameters.
+    pub const FEXIT_ACCEPT_ARG: &str = "tcplife_fexit_accept_arg";
+    /// `fexit/inet_csk_accept(sk, flags, err, kern)` (before 6.10): it
+    /// follows the four.
+    pub const FEXIT_ACCEPT_FLAGS: &str = "tcplife_fexit_accept_flags";
 }
 
 /// Map names (beside the shared event maps).

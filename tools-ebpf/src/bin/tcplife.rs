@@ -12,6 +12,8 @@
 //! Rungs, best first: raw tracepoint `inet_sock_set_state` (4.16+; all from
 //! the socket, at BTF offsets), tracepoint `sock:inet_sock_set_state` (the
 //! record's addresses; byte counters only with BTF), kprobe `tcp_set_state`.
+//! accept() has a ladder of its own on the first two: fexit or kretprobe on
+//! `inet_csk_accept`, else the accept syscalls' exit tracepoints.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -22,9 +24,9 @@ fn main() {}
 mod bpf {
     use aya_ebpf::{
         helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
-        macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+        macros::{fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
         maps::{Array, HashMap},
-        programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+        programs::{FExitContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
         EbpfContext,
     };
     use tools_common::tcplife::{
@@ -278,6 +280,31 @@ mod bpf {
         if let Some(sk) = read_field::<Ptr>(socket, config.sock.socket_sk) {
             set_owner::<true>(config, sk as u64, owner_from::ACCEPT);
         }
+        0
+    }
+
+    /// fexit of `inet_csk_accept`, the accepted sock: its return value comes
+    /// after the function's parameters, whose number changed in 6.10, and a
+    /// tracing program reads its context at constant offsets only. One
+    /// program per signature; user space loads the one the kernel's BTF has.
+    #[inline(always)]
+    fn accepted(sk: Ptr) {
+        if let Some(config) = CONFIG.get().filter(|_| !sk.is_null()) {
+            set_owner::<true>(config, sk as u64, owner_from::ACCEPT);
+        }
+    }
+
+    #[named(programs::FEXIT_ACCEPT_ARG)]
+    #[fexit]
+    pub fn tcplife_fexit_accept_arg(ctx: FExitContext) -> i32 {
+        accepted(ctx.arg(2));
+        0
+    }
+
+    #[named(programs::FEXIT_ACCEPT_FLAGS)]
+    #[fexit]
+    pub fn tcplife_fexit_accept_flags(ctx: FExitContext) -> i32 {
+        accepted(ctx.arg(4));
         0
     }
 

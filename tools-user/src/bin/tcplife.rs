@@ -107,6 +107,9 @@ fn main() -> ExitCode {
             histograms: false,
         };
         let loaded = tcplife::plan(&options, &btf, &path)?.load(&load_options)?;
+        if loaded.parts.contains(&("accept", Some(tcplife::SYSCALL_ACCEPT))) {
+            diag::note(&format!("tcplife: {}", tcplife::ACCEPT_SYSCALL_TAX));
+        }
         let format = args.events.format(&args.runtime);
         let mut tool = EventTool::new(columns(&args, format), "Tracing TCP sessions... Hit Ctrl-C to end.");
         tool.inflight = "sessions";

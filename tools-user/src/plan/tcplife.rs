@@ -59,8 +59,9 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     if config.has_bytes == 0 {
         log::info!("bytes: unknown (no tcp_sock byte counters in BTF)");
     }
-    // accept() leads to its socket through the descriptor table.
-    let accept = btf.as_ref().ok().and_then(|btf| {
+    // The accept syscalls' exit leads to the socket through the
+    // descriptor table.
+    let syscall_accept = btf.as_ref().ok().and_then(|btf| {
         let ret = tracefs::Format::read("syscalls", "sys_exit_accept4").and_then(|f| f.field("ret"));
         match (offsets::task(btf), offsets::file(btf), ret, &no_sock) {
             (Ok(task), Ok(file), Ok((ret, _)), None) => {
@@ -70,16 +71,28 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
             _ => None,
         }
     });
-    if accept.is_none() {
-        log::info!("accept: owners of accepted sockets known only when they close (no BTF or no accept tracepoints)");
-    }
     let no_tracepoint = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
 
-    let with_accept = |rung: Rung| match accept {
-        Some(()) => rung
+    // accept() hands a socket to its owner: fexit or a kretprobe on
+    // inet_csk_accept where the kernel allows them; else the accept
+    // syscalls' exit tracepoints, which put every system call of every
+    // process on the slow path (see ACCEPT_SYSCALL_TAX); else owners of
+    // accepted sockets are known when they close.
+    let cgroup_refused = super::current_task_refused(path.build, options.cgroup.map(|_| "-c"));
+    let accept = vec![
+        fexit_accept(btf),
+        Rung::new("kretprobe")
+            .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
+            .unusable_if(cgroup_refused.clone()),
+        Rung::new(SYSCALL_ACCEPT)
             .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept"))
-            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept4")),
-        None => rung,
+            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept4"))
+            .unusable_if(syscall_accept.is_none().then(|| "no BTF offsets or no accept tracepoints".to_owned())),
+    ];
+    // The exporter's counts do not name owners: it takes no accept path.
+    let with_accept = |rung: Rung| match options.histograms {
+        true => rung,
+        false => rung.optional("accept", accept.clone()),
     };
     let rungs = vec![
         with_accept(Rung::new("raw_tracepoint").program(programs::RAW_STATE, Attach::raw_tp("inet_sock_set_state")))
@@ -92,7 +105,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
             .program(programs::KP_STATE, Attach::kprobe(&["tcp_set_state"]))
             .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
             .unusable_if(no_sock)
-            .unusable_if(super::current_task_refused(path.build, options.cgroup.map(|_| "-c"))),
+            .unusable_if(cgroup_refused),
     ];
     let mut plan = Plan::new(ebpf_object!("tcplife"), path.build, config, rungs);
     plan.map_sizes = path.max_entries();
@@ -100,6 +113,35 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     let (local, remote) = (options.local_ports.clone(), options.remote_ports.clone());
     plan.fill = Some(Box::new(move |ebpf: &mut aya::Ebpf| fill_ports(ebpf, &local, &remote)));
     Ok(plan)
+}
+
+/// The accept path through the syscalls' tracepoints, as `Loaded::parts`
+/// names it.
+pub const SYSCALL_ACCEPT: &str = "syscall tracepoints";
+
+/// What the accept syscalls' tracepoints cost, said when they are taken.
+pub const ACCEPT_SYSCALL_TAX: &str = "owners of accepted sockets come from the accept syscalls' tracepoints \
+                                      (this kernel allows neither fexit nor kretprobes): every system call on \
+                                      the host pays about 14 ns while this runs (OVERHEAD in tcplife(8))";
+
+/// fexit on `inet_csk_accept`: the program for the kernel's signature.
+fn fexit_accept(btf: BtfSource<'_>) -> Rung {
+    const FUNCTION: &str = "inet_csk_accept";
+    let rung = Rung::new("fexit");
+    let btf = match btf {
+        Ok(btf) => btf,
+        Err(err) => return rung.unusable_if(Some(err.clone())),
+    };
+    let program = match btf.function_params(FUNCTION) {
+        Some(2) => programs::FEXIT_ACCEPT_ARG,
+        Some(4) => programs::FEXIT_ACCEPT_FLAGS,
+        Some(n) => return rung.unusable_if(Some(format!("{FUNCTION} takes {n} parameters here, neither 2 nor 4"))),
+        None => return rung.unusable_if(Some(format!("{FUNCTION} is not in the BTF"))),
+    };
+    // Asked first with an empty program: where the kernel refuses fentry
+    // (as here), that is known before aya parses the kernel's BTF.
+    let refused = btf.function_id(FUNCTION).and_then(|id| crate::loader::fentry_allowed(id).err());
+    rung.program(program, Attach::fexit(FUNCTION)).unusable_if(refused)
 }
 
 fn tracepoint_fields(config: &mut Config) -> Result<()> {

@@ -80,7 +80,9 @@ fn read_to_eof(stream: &mut TcpStream) {
 /// server M; CLOSER (`client` or `server`) closes first, 300 ms after the
 /// exchange, the other when it sees the end. FAMILY is 4, 6 or `mapped`
 /// (IPv6 sockets on `::ffff:127.0.0.1`). CLOSER `refused` connects to a
-/// closed port instead. With `pre`, the connection is made before the
+/// closed port instead; CLOSER `reset` has the client reset the connection
+/// (SO_LINGER 0) 300 ms after the exchange: the server's socket closes in
+/// softirq, and no process ever closes it. With `pre`, the connection is made before the
 /// go byte (a session open before the tool starts). Prints
 /// `server PID client PID port PORT`, then waits for the go byte on stdin.
 pub fn session(args: &[String], go: impl FnOnce()) {
@@ -104,6 +106,7 @@ pub fn session(args: &[String], go: impl FnOnce()) {
     let pause = || std::thread::sleep(Duration::from_millis(300));
     let server_closes = closer == "server";
     let refused = closer == "refused";
+    let reset = closer == "reset";
     let early = pre.then(|| TcpStream::connect(connect_to(port)).expect("connect"));
     let accepted = early.as_ref().map(|_| listener.accept().expect("accept").0);
     // The server must not hold the client's end: it would keep it open.
@@ -123,6 +126,10 @@ pub fn session(args: &[String], go: impl FnOnce()) {
             conn.write_all(&vec![b's'; m]).unwrap();
             if server_closes {
                 pause();
+            } else if reset {
+                let mut byte = [0u8; 1];
+                let got = conn.read(&mut byte);
+                assert!(got.is_err(), "the client did not reset the connection: {got:?}");
             } else {
                 read_to_eof(&mut conn);
             }
@@ -141,6 +148,20 @@ pub fn session(args: &[String], go: impl FnOnce()) {
             read_to_eof(&mut conn);
         } else {
             pause();
+        }
+        if reset {
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: a valid option of the size passed, on our own socket.
+            let set = unsafe {
+                libc::setsockopt(
+                    conn.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+            };
+            assert_eq!(set, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
         }
     });
     println!("server {server} client {client} port {port}");
