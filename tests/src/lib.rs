@@ -628,6 +628,14 @@ impl Lost {
     }
 }
 
+/// The running kernel's (major, minor) release, for tests whose answer
+/// depends on what the kernel reports (the tools never ask).
+pub fn kernel_release() -> (u32, u32) {
+    let release = read("/proc/sys/kernel/osrelease");
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
 /// Reads a whole file to a string, for /proc lookups.
 pub fn read(path: &str) -> String {
     let mut s = String::new();

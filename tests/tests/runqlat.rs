@@ -345,6 +345,12 @@ fn wakeups_skipped_beside_another_bpf_reader_are_counted_as_lost() {
         skipped.push(lost.skipped);
     }
     eprintln!("skipped on the tracepoint, then the raw tracepoint: {skipped:?}");
+    // Tracepoints' skipped runs are counted by the kernel since 6.7 only
+    // (the field itself is 5.12's).
+    if kernel_release() < (6, 7) {
+        assert_eq!(skipped, [0, 0]);
+        return;
+    }
     assert!(skipped[0] > skipped[1], "skipped on the tracepoint, then the raw tracepoint: {skipped:?}");
 }
 
