@@ -134,8 +134,9 @@ mod bpf {
         if ret == 0 {
             ev.args_len = len as u32;
         } else {
-            // Still an exec worth reporting: flagged, not counted as lost.
-            ev.flags |= event_flags::ARGS_UNREADABLE;
+            // Still an exec worth reporting: flagged, not counted as lost
+            // (nor said to be cut: none of it was read).
+            ev.flags = (ev.flags & !event_flags::ARGS_TRUNCATED) | event_flags::ARGS_UNREADABLE;
         }
         ev.flags |= event_flags::FROM_MM;
         send(ctx, ev);
