@@ -120,7 +120,7 @@ fn a_reset_session_is_owned_by_its_accepter() {
         assert!(out.stderr.contains("rung kprobe: all"), "{}", out.stderr);
         return;
     };
-    let taxed = out.stderr.contains("every system call on the host pays about");
+    let taxed = out.stderr.contains("every system call on the host takes the slow path");
     assert_eq!(taken.ends_with("syscall tracepoints"), taxed, "{}", out.stderr);
     if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         assert!(!taxed, "syscall tracepoints where kprobes work: {}", out.stderr);

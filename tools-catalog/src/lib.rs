@@ -268,6 +268,13 @@ pub const TOOLS: &[Tool] = &[
             BEST,
             Cell { rung: "kprobe", env: &[("EBPF_TOOLS_RUNG", "kprobe")], tests: TCPLIFE_SESSIONS, kernels: &[] },
             Cell { rung: "btf-file", env: BTF_FILE, tests: TCPLIFE_SESSIONS, kernels: &[] },
+            // The kretprobe comes first where both work: fexit's own cell.
+            Cell {
+                rung: "fexit accept",
+                env: &[("EBPF_TOOLS_RUNG", "raw_tracepoint/fexit")],
+                tests: &["accepter"],
+                kernels: &[],
+            },
             legacy_4_4("4.4 kprobe", LEGACY_KPROBE, &["closes_first", "refused", "accepter", "default_text_layout"]),
         ],
         // Where accept() is traced through syscall tracepoints (this host's

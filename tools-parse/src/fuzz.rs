@@ -23,6 +23,7 @@ pub fn btf(data: &[u8]) {
     let _ = btf.raw_tracepoint_args("sched_switch");
     let _ = btf.enum_values("req_op");
     let _ = btf.function_id("ext4_file_read_iter");
+    let _ = btf.function_params("inet_csk_accept");
     let _ = btf.has_struct("request");
 }
 

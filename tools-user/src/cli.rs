@@ -69,7 +69,8 @@ pub struct RuntimeArgs {
     #[arg(long)]
     pub verbose: bool,
 
-    /// Use only this rung of the attach ladder (for tests). Also EBPF_TOOLS_RUNG.
+    /// Use only this rung of the attach ladder (for tests), and with
+    /// `RUNG/PATH` only that path of its optional parts. Also EBPF_TOOLS_RUNG.
     #[arg(long, hide = true, env = "EBPF_TOOLS_RUNG")]
     pub rung: Option<String>,
 

@@ -38,7 +38,8 @@ use crate::{loss::SkippedRuns, tracefs};
 /// `--btf` and the hidden test switches say (see `cli::RuntimeArgs`).
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Only this rung of the ladder (tests).
+    /// Only this rung of the ladder (tests); `RUNG/PATH` also takes only
+    /// that path of the rung's optional parts.
     pub rung: Option<String>,
     /// The legacy build even where the modern one loads (tests).
     pub legacy: bool,
@@ -288,8 +289,12 @@ impl Rung {
         Rung { name, programs: Vec::new(), unusable: None, optional: Vec::new() }
     }
 
-    /// Adds a part the rung can do without, and its ladder.
+    /// Adds a part the rung can do without, and its ladder. Its paths
+    /// share no program with the rung: a path that fails is unloaded whole.
     pub fn optional(mut self, what: &'static str, ladder: Vec<Rung>) -> Self {
+        let shared =
+            ladder.iter().flat_map(|path| &path.programs).find(|(p, _)| self.programs.iter().any(|(q, _)| q == p));
+        assert!(shared.is_none(), "rung {}: {what} shares {shared:?} with it", self.name);
         self.optional.push(Optional { what, ladder });
         self
     }
@@ -320,7 +325,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub build: Build,
     pub rung: &'static str,
-    /// (program, hook) of the rung taken, as `--verbose` names them.
+    /// (program, hook) of the rung taken and of its optional parts' paths
+    /// taken, as `--verbose` names them.
     pub hooks: Vec<(String, String)>,
     /// What the tool keeps doing while it runs.
     pub keeper: Option<Box<dyn Keeper>>,
@@ -456,7 +462,13 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
         fill(&mut ebpf)?;
     }
 
-    if let Some(forced) = &options.rung {
+    // `--rung RUNG`, or `RUNG/PATH`: that rung, and for its optional parts
+    // only that path (a test of a path the kernel would not choose first).
+    let (forced, forced_path) = match options.rung.as_deref().map(|r| r.split_once('/').unwrap_or((r, ""))) {
+        Some((rung, path)) => (Some(rung), (!path.is_empty()).then_some(path)),
+        None => (None, None),
+    };
+    if let Some(forced) = forced {
         if !rungs.iter().any(|r| r.name == forced) {
             let names: Vec<_> = rungs.iter().map(|r| r.name).collect();
             let why = format!("unknown rung {forced:?}; this tool has {}", names.join(", "));
@@ -466,7 +478,7 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
 
     let mut tried = String::new();
     for rung in rungs {
-        if options.rung.as_deref().is_some_and(|forced| forced != rung.name) {
+        if forced.is_some_and(|forced| forced != rung.name) {
             continue;
         }
         if let Some(reason) = &rung.unusable {
@@ -486,12 +498,21 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
                 let mut programs = rung.programs.clone();
                 let mut parts = Vec::new();
                 for part in &rung.optional {
-                    let taken = attach_optional(&mut ebpf, rung.name, part);
+                    let taken = attach_optional(&mut ebpf, rung.name, part, forced_path);
+                    if let (Some(path), None) = (forced_path, taken) {
+                        bail!(
+                            "rung {}: {}: path {path} (asked for) did not attach (--verbose says why)",
+                            rung.name,
+                            part.what
+                        );
+                    }
                     programs.extend(taken.iter().flat_map(|alternative| alternative.programs.iter().cloned()));
                     parts.push((part.what, taken.map(|alternative| alternative.name)));
                 }
                 let hooks = programs.iter().map(|(p, a)| (p.clone(), a.to_string())).collect();
                 let skipped = SkippedRuns::of(&ebpf, programs.iter().map(|(program, _)| program.as_str()));
+                // The last line of a load (the benchmark reads up to it).
+                log::info!("rung {}: loaded in {:.1} ms", rung.name, started.elapsed().as_secs_f64() * 1e3);
                 return Ok(Loaded { ebpf, build, rung: rung.name, hooks, keeper: None, skipped, parts });
             }
             Err(err) => {
@@ -650,10 +671,15 @@ pub fn attach_rung(ebpf: &mut Ebpf, rung: &Rung) -> Result<()> {
     Ok(())
 }
 
-/// Attaches the first alternative of `part` that works, after rung `rung`.
-fn attach_optional<'p>(ebpf: &mut Ebpf, rung: &str, part: &'p Optional) -> Option<&'p Rung> {
+/// Attaches the first alternative of `part` that works, after rung `rung`
+/// (only `only`, when a test asks for it).
+fn attach_optional<'p>(ebpf: &mut Ebpf, rung: &str, part: &'p Optional, only: Option<&str>) -> Option<&'p Rung> {
     for alternative in &part.ladder {
         let (what, name) = (part.what, alternative.name);
+        if only.is_some_and(|only| only != name) {
+            log::info!("rung {rung}: {what}: {name} not asked for");
+            continue;
+        }
         if let Some(reason) = &alternative.unusable {
             log::info!("rung {rung}: {what}: {name} not usable: {reason}");
             continue;

@@ -404,9 +404,9 @@ impl Bench {
                     kept = hooks.len();
                 }
             }
-            // A tool has one rung, whose load ends by saying whether the
-            // kernel counts skipped runs; the exporter says when it has them all.
-            if tool != EXPORTER && !rungs.is_empty() && line.contains("recursion_misses") {
+            // A tool has one rung, whose load ends with `rung X: loaded in`;
+            // the exporter says when it has them all.
+            if tool != EXPORTER && line.contains(": rung ") && line.contains(": loaded in ") {
                 break;
             }
             if line.contains(": serving ") {

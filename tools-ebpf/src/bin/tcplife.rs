@@ -12,8 +12,8 @@
 //! Rungs, best first: raw tracepoint `inet_sock_set_state` (4.16+; all from
 //! the socket, at BTF offsets), tracepoint `sock:inet_sock_set_state` (the
 //! record's addresses; byte counters only with BTF), kprobe `tcp_set_state`.
-//! accept() has a ladder of its own on the first two: fexit or kretprobe on
-//! `inet_csk_accept`, else the accept syscalls' exit tracepoints.
+//! accept() has a ladder of its own on the first two: a kretprobe or fexit
+//! on `inet_csk_accept`, else the accept syscalls' exit tracepoints.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             histograms: false,
         };
         let loaded = tcplife::plan(&options, &btf, &path)?.load(&load_options)?;
-        if loaded.parts.contains(&("accept", Some(tcplife::SYSCALL_ACCEPT))) {
+        if loaded.parts.contains(&(tcplife::ACCEPT, Some(tcplife::SYSCALL_ACCEPT))) {
             diag::note(&format!("tcplife: {}", tcplife::ACCEPT_SYSCALL_TAX));
         }
         let format = args.events.format(&args.runtime);

@@ -73,26 +73,29 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     });
     let no_tracepoint = tracepoint_fields(&mut config).err().map(|e| format!("{e:#}"));
 
-    // accept() hands a socket to its owner: fexit or a kretprobe on
-    // inet_csk_accept where the kernel allows them; else the accept
-    // syscalls' exit tracepoints, which put every system call of every
-    // process on the slow path (see ACCEPT_SYSCALL_TAX); else owners of
-    // accepted sockets are known when they close.
+    // accept() hands a socket to its owner: a kretprobe or fexit on
+    // inet_csk_accept where the kernel allows them (the kretprobe first:
+    // fexit needs the kernel's whole BTF parsed, about 15 ms and 17 MB at
+    // start-up); else the accept syscalls' exit tracepoints, which put
+    // every system call of every process on the slow path (see
+    // ACCEPT_SYSCALL_TAX); else owners of accepted sockets are known when
+    // they close. The exporter's counts name no owner: it takes none.
     let cgroup_refused = super::current_task_refused(path.build, options.cgroup.map(|_| "-c"));
-    let accept = vec![
-        fexit_accept(btf),
-        Rung::new("kretprobe")
-            .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
-            .unusable_if(cgroup_refused.clone()),
-        Rung::new(SYSCALL_ACCEPT)
-            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept"))
-            .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept4"))
-            .unusable_if(syscall_accept.is_none().then(|| "no BTF offsets or no accept tracepoints".to_owned())),
-    ];
-    // The exporter's counts do not name owners: it takes no accept path.
-    let with_accept = |rung: Rung| match options.histograms {
-        true => rung,
-        false => rung.optional("accept", accept.clone()),
+    let accept = (!options.histograms).then(|| {
+        vec![
+            Rung::new("kretprobe")
+                .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
+                .unusable_if(cgroup_refused.clone()),
+            fexit_accept(btf),
+            Rung::new(SYSCALL_ACCEPT)
+                .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept"))
+                .program(programs::ACCEPT_EXIT, Attach::tracepoint("syscalls", "sys_exit_accept4"))
+                .unusable_if(syscall_accept.is_none().then(|| "no BTF offsets or no accept tracepoints".to_owned())),
+        ]
+    });
+    let with_accept = |rung: Rung| match &accept {
+        Some(ladder) => rung.optional(ACCEPT, ladder.clone()),
+        None => rung,
     };
     let rungs = vec![
         with_accept(Rung::new("raw_tracepoint").program(programs::RAW_STATE, Attach::raw_tp("inet_sock_set_state")))
@@ -115,14 +118,16 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     Ok(plan)
 }
 
-/// The accept path through the syscalls' tracepoints, as `Loaded::parts`
-/// names it.
+/// The optional part that records who accepted a socket, and its path
+/// through the syscalls' tracepoints, as `Loaded::parts` names them.
+pub const ACCEPT: &str = "accept";
 pub const SYSCALL_ACCEPT: &str = "syscall tracepoints";
 
 /// What the accept syscalls' tracepoints cost, said when they are taken.
 pub const ACCEPT_SYSCALL_TAX: &str = "owners of accepted sockets come from the accept syscalls' tracepoints \
-                                      (this kernel allows neither fexit nor kretprobes): every system call on \
-                                      the host pays about 14 ns while this runs (OVERHEAD in tcplife(8))";
+                                      (neither a kretprobe nor fexit on inet_csk_accept works here: --verbose \
+                                      says why): every system call on the host takes the slow path while this \
+                                      runs (14 ns more each where measured: OVERHEAD in tcplife(8))";
 
 /// fexit on `inet_csk_accept`: the program for the kernel's signature.
 fn fexit_accept(btf: BtfSource<'_>) -> Rung {
