@@ -275,7 +275,7 @@ pub struct Rung {
 /// first alternative that attaches is kept; when none does, the rung stands
 /// without the part (`--verbose` says why). So a part never raises a rung's
 /// floor, and its alternatives are not in the floor table. tcplife's
-/// accept(): fexit, else a kretprobe, else the accept syscalls' tracepoints.
+/// accept(): a kretprobe, else fexit, else the accept syscalls' tracepoints.
 #[derive(Clone, Debug)]
 pub struct Optional {
     /// What the part does, as `--verbose` names it.
