@@ -1,9 +1,9 @@
 //! The shared runtime of the tools: loading with fallbacks, BTF offsets,
-//! event streams, histograms, columns and output formats, latency
-//! heatmaps, common flags, signals and exit status, and what every program
-//! says about itself (`--version`, man page, completions). Each binary in
-//! `src/bin` holds only what is specific to its tool: its flags, its plan,
-//! its columns.
+//! event streams, histograms, columns and output formats, common flags,
+//! signals and exit status, and what every program says about itself
+//! (`--version`, man page, completions). Heatmaps are `tools_heatmap`'s.
+//! Each binary in `src/bin` holds only what is specific to its tool: its
+//! flags, its plan, its columns.
 
 pub mod btf;
 pub mod cgroup;
@@ -13,7 +13,6 @@ pub mod diag;
 pub mod driver;
 pub mod events;
 pub mod exporter;
-pub mod heatmap;
 pub mod histogram;
 pub mod kernel_maps;
 pub mod lifetime;

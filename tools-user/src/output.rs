@@ -250,5 +250,7 @@ mod tests {
         let t = rfc3339_now();
         assert_eq!(t.len(), "2026-11-23T20:55:01.123456+00:00".len(), "{t}");
         assert!(matches!(&t[26..27], "+" | "-"));
+        // The heatmap reads it back.
+        assert!(tools_heatmap::time::Stamp::parse(&t).is_some());
     }
 }

@@ -1,10 +1,12 @@
 //! `cargo xtask fuzz [TARGET] [--seconds N]`: the parsers of outside input
-//! (tools-parse: BTF, ELF, tracefs formats, /proc maps) under libFuzzer,
-//! through cargo-fuzz on the nightly toolchain. Each run starts from seeds
-//! made of real inputs (this machine's BTF and the kernel matrix's, its C
-//! libraries, tracefs formats, /proc maps) and a small synthetic BTF. A
-//! fault fails the run, and its input is kept in fuzz/regressions/TARGET/,
-//! which tools-parse's tests replay every time.
+//! (tools-parse: BTF, ELF, tracefs formats, /proc maps; tools-heatmap:
+//! captures) under libFuzzer, through cargo-fuzz on the nightly toolchain.
+//! Each run starts from seeds made of real inputs (this machine's BTF and
+//! the kernel matrix's, its C libraries, tracefs formats, /proc maps, the
+//! README's runqlat capture) and small synthetic ones (a BTF, captures of
+//! keyed histograms and of each event tool). A fault fails the run, and its
+//! input is kept in fuzz/regressions/TARGET/, which the parsers' tests
+//! replay every time.
 
 use std::{
     fs,
@@ -16,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{run, setup, workspace};
 
-pub const TARGETS: [&str; 4] = ["btf", "elf", "tracefs_format", "proc_maps"];
+pub const TARGETS: [&str; 5] = ["btf", "elf", "tracefs_format", "proc_maps", "capture"];
 
 pub fn fuzz(only: Option<&str>, seconds: u64) -> Result<()> {
     let targets: Vec<&str> = match only {
@@ -149,6 +151,10 @@ fn seed(target: &str, corpus: &Path) -> Result<()> {
             file("self", Path::new("/proc/self/maps"));
             file("init", Path::new("/proc/1/maps"));
         }
+        "capture" => {
+            file("runqlat.jsonl", &workspace().join("docs/heatmap-runqlat.jsonl"));
+            seeds.extend(small_captures());
+        }
         _ => unreachable!("targets come from TARGETS"),
     }
     if seeds.is_empty() {
@@ -211,8 +217,61 @@ fn small_btf() -> Vec<u8> {
     btf
 }
 
+/// Small captures of what the heatmap reads besides runqlat's histograms:
+/// keyed histograms with a gap and a second run, and each event tool's
+/// latency records with a loss.
+fn small_captures() -> Vec<(String, Vec<u8>)> {
+    let time = |s: u32| format!("2026-12-07T10:00:{s:02}.5+01:00");
+    let capture = |tool: &str, s| {
+        format!(
+            r#"{{"tool":"{tool}","type":"capture","time":"{}","host":"h","kernel":"k","command":["{tool}"]}}"#,
+            time(s)
+        )
+    };
+    let mut keyed = String::new();
+    for (run, intervals) in [(0, [1, 2, 5]), (20, [1, 2, 3])] {
+        keyed += &capture("biolatency", run);
+        keyed.push('\n');
+        for interval in intervals {
+            for disk in ["sda", "vdb"] {
+                keyed += &format!(
+                    r#"{{"tool":"biolatency","type":"histogram","time":"{}","interval":{interval},"unit":"usecs","key":{{"disk":"{disk}"}},"count":3,"lost":1,"p50":5,"p99":70,"max":70,"slots":[[4,4,1],[5,5,1],[64,71,1]]}}"#,
+                    time(run + interval)
+                );
+                keyed.push('\n');
+            }
+        }
+    }
+    let mut seeds = vec![("keyed.jsonl".to_owned(), keyed.into_bytes())];
+    for tool in tools_catalog::TOOLS {
+        let Some(latency) = &tool.latency else { continue };
+        let mut events = capture(tool.name, 0) + "\n";
+        for (s, value) in [(1, 900), (2, 15_000), (4, 2_000_000)] {
+            events += &format!(
+                r#"{{"tool":"{}","type":"{}","time":"{}","{}":{value}}}"#,
+                tool.name,
+                latency.record,
+                time(s),
+                latency.field
+            );
+            events.push('\n');
+        }
+        events += &format!(r#"{{"tool":"{}","type":"lost","time":"{}","count":2}}"#, tool.name, time(5));
+        seeds.push((format!("{}.jsonl", tool.name), events.into_bytes()));
+    }
+    seeds
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_small_captures_draw() {
+        for (name, capture) in super::small_captures() {
+            let drawn = tools_heatmap::draw(&capture, &tools_heatmap::Options::default());
+            assert!(drawn.is_ok_and(|(_, warnings)| warnings.is_empty()), "{name}");
+        }
+    }
+
     #[test]
     fn the_small_btf_reads_as_a_kernels_would() {
         let btf = tools_parse::btf::Btf::parse(super::small_btf()).unwrap();

@@ -4,16 +4,17 @@
 //! Not a tracer: it needs no BPF and no root.
 
 use std::{
-    io::{Read as _, Write as _},
+    fs::File,
+    io::{BufReader, Write as _},
     path::PathBuf,
     process::ExitCode,
 };
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use tools_heatmap::Options;
 use tools_user::{
     diag::{note, tool_name},
-    heatmap::{self, Options},
     lifetime::{self, BadInput},
     manual,
 };
@@ -49,17 +50,17 @@ fn main() -> ExitCode {
         // It waits for no signal: Ctrl-C ends it as it ends any program.
         lifetime::signals_end_the_process();
         let args = manual::parse::<Args>(tools_user::man_page!("ebpf-tools-heatmap.1"));
-        let mut input = Vec::new();
-        match args.capture.as_deref().filter(|p| p.as_os_str() != "-") {
-            // The capture the user names is bad input if it cannot be read.
+        // The capture is read a line at a time (it may be gigabytes); one
+        // that cannot be read is bad input, named.
+        let (svg, warnings) = match args.capture.as_deref().filter(|p| p.as_os_str() != "-") {
             Some(path) => {
-                input = std::fs::read(path).map_err(|e| BadInput(format!("reading {}: {e}", path.display())))?
+                let named = |e: &dyn std::fmt::Display| BadInput(format!("{}: {e}", path.display()));
+                let file = File::open(path).map_err(|e| named(&e))?;
+                tools_heatmap::draw(BufReader::new(file), &args.options).map_err(|bad| named(&bad))?
             }
-            None => {
-                std::io::stdin().read_to_end(&mut input).context("reading standard input")?;
-            }
-        }
-        let (svg, warnings) = heatmap::draw(&input, &args.options)?;
+            None => tools_heatmap::draw(std::io::stdin().lock(), &args.options)
+                .map_err(|bad| BadInput(format!("standard input: {bad}")))?,
+        };
         for warning in warnings {
             note(&format!("{}: warning: {warning}", tool_name()));
         }
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
 fn write(args: &Args, svg: &str) -> Result<()> {
     match &args.output {
         Some(path) => {
-            heatmap::write_atomic(path, svg.as_bytes()).with_context(|| format!("writing {}", path.display()))
+            tools_heatmap::write_atomic(path, svg.as_bytes()).with_context(|| format!("writing {}", path.display()))
         }
         None => {
             let mut out = std::io::stdout().lock();

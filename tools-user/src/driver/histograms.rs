@@ -6,11 +6,11 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use serde_json::{json, Value};
+use tools_heatmap::Live;
 
 use crate::{
     cli::{HistogramArgs, RuntimeArgs},
     diag::{note, tool_name},
-    heatmap::Live,
     histogram::{self, Counts, HistogramMaps, Interval},
     lifetime::{runtime, Shutdown, EXIT_LOST},
     loader::Loaded,

@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-use super::{
+use crate::{
     capture::{fit, Cells, Column, Picture},
     time::{duration, trimmed},
     Scale,

@@ -2,14 +2,17 @@
 //! columns of a heatmap: one per interval of a histogram tool, one per time
 //! bin of an event tool's latencies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, Read as _},
+};
 
 use serde_json::{Map, Value};
 
 use tools_catalog::LatencyField;
 
-use super::time::Stamp;
-use crate::lifetime::BadInput;
+use crate::time::Stamp;
+use crate::BadCapture;
 
 /// Where the records of event tool `tool` (or one of its aliases) of type
 /// `record` keep a latency: the catalog's `latency` of each tool.
@@ -36,6 +39,10 @@ const MAX_INTERVALS: usize = 2048;
 /// The most intervals a capture may skip at once (a million: 11 days of
 /// one-second intervals); more is a damaged or forged capture.
 const MAX_GAP: u64 = 1 << 20;
+
+/// The longest line read: the tools' records are a few kilobytes at most
+/// (a keyed histogram's slots, an exec's arguments).
+const MAX_LINE: usize = 1 << 20;
 
 /// Counts by inclusive [low, high] range of values, in the capture's unit.
 pub type Cells = BTreeMap<(u64, u64), u64>;
@@ -156,20 +163,20 @@ pub struct Capture {
     keys: BTreeSet<String>,
 }
 
-fn bad(line: usize, message: impl std::fmt::Display) -> BadInput {
-    BadInput(format!("line {line}: {message}"))
+fn bad(line: usize, message: impl std::fmt::Display) -> BadCapture {
+    BadCapture(format!("line {line}: {message}"))
 }
 
-fn text<'r>(record: &'r Map<String, Value>, name: &str, line: usize) -> Result<&'r str, BadInput> {
+fn text<'r>(record: &'r Map<String, Value>, name: &str, line: usize) -> Result<&'r str, BadCapture> {
     record.get(name).and_then(Value::as_str).ok_or_else(|| bad(line, format!("no string \"{name}\"")))
 }
 
-fn whole(record: &Map<String, Value>, name: &str, line: usize) -> Result<u64, BadInput> {
+fn whole(record: &Map<String, Value>, name: &str, line: usize) -> Result<u64, BadCapture> {
     record.get(name).and_then(Value::as_u64).ok_or_else(|| bad(line, format!("no whole number \"{name}\"")))
 }
 
 /// A record's key as `--key` spells it: `pid=42`, `disk=sda,flags=Sync-Write`.
-fn key_text(key: &Value, line: usize) -> Result<String, BadInput> {
+fn key_text(key: &Value, line: usize) -> Result<String, BadCapture> {
     let key = key.as_object().ok_or_else(|| bad(line, "\"key\" is not an object"))?;
     let parts: Vec<String> = key
         .iter()
@@ -188,7 +195,7 @@ fn normal_key(key: &str) -> String {
 
 /// A histogram record's cells: the kernel's fine `slots` where the record
 /// has them, else its log2 `buckets`.
-fn record_cells(record: &Map<String, Value>, line: usize) -> Result<Vec<(u64, u64, u64)>, BadInput> {
+fn record_cells(record: &Map<String, Value>, line: usize) -> Result<Vec<(u64, u64, u64)>, BadCapture> {
     let triple = |low: Option<u64>, high: Option<u64>, count: Option<u64>| match (low, high, count) {
         (Some(l), Some(h), Some(c)) if l <= h => Ok((l, h, c)),
         _ => Err(bad(line, "a bucket is not low <= high with a count")),
@@ -237,25 +244,35 @@ impl Capture {
         }
     }
 
-    /// Reads a whole capture. A last line cut short (no newline at the end,
+    /// Reads a whole capture, a line at a time: what it keeps is the
+    /// samples, not the text. A last line cut short (no newline at the end,
     /// and not JSON: the writer was killed mid-line) is left out, with a
     /// warning; any other line that is not a record is an error naming it.
-    pub fn read(input: &[u8], choice: Choice) -> Result<(Picture, Vec<String>), BadInput> {
+    pub fn read(mut input: impl BufRead, choice: Choice) -> Result<(Picture, Vec<String>), BadCapture> {
         let mut capture = Capture { bounded: false, ..Capture::new(choice) };
         let mut warnings = Vec::new();
-        let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-        for (i, line) in lines.iter().enumerate() {
+        let mut line = Vec::new();
+        for number in 1.. {
+            line.clear();
+            let read = (&mut input).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line);
+            match read {
+                Ok(0) => break,
+                Ok(_) if line.len() > MAX_LINE => {
+                    return Err(bad(number, format!("longer than {} MiB: not a record", MAX_LINE >> 20)))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(bad(number, format!("cannot be read: {e}"))),
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let number = i + 1;
-            let parsed = std::str::from_utf8(line)
+            let parsed = std::str::from_utf8(&line)
                 .map_err(|e| e.to_string())
                 .and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| e.to_string()));
             match parsed {
                 Ok(record) => capture.record(number, &record)?,
                 // The piece after the last newline is the one a kill cuts.
-                Err(_) if number == lines.len() => warnings.push(format!(
+                Err(_) if !line.ends_with(b"\n") => warnings.push(format!(
                     "line {number} is cut short (no newline at its end, not JSON): left out; the lines before it are drawn"
                 )),
                 Err(e) => return Err(bad(number, format!("not a JSON record: {e}"))),
@@ -265,7 +282,7 @@ impl Capture {
     }
 
     /// Takes one record; `line` names it in errors.
-    pub fn record(&mut self, line: usize, record: &Value) -> Result<(), BadInput> {
+    pub fn record(&mut self, line: usize, record: &Value) -> Result<(), BadCapture> {
         self.lines = line;
         let record = record.as_object().ok_or_else(|| bad(line, "not a JSON object"))?;
         let tool = text(record, "tool", line)?;
@@ -324,7 +341,7 @@ impl Capture {
         Ok(())
     }
 
-    fn histogram(&mut self, line: usize, record: &Map<String, Value>, time: Stamp) -> Result<(), BadInput> {
+    fn histogram(&mut self, line: usize, record: &Map<String, Value>, time: Stamp) -> Result<(), BadCapture> {
         let unit = text(record, "unit", line)?;
         let unit_ns = UNITS
             .iter()
@@ -414,21 +431,21 @@ impl Capture {
     }
 
     /// The picture of what has been read so far.
-    pub fn picture(&self) -> Result<Picture, BadInput> {
+    pub fn picture(&self) -> Result<Picture, BadCapture> {
         let Some((tool, _)) = &self.tool else {
             return Err(match (&self.choice.tool, self.lines) {
-                (Some(want), _) if !self.other_tools.is_empty() => BadInput(format!(
+                (Some(want), _) if !self.other_tools.is_empty() => BadCapture(format!(
                     "no {want} records in the capture; it has: {}",
                     self.other_tools.iter().cloned().collect::<Vec<_>>().join(", ")
                 )),
-                (_, 0) => BadInput("empty capture: no records".into()),
-                (_, n) => BadInput(format!("empty capture: no records in {n} lines")),
+                (_, 0) => BadCapture("empty capture: no records".into()),
+                (_, n) => BadCapture(format!("empty capture: no records in {n} lines")),
             });
         };
         if let Some(want) = &self.choice.key {
             if !self.keys.contains(want) {
                 let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
-                return Err(BadInput(match keys.is_empty() {
+                return Err(BadCapture(match keys.is_empty() {
                     true => format!("--key {want}: the capture has no keyed histograms"),
                     false => format!("--key {want}: no such series; the capture has {}", keys.join(", ")),
                 }));
@@ -456,9 +473,9 @@ impl Capture {
             let (columns, bin) = self.bin_columns(field.unit_ns)?;
             picture.unit_ns = field.unit_ns;
             picture.columns = columns;
-            picture.series = format!("{} in {} bins", field.field, super::time::duration(bin as f64 * 1e3));
+            picture.series = format!("{} in {} bins", field.field, crate::time::duration(bin as f64 * 1e3));
         } else {
-            return Err(BadInput(format!("empty capture: no histogram or latency records in {} lines", self.lines)));
+            return Err(BadCapture(format!("empty capture: no histogram or latency records in {} lines", self.lines)));
         }
         Ok(picture)
     }
@@ -516,7 +533,7 @@ impl Capture {
 
     /// Events in time bins (`--bin`, else about 60 across the capture),
     /// aligned to whole multiples of the bin; returns them and the bin in µs.
-    fn bin_columns(&self, unit_ns: u64) -> Result<(Vec<Column>, i64), BadInput> {
+    fn bin_columns(&self, unit_ns: u64) -> Result<(Vec<Column>, i64), BadCapture> {
         let times = self.samples.iter().chain(&self.lost).map(|(t, _)| *t).chain(self.run_starts.values().copied());
         let first = times.clone().min_by_key(|t| t.micros).expect("samples");
         let last = times.max_by_key(|t| t.micros).expect("samples");
@@ -528,7 +545,7 @@ impl Capture {
         let t0 = first.micros.div_euclid(bin) * bin;
         let n = (last.micros - t0) / bin + 1;
         if n > MAX_BINS {
-            return Err(BadInput(format!(
+            return Err(BadCapture(format!(
                 "--bin {}: {n} columns across the capture, at most {MAX_BINS}: choose a wider bin",
                 bin as f64 / 1e6
             )));
@@ -617,7 +634,7 @@ pub fn fit(columns: &[Column], max: usize, unit_ns: u64) -> (Vec<Column>, usize)
 mod tests {
     use super::*;
 
-    fn read(text: &str) -> Result<(Picture, Vec<String>), BadInput> {
+    fn read(text: &str) -> Result<(Picture, Vec<String>), BadCapture> {
         Capture::read(text.as_bytes(), Choice::default())
     }
 
@@ -708,6 +725,8 @@ mod tests {
             (runqlat.replace("\"count\":1", "\"count\":2"), "line 1: its buckets add up to 1, its count says 2"),
             (format!("{runqlat}{}", runqlat.replace("usecs", "msecs")), "line 2: unit msecs, but line 1 was in usecs"),
             (runqlat.replace("2026-11-24T10", "yesterday"), "line 1: \"time\" is not RFC 3339"),
+            // A line is read up to its bound, not whole, before it is refused.
+            (format!("{runqlat}{}\n", " ".repeat(MAX_LINE + 1)), "line 2: longer than 1 MiB: not a record"),
         ] {
             let err = read(&input).unwrap_err().0;
             assert!(err.starts_with(message), "{err:?} vs {message:?}");

@@ -3,8 +3,13 @@
 //! `ebpf-tools-heatmap`, or while a histogram tool runs (`--heatmap
 //! FILE.svg`); one reader and one drawing serve both, since the live
 //! picture is drawn from the very records `--json` prints.
+//!
+//! A capture is untrusted input (a postmortem's attachment, a copy cut
+//! short): what it makes the reader allocate is bounded by its size, and
+//! the reader is a fuzz target (`fuzz`).
 
 pub mod capture;
+pub mod fuzz;
 pub mod svg;
 pub mod time;
 
@@ -16,9 +21,21 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use crate::lifetime::BadInput;
 use capture::{Capture, Choice, Picture};
 use svg::Style;
+
+/// A capture that cannot be drawn (a line that is no record, an unknown
+/// series), and why: the tool says it and exits with status 2.
+#[derive(Debug)]
+pub struct BadCapture(pub String);
+
+impl std::fmt::Display for BadCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadCapture {}
 
 /// How counts map to colours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -113,7 +130,7 @@ impl Options {
 }
 
 /// Draws a whole capture: the SVG, and warnings (a last line cut short).
-pub fn draw(input: &[u8], options: &Options) -> Result<(String, Vec<String>), BadInput> {
+pub fn draw(input: impl io::BufRead, options: &Options) -> Result<(String, Vec<String>), BadCapture> {
     let (picture, warnings) = Capture::read(input, options.choice())?;
     Ok((options.draw(picture), warnings))
 }
