@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn the_small_captures_draw() {
         for (name, capture) in super::small_captures() {
-            let drawn = tools_heatmap::draw(&capture, &tools_heatmap::Options::default());
+            let drawn = tools_heatmap::draw(&capture[..], &tools_heatmap::Options::default());
             assert!(drawn.is_ok_and(|(_, warnings)| warnings.is_empty()), "{name}");
         }
     }
