@@ -46,7 +46,8 @@ pub fn tool_path(tool: &str) -> PathBuf {
         return PathBuf::from(dir).join(tool);
     }
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    ["x86_64-unknown-linux-musl/release", "release", "debug"]
+    let static_build = format!("{}-unknown-linux-musl/release", std::env::consts::ARCH);
+    [static_build.as_str(), "release", "debug"]
         .iter()
         .map(|dir| target.join(dir).join(tool))
         .find(|p| p.exists())

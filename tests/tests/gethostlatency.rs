@@ -172,7 +172,8 @@ fn a_process_without_a_c_library_is_refused() {
 fn libc_copy() -> (PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("ebpf-tools-libc-{}", unique_tag("h")));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", dir.join("libc.so.6")).unwrap();
+    let libc = format!("/lib/{}-linux-gnu/libc.so.6", std::env::consts::ARCH);
+    std::fs::copy(libc, dir.join("libc.so.6")).unwrap();
     let env = format!("LD_LIBRARY_PATH={}", dir.display());
     (dir, env)
 }
@@ -236,7 +237,8 @@ fn a_musl_program() {
     let mut lookup =
         std::process::Command::new(&program).arg("localhost").stdin(std::process::Stdio::piped()).spawn().unwrap();
     let pid = lookup.id();
-    assert!(tool.wait_for("x86_64-linux-musl/libc.so", Duration::from_secs(10)), "musl's libc.so was not probed");
+    let musl = format!("{}-linux-musl/libc.so", std::env::consts::ARCH);
+    assert!(tool.wait_for(&musl, Duration::from_secs(10)), "musl's libc.so was not probed");
     use std::io::Write as _;
     lookup.stdin.take().unwrap().write_all(b"g").unwrap();
     assert!(lookup.wait().unwrap().success());

@@ -25,7 +25,7 @@ pub use tools_ebpf_macros::{config, named};
 
 pub mod maps;
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_kernel};
 use tools_common::{
     offsets::{FileOffsets, TaskOffsets},
     CgroupFilter,
@@ -58,6 +58,28 @@ pub fn file_of_fd(task: *const u8, fd: i64, t: &TaskOffsets, f: &FileOffsets) ->
     let fds: *const u8 = read_field(fdt, f.fdt_fd)?;
     let file: *const u8 = read_field(fds, (fd as u32).wrapping_mul(8))?;
     (!file.is_null()).then_some(file)
+}
+
+/// At a function's entry (a uprobe's registers), the frame its caller
+/// made: the stack pointer and the return address, which together tell a
+/// nested call from the next one. x86-64's `call` pushed the return
+/// address where the stack pointer points; arm64's `bl` left it in the
+/// link register, x30.
+#[inline(always)]
+pub fn entry_frame(regs: *const pt_regs) -> (u64, u64) {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: the probe's own registers, which the kernel passes.
+        let sp = unsafe { (*regs).rsp };
+        // SAFETY: bpf_probe_read_user copes with any address.
+        let ret_addr = unsafe { aya_ebpf::helpers::bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+        (sp, ret_addr)
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        // SAFETY: as above.
+        unsafe { ((*regs).sp, (*regs).regs[30]) }
+    }
 }
 
 /// Whether `task` is in the `-c` cgroup or below it: its cgroup v2

@@ -90,9 +90,10 @@ pub fn capture_record() -> Map<String, Value> {
     // SAFETY: uname fills the struct it is given; a zeroed one is valid.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut uts) } == 0 {
-        let text = |field: &[libc::c_char]| {
-            let bytes: Vec<u8> = field.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-            Value::from(String::from_utf8_lossy(&bytes))
+        // c_char is i8 on x86-64 and u8 on arm64: read the bytes as a C string.
+        let text = |field: &[libc::c_char; 65]| {
+            // SAFETY: uname ends each field with a NUL within its 65 bytes.
+            Value::from(unsafe { std::ffi::CStr::from_ptr(field.as_ptr()) }.to_string_lossy())
         };
         obj.insert("host".into(), text(&uts.nodename));
         obj.insert("kernel".into(), text(&uts.release));

@@ -100,10 +100,7 @@ mod bpf {
             return;
         }
         let tid = id as u32;
-        // SAFETY: the probe's registers; at a function's entry the stack
-        // pointer points at its return address.
-        let sp = unsafe { (*ctx.regs).rsp };
-        let ret_addr = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+        let (sp, ret_addr) = tools_ebpf::entry_frame(ctx.regs);
         if let Some(call) = CALLS.in_flight(&tid) {
             let nested = sp < call.sp || (sp == call.sp && ret_addr != call.ret_addr);
             if call.depth > 0 && nested {
