@@ -20,17 +20,15 @@ const PROMISE: (u32, u32) = (4, 4);
 
 pub fn kernel_floor(bin_dir: &Path, check: bool) -> Result<()> {
     let mut rows: Vec<Value> = Vec::new();
-    for tool in tools_catalog::TOOLS.iter().filter(|t| t.object.is_some()) {
-        let out = Command::new(bin_dir.join(tool.name))
+    for tool in tools() {
+        let out = Command::new(bin_dir.join(tool))
             .arg("--kernel-floor")
             .output()
-            .with_context(|| format!("running {} --kernel-floor", tool.name))?;
+            .with_context(|| format!("running {tool} --kernel-floor"))?;
         if !out.status.success() {
-            bail!("{} --kernel-floor failed: {}", tool.name, String::from_utf8_lossy(&out.stderr).trim());
+            bail!("{tool} --kernel-floor failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            rows.push(serde_json::from_str(line).with_context(|| format!("{}: not JSON: {line}", tool.name))?);
-        }
+        rows.extend(parse(tool, &String::from_utf8_lossy(&out.stdout))?);
     }
     let table = table(&rows);
     println!("{table}");
@@ -54,9 +52,19 @@ pub fn kernel_floor(bin_dir: &Path, check: bool) -> Result<()> {
     Ok(())
 }
 
+/// The tools with BPF objects: what `--kernel-floor` runs on.
+pub fn tools() -> impl Iterator<Item = &'static str> {
+    tools_catalog::TOOLS.iter().filter(|t| t.object.is_some()).map(|t| t.name)
+}
+
+/// `tool --kernel-floor`'s output: one JSON row per rung.
+pub fn parse(tool: &str, output: &str) -> Result<Vec<Value>> {
+    output.lines().map(|line| serde_json::from_str(line).with_context(|| format!("{tool}: not JSON: {line}"))).collect()
+}
+
 /// Each tool's lowest rung (the one with the oldest kernel), where it needs
 /// a kernel newer than the promise.
-fn broken_promises(rows: &[Value]) -> Vec<String> {
+pub fn broken_promises(rows: &[Value]) -> Vec<String> {
     let mut broken = Vec::new();
     for tool in tools_catalog::TOOLS.iter().filter(|t| t.object.is_some()) {
         let floor = |row: &&Value| version(row["floor"].as_str().unwrap_or_default());
@@ -85,7 +93,7 @@ fn why(row: &Value) -> String {
 
 /// The Markdown table: every tool, build and rung (in the order the
 /// loader tries them), its oldest kernel and what sets it.
-fn table(rows: &[Value]) -> String {
+pub fn table(rows: &[Value]) -> String {
     let mut t = String::from(
         "| tool | build | rung | oldest kernel | what sets it | instructions |\n|---|---|---|---|---|---|\n",
     );

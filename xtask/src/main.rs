@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <command>`.
 
+mod arch;
 mod bench;
 mod docs;
 mod floor;
@@ -15,6 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use arch::Arch;
 use clap::{Parser, Subcommand};
 use setup::Needs;
 
@@ -32,11 +34,14 @@ enum Cmd {
     /// only what building needs, `deb` what packaging needs, `test` the rest.
     Setup,
     /// Set up if needed, then build every tool: release, statically linked
-    /// (musl), in target/x86_64-unknown-linux-musl/release.
+    /// (musl), in target/x86_64-unknown-linux-musl/release (arm64:
+    /// target/aarch64-unknown-linux-musl/release).
     Build {
         /// Always the case; accepted for the habit.
         #[arg(long)]
         release: bool,
+        #[arg(long, value_enum, default_value_t = Arch::HOST)]
+        arch: Arch,
     },
     /// Set up if needed, build, and run one tool: `cargo xtask run runqlat -- 1 5`.
     Run {
@@ -59,6 +64,10 @@ enum Cmd {
         /// 5.10, 6.1, 6.12, 7.3, several of them (5.10,6.1) or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// The guests' architecture: amd64, or arm64 (cross-built, and
+        /// booted under qemu-system-aarch64).
+        #[arg(long, value_enum, default_value_t = Arch::HOST)]
+        arch: Arch,
         /// Only this tool's cells (all tools when omitted).
         #[arg(long)]
         tool: Option<String>,
@@ -67,6 +76,8 @@ enum Cmd {
     VmRun {
         #[arg(long)]
         kernel: String,
+        #[arg(long, value_enum, default_value_t = Arch::HOST)]
+        arch: Arch,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -105,22 +116,25 @@ enum Cmd {
     Install {
         #[arg(long, default_value = "/usr/local")]
         prefix: PathBuf,
+        /// The binaries' architecture (arm64: for a root that another
+        /// machine mounts, or an image).
+        #[arg(long, value_enum, default_value_t = Arch::HOST)]
+        arch: Arch,
     },
-    /// Build, then make the Debian package target/debian/ebpf-tools_VERSION_amd64.deb
+    /// Build, then make the Debian package target/debian/ebpf-tools_VERSION_ARCH.deb
     /// and check it with lintian.
-    Deb,
+    Deb {
+        #[arg(long, value_enum, default_value_t = Arch::HOST)]
+        arch: Arch,
+    },
 }
-
-/// The tools' target: statically linked, so one file runs on any
-/// distribution (glibc binaries need the glibc they were built against).
-pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::setup(Needs::Tests),
-        Cmd::Build { release: _ } => build().map(drop),
+        Cmd::Build { release: _, arch } => build(arch).map(drop),
         Cmd::Run { tool, args } => {
-            let bin = build()?.join(&tool);
+            let bin = build(Arch::HOST)?.join(&tool);
             if !bin.exists() {
                 bail!("no tool named {tool}; tools: {}", tools()?.join(", "));
             }
@@ -135,13 +149,13 @@ fn main() -> Result<()> {
             }
             // One short round: the harness still works (no number can fail it).
             bench::bench(&bin_dir, &bench::Options { tool: None, quick: true })?;
-            vm::vm_test(&vm::KERNELS.map(String::from), None)?;
+            vm::vm_test(&vm::Guest::matrix(), None)?;
             // Last: the matrix has fetched its kernels, whose BTF seeds the BTF
             // target. Half a minute each: what a longer run finds belongs in
             // `cargo xtask fuzz`.
             fuzz::fuzz(None, 30)
         }
-        Cmd::VmTest { kernel, tool } => {
+        Cmd::VmTest { kernel, arch, tool } => {
             setup::setup(Needs::Tests)?;
             let kernels: Vec<String> = match kernel.as_str() {
                 "all" => vm::KERNELS.iter().map(|k| k.to_string()).collect(),
@@ -150,15 +164,16 @@ fn main() -> Result<()> {
             if let Some(unknown) = kernels.iter().find(|k| !vm::KERNELS.contains(&k.as_str())) {
                 bail!("unknown kernel {unknown}: one of {} or all", vm::KERNELS.join(", "));
             }
-            vm::vm_test(&kernels, tool.as_deref())
+            let guests: Vec<vm::Guest> = kernels.into_iter().map(|kernel| vm::Guest { arch, kernel }).collect();
+            vm::vm_test(&guests, tool.as_deref())
         }
-        Cmd::VmRun { kernel, command } => vm::vm_run(&kernel, &command),
-        Cmd::KernelFloor { check } => floor::kernel_floor(&build()?, check),
+        Cmd::VmRun { kernel, arch, command } => vm::vm_run(&vm::Guest { arch, kernel }, &command),
+        Cmd::KernelFloor { check } => floor::kernel_floor(&build(Arch::HOST)?, check),
         Cmd::Bench { tool, quick, bin_dir } => {
             setup::setup(Needs::Tests)?;
             let bin_dir = match bin_dir {
                 Some(dir) => dir,
-                None => build()?,
+                None => build(Arch::HOST)?,
             };
             require_root("the benchmarks load BPF programs")?;
             bench::bench(&bin_dir, &bench::Options { tool, quick })
@@ -167,10 +182,10 @@ fn main() -> Result<()> {
             setup::setup(Needs::Tests)?;
             fuzz::fuzz(target.as_deref(), seconds)
         }
-        Cmd::Install { prefix } => package::install(&build()?, &prefix),
-        Cmd::Deb => {
+        Cmd::Install { prefix, arch } => package::install(&Built::for_arch(arch)?, &prefix),
+        Cmd::Deb { arch } => {
             setup::setup(Needs::Package)?;
-            package::deb(&build()?).map(drop)
+            package::deb(&Built::for_arch(arch)?).map(drop)
         }
     }
 }
@@ -192,22 +207,45 @@ fn tools() -> Result<Vec<String>> {
 
 /// Sets up what building needs (cheap when done), builds the tools,
 /// returns their directory.
-fn build() -> Result<PathBuf> {
+fn build(arch: Arch) -> Result<PathBuf> {
     setup::setup(Needs::Build)?;
-    build_tools()
+    build_tools(arch)
 }
 
-/// Builds the tools in release for [`STATIC_TARGET`]; returns their directory.
-pub fn build_tools() -> Result<PathBuf> {
+/// Builds the tools in release for `arch`'s static target; returns their directory.
+pub fn build_tools(arch: Arch) -> Result<PathBuf> {
+    let target = arch.static_target();
     run(Command::new(env!("CARGO")).current_dir(workspace()).args([
         "build",
         "--release",
         "-p",
         "tools-user",
         "--target",
-        STATIC_TARGET,
+        target,
     ]))?;
-    Ok(workspace().join("target").join(STATIC_TARGET).join("release"))
+    Ok(workspace().join("target").join(target).join("release"))
+}
+
+/// The tools built for an architecture, and for this machine: what the
+/// package holds is the former, and what it says about itself (version,
+/// man pages, completions, which the binaries print) is asked of the
+/// latter, which can run here.
+pub struct Built {
+    pub arch: Arch,
+    pub bin_dir: PathBuf,
+    pub host_bin_dir: PathBuf,
+}
+
+impl Built {
+    fn for_arch(arch: Arch) -> Result<Built> {
+        let host_bin_dir = build(Arch::HOST)?;
+        let bin_dir = if arch == Arch::HOST { host_bin_dir.clone() } else { build_tools(arch)? };
+        Ok(Built { arch, bin_dir, host_bin_dir })
+    }
+
+    fn host(bin_dir: &Path) -> Built {
+        Built { arch: Arch::HOST, bin_dir: bin_dir.to_owned(), host_bin_dir: bin_dir.to_owned() }
+    }
 }
 
 /// The profile of the test harnesses and their workloads (Cargo.toml): the
@@ -217,12 +255,12 @@ pub const TESTS_PROFILE: &str = "tests";
 /// Runs the host tests; returns the tools' directory.
 fn test(args: &[String]) -> Result<PathBuf> {
     setup::setup(Needs::Tests)?;
-    let bin_dir = build()?;
+    let bin_dir = build(Arch::HOST)?;
     // Without root the tests would fail one by one.
     require_root("the tests load BPF programs")?;
     // First: seconds, and a rung that no longer loads where it did fails here.
     floor::kernel_floor(&bin_dir, true)?;
-    let deb = package::deb(&bin_dir)?;
+    let deb = package::deb(&Built::host(&bin_dir))?;
     let cargo_test = |profile: &str, packages: &[&str]| -> Result<()> {
         run(Command::new(env!("CARGO"))
             .current_dir(workspace())
@@ -238,7 +276,7 @@ fn test(args: &[String]) -> Result<PathBuf> {
     // The library's only: the binaries have none, and linking each again
     // with the test harness would cost minutes too.
     // The release profile: the tools' build, so the eBPF crate is built once.
-    cargo_test("release", &["-p", "tools-user", "--lib", "--target", STATIC_TARGET])?;
+    cargo_test("release", &["-p", "tools-user", "--lib", "--target", Arch::HOST.static_target()])?;
     // The rest for the host: the integration tests' workloads resolve names
     // through glibc, as most programs gethostlatency traces do.
     cargo_test(TESTS_PROFILE, &["--workspace", "--exclude", "tools-ebpf", "--exclude", "tools-user"])?;

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{run, workspace};
+use crate::{arch::Arch, run, workspace, Built};
 
 /// Where things go under a prefix, which differs between a local install
 /// and a distribution's package.
@@ -47,8 +47,8 @@ impl Layout {
 const SHELLS: [&str; 3] = ["bash", "zsh", "fish"];
 
 /// `cargo xtask install --prefix DIR`.
-pub fn install(bin_dir: &Path, prefix: &Path) -> Result<()> {
-    for path in lay_out(bin_dir, prefix, prefix, &LOCAL)? {
+pub fn install(built: &Built, prefix: &Path) -> Result<()> {
+    for path in lay_out(built, prefix, prefix, &LOCAL)? {
         println!("installed {}", path.display());
     }
     Ok(())
@@ -56,19 +56,21 @@ pub fn install(bin_dir: &Path, prefix: &Path) -> Result<()> {
 
 /// Installs every program under `dest` (a prefix, or a package's /usr),
 /// which the installed system sees as `prefix`; returns what it wrote.
-fn lay_out(bin_dir: &Path, dest: &Path, prefix: &Path, layout: &Layout) -> Result<Vec<PathBuf>> {
+fn lay_out(built: &Built, dest: &Path, prefix: &Path, layout: &Layout) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     // Every program of the catalog: its binary, the names it also answers
     // to (links to it, each with its man page and completions), and its
     // systemd unit, if it is a service.
     for program in tools_catalog::TOOLS {
-        let built = bin_dir.join(program.name);
+        let binary = built.bin_dir.join(program.name);
+        // The same program built for this machine, which can run here.
+        let runnable = built.host_bin_dir.join(program.name);
         let bin = dest.join("bin").join(program.name);
         // Removed first: a running binary cannot be overwritten (ETXTBSY).
         replace(&bin, |path| {
-            fs::copy(&built, path).with_context(|| format!("copying {}", built.display()))?;
+            fs::copy(&binary, path).with_context(|| format!("copying {}", binary.display()))?;
             if layout.strip {
-                run(Command::new("strip").args(["--strip-unneeded", "--remove-section=.comment"]).arg(path))?;
+                run(Command::new(strip(built.arch)).args(["--strip-unneeded", "--remove-section=.comment"]).arg(path))?;
             }
             Ok(fs::set_permissions(path, fs::Permissions::from_mode(0o755))?)
         })?;
@@ -77,7 +79,7 @@ fn lay_out(bin_dir: &Path, dest: &Path, prefix: &Path, layout: &Layout) -> Resul
             written.push(link(&dest.join("bin").join(alias), program.name)?);
         }
 
-        let page = generate(&built, program.name, "man")?;
+        let page = generate(&runnable, program.name, "man")?;
         let section = man_section(&page).with_context(|| format!("{}'s man page has no .TH line", program.name))?;
         let suffix = if layout.gzip_man { ".gz" } else { "" };
         let man_dir = dest.join("share/man").join(format!("man{section}"));
@@ -89,7 +91,7 @@ fn lay_out(bin_dir: &Path, dest: &Path, prefix: &Path, layout: &Layout) -> Resul
 
         for name in std::iter::once(&program.name).chain(program.aliases) {
             for shell in SHELLS {
-                let script = generate(&built, name, shell)?;
+                let script = generate(&runnable, name, shell)?;
                 written.push(write(&dest.join(layout.completion(shell, name)), script.as_bytes())?);
             }
         }
@@ -169,11 +171,19 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>> {
 const PACKAGE: &str = "ebpf-tools";
 const DEBIAN_DIR: &str = "packaging/debian";
 
-/// `cargo xtask deb`: builds target/debian/ebpf-tools_VERSION_amd64.deb
+/// binutils' strip for `arch` (Debian's own handles only its architecture).
+fn strip(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "strip",
+        Arch::Arm64 => "aarch64-linux-gnu-strip",
+    }
+}
+
+/// `cargo xtask deb`: builds target/debian/ebpf-tools_VERSION_ARCH.deb
 /// from the built binaries, checks it with lintian (no error allowed), and
 /// returns its path.
-pub fn deb(bin_dir: &Path) -> Result<PathBuf> {
-    let version = tool_version(bin_dir)?;
+pub fn deb(built: &Built) -> Result<PathBuf> {
+    let version = tool_version(&built.host_bin_dir)?;
     let changelog = fs::read_to_string(workspace().join(DEBIAN_DIR).join("changelog"))?;
     let logged = changelog.split(['(', ')']).nth(1).unwrap_or_default();
     if logged != version {
@@ -184,9 +194,9 @@ pub fn deb(bin_dir: &Path) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root)?;
 
-    lay_out(bin_dir, &root.join("usr"), Path::new("/usr"), &DEBIAN)?;
+    lay_out(built, &root.join("usr"), Path::new("/usr"), &DEBIAN)?;
     let doc = root.join("usr/share/doc").join(PACKAGE);
-    write(&doc.join("copyright"), copyright()?.as_bytes())?;
+    write(&doc.join("copyright"), copyright(built.arch)?.as_bytes())?;
     write(&doc.join("changelog.gz"), &gzip(changelog.as_bytes())?)?;
     write(&doc.join("README.md.gz"), &gzip(&fs::read(workspace().join("README.md"))?)?)?;
     let overrides = workspace().join(DEBIAN_DIR).join("lintian-overrides");
@@ -198,11 +208,12 @@ pub fn deb(bin_dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&control_dir)?;
     let control = fs::read_to_string(workspace().join(DEBIAN_DIR).join("control"))?
         .replace("@VERSION@", &version)
+        .replace("@ARCH@", built.arch.debian())
         .replace("@INSTALLED_SIZE@", &installed_size_kib(&root.join("usr"))?.to_string());
     write(&control_dir.join("control"), control.as_bytes())?;
     write(&control_dir.join("md5sums"), &md5sums(&root)?)?;
 
-    let deb = out_dir.join(format!("{PACKAGE}_{version}_amd64.deb"));
+    let deb = out_dir.join(format!("{PACKAGE}_{version}_{}.deb", built.arch.debian()));
     run(Command::new("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&root).arg(&deb))?;
     println!("deb: {}", deb.display());
     run(Command::new("lintian").args(["--fail-on", "error", "--display-info"]).arg(&deb))?;
@@ -218,12 +229,12 @@ fn tool_version(bin_dir: &Path) -> Result<String> {
 
 /// packaging/debian/copyright, with the list of what the binaries link
 /// statically: the Rust crates (from cargo tree) and musl.
-fn copyright() -> Result<String> {
+fn copyright(arch: Arch) -> Result<String> {
     let text = fs::read_to_string(workspace().join(DEBIAN_DIR).join("copyright"))?;
     let out = Command::new(env!("CARGO"))
         .current_dir(workspace())
         .args(["tree", "-p", "tools-user", "-e", "normal", "--prefix", "none", "--format", "{p} ({l})"])
-        .args(["--target", crate::STATIC_TARGET])
+        .args(["--target", arch.static_target()])
         .output()?;
     if !out.status.success() {
         bail!("cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -19,9 +19,6 @@ use crate::run;
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
-/// The Rust targets the tools are built for (see `STATIC_TARGET`).
-const RUST_TARGETS: &[&str] = &[crate::STATIC_TARGET];
-
 /// What a command needs installed: building and running the tools, making
 /// the Debian package, or running the tests and benchmarks (each includes
 /// the one before).
@@ -38,6 +35,10 @@ pub enum Needs {
 const BUILD_PACKAGES: &[(&str, &str)] = &[
     // The C parts of the tools' crates (ring) for the musl target.
     ("musl-gcc", "musl-tools"),
+    // arm64: the tools' C parts, and the tests' linker with its glibc
+    // (see .cargo/config.toml); strip for the arm64 package.
+    ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    ("/usr/aarch64-linux-gnu/lib/libc.so", "libc6-dev-arm64-cross"),
 ];
 
 /// Debian packages `cargo xtask deb` needs: stripped binaries, built and
@@ -105,7 +106,8 @@ fn install_rust_src() -> Result<()> {
 fn install_rust_targets() -> Result<()> {
     let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
     let installed = String::from_utf8_lossy(&out.stdout);
-    for target in RUST_TARGETS.iter().filter(|t| !installed.lines().any(|line| line == **t)) {
+    let targets = crate::arch::Arch::ALL.into_iter().flat_map(|arch| arch.rust_targets());
+    for target in targets.filter(|t| !installed.lines().any(|line| line == *t)) {
         run(Command::new("rustup").args(["target", "add", target]))?;
     }
     Ok(())

@@ -1,25 +1,90 @@
 //! `cargo xtask vm-test`: every tool's integration tests inside real Debian
-//! kernels (5.10, 6.1, 6.12, 7.3) booted under qemu (TCG: this machine's
-//! /dev/kvm is PVM and cannot run them), on the rung the loader picks there
-//! and with lower rungs forced. Kernels, modules and initramfs images are
-//! cached outside the repository; binaries are built on the host and run in
-//! the guest over a read-only 9p view of the host's /.
+//! kernels (5.10, 6.1, 6.12, 7.3; amd64 and arm64) booted under qemu (TCG:
+//! this machine's /dev/kvm is PVM and cannot run them), on the rung the
+//! loader picks there and with lower rungs forced. Kernels, modules and
+//! initramfs images are cached outside the repository; binaries are built
+//! on the host and run in the guest over a read-only 9p view of the host's
+//! /. An arm64 guest runs the arm64 builds of the tools and of the tests,
+//! over a root of Debian's arm64 programs (a shell, mkfs, Python, a C
+//! compiler for musl) laid over the host's /.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{run, setup, workspace};
+use crate::{arch::Arch, run, setup, workspace};
 
 pub const KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", "7.3"];
+
+/// The arm64 kernels of the matrix `cargo xtask test` runs: one, the
+/// oldest of Debian's that has what the 4.4 cells need (kprobes, the
+/// legacy build), since arm64 under TCG costs about twice x86-64's time.
+pub const ARM64_KERNELS: [&str; 1] = ["6.1"];
+
+/// One guest: a Debian kernel series of an architecture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guest {
+    pub arch: Arch,
+    pub kernel: String,
+}
+
+impl Guest {
+    /// The matrix `cargo xtask test` runs, and docs/kernels.md shows.
+    pub fn matrix() -> Vec<Guest> {
+        let guests = |arch: Arch, kernels: &[&str]| {
+            kernels.iter().map(move |k| Guest { arch, kernel: k.to_string() }).collect::<Vec<_>>()
+        };
+        [guests(Arch::Amd64, &KERNELS), guests(Arch::Arm64, &ARM64_KERNELS)].concat()
+    }
+
+    /// Its name in the output and the matrix: `6.1`, `arm64 6.1`.
+    fn label(&self) -> String {
+        match self.arch {
+            Arch::HOST => self.kernel.clone(),
+            arch => format!("{arch} {}", self.kernel),
+        }
+    }
+
+    /// Its folder in the cache: the host architecture's kernels by their
+    /// series (`6.1`), others' with their architecture (`arm64-6.1`).
+    fn dir(&self, cache: &Path) -> PathBuf {
+        match self.arch {
+            Arch::HOST => cache.join(&self.kernel),
+            arch => cache.join(format!("{arch}-{}", self.kernel)),
+        }
+    }
+}
+
+/// The programs an arm64 guest runs beside the tools and the tests (which
+/// are ours, cross-built): what the tests run (a shell, coreutils, mount
+/// and losetup, mkfs of each filesystem, Python's csv module, musl-gcc for
+/// gethostlatency's musl program), dpkg and tar to install the package,
+/// and busybox for the initramfs.
+const GUEST_ROOT_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "dash",
+    "coreutils",
+    "dpkg",
+    "tar",
+    "util-linux",
+    "mount",
+    "kmod",
+    "e2fsprogs",
+    "xfsprogs",
+    "btrfs-progs",
+    "python3",
+    "musl-tools",
+    "gcc",
+];
 
 /// One cell of the matrix: a tool and its catalog cell (its tests on the
 /// best rung, or with a lower rung forced; rungs a tool's tests force
@@ -35,7 +100,7 @@ fn matrix() -> Vec<Cell> {
 
 const GUEST_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
-pub fn vm_test(kernels: &[String], only_tool: Option<&str>) -> Result<()> {
+pub fn vm_test(guests: &[Guest], only_tool: Option<&str>) -> Result<()> {
     let started = Instant::now();
     let cells: Vec<Cell> = matrix().into_iter().filter(|c| only_tool.is_none_or(|t| t == c.0)).collect();
     if cells.is_empty() {
@@ -44,44 +109,48 @@ pub fn vm_test(kernels: &[String], only_tool: Option<&str>) -> Result<()> {
     install_packages()?;
     let cache = setup::cache_dir().join("vm");
     fs::create_dir_all(&cache)?;
-    for kernel in kernels {
-        prepare(&cache, kernel).with_context(|| format!("preparing kernel {kernel}"))?;
+    for guest in guests {
+        prepare(&cache, guest).with_context(|| format!("preparing kernel {}", guest.label()))?;
     }
-    let (bin_dir, tests) = build_tests(&cells)?;
+    let mut arches: Vec<Arch> = guests.iter().map(|guest| guest.arch).collect();
+    arches.sort();
+    arches.dedup();
+    let builds: BTreeMap<Arch, Build> =
+        arches.into_iter().map(|arch| Ok((arch, build_tests(arch, &cells)?))).collect::<Result<_>>()?;
 
-    // Two guests at a time: the fastest on two host cores.
-    let mut results: BTreeMap<(String, String, String), bool> = BTreeMap::new();
-    for pair in kernels.chunks(2) {
-        let handles: Vec<_> = pair
-            .iter()
-            .map(|kernel| {
-                let (cache, tests, bin_dir, kernel) = (cache.clone(), tests.clone(), bin_dir.clone(), kernel.clone());
-                let cells = cells.clone();
-                thread::spawn(move || (kernel.clone(), boot_and_test(&cache, &kernel, &tests, &bin_dir, &cells)))
-            })
-            .collect();
-        for handle in handles {
-            let (kernel, outcome) = handle.join().expect("guest thread");
-            match outcome {
-                Ok(cells) => {
-                    for (tool, rung, ok) in cells {
-                        results.insert((tool, kernel.clone(), rung), ok);
+    // Two guests at a time, the fastest on two host cores; each worker
+    // takes the next guest when its own is done, other architectures'
+    // (about twice as slow under emulation) first, so the two finish
+    // about together.
+    let mut queue: Vec<Guest> = guests.to_vec();
+    queue.sort_by_key(|guest| guest.arch == Arch::HOST);
+    let queue = Mutex::new(VecDeque::from(queue));
+    let results: Mutex<BTreeMap<(String, String, String), bool>> = Mutex::new(BTreeMap::new());
+    thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while let Some(guest) = queue.lock().expect("queue").pop_front() {
+                    let label = guest.label();
+                    let build = &builds[&guest.arch];
+                    let outcome = boot_and_test(&cache, &guest, build, &cells).unwrap_or_else(|err| {
+                        eprintln!("vm-test: kernel {label}: {err:#}");
+                        let steps = steps(&guest, build, &cells);
+                        steps.into_iter().map(|(tool, rung)| (tool.to_string(), rung.to_string(), false)).collect()
+                    });
+                    let mut results = results.lock().expect("results");
+                    for (tool, rung, ok) in outcome {
+                        results.insert((tool, label.clone(), rung), ok);
                     }
                 }
-                Err(err) => {
-                    eprintln!("vm-test: kernel {kernel}: {err:#}");
-                    for (tool, cell) in cells.iter().filter(|(_, cell)| runs_on(cell, &kernel)) {
-                        results.insert((tool.to_string(), kernel.clone(), cell.rung.to_string()), false);
-                    }
-                }
-            }
+            });
         }
-    }
-    let table = matrix_table(&cache, kernels, &cells, &results);
+    });
+    let results = results.into_inner().expect("results");
+    let table = matrix_table(&cache, guests, &cells, &results);
     println!("\n{table}");
     fs::write(workspace().join("target/kernel-matrix.md"), &table)?;
-    // A run of every cell of every kernel is the docs' table.
-    if only_tool.is_none() && kernels.len() == KERNELS.len() {
+    // A run of every cell of the whole matrix is the docs' table.
+    if only_tool.is_none() && guests == Guest::matrix().as_slice() {
         crate::docs::write("kernels.md", "vm-test", &table)?;
     }
     println!("vm-test: {:.0} s; table in target/kernel-matrix.md", started.elapsed().as_secs_f64());
@@ -95,6 +164,7 @@ pub fn vm_test(kernels: &[String], only_tool: Option<&str>) -> Result<()> {
 fn install_packages() -> Result<()> {
     let needed = [
         ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-system-aarch64", "qemu-system-arm"),
         ("cpio", "cpio"),
         ("modprobe", "kmod"),
         ("zstd", "zstd"),
@@ -116,25 +186,58 @@ fn is_static(path: &str) -> bool {
     Command::new("ldd").arg(path).output().map(|o| !o.status.success()).unwrap_or(false)
 }
 
-/// Fetches the kernel and builds its vmlinux and initramfs, once.
-fn prepare(cache: &Path, kernel: &str) -> Result<()> {
-    let dir = cache.join(kernel);
+/// Runs vm/debian.sh (fetches Debian packages) with `args`.
+fn debian(cache: &Path, args: &[&str]) -> Result<()> {
+    let script = cache.join("debian.sh");
+    fs::write(&script, include_str!("vm/debian.sh"))?;
+    run(Command::new("bash").arg(&script).args(args))
+}
+
+/// Fetches the kernel and builds what it boots (x86-64: the vmlinux inside
+/// the bzImage; arm64 boots its Image as it is) and its initramfs, once;
+/// for a guest of another architecture, its root of programs too.
+fn prepare(cache: &Path, guest: &Guest) -> Result<()> {
+    let dir = guest.dir(cache);
+    let cache_text = cache.to_str().context("a cache path in UTF-8")?;
     if !dir.join("vmlinux").exists() {
-        let script = cache.join("fetch-kernel.sh");
-        fs::write(&script, include_str!("vm/fetch-kernel.sh"))?;
-        run(Command::new("bash").arg(&script).arg(cache).arg(kernel))?;
+        let out = dir.to_str().context("a cache path in UTF-8")?;
+        debian(cache, &["kernel", cache_text, guest.arch.debian(), &guest.kernel, out])?;
         let vmlinuz = PathBuf::from(fs::read_to_string(dir.join("vmlinuz-path"))?.trim());
-        extract_vmlinux(&vmlinuz, &dir.join("vmlinux"))?;
+        match guest.arch {
+            Arch::Amd64 => extract_vmlinux(&vmlinuz, &dir.join("vmlinux"))?,
+            Arch::Arm64 => std::os::unix::fs::symlink(&vmlinuz, dir.join("vmlinux"))?,
+        }
     }
-    // Rebuilt whenever the init script changes.
-    let init = include_str!("vm/init.sh");
+    let root = guest_root(cache, guest.arch);
+    if let Some(root) = &root {
+        // Fetched again when the list of its packages changes.
+        let wanted = GUEST_ROOT_PACKAGES.join(" ");
+        if fs::read_to_string(root.with_extension("packages")).ok().as_deref() != Some(&wanted) {
+            let out = root.to_str().context("a cache path in UTF-8")?;
+            let args = [&["root", cache_text, guest.arch.debian(), out][..], GUEST_ROOT_PACKAGES].concat();
+            debian(cache, &args)?;
+            fs::write(root.with_extension("packages"), &wanted)?;
+        }
+    }
+    // Rebuilt whenever the init script or the modules change.
+    let recipe = format!("{}\n# modules: {}\n", include_str!("vm/init.sh"), INITRAMFS_MODULES.join(" "));
     if !dir.join("initramfs.cpio.gz").exists()
-        || fs::read_to_string(dir.join("initramfs.init")).ok().as_deref() != Some(init)
+        || fs::read_to_string(dir.join("initramfs.init")).ok().as_deref() != Some(recipe.as_str())
     {
-        build_initramfs(&dir)?;
-        fs::write(dir.join("initramfs.init"), init)?;
+        let busybox = match &root {
+            Some(root) => root.join("bin/busybox"),
+            None => PathBuf::from("/bin/busybox"),
+        };
+        build_initramfs(&dir, &busybox)?;
+        fs::write(dir.join("initramfs.init"), recipe)?;
     }
     Ok(())
+}
+
+/// The root of programs a guest of `arch` runs, laid over the host's /
+/// (none for the host's own architecture).
+fn guest_root(cache: &Path, arch: Arch) -> Option<PathBuf> {
+    (arch != Arch::HOST).then(|| cache.join(format!("{arch}-root")))
 }
 
 /// The uncompressed ELF kernel inside a bzImage, for a PVH boot that skips
@@ -158,21 +261,26 @@ fn extract_vmlinux(vmlinuz: &Path, out: &Path) -> Result<()> {
     bail!("no xz or zstd kernel payload in {}", vmlinuz.display())
 }
 
-/// busybox, an init script and the modules needed to mount the host
-/// (virtio PCI, 9p, overlay) and to run the tests (loop).
-fn build_initramfs(dir: &Path) -> Result<()> {
+/// The modules the initramfs loads: to mount the host (virtio PCI, 9p,
+/// overlay), to write the command's output (arm64: a virtio console) and
+/// to run the tests (loop).
+const INITRAMFS_MODULES: [&str; 6] = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "loop"];
+
+/// busybox (static, of the guest's architecture), an init script and
+/// [`INITRAMFS_MODULES`].
+fn build_initramfs(dir: &Path, busybox: &Path) -> Result<()> {
     let kver = fs::read_to_string(dir.join("kver"))?.trim().to_owned();
     let root = dir.join("root");
     let staging = dir.join("initramfs");
     let _ = fs::remove_dir_all(&staging);
-    for sub in ["bin", "modules", "proc", "sys", "dev", "lower", "upper", "newroot"] {
+    for sub in ["bin", "modules", "proc", "sys", "dev", "lower", "upper", "newroot", "guestroot"] {
         fs::create_dir_all(staging.join(sub))?;
     }
-    fs::copy("/bin/busybox", staging.join("bin/busybox"))?;
+    fs::copy(busybox, staging.join("bin/busybox")).with_context(|| format!("copying {}", busybox.display()))?;
     fs::write(staging.join("init"), include_str!("vm/init.sh"))?;
     run(Command::new("chmod").arg("+x").arg(staging.join("init")).arg(staging.join("bin/busybox")))?;
     let mut order = Vec::new();
-    for module in ["virtio_pci", "9pnet_virtio", "9p", "overlay", "loop"] {
+    for module in INITRAMFS_MODULES {
         let out =
             Command::new("modprobe").arg("-d").arg(&root).args(["-S", &kver, "--show-depends", module]).output()?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -215,12 +323,32 @@ fn build_initramfs(dir: &Path) -> Result<()> {
     run(Command::new("bash").args(["-c", &cpio]))
 }
 
-/// Builds the tools (static: the guests run the very binaries a user copies)
-/// and the integration tests on the host; returns the tools' directory and
-/// the test executables by tool name.
-fn build_tests(cells: &[Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
+/// What a guest runs, built on the host for its architecture.
+struct Build {
+    /// The tools (static: the guests run the very binaries a user copies).
+    bin_dir: PathBuf,
+    /// The integration tests' executables, by tool name.
+    tests: BTreeMap<String, PathBuf>,
+    /// The Debian package, installed in the guest, where the host cannot
+    /// install it itself (another architecture's).
+    deb: Option<PathBuf>,
+}
+
+/// The row of the package's installation in the matrix.
+const PACKAGE_ROW: (&str, &str) = ("package", "dpkg -i, run, purge");
+
+/// The row of the kernel floor of another architecture's objects (the
+/// host's is `cargo xtask kernel-floor`): the tools' `--kernel-floor` run
+/// in the guest, their lowest rungs held to Linux 4.4.
+const FLOOR_ROW: (&str, &str) = ("kernel floor", "lowest rungs load on 4.4");
+
+fn build_tests(arch: Arch, cells: &[Cell]) -> Result<Build> {
     let cargo = env!("CARGO");
-    let bin_dir = crate::build_tools()?;
+    let bin_dir = crate::build_tools(arch)?;
+    let deb = match arch {
+        Arch::HOST => None,
+        _ => Some(crate::package::deb(&crate::Built::for_arch(arch)?)?),
+    };
     let out = Command::new(cargo)
         .current_dir(workspace())
         .args([
@@ -232,6 +360,7 @@ fn build_tests(cells: &[Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
             "--no-run",
             "--message-format=json",
         ])
+        .args(arch.test_target().map(|target| ["--target", target]).iter().flatten())
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
@@ -252,30 +381,41 @@ fn build_tests(cells: &[Cell]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
         }
     }
     for (tool, ..) in cells {
-        if !tests.contains_key(*tool) {
+        if !tests.contains_key(test_name(tool)) {
             bail!("no integration test executable for {tool}");
         }
     }
-    Ok((bin_dir, tests))
+    Ok(Build { bin_dir, tests, deb })
 }
 
-/// Whether `cell` is one of `kernel`'s.
-fn runs_on(cell: &tools_catalog::Cell, kernel: &str) -> bool {
-    cell.kernels.is_empty() || cell.kernels.contains(&kernel)
+/// A program's integration test file: its name (`tests/tests/runqlat.rs`),
+/// the exporter's without the project's prefix (`exporter.rs`).
+fn test_name(program: &str) -> &str {
+    program.strip_prefix("ebpf-tools-").unwrap_or(program)
+}
+
+/// Whether `cell` is one of `guest`'s.
+fn runs_on(cell: &tools_catalog::Cell, guest: &Guest) -> bool {
+    let kernel = guest.kernel.as_str();
+    (cell.kernels.is_empty() || cell.kernels.contains(&kernel)) && !cell.not_on.contains(&(guest.arch.debian(), kernel))
+}
+
+/// What a guest runs, as (tool, rung) of the matrix: its cells, then the
+/// package where it installs it.
+fn steps<'a>(guest: &Guest, build: &Build, cells: &'a [Cell]) -> Vec<(&'a str, &'a str)> {
+    let mut steps: Vec<(&str, &str)> =
+        cells.iter().filter(|(_, cell)| runs_on(cell, guest)).map(|(tool, cell)| (*tool, cell.rung)).collect();
+    steps.extend(build.deb.is_some().then_some(PACKAGE_ROW));
+    steps.extend((guest.arch != Arch::HOST).then_some(FLOOR_ROW));
+    steps
 }
 
 /// Boots one kernel, runs the matrix in it, streams libtest's output, and
 /// returns (tool, rung, passed) per cell.
-fn boot_and_test(
-    cache: &Path,
-    kernel: &str,
-    tests: &BTreeMap<String, PathBuf>,
-    bin_dir: &Path,
-    cells: &[Cell],
-) -> Result<Vec<(String, String, bool)>> {
-    let dir = cache.join(kernel);
+fn boot_and_test(cache: &Path, guest: &Guest, build: &Build, cells: &[Cell]) -> Result<Vec<(String, String, bool)>> {
+    let kernel = guest.kernel.as_str();
     // Not under /tmp: the guest mounts its own tmpfs there.
-    let job = cache.join("jobs").join(format!("{kernel}-{}", std::process::id()));
+    let job = cache.join("jobs").join(format!("{}-{kernel}-{}", guest.arch, std::process::id()));
     let _ = fs::remove_dir_all(&job);
     fs::create_dir_all(&job)?;
     let mut cmd = String::from("export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
@@ -285,60 +425,143 @@ fn boot_and_test(
     let _ = writeln!(
         cmd,
         "export EBPF_TOOLS_BIN_DIR='{}' RUST_BACKTRACE=1 EBPF_TOOLS_TEST_EXECS=150 EBPF_TOOLS_TEST_CONNECTIONS=150 EBPF_TOOLS_TEST_MIN_WAKEUPS=20",
-        bin_dir.display()
+        build.bin_dir.display()
     );
     // Modules the tests need; mount cannot load them itself here (the
     // kernel's modprobe helper runs in the initramfs, not in this root).
     cmd.push_str("for m in loop ext4 xfs btrfs; do modprobe $m 2>/dev/null; done\n");
     cmd.push_str("cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf\n");
     cmd.push_str("echo \"=== kernel $(uname -r)\"\n");
-    for (tool, cell) in cells.iter().filter(|(_, cell)| runs_on(cell, kernel)) {
+    for (tool, cell) in cells.iter().filter(|(_, cell)| runs_on(cell, guest)) {
         let rung = cell.rung;
         let env: String = cell.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
-        let exe = tests[*tool].display();
+        let exe = build.tests[test_name(tool)].display();
         let filters = cell.tests.join(" ");
         let _ = writeln!(
             cmd,
             "echo '=== BEGIN {tool} {rung}'; t=$(date +%s); (cd /tmp && env {env}'{exe}' --test-threads=1 {filters}); echo \"=== END {tool} {rung} rc=$? ($(( $(date +%s) - t )) s)\""
         );
     }
+    // The package: installed, each program's --version and runqlat run
+    // (named in /usr/bin: the host's libbpf-tools are in /usr/sbin, before
+    // it in PATH), purged without a trace.
+    let (package, step) = PACKAGE_ROW;
+    if let Some(deb) = &build.deb {
+        let programs: Vec<&str> = tools_catalog::TOOLS.iter().map(|program| program.name).collect();
+        let _ = writeln!(
+            cmd,
+            "echo '=== BEGIN {package} {step}'; (set -e; dpkg -i '{}'; for p in {}; do /usr/bin/$p --version; done; \
+             /usr/bin/runqlat 1 1 | tail -2; test -e /usr/share/man/man8/runqlat.8.gz; dpkg --purge ebpf-tools; \
+             test ! -e /usr/bin/runqlat); echo \"=== END {package} {step} rc=$?\"",
+            deb.display(),
+            programs.join(" "),
+        );
+    }
+    if guest.arch != Arch::HOST {
+        let (floor, step) = FLOOR_ROW;
+        let tools: Vec<&str> = crate::floor::tools().collect();
+        let _ = writeln!(
+            cmd,
+            "echo '=== BEGIN {floor}'; (set -e; for t in {}; do '{}'/$t --kernel-floor > floor-$t.jsonl; done); echo \"=== END {floor} {step} rc=$?\"",
+            tools.join(" "),
+            build.bin_dir.display(),
+        );
+    }
     fs::write(job.join("cmd.sh"), cmd)?;
-    let output = boot(&dir, kernel, &job)?;
-    let verdicts = cells
-        .iter()
-        .filter(|(_, cell)| runs_on(cell, kernel))
-        .map(|(tool, cell)| {
-            let ok = output.contains(&format!("=== END {tool} {} rc=0", cell.rung));
-            (tool.to_string(), cell.rung.to_string(), ok)
+    let output = boot(cache, guest, &job)?;
+    let floor_ok = guest.arch == Arch::HOST || floor_kept(guest, &job);
+    let verdicts = steps(guest, build, cells)
+        .into_iter()
+        .map(|(tool, rung)| {
+            let ok = output.contains(&format!("=== END {tool} {rung} rc=0")) && ((tool, rung) != FLOOR_ROW || floor_ok);
+            (tool.to_string(), rung.to_string(), ok)
         })
         .collect();
     let _ = fs::remove_dir_all(&job);
     Ok(verdicts)
 }
 
-/// Boots `kernel` with `job`/cmd.sh as its command, streams its output,
+/// Reads the kernel floors the guest wrote, prints their table, and says
+/// whether each tool's lowest rung loads on Linux 4.4.
+fn floor_kept(guest: &Guest, job: &Path) -> bool {
+    let mut rows = Vec::new();
+    for tool in crate::floor::tools() {
+        let text = fs::read_to_string(job.join(format!("floor-{tool}.jsonl"))).unwrap_or_default();
+        match crate::floor::parse(tool, &text) {
+            Ok(more) if !more.is_empty() => rows.extend(more),
+            _ => {
+                println!("vm-test: {}: no kernel floor from {tool}", guest.label());
+                return false;
+            }
+        }
+    }
+    println!("vm-test: {}: the kernel floor of its objects:\n{}", guest.label(), crate::floor::table(&rows));
+    let broken = crate::floor::broken_promises(&rows);
+    for line in &broken {
+        println!("vm-test: {}: lowest rung above Linux 4.4:{line}", guest.label());
+    }
+    broken.is_empty()
+}
+
+/// Boots `guest` with `job`/cmd.sh as its command, streams its output,
 /// and returns it; fails with the console tail when the guest gives no verdict.
-fn boot(dir: &Path, kernel: &str, job: &Path) -> Result<String> {
+fn boot(cache: &Path, guest: &Guest, job: &Path) -> Result<String> {
+    let dir = guest.dir(cache);
+    let label = guest.label();
     let kver = fs::read_to_string(dir.join("kver"))?.trim().to_owned();
     let modules = dir.join("root/lib/modules").join(&kver);
+    let root = guest_root(cache, guest.arch);
+    // x86-64 has two serial ports: the console and the command's output;
+    // arm64's virt machine has one, so the output goes to a virtio console.
+    let (console, out) = match guest.arch {
+        Arch::Amd64 => ("ttyS0", "/dev/ttyS1"),
+        Arch::Arm64 => ("ttyAMA0", "/dev/hvc0"),
+    };
     let append = format!(
-        "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off random.trust_cpu=on vmtest.job={} vmtest.modules={}",
+        "console={console} quiet loglevel=4 panic=-1 mitigations=off random.trust_cpu=on vmtest.job={} vmtest.modules={} vmtest.out={out}{}",
         job.display(),
-        modules.display()
+        modules.display(),
+        if root.is_some() { " vmtest.root=1" } else { "" },
     );
-    println!("vm-test: booting {kernel} ({kver})");
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-machine", "q35"])
-        .args(["-accel", "tcg,thread=single,tb-size=256", "-cpu", "max", "-smp", "2", "-m", "2G"])
+    println!("vm-test: booting {label} ({kver})");
+    let mut qemu = match guest.arch {
+        Arch::Amd64 => {
+            let mut qemu = Command::new("qemu-system-x86_64");
+            qemu.args(["-machine", "q35", "-cpu", "max"]);
+            qemu
+        }
+        Arch::Arm64 => {
+            let mut qemu = Command::new("qemu-system-aarch64");
+            // pauth-impdef: pointer authentication by a cheap
+            // implementation-defined algorithm instead of QARMA, which is
+            // slow to emulate.
+            qemu.args(["-machine", "virt", "-cpu", "max,pauth-impdef=on"]);
+            qemu
+        }
+    };
+    // The first serial port is the console.
+    qemu.arg("-serial").arg(format!("file:{}", job.join("console.log").display()));
+    let output = job.join("output");
+    match guest.arch {
+        Arch::Amd64 => qemu.arg("-serial").arg(format!("file:{}", output.display())),
+        Arch::Arm64 => qemu
+            .args(["-device", "virtio-serial-pci", "-chardev"])
+            .arg(format!("file,id=out,path={}", output.display()))
+            .args(["-device", "virtconsole,chardev=out"]),
+    };
+    if let Some(root) = &root {
+        qemu.arg("-fsdev")
+            .arg(format!("local,id=guestroot,path={},security_model=none,readonly=on,multidevs=remap", root.display()))
+            .args(["-device", "virtio-9p-pci,fsdev=guestroot,mount_tag=guestroot"]);
+    }
+    let mut qemu = qemu
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        .args(["-accel", "tcg,thread=single,tb-size=256", "-smp", "2", "-m", "2G"])
         .arg("-kernel")
         .arg(dir.join("vmlinux"))
         .arg("-initrd")
         .arg(dir.join("initramfs.cpio.gz"))
         .args(["-append", &append])
-        .arg("-serial")
-        .arg(format!("file:{}", job.join("console.log").display()))
-        .arg("-serial")
-        .arg(format!("file:{}", job.join("output").display()))
         .args(["-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap"])
         .args(["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"])
         .arg("-fsdev")
@@ -352,7 +575,7 @@ fn boot(dir: &Path, kernel: &str, job: &Path) -> Result<String> {
     let deadline = Instant::now() + GUEST_TIMEOUT;
     let mut shown = 0;
     let status = loop {
-        shown = stream_new_output(kernel, &job.join("output"), shown);
+        shown = stream_new_output(&label, &job.join("output"), shown);
         if let Some(status) = qemu.try_wait()? {
             break Some(status);
         }
@@ -363,7 +586,7 @@ fn boot(dir: &Path, kernel: &str, job: &Path) -> Result<String> {
         }
         thread::sleep(Duration::from_millis(500));
     };
-    stream_new_output(kernel, &job.join("output"), shown);
+    stream_new_output(&label, &job.join("output"), shown);
     let output = fs::read_to_string(job.join("output")).unwrap_or_default();
     let rc = fs::read_to_string(job.join("rc")).ok();
     if status.is_none() || rc.is_none() {
@@ -377,7 +600,7 @@ fn boot(dir: &Path, kernel: &str, job: &Path) -> Result<String> {
     }
     let rc = rc.unwrap_or_default();
     if rc.trim() != "0" {
-        log_rc(kernel, rc.trim());
+        log_rc(&label, rc.trim());
     }
     Ok(output)
 }
@@ -386,12 +609,12 @@ fn log_rc(kernel: &str, rc: &str) {
     println!("vm-test: {kernel}: the guest command exited {rc}");
 }
 
-/// `cargo xtask vm-run --kernel K -- CMD...`: one command in a guest (for debugging).
-pub fn vm_run(kernel: &str, command: &[String]) -> Result<()> {
+/// `cargo xtask vm-run --kernel K [--arch A] -- CMD...`: one command in a guest (for debugging).
+pub fn vm_run(guest: &Guest, command: &[String]) -> Result<()> {
     install_packages()?;
     let cache = setup::cache_dir().join("vm");
-    prepare(&cache, kernel)?;
-    let job = cache.join("jobs").join(format!("{kernel}-run-{}", std::process::id()));
+    prepare(&cache, guest)?;
+    let job = cache.join("jobs").join(format!("{}-{}-run-{}", guest.arch, guest.kernel, std::process::id()));
     fs::create_dir_all(&job)?;
     let quoted: Vec<String> = command.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
     fs::write(
@@ -402,7 +625,7 @@ pub fn vm_run(kernel: &str, command: &[String]) -> Result<()> {
             quoted.join(" ")
         ),
     )?;
-    let output = boot(&cache.join(kernel), kernel, &job);
+    let output = boot(&cache, guest, &job);
     let rc = fs::read_to_string(job.join("rc")).unwrap_or_default();
     let _ = fs::remove_dir_all(&job);
     output?;
@@ -412,8 +635,8 @@ pub fn vm_run(kernel: &str, command: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Prints what the guest wrote since `shown` bytes, prefixed with its kernel.
-fn stream_new_output(kernel: &str, path: &Path, shown: usize) -> usize {
+/// Prints what the guest wrote since `shown` bytes, prefixed with its label.
+fn stream_new_output(label: &str, path: &Path, shown: usize) -> usize {
     let Ok(data) = fs::read(path) else { return shown };
     if data.len() <= shown {
         return shown;
@@ -421,30 +644,35 @@ fn stream_new_output(kernel: &str, path: &Path, shown: usize) -> usize {
     let text = String::from_utf8_lossy(&data[shown..]);
     let complete = text.rfind('\n').map_or(0, |i| i + 1);
     for line in text[..complete].lines() {
-        println!("[{kernel}] {line}");
+        println!("[{label}] {line}");
     }
     shown + text[..complete].len()
 }
 
 fn matrix_table(
     cache: &Path,
-    kernels: &[String],
+    guests: &[Guest],
     cells: &[Cell],
     results: &BTreeMap<(String, String, String), bool>,
 ) -> String {
     let mut t = String::from("| tool | rung |");
-    for k in kernels {
-        let package = fs::read_to_string(cache.join(k).join("kver")).unwrap_or_default();
-        let _ = write!(t, " {k} ({}) |", package.trim());
+    for guest in guests {
+        let package = fs::read_to_string(guest.dir(cache).join("kver")).unwrap_or_default();
+        let _ = write!(t, " {} ({}) |", guest.label(), package.trim());
     }
     t.push_str("\n|---|---|");
-    t.push_str(&"---|".repeat(kernels.len()));
+    t.push_str(&"---|".repeat(guests.len()));
     t.push('\n');
-    for (tool, cell) in cells {
-        let rung = cell.rung;
+    let mut rows: Vec<(&str, &str)> = cells.iter().map(|(tool, cell)| (*tool, cell.rung)).collect();
+    for row in [PACKAGE_ROW, FLOOR_ROW] {
+        if results.keys().any(|(tool, _, rung)| (tool.as_str(), rung.as_str()) == row) {
+            rows.push(row);
+        }
+    }
+    for (tool, rung) in rows {
         let _ = write!(t, "| {tool} | {rung} |");
-        for k in kernels {
-            let cell = match results.get(&(tool.to_string(), k.clone(), rung.to_string())) {
+        for guest in guests {
+            let cell = match results.get(&(tool.to_string(), guest.label(), rung.to_string())) {
                 Some(true) => "pass",
                 Some(false) => "FAIL",
                 None => "-",
