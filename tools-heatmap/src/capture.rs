@@ -40,8 +40,8 @@ const MAX_INTERVALS: usize = 2048;
 /// one-second intervals); more is a damaged or forged capture.
 const MAX_GAP: u64 = 1 << 20;
 
-/// The longest line read: the tools' records are a few kilobytes at most
-/// (a keyed histogram's slots, an exec's arguments).
+/// The longest line read, without its newline: the tools' records are a
+/// few kilobytes at most (a keyed histogram's slots, an exec's arguments).
 const MAX_LINE: usize = 1 << 20;
 
 /// Counts by inclusive [low, high] range of values, in the capture's unit.
@@ -257,7 +257,7 @@ impl Capture {
             let read = (&mut input).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line);
             match read {
                 Ok(0) => break,
-                Ok(_) if line.len() > MAX_LINE => {
+                Ok(_) if line.strip_suffix(b"\n").unwrap_or(&line).len() > MAX_LINE => {
                     return Err(bad(number, format!("longer than {} MiB: not a record", MAX_LINE >> 20)))
                 }
                 Ok(_) => {}
@@ -727,6 +727,8 @@ mod tests {
             (runqlat.replace("2026-11-24T10", "yesterday"), "line 1: \"time\" is not RFC 3339"),
             // A line is read up to its bound, not whole, before it is refused.
             (format!("{runqlat}{}\n", " ".repeat(MAX_LINE + 1)), "line 2: longer than 1 MiB: not a record"),
+            // One of exactly the bound is read (and this one is no record).
+            (format!("{runqlat}{}x\n", " ".repeat(MAX_LINE - 1)), "line 2: not a JSON record"),
         ] {
             let err = read(&input).unwrap_err().0;
             assert!(err.starts_with(message), "{err:?} vs {message:?}");

@@ -129,7 +129,11 @@ pub fn vm_test(guests: &[Guest], only_tool: Option<&str>) -> Result<()> {
     thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
-                while let Some(guest) = queue.lock().expect("queue").pop_front() {
+                loop {
+                    // Taken in a statement of its own: a `while let` would
+                    // hold the lock, and the other worker, through the guest.
+                    let next = queue.lock().expect("queue").pop_front();
+                    let Some(guest) = next else { break };
                     let label = guest.label();
                     let build = &builds[&guest.arch];
                     let outcome = boot_and_test(&cache, &guest, build, &cells).unwrap_or_else(|err| {
@@ -209,18 +213,22 @@ fn prepare(cache: &Path, guest: &Guest) -> Result<()> {
         }
     }
     let root = guest_root(cache, guest.arch);
+    // Made again when its packages or the script that makes it change.
+    let root_recipe = format!("# packages: {}\n{}", GUEST_ROOT_PACKAGES.join(" "), include_str!("vm/debian.sh"));
     if let Some(root) = &root {
-        // Fetched again when the list of its packages changes.
-        let wanted = GUEST_ROOT_PACKAGES.join(" ");
-        if fs::read_to_string(root.with_extension("packages")).ok().as_deref() != Some(&wanted) {
+        if fs::read_to_string(root.with_extension("recipe")).ok().as_deref() != Some(root_recipe.as_str()) {
             let out = root.to_str().context("a cache path in UTF-8")?;
             let args = [&["root", cache_text, guest.arch.debian(), out][..], GUEST_ROOT_PACKAGES].concat();
             debian(cache, &args)?;
-            fs::write(root.with_extension("packages"), &wanted)?;
+            fs::write(root.with_extension("recipe"), &root_recipe)?;
         }
     }
-    // Rebuilt whenever the init script or the modules change.
-    let recipe = format!("{}\n# modules: {}\n", include_str!("vm/init.sh"), INITRAMFS_MODULES.join(" "));
+    // Rebuilt whenever the init script, the modules or the root (its
+    // busybox) change.
+    let mut recipe = format!("{}\n# modules: {}\n", include_str!("vm/init.sh"), INITRAMFS_MODULES.join(" "));
+    if root.is_some() {
+        recipe.push_str(&root_recipe);
+    }
     if !dir.join("initramfs.cpio.gz").exists()
         || fs::read_to_string(dir.join("initramfs.init")).ok().as_deref() != Some(recipe.as_str())
     {
@@ -334,6 +342,10 @@ struct Build {
     deb: Option<PathBuf>,
 }
 
+/// The guests' PATH: the system's folders only, where an arm64 guest's
+/// root hides the host's programs (/usr/local shows the host's own).
+const GUEST_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The row of the package's installation in the matrix.
 const PACKAGE_ROW: (&str, &str) = ("package", "dpkg -i, run, purge");
 
@@ -418,7 +430,7 @@ fn boot_and_test(cache: &Path, guest: &Guest, build: &Build, cells: &[Cell]) -> 
     let job = cache.join("jobs").join(format!("{}-{kernel}-{}", guest.arch, std::process::id()));
     let _ = fs::remove_dir_all(&job);
     fs::create_dir_all(&job)?;
-    let mut cmd = String::from("export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    let mut cmd = format!("export PATH={GUEST_PATH}\n");
     // Emulation is ~7x slower: fewer execs in the accounting tests (the sum
     // is what they check), and fewer wakeups of contending spinners (what
     // runqlat checks is where they land, not how many).
@@ -451,7 +463,7 @@ fn boot_and_test(cache: &Path, guest: &Guest, build: &Build, cells: &[Cell]) -> 
         let _ = writeln!(
             cmd,
             "echo '=== BEGIN {package} {step}'; (set -e; dpkg -i '{}'; for p in {}; do /usr/bin/$p --version; done; \
-             /usr/bin/runqlat 1 1 | tail -2; test -e /usr/share/man/man8/runqlat.8.gz; dpkg --purge ebpf-tools; \
+             /usr/bin/runqlat 1 1 > runqlat.out; tail -2 runqlat.out; test -e /usr/share/man/man8/runqlat.8.gz; dpkg --purge ebpf-tools; \
              test ! -e /usr/bin/runqlat); echo \"=== END {package} {step} rc=$?\"",
             deb.display(),
             programs.join(" "),
@@ -462,7 +474,7 @@ fn boot_and_test(cache: &Path, guest: &Guest, build: &Build, cells: &[Cell]) -> 
         let tools: Vec<&str> = crate::floor::tools().collect();
         let _ = writeln!(
             cmd,
-            "echo '=== BEGIN {floor}'; (set -e; for t in {}; do '{}'/$t --kernel-floor > floor-$t.jsonl; done); echo \"=== END {floor} {step} rc=$?\"",
+            "echo '=== BEGIN {floor} {step}'; (set -e; for t in {}; do '{}'/$t --kernel-floor > floor-$t.jsonl; done); echo \"=== END {floor} {step} rc=$?\"",
             tools.join(" "),
             build.bin_dir.display(),
         );
@@ -619,11 +631,7 @@ pub fn vm_run(guest: &Guest, command: &[String]) -> Result<()> {
     let quoted: Vec<String> = command.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
     fs::write(
         job.join("cmd.sh"),
-        format!(
-            "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\ncd '{}'\n{}\n",
-            workspace().display(),
-            quoted.join(" ")
-        ),
+        format!("export PATH={GUEST_PATH}\ncd '{}'\n{}\n", workspace().display(), quoted.join(" ")),
     )?;
     let output = boot(&cache, guest, &job);
     let rc = fs::read_to_string(job.join("rc")).unwrap_or_default();

@@ -51,7 +51,7 @@ if [ "$mode" = root ]; then
 fi
 
 label=$4 out=$5
-newest() { apt-cache "${A[@]}" pkgnames "$1" | grep -E "$2" | sort -V | tail -1; }
+newest() { apt-cache "${A[@]}" pkgnames "$1" | { grep -E "$2" || true; } | sort -V | tail -1; }
 case $label in
   5.10) pkgs=$(newest linux-image- "^linux-image-5\.10\.0-[0-9]+-$arch\$") ;;
   6.1)  pkgs=$(newest linux-image- "^linux-image-6\.1\.0-[0-9]+-$arch\$") ;;
