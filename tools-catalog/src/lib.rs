@@ -154,7 +154,16 @@ const TCPLIFE_SESSIONS: &[&str] = &["closes_first", "refused", "accepter"];
 /// Every operation exactly, and the threshold on a read held up by userfaultfd.
 const EXT4SLOWER_OPS: &[&str] = &["every_operation_with_threshold_zero", "a_read_slower"];
 
-const BEST: Cell = Cell { rung: "best", env: &[], tests: &[], kernels: &[], not_on: &[] };
+const BEST: Cell = everywhere("best", &[], &[]);
+
+/// A cell on every guest of the matrix.
+const fn everywhere(
+    rung: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    tests: &'static [&'static str],
+) -> Cell {
+    Cell { rung, env, tests, kernels: &[], not_on: &[] }
+}
 
 /// The legacy build (configuration map, perf event array, plain maps) with
 /// the rung for Linux 4.4 forced, in the oldest guests: that rung's own
@@ -183,20 +192,12 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell {
-                rung: "kprobe",
-                env: &[("EBPF_TOOLS_RUNG", "kprobe")],
-                tests: &["contention_on_the_best_rung", "per_process_and_per_thread", "per_pid_namespace"],
-                kernels: &[],
-                not_on: &[],
-            },
-            Cell {
-                rung: "btf-file",
-                env: BTF_FILE,
-                tests: &["contention_on_the_best_rung"],
-                kernels: &[],
-                not_on: &[],
-            },
+            everywhere(
+                "kprobe",
+                &[("EBPF_TOOLS_RUNG", "kprobe")],
+                &["contention_on_the_best_rung", "per_process_and_per_thread", "per_pid_namespace"],
+            ),
+            everywhere("btf-file", BTF_FILE, &["contention_on_the_best_rung"]),
             legacy_4_4(
                 "4.4 kprobe",
                 LEGACY_KPROBE,
@@ -219,13 +220,7 @@ pub const TOOLS: &[Tool] = &[
         // oldest guests.
         matrix: &[
             BEST,
-            Cell {
-                rung: "btf-file",
-                env: BTF_FILE,
-                tests: &["exact_count_on_the_best_rung"],
-                kernels: &[],
-                not_on: &[],
-            },
+            everywhere("btf-file", BTF_FILE, &["exact_count_on_the_best_rung"]),
             legacy_4_4(
                 "4.4 kprobe",
                 LEGACY_KPROBE,
@@ -249,14 +244,8 @@ pub const TOOLS: &[Tool] = &[
         // the kprobe rung there.
         matrix: &[
             BEST,
-            Cell {
-                rung: "syscall",
-                env: &[("EBPF_TOOLS_RUNG", "syscall")],
-                tests: EXT4SLOWER_OPS,
-                kernels: &[],
-                not_on: &[],
-            },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: EXT4SLOWER_OPS, kernels: &[], not_on: &[] },
+            everywhere("syscall", &[("EBPF_TOOLS_RUNG", "syscall")], EXT4SLOWER_OPS),
+            everywhere("btf-file", BTF_FILE, EXT4SLOWER_OPS),
             legacy_4_4("4.4 kprobe", LEGACY_KPROBE, EXT4SLOWER_OPS),
         ],
         // Where the only path is the syscall rung (this host's kernel), it
@@ -288,14 +277,8 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell {
-                rung: "kprobe",
-                env: &[("EBPF_TOOLS_RUNG", "kprobe")],
-                tests: TCPLIFE_SESSIONS,
-                kernels: &[],
-                not_on: &[],
-            },
-            Cell { rung: "btf-file", env: BTF_FILE, tests: TCPLIFE_SESSIONS, kernels: &[], not_on: &[] },
+            everywhere("kprobe", &[("EBPF_TOOLS_RUNG", "kprobe")], TCPLIFE_SESSIONS),
+            everywhere("btf-file", BTF_FILE, TCPLIFE_SESSIONS),
             // The kretprobe comes first where both work: fexit's own cell.
             // arm64 attaches fentry and fexit from 6.4 (ftrace's direct
             // calls); before, the kernel refuses them (ENOTSUPP).
@@ -352,26 +335,12 @@ pub const TOOLS: &[Tool] = &[
         unit: None,
         matrix: &[
             BEST,
-            Cell {
-                rung: "perf-array",
-                env: &[("EBPF_TOOLS_PERF_ARRAY", "1")],
-                tests: &[
-                    "basic_exec",
-                    "failed_exec_only_with_x",
-                    "argument_limits",
-                    "json_lines_are_lossless",
-                    "scripts",
-                ],
-                kernels: &[],
-                not_on: &[],
-            },
-            Cell {
-                rung: "btf-file",
-                env: BTF_FILE,
-                tests: &["basic_exec", "failed_exec_only_with_x"],
-                kernels: &[],
-                not_on: &[],
-            },
+            everywhere(
+                "perf-array",
+                &[("EBPF_TOOLS_PERF_ARRAY", "1")],
+                &["basic_exec", "failed_exec_only_with_x", "argument_limits", "json_lines_are_lossless", "scripts"],
+            ),
+            everywhere("btf-file", BTF_FILE, &["basic_exec", "failed_exec_only_with_x"]),
             legacy_4_4(
                 "4.4 kprobe",
                 LEGACY_KPROBE,
@@ -405,13 +374,7 @@ pub const TOOLS: &[Tool] = &[
         unit: Some("contrib/systemd/ebpf-tools-exporter.service"),
         // Its other tests need Prometheus and promtool, which the guests
         // lack (arm64's); this one scrapes by itself, with a tool refused.
-        matrix: &[Cell {
-            rung: "serves a scrape",
-            env: &[],
-            tests: &["a_tool_that_cannot_attach_is_named_and_the_others_serve"],
-            kernels: &[],
-            not_on: &[],
-        }],
+        matrix: &[everywhere("serves a scrape", &[], &["a_tool_that_cannot_attach_is_named_and_the_others_serve"])],
         bench: &[
             Bench {
                 name: Some("exporter under runqlat's workload"),
