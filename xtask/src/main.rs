@@ -237,7 +237,7 @@ pub struct Built {
 }
 
 impl Built {
-    fn for_arch(arch: Arch) -> Result<Built> {
+    pub fn for_arch(arch: Arch) -> Result<Built> {
         let host_bin_dir = build(Arch::HOST)?;
         let bin_dir = if arch == Arch::HOST { host_bin_dir.clone() } else { build_tools(arch)? };
         Ok(Built { arch, bin_dir, host_bin_dir })

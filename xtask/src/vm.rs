@@ -356,10 +356,10 @@ const FLOOR_ROW: (&str, &str) = ("kernel floor", "lowest rungs load on 4.4");
 
 fn build_tests(arch: Arch, cells: &[Cell]) -> Result<Build> {
     let cargo = env!("CARGO");
-    let bin_dir = crate::build_tools(arch)?;
+    let built = crate::Built::for_arch(arch)?;
     let deb = match arch {
         Arch::HOST => None,
-        _ => Some(crate::package::deb(&crate::Built::for_arch(arch)?)?),
+        _ => Some(crate::package::deb(&built)?),
     };
     let out = Command::new(cargo)
         .current_dir(workspace())
@@ -397,7 +397,7 @@ fn build_tests(arch: Arch, cells: &[Cell]) -> Result<Build> {
             bail!("no integration test executable for {tool}");
         }
     }
-    Ok(Build { bin_dir, tests, deb })
+    Ok(Build { bin_dir: built.bin_dir, tests, deb })
 }
 
 /// A program's integration test file: its name (`tests/tests/runqlat.rs`),
@@ -525,9 +525,13 @@ fn boot(cache: &Path, guest: &Guest, job: &Path) -> Result<String> {
     let root = guest_root(cache, guest.arch);
     // x86-64 has two serial ports: the console and the command's output;
     // arm64's virt machine has one, so the output goes to a virtio console.
-    let (console, out) = match guest.arch {
-        Arch::Amd64 => ("ttyS0", "/dev/ttyS1"),
-        Arch::Arm64 => ("ttyAMA0", "/dev/hvc0"),
+    // pauth-impdef: arm64's pointer authentication by a cheap
+    // implementation-defined algorithm instead of QARMA, slow to emulate.
+    let (program, machine, console, out) = match guest.arch {
+        Arch::Amd64 => ("qemu-system-x86_64", ["-machine", "q35", "-cpu", "max"], "ttyS0", "/dev/ttyS1"),
+        Arch::Arm64 => {
+            ("qemu-system-aarch64", ["-machine", "virt", "-cpu", "max,pauth-impdef=on"], "ttyAMA0", "/dev/hvc0")
+        }
     };
     let append = format!(
         "console={console} quiet loglevel=4 panic=-1 mitigations=off random.trust_cpu=on vmtest.job={} vmtest.modules={} vmtest.out={out}{}",
@@ -536,21 +540,8 @@ fn boot(cache: &Path, guest: &Guest, job: &Path) -> Result<String> {
         if root.is_some() { " vmtest.root=1" } else { "" },
     );
     println!("vm-test: booting {label} ({kver})");
-    let mut qemu = match guest.arch {
-        Arch::Amd64 => {
-            let mut qemu = Command::new("qemu-system-x86_64");
-            qemu.args(["-machine", "q35", "-cpu", "max"]);
-            qemu
-        }
-        Arch::Arm64 => {
-            let mut qemu = Command::new("qemu-system-aarch64");
-            // pauth-impdef: pointer authentication by a cheap
-            // implementation-defined algorithm instead of QARMA, which is
-            // slow to emulate.
-            qemu.args(["-machine", "virt", "-cpu", "max,pauth-impdef=on"]);
-            qemu
-        }
-    };
+    let mut qemu = Command::new(program);
+    qemu.args(machine);
     // The first serial port is the console.
     qemu.arg("-serial").arg(format!("file:{}", job.join("console.log").display()));
     let output = job.join("output");
