@@ -9,8 +9,13 @@ use crate::{btf::Btf, elf::Elf, maps::parse_maps, tracefs::Format};
 pub type Target = (&'static str, fn(&[u8]));
 
 /// The parsers, by the name of their fuzz target.
-pub const TARGETS: [Target; 4] =
-    [("btf", btf), ("elf", elf), ("tracefs_format", tracefs_format), ("proc_maps", proc_maps)];
+pub const TARGETS: [Target; 5] = [
+    ("btf", btf),
+    ("elf", elf),
+    ("tracefs_format", tracefs_format),
+    ("proc_maps", proc_maps),
+    ("cgroup_path", cgroup_path),
+];
 
 pub fn btf(data: &[u8]) {
     let Ok(btf) = Btf::parse(data.to_vec()) else { return };
@@ -46,6 +51,12 @@ pub fn tracefs_format(data: &[u8]) {
 
 pub fn proc_maps(data: &[u8]) {
     let _ = parse_maps(&String::from_utf8_lossy(data), 1, |path| path.contains("libc"));
+}
+
+pub fn cgroup_path(data: &[u8]) {
+    if let Some(container) = crate::cgroup_path::container_of(&String::from_utf8_lossy(data)) {
+        let _ = container.short_id();
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{run, setup, workspace};
 
-pub const TARGETS: [&str; 5] = ["btf", "elf", "tracefs_format", "proc_maps", "capture"];
+pub const TARGETS: [&str; 6] = ["btf", "elf", "tracefs_format", "proc_maps", "cgroup_path", "capture"];
 
 pub fn fuzz(only: Option<&str>, seconds: u64) -> Result<()> {
     let targets: Vec<&str> = match only {
@@ -150,6 +150,22 @@ fn seed(target: &str, corpus: &Path) -> Result<()> {
         "proc_maps" => {
             file("self", Path::new("/proc/self/maps"));
             file("init", Path::new("/proc/1/maps"));
+        }
+        "cgroup_path" => {
+            // This host's own cgroups, and every runtime's layout (see tools_parse::cgroup_path).
+            file("self", Path::new("/proc/self/cgroup"));
+            let id = "3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+            let uid = "0b1e2d3c_4f5a_6b7c_8d9e_0f1a2b3c4d5e";
+            for (name, path) in [
+                ("docker", format!("/system.slice/docker-{id}.scope")),
+                ("kubelet", format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-{id}.scope")),
+                ("kubelet-cgroupfs", format!("/kubepods/burstable/pod{}/{id}", uid.replace('_', "-"))),
+                ("podman-cgroupfs", format!("/libpod_parent/libpod-{id}")),
+                ("machine", r"/machine.slice/machine-qemu\x2d1\x2dvm.scope".to_owned()),
+                ("lxc", "/lxc.payload.web/init.scope".to_owned()),
+            ] {
+                seeds.push((name.into(), path.into_bytes()));
+            }
         }
         "capture" => {
             file("runqlat.jsonl", &workspace().join("docs/heatmap-runqlat.jsonl"));
