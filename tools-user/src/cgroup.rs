@@ -1,7 +1,11 @@
 //! `-c PATH`: the cgroup v2 filter every tool that has it shares; and the
 //! tree's directories by inode number, which name the exporter's series.
 
-use std::{os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context as _, Result};
 use tools_common::CgroupFilter;
@@ -36,8 +40,10 @@ pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
 
 /// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, as a rule):
 /// the whole of it, not a subtree (a cgroup namespace, a bind mount),
-/// since the exporter names every cgroup by its path from the top.
-pub fn v2_root() -> Result<std::path::PathBuf> {
+/// since cgroups are named by their paths from the top. In a container
+/// whose runtime mounted a cgroup tree of its own over the host's, the
+/// host's is looked for below the host's root (see [`crate::procfs::host_root`]).
+pub fn v2_root() -> Result<PathBuf> {
     let mountinfo = crate::procfs::read("/proc/self/mountinfo")?;
     // mountinfo(5): ID PARENT MAJ:MIN ROOT MOUNT_POINT ... - cgroup2 SOURCE OPTIONS
     let mounts: Vec<Vec<&str>> = mountinfo
@@ -45,11 +51,21 @@ pub fn v2_root() -> Result<std::path::PathBuf> {
         .filter_map(|line| line.split_once(" - ").filter(|(_, fs)| fs.starts_with("cgroup2 ")))
         .map(|(mount, _)| mount.split(' ').collect::<Vec<_>>())
         .collect();
-    let whole = mounts.iter().find(|fields| fields.get(3) == Some(&"/")).and_then(|fields| fields.get(4));
-    match (whole, mounts.is_empty()) {
-        (Some(point), _) => Ok(std::path::PathBuf::from(unescape_octal(point))),
+    let wholes = mounts.iter().filter(|fields| fields.get(3) == Some(&"/")).filter_map(|fields| fields.get(4));
+    // A whole tree mounted over (by a container runtime's own /sys/fs/cgroup) is listed but not reached.
+    let reachable = wholes.map(|point| PathBuf::from(unescape_octal(point))).find(|point| check_dir(point).is_ok());
+    let host_root = crate::procfs::host_root();
+    let below_host = || {
+        let candidates = ["sys/fs/cgroup/unified", "sys/fs/cgroup"].map(|dir| host_root.join(dir));
+        candidates.into_iter().find(|dir| host_root != Path::new("/") && check_dir(dir).is_ok())
+    };
+    match (reachable.or_else(below_host), mounts.is_empty()) {
+        (Some(point), _) => Ok(point),
         (None, true) => bail!("no cgroup v2 hierarchy is mounted"),
-        (None, false) => bail!("only a subtree of the cgroup v2 hierarchy is visible here (a cgroup namespace?)"),
+        (None, false) => bail!(
+            "only a subtree of the cgroup v2 hierarchy is visible here (a cgroup namespace?); from a container, \
+             mount the host's root at /host"
+        ),
     }
 }
 
@@ -78,8 +94,8 @@ fn unescape_octal(field: &str) -> std::ffi::OsString {
 
 /// Every directory of the cgroup v2 tree at `root`, by inode number.
 /// Directories that go while the tree is read are left out.
-pub fn directories(root: &Path) -> std::collections::HashMap<u64, std::path::PathBuf> {
-    let mut found = std::collections::HashMap::new();
+pub fn directories(root: &Path) -> HashMap<u64, PathBuf> {
+    let mut found = HashMap::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(meta) = std::fs::metadata(&dir) else { continue };
@@ -92,6 +108,43 @@ pub fn directories(root: &Path) -> std::collections::HashMap<u64, std::path::Pat
         }
     }
     found
+}
+
+/// Cgroup v2 directories by inode number, as the kernel side keys them:
+/// their paths below the cgroup2 mount (`/system.slice/cron.service`). The
+/// tree is walked again when a key is not known, at most once between
+/// calls of [`Directories::allow_walk`]; a key not in the whole tree is a
+/// cgroup removed.
+pub struct Directories {
+    root: PathBuf,
+    by_ino: HashMap<u64, PathBuf>,
+    walked: bool,
+}
+
+impl Directories {
+    /// The directories of the whole cgroup v2 tree (see [`v2_root`]).
+    pub fn new() -> Result<Directories> {
+        Ok(Directories { root: v2_root()?, by_ino: Default::default(), walked: false })
+    }
+
+    /// The path of directory `ino` (`/` and below); None once it is gone.
+    pub fn path_of(&mut self, ino: u64) -> Option<String> {
+        let root = &self.root;
+        // One stat a key: the directory is still there, not another under its name.
+        let still_there = |path: &&PathBuf| std::fs::metadata(path).is_ok_and(|meta| meta.ino() == ino);
+        if self.by_ino.get(&ino).filter(still_there).is_none() && !self.walked {
+            self.by_ino = directories(root);
+            self.walked = true;
+        }
+        let path = self.by_ino.get(&ino).filter(still_there)?;
+        let below = path.strip_prefix(root).ok()?;
+        Some(format!("/{}", below.to_string_lossy()))
+    }
+
+    /// Lets the next unknown key walk the tree again (once a scrape).
+    pub fn allow_walk(&mut self) {
+        self.walked = false;
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod columns;
+pub mod container;
 pub mod diag;
 pub mod driver;
 pub mod events;

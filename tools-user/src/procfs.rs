@@ -33,6 +33,26 @@ pub fn mapped_files(pid: u32, wanted: impl Fn(&str) -> bool) -> Result<Vec<Mappe
     Ok(parse_maps(&maps, pid, wanted))
 }
 
+/// Where the host's files are, for a tool run from a container: `/proc/1/root`
+/// when it can be read (the host's PID namespace, and no security module in
+/// the way) and is not our own root, else `/host` where the host's root is
+/// mounted there (`kubectl debug node/...` mounts it there; `docker run -v
+/// /:/host` alike), else `/`.
+pub fn host_root() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let identity = |path: &str| fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()));
+    let ours = identity("/");
+    match identity("/proc/1/root/") {
+        Some(init) if Some(init) == ours => return "/".into(),
+        Some(_) => return "/proc/1/root".into(),
+        None => {}
+    }
+    if fs::metadata("/host/sys/fs/cgroup").is_ok_and(|meta| meta.is_dir()) {
+        return "/host".into();
+    }
+    "/".into()
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::{fs::MetadataExt as _, io::AsRawFd as _};

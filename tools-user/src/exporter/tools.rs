@@ -3,7 +3,7 @@
 //! nanosecond histograms, their sums and the exporter's keys. Read whole
 //! at every scrape; nothing is reset.
 
-use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _};
+use std::collections::BTreeSet;
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -118,7 +118,7 @@ fn load_tool(
             let config = plan.config;
             // Where cgroups are named, known before anything is attached.
             let cgroup_names = match key_mode {
-                key_mode::CGROUP => Some(CgroupNames::new()?),
+                key_mode::CGROUP => Some(crate::cgroup::Directories::new()?),
                 _ => None,
             };
             attached(plan.load(load_options)?, |loaded| Runqlat::new(loaded, &config, cgroup_names))
@@ -215,7 +215,7 @@ const CGROUP_SERIES_LIMIT_HELP: &str =
 /// What runqlat's series of their own are of: processes, or cgroups.
 enum SeriesOf {
     Processes,
-    Cgroups(CgroupNames),
+    Cgroups(crate::cgroup::Directories),
 }
 
 impl SeriesOf {
@@ -257,36 +257,6 @@ impl SeriesOf {
     }
 }
 
-/// Cgroup v2 directories by inode number, as the kernel side keys them:
-/// their paths below the cgroup2 mount (`/system.slice/cron.service`). The
-/// tree is walked again when a key is not known, at most once a scrape; a
-/// key not in the whole tree is a cgroup removed.
-struct CgroupNames {
-    root: std::path::PathBuf,
-    by_ino: std::collections::HashMap<u64, std::path::PathBuf>,
-    walked: bool,
-}
-
-impl CgroupNames {
-    fn new() -> Result<CgroupNames> {
-        Ok(CgroupNames { root: crate::cgroup::v2_root()?, by_ino: Default::default(), walked: false })
-    }
-
-    /// The path of directory `ino` (`/` and below); None once it is gone.
-    fn path_of(&mut self, ino: u64) -> Option<String> {
-        let root = &self.root;
-        // One stat a series: the directory is still there, not another under its name.
-        let still_there = |path: &&std::path::PathBuf| std::fs::metadata(path).is_ok_and(|meta| meta.ino() == ino);
-        if self.by_ino.get(&ino).filter(still_there).is_none() && !self.walked {
-            self.by_ino = crate::cgroup::directories(root);
-            self.walked = true;
-        }
-        let path = self.by_ino.get(&ino).filter(still_there)?;
-        let below = path.strip_prefix(root).ok()?;
-        Some(format!("/{}", below.to_string_lossy()))
-    }
-}
-
 struct Runqlat {
     _ebpf: Ebpf,
     maps: HistogramMaps,
@@ -297,7 +267,11 @@ struct Runqlat {
 }
 
 impl Runqlat {
-    fn new(mut loaded: Loaded, config: &RunqlatConfig, cgroup_names: Option<CgroupNames>) -> Result<Runqlat> {
+    fn new(
+        mut loaded: Loaded,
+        config: &RunqlatConfig,
+        cgroup_names: Option<crate::cgroup::Directories>,
+    ) -> Result<Runqlat> {
         let keyed = config.key_mode != key_mode::NONE;
         let maps = HistogramMaps::take(&mut loaded.ebpf, keyed, true)?;
         let series = match keyed {
@@ -321,7 +295,7 @@ impl Collector for Runqlat {
             .push(Series { labels: vec![], value: Value::Histogram(Histogram { counts, sum_ns }) });
         if let Some((table, of)) = &mut self.series {
             if let SeriesOf::Cgroups(names) = of {
-                names.walked = false;
+                names.allow_walk();
             }
             let [name, help, limit, limit_help] = of.names();
             let mut gone = BTreeSet::new();
