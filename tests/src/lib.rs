@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod containers;
+
 /// Tests measure scheduling and I/O: one at a time, so they don't disturb
 /// each other's workloads.
 pub fn serial() -> MutexGuard<'static, ()> {

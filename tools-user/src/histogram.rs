@@ -192,6 +192,18 @@ pub struct Interval {
     pub dropped: Drops,
 }
 
+impl Interval {
+    /// The keyed histograms added up by `group` of their keys (each key's
+    /// container), sorted by group.
+    pub fn regroup(&mut self, group: &dyn Fn(u64) -> u64) {
+        let mut by_group: BTreeMap<Option<u64>, Counts> = BTreeMap::new();
+        for (key, counts) in self.histograms.drain(..) {
+            by_group.entry(key.map(group)).or_default().add(&counts);
+        }
+        self.histograms = by_group.into_iter().collect();
+    }
+}
+
 impl HistogramMaps {
     fn reclaim(&mut self, alive: &dyn Fn(u64) -> bool) {
         let mut dead: Vec<u64> = self.seen_keyed.keys().map(|k| k.key).collect();

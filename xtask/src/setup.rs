@@ -74,6 +74,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("openssl", "openssl"),
     ("htpasswd", "apache2-utils"),
+    // --containers' tests: real containers, Podman's and runc's, from an
+    // image made locally (no registry).
+    ("podman", "podman"),
+    ("runc", "runc"),
 ];
 
 /// Installs what `needs` asks for (cheap when done).

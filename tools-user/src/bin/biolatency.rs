@@ -94,6 +94,8 @@ fn main() -> ExitCode {
             key_fields: (key_mode != 0).then_some(&key_fields as _),
             totals: args.extension,
             key_alive: None,
+            regroup: None,
+            each_second: None,
             table_flag: None,
             hist: &args.hist,
             runtime: &args.runtime,

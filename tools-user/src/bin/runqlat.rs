@@ -2,14 +2,14 @@
 //! runqlat does: time from a task becoming runnable (woken, new, or
 //! preempted) to it running on a CPU.
 
-use std::process::ExitCode;
+use std::{cell::RefCell, process::ExitCode};
 
 use clap::Parser;
 use tools_common::runqlat::key_mode;
 use tools_user::{
     btf::Btf,
     cli::{CgroupArg, HistogramArgs, PidArg, RuntimeArgs},
-    diag,
+    container, diag,
     driver::histograms::{self, HistogramTool},
     lifetime::{self, BadInput},
     loader::Build,
@@ -30,9 +30,13 @@ struct Args {
     #[arg(short = 'L', long = "tids", conflicts_with = "pidnss")]
     tids: bool,
     /// Print a histogram per PID namespace.
-    #[arg(long = "pidnss")]
+    #[arg(long = "pidnss", conflicts_with = "containers")]
     pidnss: bool,
-    /// Entries of the kernel's per-key table (with -P, -L or --pidnss;
+    /// Print a histogram per container (Docker, Podman, containerd, CRI-O,
+    /// Kubernetes pods, machines, LXC), and one for the host's processes.
+    #[arg(long = "containers", conflicts_with_all = ["pids", "tids"])]
+    containers: bool,
+    /// Entries of the kernel's per-key table (with -P, -L, --pidnss or --containers;
     /// default 16384): a key takes one per latency slot it has seen, and
     /// what does not fit is counted as lost.
     #[arg(long = "table-entries", value_name = "N", value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
@@ -50,6 +54,7 @@ const EXAMPLES: &str = "examples:
     ./runqlat 1 10       # print 1 second summaries, 10 times
     ./runqlat -mT 1      # 1s summaries, milliseconds, and timestamps
     ./runqlat -P         # show each PID separately
+    ./runqlat --containers  # show each container separately
     ./runqlat -p 185     # trace PID 185 only";
 
 fn main() -> ExitCode {
@@ -58,10 +63,11 @@ fn main() -> ExitCode {
         diag::init_logging(args.runtime.verbose);
         let options = runqlat::Options {
             pid: args.pid.pid,
-            key_mode: match (args.pids, args.tids, args.pidnss) {
-                (true, _, _) => key_mode::PID,
-                (_, true, _) => key_mode::TID,
-                (_, _, true) => key_mode::PIDNS,
+            key_mode: match (args.pids, args.tids, args.pidnss, args.containers) {
+                (true, ..) => key_mode::PID,
+                (_, true, ..) => key_mode::TID,
+                (_, _, true, _) => key_mode::PIDNS,
+                (.., true) => key_mode::CGROUP,
                 _ => key_mode::NONE,
             },
             unit_ns: args.hist.unit().1,
@@ -70,8 +76,13 @@ fn main() -> ExitCode {
             ..Default::default()
         };
         if options.key_mode == key_mode::NONE && args.table_entries.is_some() {
-            return Err(BadInput("--table-entries sizes the table of -P, -L or --pidnss; none was given".into()).into());
+            return Err(BadInput(
+                "--table-entries sizes the table of -P, -L, --pidnss or --containers; none was given".into(),
+            )
+            .into());
         }
+        // Named before anything is attached: a host without cgroup v2 is refused at once.
+        let containers = args.containers.then(container::Groups::new).transpose()?.map(RefCell::new);
         let load_options = args.runtime.load_options();
         let btf = Btf::for_tool(&load_options)?;
         let plan = runqlat::plan(&options, &btf, Build::choose(&load_options))?;
@@ -84,13 +95,29 @@ fn main() -> ExitCode {
             key_mode::PIDNS => "pidns",
             _ => "",
         };
-        let key_fields = |key: u64| vec![(section, key.into())];
+        let key_fields = |key: u64| match &containers {
+            Some(groups) => groups.borrow().fields(key),
+            None => vec![(section, key.into())],
+        };
+        // Cgroups add up into their containers, each named while it exists:
+        // the tree is looked at once a second.
+        let regroup = |cgroup: u64| containers.as_ref().map_or(cgroup, |groups| groups.borrow_mut().of_cgroup(cgroup));
+        let look = || containers.iter().for_each(|groups| groups.borrow_mut().look());
+        let cgroup_exists =
+            |cgroup: u64| containers.as_ref().is_some_and(|groups| groups.borrow().cgroup_exists(cgroup));
         let tool = HistogramTool {
             banner: "Tracing run queue latency... Hit Ctrl-C to end.",
             key_fields: (key_mode != key_mode::NONE).then_some(&key_fields as _),
             totals: false,
-            // -P and -L key by PID or TID: /proc/N exists while it does.
-            key_alive: matches!(key_mode, key_mode::PID | key_mode::TID).then_some(&runqlat::process_exists as _),
+            // -P and -L key by PID or TID: /proc/N exists while it does;
+            // --containers by cgroup, which is there while it exists.
+            key_alive: match key_mode {
+                key_mode::PID | key_mode::TID => Some(&runqlat::process_exists as _),
+                key_mode::CGROUP => Some(&cgroup_exists as _),
+                _ => None,
+            },
+            regroup: containers.is_some().then_some(&regroup as _),
+            each_second: containers.is_some().then_some(&look as _),
             table_flag: Some("--table-entries"),
             hist: &args.hist,
             runtime: &args.runtime,

@@ -32,6 +32,12 @@ pub struct HistogramTool<'a> {
     /// For keys naming processes or threads: whether one still exists (see
     /// [`HistogramMaps::read_interval`]).
     pub key_alive: Option<&'a dyn Fn(u64) -> bool>,
+    /// Keys added up into groups before they are printed (cgroups into
+    /// their containers); `key_fields` then names a group.
+    pub regroup: Option<&'a dyn Fn(u64) -> u64>,
+    /// Work done once a second while an interval runs (naming the
+    /// containers that started, while their cgroups exist).
+    pub each_second: Option<&'a dyn Fn()>,
     /// The flag that enlarges the keyed table, named when it was full.
     pub table_flag: Option<&'static str>,
     pub hist: &'a HistogramArgs,
@@ -43,6 +49,7 @@ fn section_header(fields: &[(&str, Value)]) -> String {
         .iter()
         .map(|(name, value)| match value {
             Value::String(s) => format!("{name} = {}", output::escape(s.as_bytes())),
+            Value::Null => format!("{name} = (none)"),
             other => format!("{name} = {other}"),
         })
         .collect();
@@ -122,12 +129,25 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
         let mut remaining = tool.hist.count;
         let mut interval_no = 0u64;
         loop {
-            let exiting = tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(tool.hist.interval)) => false,
-                _ = shutdown.requested() => true,
+            let interval_ends = tokio::time::Instant::now() + Duration::from_secs(tool.hist.interval);
+            let one_second = Duration::from_secs(1);
+            let mut second = tokio::time::interval_at(tokio::time::Instant::now() + one_second, one_second);
+            let exiting = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(interval_ends) => break false,
+                    _ = shutdown.requested() => break true,
+                    _ = second.tick(), if tool.each_second.is_some() => {
+                        if let Some(work) = tool.each_second {
+                            work();
+                        }
+                    }
+                }
             };
             interval_no += 1;
-            let interval = maps.read_interval(tool.key_alive)?;
+            let mut interval = maps.read_interval(tool.key_alive)?;
+            if let Some(group) = tool.regroup {
+                interval.regroup(group);
+            }
             let skipped_runs = skipped.since_last();
             let lost = interval.dropped.total() + skipped_runs;
             lost_total += lost;

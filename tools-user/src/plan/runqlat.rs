@@ -98,7 +98,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
 fn legacy_kprobes_refuse(options: &Options, build: Build) -> Option<String> {
     let key = match options.key_mode {
         key_mode::PIDNS => "--pidnss",
-        key_mode::CGROUP => "a series per cgroup",
+        key_mode::CGROUP => "a key per cgroup (--containers, --runqlat.max-cgroups)",
         _ => return None,
     };
     super::current_task_refused(build, Some(key))

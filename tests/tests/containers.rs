@@ -1,0 +1,105 @@
+//! `--containers`: samples of processes in real containers (Podman's, and a
+//! bundle run by runc as a kubelet's containerd lays it out) attributed to
+//! those containers by name, pod and namespace; the host's own processes
+//! to none; and the static tool run from inside a privileged container.
+
+use std::time::Duration;
+
+use integration_tests::{
+    containers::{self, Container, KubernetesContainer},
+    json_lines, serial, tool_path, Running, Workload,
+};
+use serde_json::Value;
+
+const RUNQLAT_READY: &str = "Tracing run queue latency... Hit Ctrl-C to end.";
+
+/// The samples of each histogram record, by the record's key.
+fn counts_by_key(stdout: &str) -> Vec<(Value, u64)> {
+    let records = json_lines(stdout);
+    let histograms = records.iter().filter(|record| record["type"] == "histogram");
+    histograms.map(|record| (record["key"].clone(), record["count"].as_u64().expect("a count"))).collect()
+}
+
+/// The samples counted under the container named `name`.
+fn count_of(counts: &[(Value, u64)], name: &str) -> u64 {
+    counts.iter().filter(|(key, _)| key["container"] == name).map(|(_, count)| count).sum()
+}
+
+#[test]
+fn runqlat_gives_each_container_the_wakeups_it_made_and_the_host_its_own() {
+    let _serial = serial();
+    // Each sleeper wakes once per sleep: 200, 400 and 150 times.
+    let sleeps = |n: u32| ["sleep", "1", &n.to_string(), "1"].map(str::to_owned);
+    let (name_a, name_b) = (containers::name("a"), containers::name("b"));
+    let mut a = Container::workload(&name_a, &[], &sleeps(200).each_ref().map(String::as_str));
+    let mut b = Container::workload(&name_b, &[], &sleeps(400).each_ref().map(String::as_str));
+    let mut host = Workload::new(&sleeps(150).each_ref().map(String::as_str));
+    a.wait_until_waiting();
+    b.wait_until_waiting();
+    host.wait_until_waiting();
+    let tool = Running::start("runqlat", &["--containers", "--json"], RUNQLAT_READY);
+    a.go();
+    b.go();
+    host.go();
+    a.wait(Duration::from_secs(60));
+    b.wait(Duration::from_secs(60));
+    host.wait(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tool.interrupt();
+    out.assert_complete("runqlat");
+    let counts = counts_by_key(&out.stdout);
+    for (name, container, made) in [(&name_a, &a, 200), (&name_b, &b, 400)] {
+        let count = count_of(&counts, name);
+        assert!((made..=made + made / 5).contains(&count), "{name}: {count} samples for {made} wakeups: {counts:?}");
+        let key = &counts.iter().find(|(key, _)| key["container"] == name.as_str()).unwrap().0;
+        assert_eq!(
+            (key["container_id"].as_str(), key["runtime"].as_str()),
+            (Some(container.id.as_str()), Some("podman"))
+        );
+    }
+    // The host's sleeper is among the host's processes: at least its wakeups are there.
+    let host_count: u64 = counts.iter().filter(|(key, _)| key["container"].is_null()).map(|(_, n)| n).sum();
+    assert!(host_count >= 150, "the host's processes: {host_count} samples: {counts:?}");
+}
+
+#[test]
+fn a_kubelet_layout_is_named_by_pod_namespace_and_container_on_each_rung() {
+    let _serial = serial();
+    // The tracepoint rung knows the task's cgroup only at its next switch-out.
+    for rung in ["raw_tracepoint", "tracepoint"] {
+        let mut app = KubernetesContainer::start("web-7d9f", "prod", "app", &["sleep", "1", "100", "1"]);
+        app.wait_until_waiting();
+        let tool = Running::start("runqlat", &["--containers", "--json", "--rung", rung], RUNQLAT_READY);
+        app.go();
+        app.wait(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
+        let out = tool.interrupt();
+        out.assert_complete("runqlat");
+        let counts = counts_by_key(&out.stdout);
+        let found = counts.iter().find(|(key, _)| key["container"] == "app");
+        let (key, count) = found.unwrap_or_else(|| panic!("{rung}: {counts:?}"));
+        assert_eq!((key["pod"].as_str(), key["namespace"].as_str()), (Some("web-7d9f"), Some("prod")), "{key}");
+        assert_eq!(
+            (key["container_id"].as_str(), key["runtime"].as_str()),
+            (Some(app.id.as_str()), Some("containerd"))
+        );
+        assert!((100..=120).contains(count), "{rung}: {count} samples for 100 wakeups");
+    }
+}
+
+#[test]
+fn runqlat_from_a_privileged_container_names_the_hosts_containers() {
+    let _serial = serial();
+    let name = containers::name("watched");
+    let mut watched = Container::workload(&name, &[], &["sleep", "1", "100000", "2"]);
+    watched.go();
+    // As `kubectl debug node/...` runs a debug container: the host's root at /host.
+    let runqlat = format!("{}:/bin/runqlat:ro", tool_path("runqlat").display());
+    let mut command = containers::podman();
+    command.args(["run", "--rm", "--privileged", "--pid=host", "-v", "/sys:/sys", "-v", "/:/host:ro", "-v", &runqlat]);
+    command.args([containers::IMAGE, "/bin/runqlat", "--containers", "--json", "2", "1"]);
+    let stdout = containers::run(command);
+    let counts = counts_by_key(&stdout);
+    let count = count_of(&counts, &name);
+    assert!(count > 100, "{name} woke every 2 ms for 2 s: {count} samples: {counts:?}");
+}
