@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integration_tests::{
     containers::{self, Container, KubernetesContainer},
-    json_lines, serial, tool_path, Running, Workload,
+    json_lines, serial, tool_path, Mounted, Running, Workload,
 };
 use serde_json::Value;
 
@@ -102,4 +102,110 @@ fn runqlat_from_a_privileged_container_names_the_hosts_containers() {
     let counts = counts_by_key(&stdout);
     let count = count_of(&counts, &name);
     assert!(count > 100, "{name} woke every 2 ms for 2 s: {count} samples: {counts:?}");
+}
+
+/// Runs `tool --containers --json ARGS` while `container`'s workload runs
+/// to its end; the tool's records.
+fn records_around(tool: &str, args: &[&str], ready: &str, container: &mut Container) -> Vec<Value> {
+    container.wait_until_waiting();
+    let args: Vec<&str> = ["--containers", "--json"].iter().chain(args).copied().collect();
+    let running = Running::start(tool, &args, ready);
+    container.go();
+    container.wait(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = running.interrupt();
+    out.assert_complete(tool);
+    json_lines(&out.stdout)
+}
+
+/// The records of container `container`, checked to name it whole.
+fn of_container<'a>(records: &'a [Value], container: &Container) -> Vec<&'a Value> {
+    let of: Vec<&Value> = records.iter().filter(|r| r["container"] == container.name.as_str()).collect();
+    for record in &of {
+        assert_eq!(
+            (record["container_id"].as_str(), record["runtime"].as_str()),
+            (Some(container.id.as_str()), Some("podman"))
+        );
+    }
+    of
+}
+
+#[test]
+fn execsnoop_names_the_container_of_each_exec_and_none_for_the_host() {
+    let _serial = serial();
+    let name = containers::name("exec");
+    let args = ["execveat", "/bin/workload", "sleep", "0", "1", "1"];
+    let mut container = Container::workload(&name, &[], &args);
+    container.wait_until_waiting();
+    let tool = Running::start("execsnoop", &["--containers", "--json"], "Tracing exec()s");
+    container.go();
+    container.wait(Duration::from_secs(60));
+    let host_exec = std::process::Command::new("/bin/true").status().expect("/bin/true");
+    assert!(host_exec.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let out = tool.interrupt();
+    out.assert_complete("execsnoop");
+    let records = json_lines(&out.stdout);
+    let of = of_container(&records, &container);
+    assert!(
+        of.iter().any(|r| r["args"] == serde_json::json!(["/bin/workload", "sleep", "0", "1", "1"])),
+        "{records:?}"
+    );
+    let host = records.iter().find(|r| r["args"] == serde_json::json!(["/bin/true"])).expect("the host's exec");
+    assert_eq!(host["container"], Value::Null, "{host}");
+    assert!(host.get("container_id").is_none(), "{host}");
+
+    // Text: the CONTAINER column after COMM, the name in it.
+    let mut container = Container::workload(&name, &[], &args);
+    container.wait_until_waiting();
+    let tool = Running::start("execsnoop", &["--containers"], "COMM");
+    container.go();
+    container.wait(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = tool.interrupt();
+    let header = out.stdout.lines().next().unwrap_or_default();
+    assert!(header.starts_with("COMM             CONTAINER        PID"), "{header}");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("/bin/workload sleep 0 1 1"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert_eq!(row.split_whitespace().nth(1), Some(name.as_str()), "{row}");
+}
+
+#[test]
+fn ext4slower_names_the_container_of_each_operation() {
+    let _serial = serial();
+    let mount = Mounted::new("ext4");
+    let volume = format!("{}:/data", mount.dir.display());
+    let mut container =
+        Container::workload(&containers::name("files"), &["-v", &volume], &["file-ops", "/data/f", "4096", "0"]);
+    let records =
+        records_around("ext4slower", &["--allow-syscall-rung", "0"], "Tracing ext4 operations", &mut container);
+    let ops: Vec<&str> = of_container(&records, &container).iter().filter_map(|r| r["op"].as_str()).collect();
+    for op in ["write", "read", "fsync", "open"] {
+        assert!(ops.contains(&op), "{op} in {ops:?}: {records:?}");
+    }
+}
+
+#[test]
+fn tcplife_names_the_container_of_each_end() {
+    let _serial = serial();
+    // A network namespace of the session's own: the container must be privileged.
+    let args = ["tcp-session", "4", "100", "200", "client", "tl-client", "tl-server"];
+    let mut container = Container::workload(&containers::name("tcp"), &["--privileged"], &args);
+    let records = records_around("tcplife", &[], "Tracing TCP sessions", &mut container);
+    let comms: Vec<&str> = of_container(&records, &container).iter().filter_map(|r| r["comm"].as_str()).collect();
+    assert!(comms.contains(&"tl-client") && comms.contains(&"tl-server"), "{records:?}");
+}
+
+#[test]
+fn gethostlatency_names_the_container_of_each_lookup() {
+    let _serial = serial();
+    // Namespaces of the resolver's own (its DNS server, /etc/hosts): privileged.
+    let args = ["resolve", "20", "-", "getaddrinfo:in-a-container.test"];
+    let mut container = Container::workload(&containers::name("dns"), &["--privileged"], &args);
+    let records = records_around("gethostlatency", &[], "Tracing host name lookups", &mut container);
+    let hosts: Vec<&str> = of_container(&records, &container).iter().filter_map(|r| r["host"].as_str()).collect();
+    assert_eq!(hosts, ["in-a-container.test"], "{records:?}");
 }

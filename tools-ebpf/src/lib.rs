@@ -135,6 +135,26 @@ pub fn task_cgroup_ino(task: *const u8, walk: &CgroupFilter) -> Option<u32> {
     read_field::<u32>(task_cgroup_node(task, walk)?, walk.kn_id)
 }
 
+/// An event's `cgroup` field: the current task's cgroup v2 inode (the low
+/// 32 bits, as [`task_cgroup_ino`]) when `walk.report` asks for it
+/// (`--containers`), else 0. The legacy build cannot read the current task
+/// (`bpf_get_current_task` is 4.8): 0 there, and user space refuses
+/// `--containers` on its rungs.
+#[inline(always)]
+pub fn reported_cgroup(walk: &CgroupFilter) -> u32 {
+    if walk.report == 0 {
+        return 0;
+    }
+    #[cfg(not(feature = "legacy"))]
+    {
+        // SAFETY: a helper without arguments.
+        let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+        task_cgroup_ino(task, walk).unwrap_or(0)
+    }
+    #[cfg(feature = "legacy")]
+    0
+}
+
 /// Whether an item's identifier is `name` (its shared constant): checked
 /// at compile time by [`named`].
 pub const fn is_named(ident: &str, name: &str) -> bool {

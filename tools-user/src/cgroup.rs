@@ -38,6 +38,27 @@ pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
     Ok(CgroupFilter { ino, ..crate::offsets::cgroup_walk(btf)? })
 }
 
+/// What an event tool's kernel side is given for `-c PATH` and
+/// `--containers`: the filter (none without `-c`), the walk's offsets
+/// (with either), and whether events carry the task's cgroup.
+pub fn events_walk(path: Option<&Path>, containers: bool, btf: Option<&Btf>) -> Result<CgroupFilter> {
+    let mut walk = match (path, containers) {
+        (Some(path), _) => filter(path, btf)?,
+        (None, true) => {
+            crate::offsets::cgroup_walk(btf.context("--containers reads the task's cgroup, which needs kernel BTF")?)?
+        }
+        (None, false) => return Ok(CgroupFilter::default()),
+    };
+    walk.report = containers as u32;
+    Ok(walk)
+}
+
+/// The flag that makes a tool read the current task's cgroup (`-c`, else
+/// `--containers`), which the legacy build's rungs cannot: None without either.
+pub fn task_flag(path: Option<&Path>, containers: bool) -> Option<&'static str> {
+    path.map(|_| "-c").or(containers.then_some("--containers"))
+}
+
 /// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, as a rule):
 /// the whole of it, not a subtree (a cgroup namespace, a bind mount),
 /// since cgroups are named by their paths from the top. In a container

@@ -122,6 +122,16 @@ pub struct CgroupArg {
     pub cgroup: Option<std::path::PathBuf>,
 }
 
+/// `--containers` on the event tools.
+#[derive(Args, Debug, Clone)]
+pub struct ContainersArg {
+    /// Show which container each event came from: a CONTAINER column (its
+    /// name, else its short ID; - for the host's processes) and container,
+    /// container_id, runtime, pod and namespace in JSON.
+    #[arg(long = "containers")]
+    pub containers: bool,
+}
+
 /// What the event tools share: CSV output and the event buffers' size.
 #[derive(Args, Debug, Clone)]
 pub struct EventArgs {

@@ -16,6 +16,9 @@ pub enum Cell<'e> {
     /// UTF-8, escaped as in text) and in JSON (invalid UTF-8 as U+FFFD,
     /// with the exact bytes in hex beside it, under the key + `_hex`).
     Bytes(&'e [u8]),
+    /// Untrusted text held by the tool (a container's name from its
+    /// runtime's records): rendered as [`Cell::Bytes`].
+    Untrusted(String),
     /// Text the tool made (a time, an address, a name it chose); in text
     /// output it must already be escaped where it holds untrusted parts.
     Text(String),
@@ -37,6 +40,7 @@ impl Cell<'_> {
     pub fn text(&self) -> String {
         match self {
             Cell::Bytes(b) => output::escape(b),
+            Cell::Untrusted(s) => output::escape(s.as_bytes()),
             Cell::Text(s) => s.clone(),
             Cell::Int(n) => n.to_string(),
             Cell::UInt(n) => n.to_string(),
@@ -52,6 +56,7 @@ impl Cell<'_> {
     pub fn csv(&self) -> String {
         match self {
             Cell::Bytes(b) => output::csv_text(b),
+            Cell::Untrusted(s) => output::csv_text(s.as_bytes()),
             Cell::Unknown | Cell::Absent => String::new(),
             other => other.text(),
         }
@@ -61,7 +66,7 @@ impl Cell<'_> {
     pub fn json(&self) -> Option<Value> {
         Some(match self {
             Cell::Bytes(b) => Value::from(String::from_utf8_lossy(b)),
-            Cell::Text(s) => Value::from(s.as_str()),
+            Cell::Text(s) | Cell::Untrusted(s) => Value::from(s.as_str()),
             Cell::Int(n) => Value::from(*n),
             Cell::UInt(n) => Value::from(*n),
             Cell::Fixed(x, _) => Value::from(*x),

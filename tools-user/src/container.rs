@@ -11,13 +11,16 @@
 //! (see [`crate::procfs::host_root`]).
 
 use std::{
-    collections::HashMap,
+    cell::RefCell,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     rc::Rc,
 };
 
 use anyhow::Result;
 use serde_json::Value;
+
+use crate::columns::{Cell, Column};
 pub use tools_parse::cgroup_path::ContainerRef;
 
 /// A container, as the tools print it.
@@ -77,7 +80,9 @@ pub struct Containers {
     by_cgroup: HashMap<u64, Option<Rc<Container>>>,
     by_id: HashMap<String, Rc<Container>>,
     /// The cgroups there were at the last look.
-    present: std::collections::HashSet<u64>,
+    present: HashSet<u64>,
+    /// Cgroups asked for and not found by a look at once: gone, and not looked for again.
+    missed: HashSet<u64>,
 }
 
 impl Containers {
@@ -89,7 +94,8 @@ impl Containers {
             host_root,
             by_cgroup: HashMap::new(),
             by_id: HashMap::new(),
-            present: Default::default(),
+            present: HashSet::new(),
+            missed: HashSet::new(),
         };
         containers.look();
         Ok(containers)
@@ -103,6 +109,9 @@ impl Containers {
             // Keeps the bound: what is gone is forgotten, what exists is named again below.
             self.by_cgroup.clear();
             self.by_id.clear();
+        }
+        if self.missed.len() > MAX_CACHED {
+            self.missed.clear();
         }
         self.present = directories.keys().copied().collect();
         for (ino, path) in directories {
@@ -119,8 +128,11 @@ impl Containers {
     /// The container of cgroup `ino`: None for a host process; Err for a
     /// cgroup removed before it was seen.
     pub fn of_cgroup(&mut self, ino: u64) -> Result<Option<Rc<Container>>, Removed> {
-        if !self.by_cgroup.contains_key(&ino) {
+        if !self.by_cgroup.contains_key(&ino) && !self.missed.contains(&ino) {
             self.look();
+            if !self.by_cgroup.contains_key(&ino) {
+                self.missed.insert(ino);
+            }
         }
         self.by_cgroup.get(&ino).cloned().ok_or(Removed)
     }
@@ -143,6 +155,82 @@ impl Containers {
 /// A cgroup removed before it was seen: which container it was of cannot be known.
 #[derive(Debug)]
 pub struct Removed;
+
+/// What an event's cgroup says of its container.
+enum Seen {
+    Host,
+    In(Rc<Container>),
+    /// The cgroup went before it was seen, or the kernel could not read it (0).
+    Unknown,
+}
+
+/// `--containers` on an event tool: its columns, placed after the command
+/// name (COMM). In text and CSV `CONTAINER`: the
+/// container's name or short ID, `-` (empty in CSV) for a host process,
+/// `?` for a cgroup gone before it was seen. In JSON `container` (null for
+/// a host process), `container_id`, `runtime`, and `pod` and `namespace`
+/// where known; `cgroup_removed: true` for the unknown. `cgroup` is the
+/// event's cgroup field.
+pub fn add_columns<'a, E: 'a>(columns: &mut Vec<Column<'a, E>>, cgroup: fn(&E) -> u32) -> Result<()> {
+    let containers = Rc::new(RefCell::new(Containers::new()?));
+    let seen = move |event: &E| -> Seen {
+        match cgroup(event) {
+            0 => Seen::Unknown,
+            ino => match containers.borrow_mut().of_cgroup(ino.into()) {
+                Ok(Some(container)) => Seen::In(container),
+                Ok(None) => Seen::Host,
+                Err(Removed) => Seen::Unknown,
+            },
+        }
+    };
+    let seen = Rc::new(seen);
+    let column = |value: fn(Seen) -> Cell<'static>| {
+        let seen = seen.clone();
+        Column::new(move |event: &E| value(seen(event)))
+    };
+    let added = vec![
+        column(|seen| match seen {
+            Seen::In(container) => Cell::Untrusted(container.display_name().to_owned()),
+            Seen::Host => Cell::Unknown,
+            Seen::Unknown => Cell::Text("?".into()),
+        })
+        .text_csv("CONTAINER", 16),
+        column(|seen| match seen {
+            Seen::In(container) => Cell::Untrusted(container.display_name().to_owned()),
+            _ => Cell::Json(Value::Null),
+        })
+        .json("container"),
+        column(|seen| match seen {
+            Seen::In(container) => Cell::Text(container.reference.id.clone()),
+            _ => Cell::Absent,
+        })
+        .json("container_id"),
+        column(|seen| match seen {
+            Seen::In(container) => Cell::Text(container.reference.runtime.into()),
+            _ => Cell::Absent,
+        })
+        .json("runtime"),
+        column(|seen| match seen {
+            Seen::In(container) => container.pod.clone().map_or(Cell::Absent, Cell::Untrusted),
+            _ => Cell::Absent,
+        })
+        .json("pod"),
+        column(|seen| match seen {
+            Seen::In(container) => container.namespace.clone().map_or(Cell::Absent, Cell::Untrusted),
+            _ => Cell::Absent,
+        })
+        .json("namespace"),
+        column(|seen| match seen {
+            Seen::Unknown => Cell::Bool(true),
+            _ => Cell::Absent,
+        })
+        .json("cgroup_removed"),
+    ];
+    let after_command = columns.iter().position(|c| c.text.as_ref().is_some_and(|t| t.header == "COMM"));
+    let at = after_command.map_or(columns.len(), |i| i + 1);
+    columns.splice(at..at, added);
+    Ok(())
+}
 
 /// Histograms per container (`runqlat --containers`): cgroup keys
 /// grouped by the container they belong to, each group a key of its own,

@@ -106,6 +106,8 @@ pub fn cgroup_walk(btf: &Btf) -> Result<CgroupFilter> {
         kn_id: btf.member_any("kernfs_node", &["id"])?.offset,
         // 6.15 renamed `kernfs_node.parent` to `__parent` (now RCU-protected).
         kn_parent: btf.member_any("kernfs_node", &["__parent", "parent"])?.offset,
+        report: 0,
+        _pad: 0,
     })
 }
 

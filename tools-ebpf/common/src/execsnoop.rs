@@ -125,7 +125,8 @@ pub struct ExecEvent {
     pub flags: u32,
     /// Bytes of `args` that hold data.
     pub args_len: u32,
-    pub _pad: u32,
+    /// The exec'ing task's cgroup v2 inode with `--containers` (else 0).
+    pub cgroup: u32,
     pub comm: [u8; 16],
     pub pcomm: [u8; 16],
     /// The path as passed to exec (NUL-terminated).

@@ -95,7 +95,8 @@ pub struct FileOpEventOf<const NAME: usize> {
     pub comm: [u8; 16],
     /// Bytes of `name` that hold the file name (without the NUL).
     pub name_len: u32,
-    pub _pad: u32,
+    /// The caller's cgroup v2 inode with `--containers` (else 0).
+    pub cgroup: u32,
     pub name: [u8; NAME],
 }
 

@@ -98,7 +98,8 @@ pub struct LookupEventOf<const HOST: usize> {
     pub library: u32,
     pub comm: [u8; 16],
     pub host_len: u32,
-    pub _pad: u32,
+    /// The caller's cgroup v2 inode with `--containers` (else 0).
+    pub cgroup: u32,
     pub host: [u8; HOST],
 }
 

@@ -38,7 +38,8 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
 }
 
-/// `-c PATH`: only tasks in a cgroup v2 directory or below it. Compared by
+/// `-c PATH`: only tasks in a cgroup v2 directory or below it; and with
+/// `report`, the cgroup events carry (`--containers`). Compared by
 /// the low 32 bits of the directory's inode number, unique among live
 /// cgroups in every kernel (before 5.5 the kernfs id holds only those).
 /// Offsets of `task_struct.cgroups` → `css_set.dfl_cgrp` → `cgroup.kn` →
@@ -53,6 +54,10 @@ pub struct CgroupFilter {
     pub cgroup_kn: u32,
     pub kn_id: u32,
     pub kn_parent: u32,
+    /// Non-zero (`--containers`): events carry the task's cgroup, through
+    /// the same walk (see `tools_ebpf::reported_cgroup`).
+    pub report: u32,
+    pub _pad: u32,
 }
 
 /// What the kernel side failed to record, counted where it happened so user

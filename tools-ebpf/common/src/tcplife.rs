@@ -76,6 +76,9 @@ pub struct Session {
     /// The state it was born in: a socket that closes still in SYN_RECV
     /// is not a session (see tcplife's `on_state`).
     pub birth_state: i32,
+    /// The owner's cgroup v2 inode with `--containers` (else 0).
+    pub owner_cgroup: u32,
+    pub _pad: u32,
 }
 
 /// One session that closed, handed over at CLOSE.
@@ -101,6 +104,9 @@ pub struct SessionEvent {
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
     pub comm: [u8; 16],
+    /// The owner's cgroup v2 inode with `--containers` (else 0).
+    pub cgroup: u32,
+    pub _pad: u32,
 }
 
 /// Which ports a filter lets through: one bit per port, `PORT_WORDS` words

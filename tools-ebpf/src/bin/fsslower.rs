@@ -116,6 +116,7 @@ mod bpf {
             ev.comm = bpf_get_current_comm().unwrap_or_default();
             ev.ino = read_field(inode, config.file.inode_ino).unwrap_or(0);
             ev.dev = read_field(sb, config.file.sb_dev).unwrap_or(0);
+            ev.cgroup = tools_ebpf::reported_cgroup(&config.cgroup);
         };
         // The modern build sends the name's bytes, up to NAME_MAX, from a
         // per-CPU event; the legacy build a fixed-size read of the name's

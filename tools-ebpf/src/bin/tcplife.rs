@@ -79,6 +79,7 @@ mod bpf {
                 if CGROUP {
                     let task = bpf_get_current_task() as Ptr;
                     (*session).owner_in_cgroup = tools_ebpf::task_in_cgroup(task, &config.cgroup) as u32;
+                    (*session).owner_cgroup = tools_ebpf::reported_cgroup(&config.cgroup);
                 }
             }
         }
@@ -147,6 +148,7 @@ mod bpf {
             pid: session.owner_tgid,
             owner_from: session.owner_from,
             comm: session.comm,
+            cgroup: session.owner_cgroup,
             ..SessionEvent::default()
         };
         addresses(&mut ev);

@@ -10,9 +10,9 @@ use serde_json::Value;
 use tools_common::execsnoop::{event_flags, ExecEvent};
 use tools_user::{
     btf::Btf,
-    cli::{user_id, CgroupArg, EventArgs, RuntimeArgs},
+    cli::{user_id, CgroupArg, ContainersArg, EventArgs, RuntimeArgs},
     columns::{Cell, Column, Columns},
-    diag,
+    container, diag,
     driver::events::{self, EventTool, Filter},
     events::EventPath,
     lifetime,
@@ -65,6 +65,8 @@ struct Args {
     #[command(flatten)]
     cgroup: CgroupArg,
     #[command(flatten)]
+    containers: ContainersArg,
+    #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -98,10 +100,15 @@ fn main() -> ExitCode {
             uid: args.uid,
             ppid: args.ppid,
             cgroup: args.cgroup.cgroup.as_deref(),
+            containers: args.containers.containers,
         };
         let loaded = execsnoop::plan(&options, &Btf::for_tool(&load_options)?, &path)?.load(&load_options)?;
         let format = args.events.format(&args.runtime);
-        let mut tool = EventTool::new(columns(&args, format), "Tracing exec()s... Hit Ctrl-C to end.");
+        let mut columns = columns(&args, format);
+        if args.containers.containers {
+            container::add_columns(&mut columns.columns, |e| e.cgroup)?;
+        }
+        let mut tool = EventTool::new(columns, "Tracing exec()s... Hit Ctrl-C to end.");
         tool.filter = filter(args.name.clone(), args.line.clone());
         tool.inflight = "failed execs";
         if loaded.rung == "kprobe" {

@@ -10,9 +10,9 @@ use clap::Parser;
 use tools_common::fsslower::{op, FileOpEvent};
 use tools_user::{
     btf::Btf,
-    cli::{CgroupArg, EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, ContainersArg, EventArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
-    diag,
+    container, diag,
     driver::events::{self, EventTool},
     events::EventPath,
     lifetime::{self, BadInput},
@@ -46,6 +46,8 @@ struct Args {
     fs_type: Option<String>,
     #[command(flatten)]
     cgroup: CgroupArg,
+    #[command(flatten)]
+    containers: ContainersArg,
     /// Where the kernel has neither kprobes nor fentry, trace through
     /// syscall tracepoints, which slow every read, write, open and fsync of
     /// every process on the host (see OVERHEAD).
@@ -90,8 +92,16 @@ fn main() -> ExitCode {
         let btf = Btf::for_tool(&load_options)?;
         let cgroup = args.cgroup.cgroup.as_deref();
         let allow_syscall_rung = args.allow_syscall_rung;
-        let options =
-            fsslower::Options { fs, min_ms, pid: args.pid.pid, cgroup, histograms: false, allow_syscall_rung };
+        let containers = args.containers.containers;
+        let options = fsslower::Options {
+            fs,
+            min_ms,
+            pid: args.pid.pid,
+            cgroup,
+            containers,
+            histograms: false,
+            allow_syscall_rung,
+        };
         let loaded = fsslower::plan(&options, &btf, &load_options, &path)?.load(&load_options)?;
         if loaded.rung == "syscall" {
             diag::note(&format!(
@@ -104,7 +114,11 @@ fn main() -> ExitCode {
             0 => format!("Tracing {} operations", fs.name),
             ms => format!("Tracing {} operations slower than {ms} ms", fs.name),
         };
-        let mut tool = EventTool::new(columns(format), tracing.clone());
+        let mut columns = columns(format);
+        if containers {
+            container::add_columns(&mut columns.columns, |e| e.cgroup)?;
+        }
+        let mut tool = EventTool::new(columns, tracing.clone());
         // BCC prints its banner above the text header only.
         tool.banner = Some(tracing);
         tool.inflight = "operations";

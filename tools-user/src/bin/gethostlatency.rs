@@ -15,9 +15,9 @@ use serde_json::Value;
 use tools_common::gethostlatency::LookupEvent;
 use tools_user::{
     btf::Btf,
-    cli::{CgroupArg, EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, ContainersArg, EventArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
-    diag,
+    container, diag,
     driver::events::{self, EventTool},
     events::EventPath,
     lifetime,
@@ -40,6 +40,8 @@ struct Args {
     #[command(flatten)]
     cgroup: CgroupArg,
     #[command(flatten)]
+    containers: ContainersArg,
+    #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -61,11 +63,13 @@ fn main() -> ExitCode {
             pid: args.pid.pid,
             libc: &args.libc,
             cgroup: args.cgroup.cgroup.as_deref(),
+            containers: args.containers.containers,
             histograms: false,
         };
-        // Only -c reads a struct; a --btf file is checked all the same (used or refused).
-        let btf = match (&args.cgroup.cgroup, &load_options.btf) {
-            (None, None) => Err("not needed".into()),
+        // Only -c and --containers read a struct; a --btf file is checked all the same (used or refused).
+        let reads_task = args.cgroup.cgroup.is_some() || args.containers.containers;
+        let btf = match (reads_task, &load_options.btf) {
+            (false, None) => Err("not needed".into()),
             _ => Btf::for_tool(&load_options)?,
         };
         // The plan's keeper probes the libraries that appear later (a
@@ -73,7 +77,11 @@ fn main() -> ExitCode {
         let (plan, libraries) = gethostlatency::plan(&options, &btf, &path)?;
         let loaded = plan.load(&load_options)?;
         let format = args.events.format(&args.runtime);
-        let mut tool = EventTool::new(columns(format, libraries), "Tracing host name lookups... Hit Ctrl-C to end.");
+        let mut columns = columns(format, libraries);
+        if args.containers.containers {
+            container::add_columns(&mut columns.columns, |e| e.cgroup)?;
+        }
+        let mut tool = EventTool::new(columns, "Tracing host name lookups... Hit Ctrl-C to end.");
         tool.inflight = "lookups";
         events::run(tool, loaded, &path)
     })

@@ -16,9 +16,9 @@ use clap::Parser;
 use tools_common::tcplife::{owner_from, session_flags, SessionEvent};
 use tools_user::{
     btf::Btf,
-    cli::{CgroupArg, EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, ContainersArg, EventArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
-    diag,
+    container, diag,
     driver::events::{self, EventTool},
     events::EventPath,
     lifetime,
@@ -60,6 +60,8 @@ struct Args {
     ipv6: bool,
     #[command(flatten)]
     cgroup: CgroupArg,
+    #[command(flatten)]
+    containers: ContainersArg,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
             local_ports: args.localport.clone(),
             remote_ports: args.remoteport.clone(),
             cgroup: args.cgroup.cgroup.as_deref(),
+            containers: args.containers.containers,
             histograms: false,
         };
         let loaded = tcplife::plan(&options, &btf, &path)?.load(&load_options)?;
@@ -111,7 +114,11 @@ fn main() -> ExitCode {
             diag::note(&format!("tcplife: {}", tcplife::ACCEPT_SYSCALL_TAX));
         }
         let format = args.events.format(&args.runtime);
-        let mut tool = EventTool::new(columns(&args, format), "Tracing TCP sessions... Hit Ctrl-C to end.");
+        let mut columns = columns(&args, format);
+        if args.containers.containers {
+            container::add_columns(&mut columns.columns, |e| e.cgroup)?;
+        }
+        let mut tool = EventTool::new(columns, "Tracing TCP sessions... Hit Ctrl-C to end.");
         tool.inflight = "sessions";
         events::run(tool, loaded, &path)
     })

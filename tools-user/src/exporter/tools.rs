@@ -152,6 +152,7 @@ fn load_tool(
                 min_ms: 0,
                 pid: None,
                 cgroup: None,
+                containers: false,
                 histograms: true,
                 allow_syscall_rung: options.ext4slower_allow_syscall_rung,
             };

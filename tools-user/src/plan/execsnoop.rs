@@ -29,6 +29,8 @@ pub struct Options<'a> {
     pub ppid: Option<u32>,
     /// `-c`: only tasks in this cgroup v2 directory or below it.
     pub cgroup: Option<&'a Path>,
+    /// `--containers`: events carry the task's cgroup.
+    pub containers: bool,
 }
 
 /// The configuration, the rungs best first, and the map sizes.
@@ -39,7 +41,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
         config.filter_uid = 1;
     }
     let no_task = match btf {
-        Ok(btf) => task_fields(btf, &mut config, options.cgroup).err().map(|err| format!("{err:#}")),
+        Ok(btf) => task_fields(btf, &mut config, options).err().map(|err| format!("{err:#}")),
         Err(err) => Some(format!("execsnoop reads the parent and the new argument area through kernel BTF: {err}")),
     };
     let no_record = exec_record(&mut config).err().map(|err| format!("{err:#}"));
@@ -68,14 +70,12 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     Ok(plan)
 }
 
-/// The parent and the new argument area, through the task; and -c.
-fn task_fields(btf: &crate::btf::Btf, config: &mut Config, cgroup: Option<&Path>) -> Result<()> {
+/// The parent and the new argument area, through the task; and -c and --containers.
+fn task_fields(btf: &crate::btf::Btf, config: &mut Config, options: &Options) -> Result<()> {
     config.task = offsets::task(btf)?;
     config.mm_arg_start = btf.member_any("mm_struct", &["arg_start"])?.offset;
     config.mm_arg_end = btf.member_any("mm_struct", &["arg_end"])?.offset;
-    if let Some(cgroup) = cgroup {
-        config.cgroup = crate::cgroup::filter(cgroup, Some(btf))?;
-    }
+    config.cgroup = crate::cgroup::events_walk(options.cgroup, options.containers, Some(btf))?;
     Ok(())
 }
 
@@ -104,8 +104,8 @@ fn kprobe_rung(options: &Options, btf: BtfSource<'_>, build: Build, config: &mut
             Err(err) => unusable = Some(format!("the exec syscalls' arguments: {err:#}")),
         }
     }
-    let needs_task = (options.ppid.is_some() || options.cgroup.is_some())
-        .then(|| "-P and -c read the current task, which this rung (Linux 4.4's) cannot".to_owned());
+    let needs_task = (options.ppid.is_some() || options.cgroup.is_some() || options.containers)
+        .then(|| "-P, -c and --containers read the current task, which this rung (Linux 4.4's) cannot".to_owned());
     let modern =
         (build == Build::Modern).then(|| "the legacy build's (Linux 4.4's), where the tracepoints fail".to_owned());
     // Offsets of the exec's task (its parent's TGID and name); the rung

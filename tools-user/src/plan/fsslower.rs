@@ -73,6 +73,8 @@ pub struct Options<'a> {
     pub pid: Option<u32>,
     /// `-c`: only tasks in this cgroup v2 directory or below it.
     pub cgroup: Option<&'a Path>,
+    /// `--containers`: events carry the task's cgroup.
+    pub containers: bool,
     /// Count every operation in the kernel, by operation; send no events
     /// (the exporter).
     pub histograms: bool,
@@ -113,9 +115,7 @@ pub fn plan(
         kiocb_pos: btf.member_any("kiocb", &["ki_pos"])?.offset,
         ..Config::default()
     };
-    if let Some(cgroup) = options.cgroup {
-        config.cgroup = crate::cgroup::filter(cgroup, Some(btf))?;
-    }
+    config.cgroup = crate::cgroup::events_walk(options.cgroup, options.containers, Some(btf))?;
     let functions = [(fs.read, op::READ), (fs.write, op::WRITE), (fs.open, op::OPEN), (fs.sync, op::SYNC)];
     let program = |op: u32, of: [&'static str; 4]| of[op as usize];
 
@@ -150,7 +150,10 @@ pub fn plan(
     }
     let allowed = options.allow_syscall_rung || load_options.rung.as_deref() == Some("syscall");
     let syscalls = syscall_rung(&mut config).unusable_if((!allowed).then(|| SYSCALL_TAX.to_owned()));
-    let kprobe = kprobe.unusable_if(super::current_task_refused(path.build, options.cgroup.map(|_| "-c")));
+    let kprobe = kprobe.unusable_if(super::current_task_refused(
+        path.build,
+        crate::cgroup::task_flag(options.cgroup, options.containers),
+    ));
     let rungs = vec![fentry.unusable_if(no_fentry), kprobe, syscalls];
     let mut plan = Plan::new(ebpf_object!("fsslower"), path.build, config, rungs);
     plan.map_sizes = path.max_entries();

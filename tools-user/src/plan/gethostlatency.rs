@@ -44,6 +44,8 @@ pub struct Options<'a> {
     pub libc: &'a [PathBuf],
     /// `-c`: only tasks in this cgroup v2 directory or below it.
     pub cgroup: Option<&'a Path>,
+    /// `--containers`: events carry the task's cgroup.
+    pub containers: bool,
     /// Count every lookup in the kernel, by function and result; send no
     /// events (the exporter).
     pub histograms: bool,
@@ -68,10 +70,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
     let config = Config {
         target_tgid: options.pid.unwrap_or(0),
         histograms: options.histograms as u32,
-        cgroup: match options.cgroup {
-            Some(dir) => crate::cgroup::filter(dir, btf.as_ref().ok())?,
-            None => Default::default(),
-        },
+        cgroup: crate::cgroup::events_walk(options.cgroup, options.containers, btf.as_ref().ok())?,
     };
     let mut libraries = Libraries::default();
     let started = std::time::Instant::now();
@@ -98,8 +97,10 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(
     let rungs = vec![
         probes(Rung::new("uprobe_cookie"), &found, &libraries, true)
             .unusable_if((!cookies).then(|| "this kernel has no BPF cookies (5.15+)".to_owned())),
-        probes(Rung::new("uprobe"), &found, &libraries, false)
-            .unusable_if(super::current_task_refused(path.build, options.cgroup.map(|_| "-c"))),
+        probes(Rung::new("uprobe"), &found, &libraries, false).unusable_if(super::current_task_refused(
+            path.build,
+            crate::cgroup::task_flag(options.cgroup, options.containers),
+        )),
     ];
     let libraries = Rc::new(RefCell::new(libraries));
     let resolvers = Resolvers {

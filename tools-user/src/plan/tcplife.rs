@@ -28,6 +28,8 @@ pub struct Options<'a> {
     pub remote_ports: Vec<u16>,
     /// `-c`: only sessions whose owner ran in this cgroup v2 directory.
     pub cgroup: Option<&'a Path>,
+    /// `--containers`: events carry the task's cgroup.
+    pub containers: bool,
     /// Count every session in the kernel; send no events (the exporter).
     pub histograms: bool,
 }
@@ -43,9 +45,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
         histograms: options.histograms as u32,
         ..Config::default()
     };
-    if let Some(cgroup) = options.cgroup {
-        config.cgroup = crate::cgroup::filter(cgroup, btf.as_ref().ok())?;
-    }
+    config.cgroup = crate::cgroup::events_walk(options.cgroup, options.containers, btf.as_ref().ok())?;
     // The socket's members: addresses on the raw-tracepoint and kprobe
     // rungs, byte counters on every rung.
     let no_sock = match btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(offsets::sock) {
@@ -80,7 +80,8 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     // every system call of every process on the slow path (see
     // ACCEPT_SYSCALL_TAX); else owners of accepted sockets are known when
     // they close. The exporter's counts name no owner: it takes none.
-    let cgroup_refused = super::current_task_refused(path.build, options.cgroup.map(|_| "-c"));
+    let cgroup_refused =
+        super::current_task_refused(path.build, crate::cgroup::task_flag(options.cgroup, options.containers));
     let accept = (!options.histograms).then(|| {
         vec![
             Rung::new("kretprobe")
