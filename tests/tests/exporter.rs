@@ -443,6 +443,31 @@ fn series_per_cgroup_on_request() {
     let _ = std::fs::remove_dir(&dir);
 }
 
+/// A series per container, on request: a Podman container's cgroups add
+/// up into a series named by the container, which the real Prometheus
+/// scrapes and queries by its labels; the host's processes are the series
+/// without a container; once the container is gone, so is its series.
+#[test]
+fn series_per_container_on_request() {
+    let _serial = serial();
+    let name = integration_tests::containers::name("exported");
+    // Wakes every 2 ms until removed.
+    let mut container = integration_tests::containers::Container::workload(&name, &[], &["sleep", "1", "1000000", "2"]);
+    container.go();
+    let exporter = Exporter::start(&["--tools", "runqlat", "--runqlat.per-container"]);
+    let prometheus = Prometheus::start("containers", &exporter.address, false);
+    let family = "ebpf_tools_container_run_queue_latency_seconds_count";
+    let ours = format!("{family}{{container=\"{name}\",container_id=\"{}\"}}", container.id);
+    let count = prometheus.value(&ours, |count| count >= 100.0);
+    println!("{ours}: {count}");
+    prometheus.value(&format!("{family}{{container=\"\"}}"), |count| count > 0.0);
+    let (_, text) = exporter.get("/metrics", None);
+    promtool_accepts(&text);
+    drop(container);
+    let (_, text) = exporter.get("/metrics", None);
+    assert!(!text.contains(&format!("container=\"{name}\"")), "a series of {name} after it went: {text}");
+}
+
 /// A self-signed certificate for 127.0.0.1 and a bcrypt-hashed password,
 /// in a directory removed when dropped.
 struct Credentials(PathBuf);

@@ -204,7 +204,16 @@ pub const TOOLS: &[Tool] = &[
                 &["contention_on_the_best_rung", "per_process_and_per_thread", "json_lines_parse", "milliseconds"],
             ),
         ],
-        bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::PingPong }],
+        // What --containers adds: each sample keyed by its task's cgroup.
+        bench: &[
+            Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::PingPong },
+            Bench {
+                name: Some("runqlat --containers"),
+                args: &["--containers"],
+                versus: Versus::LibbpfTools,
+                workload: Workload::PingPong,
+            },
+        ],
         contract: Some(Contract { args: &[], ready: "Tracing run queue latency" }),
     },
     Tool {
@@ -347,7 +356,16 @@ pub const TOOLS: &[Tool] = &[
                 &["basic_exec", "failed_exec_only_with_x", "quoting_and_escaping", "exec_from_a_thread"],
             ),
         ],
-        bench: &[Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::ExecStorm }],
+        // What --containers adds: each exec's cgroup read, and named.
+        bench: &[
+            Bench { name: None, args: &[], versus: Versus::LibbpfTools, workload: Workload::ExecStorm },
+            Bench {
+                name: Some("execsnoop --containers"),
+                args: &["--containers"],
+                versus: Versus::LibbpfTools,
+                workload: Workload::ExecStorm,
+            },
+        ],
         contract: Some(Contract { args: &["--json"], ready: "Tracing exec()s" }),
     },
     Tool {

@@ -66,7 +66,12 @@ struct Args {
     /// runqlat: also a run-queue latency histogram per cgroup v2 directory (not with --runqlat.per-process).
     #[arg(long = "runqlat.per-cgroup", conflicts_with = "per_process")]
     per_cgroup: bool,
-    /// runqlat: most cgroups with a series of their own; the others count together under cgroup="other".
+    /// runqlat: also a run-queue latency histogram per container, the host's processes as one (not with
+    /// --runqlat.per-process or --runqlat.per-cgroup).
+    #[arg(long = "runqlat.per-container", conflicts_with_all = ["per_process", "per_cgroup"])]
+    per_container: bool,
+    /// runqlat: most cgroups with a series of their own (or, with --runqlat.per-container, counted towards
+    /// their container's); the others count together under cgroup="other" (container="other").
     #[arg(long = "runqlat.max-cgroups", value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_cgroups: u32,
@@ -105,6 +110,7 @@ const EXAMPLES: &str = "examples:
     ebpf-tools-exporter --tools biolatency               # block I/O latency only
     ebpf-tools-exporter --runqlat.per-process            # and run-queue latency per process
     ebpf-tools-exporter --runqlat.per-cgroup             # ... or per cgroup (a service, a container)
+    ebpf-tools-exporter --runqlat.per-container          # ... or per container (and pod)
     ebpf-tools-exporter --web.config.file /etc/ebpf-tools/web.yml   # TLS and basic auth";
 
 /// An address as given, and what it resolves to.
@@ -156,7 +162,8 @@ fn main() -> ExitCode {
         let build = Build::choose(&load_options);
         let options = tools::Options {
             runqlat_max_processes: if args.per_process { args.max_processes } else { 0 },
-            runqlat_max_cgroups: if args.per_cgroup { args.max_cgroups } else { 0 },
+            runqlat_max_cgroups: if args.per_cgroup || args.per_container { args.max_cgroups } else { 0 },
+            runqlat_per_container: args.per_container,
             biolatency_queued: args.queued,
             ext4slower_allow_syscall_rung: args.ext4slower_allow_syscall_rung,
         };

@@ -69,6 +69,8 @@ pub struct Options {
     /// runqlat: one series per cgroup, at most this many (0: none; not
     /// with a series per process).
     pub runqlat_max_cgroups: u32,
+    /// runqlat: the cgroups' series added up by container.
+    pub runqlat_per_container: bool,
     /// biolatency: from queue insertion (`-Q`).
     pub biolatency_queued: bool,
     /// ext4slower: the syscall rung may be taken (it taxes every process).
@@ -117,11 +119,12 @@ fn load_tool(
             let plan = runqlat::plan(&plan_options, btf, build)?;
             let config = plan.config;
             // Where cgroups are named, known before anything is attached.
-            let cgroup_names = match key_mode {
-                key_mode::CGROUP => Some(crate::cgroup::Directories::new()?),
-                _ => None,
+            let series_of = match (key_mode, options.runqlat_per_container) {
+                (key_mode::CGROUP, false) => SeriesOf::Cgroups(crate::cgroup::Directories::new()?),
+                (key_mode::CGROUP, true) => SeriesOf::Containers(Box::new(crate::container::Containers::new()?)),
+                _ => SeriesOf::Processes,
             };
-            attached(plan.load(load_options)?, |loaded| Runqlat::new(loaded, &config, cgroup_names))
+            attached(plan.load(load_options)?, |loaded| Runqlat::new(loaded, &config, series_of))
         }
         "biolatency" => {
             let flag_names = FlagNames::from_btf(btf.as_ref().ok());
@@ -209,14 +212,21 @@ const CGROUP_RUN_QUEUE_LATENCY: &str = "ebpf_tools_cgroup_run_queue_latency_seco
 const CGROUP_RUN_QUEUE_LATENCY_HELP: &str = "Run-queue latency per cgroup v2 directory (--runqlat.max-cgroups of \
                                              them, first come while they exist); cgroup=\"other\" counts every \
                                              cgroup beyond.";
+const CONTAINER_RUN_QUEUE_LATENCY: &str = "ebpf_tools_container_run_queue_latency_seconds";
+const CONTAINER_RUN_QUEUE_LATENCY_HELP: &str = "Run-queue latency per container (its cgroups added up; \
+                                                --runqlat.max-cgroups cgroups first come while they exist); \
+                                                container=\"\" is the host's processes, container=\"other\" \
+                                                every cgroup beyond.";
 const CGROUP_SERIES_LIMIT: &str = "ebpf_tools_cgroup_series_limit";
 const CGROUP_SERIES_LIMIT_HELP: &str =
     "Cgroups that can have a run-queue latency series of their own (--runqlat.max-cgroups).";
 
-/// What runqlat's series of their own are of: processes, or cgroups.
+/// What runqlat's series of their own are of: processes, cgroups, or
+/// containers (cgroups added up).
 enum SeriesOf {
     Processes,
     Cgroups(crate::cgroup::Directories),
+    Containers(Box<crate::container::Containers>),
 }
 
 impl SeriesOf {
@@ -232,6 +242,19 @@ impl SeriesOf {
             // The id too: a service restarted gets a new cgroup at the same
             // path, whose counts start again from zero.
             SeriesOf::Cgroups(names) => Some(vec![("cgroup", names.path_of(key)?), ("cgroup_id", key.to_string())]),
+            SeriesOf::Containers(containers) => {
+                if !containers.exists(key) {
+                    return None;
+                }
+                let container = containers.of_cgroup(key).ok()?;
+                let field = |value: Option<&str>| value.unwrap_or_default().to_owned();
+                Some(vec![
+                    ("container", field(container.as_ref().map(|c| c.display_name()))),
+                    ("container_id", field(container.as_ref().map(|c| c.reference.id.as_str()))),
+                    ("pod", field(container.as_ref().and_then(|c| c.pod.as_deref()))),
+                    ("namespace", field(container.as_ref().and_then(|c| c.namespace.as_deref()))),
+                ])
+            }
         }
     }
 
@@ -239,6 +262,12 @@ impl SeriesOf {
         match self {
             SeriesOf::Processes => vec![("pid", "other".into()), ("comm", String::new())],
             SeriesOf::Cgroups(_) => vec![("cgroup", "other".into()), ("cgroup_id", String::new())],
+            SeriesOf::Containers(_) => vec![
+                ("container", "other".into()),
+                ("container_id", String::new()),
+                ("pod", String::new()),
+                ("namespace", String::new()),
+            ],
         }
     }
 
@@ -254,6 +283,12 @@ impl SeriesOf {
             SeriesOf::Cgroups(_) => {
                 [CGROUP_RUN_QUEUE_LATENCY, CGROUP_RUN_QUEUE_LATENCY_HELP, CGROUP_SERIES_LIMIT, CGROUP_SERIES_LIMIT_HELP]
             }
+            SeriesOf::Containers(_) => [
+                CONTAINER_RUN_QUEUE_LATENCY,
+                CONTAINER_RUN_QUEUE_LATENCY_HELP,
+                CGROUP_SERIES_LIMIT,
+                CGROUP_SERIES_LIMIT_HELP,
+            ],
         }
     }
 }
@@ -268,18 +303,14 @@ struct Runqlat {
 }
 
 impl Runqlat {
-    fn new(
-        mut loaded: Loaded,
-        config: &RunqlatConfig,
-        cgroup_names: Option<crate::cgroup::Directories>,
-    ) -> Result<Runqlat> {
+    fn new(mut loaded: Loaded, config: &RunqlatConfig, series_of: SeriesOf) -> Result<Runqlat> {
         let keyed = config.key_mode != key_mode::NONE;
         let maps = HistogramMaps::take(&mut loaded.ebpf, keyed, true)?;
         let series = match keyed {
             false => None,
             true => {
                 let table = BpfHashMap::try_from(loaded.ebpf.take_map("SERIES").context("no SERIES map")?)?;
-                Some((table, cgroup_names.map_or(SeriesOf::Processes, SeriesOf::Cgroups)))
+                Some((table, series_of))
             }
         };
         Ok(Runqlat { _ebpf: loaded.ebpf, maps, series, cap: config.series_cap })
@@ -295,29 +326,30 @@ impl Collector for Runqlat {
             .series
             .push(Series { labels: vec![], value: Value::Histogram(Histogram { counts, sum_ns }) });
         if let Some((table, of)) = &mut self.series {
-            if let SeriesOf::Cgroups(names) = of {
-                names.allow_walk();
+            match of {
+                SeriesOf::Cgroups(names) => names.allow_walk(),
+                // One walk a scrape: which cgroups exist, and the containers of new ones.
+                SeriesOf::Containers(containers) => containers.look(),
+                SeriesOf::Processes => {}
             }
             let [name, help, limit, limit_help] = of.names();
             let mut gone = BTreeSet::new();
-            let family = scrape.family(name, Kind::Histogram, help);
-            let mut other = None;
+            let mut labelled = Vec::new();
             for (key, (counts, sum_ns)) in self.maps.keyed_total()? {
-                let histogram = Value::Histogram(Histogram { counts, sum_ns });
-                if key == OTHER_KEY {
-                    other = Some(histogram);
-                    continue;
-                }
-                match of.labels(key) {
-                    Some(labels) => family.series.push(Series { labels, value: histogram }),
+                let histogram = Histogram { counts, sum_ns };
+                let labels = match key {
+                    OTHER_KEY => Some(of.other()),
+                    _ => of.labels(key),
+                };
+                match labels {
+                    Some(labels) => labelled.push((labels, histogram)),
                     None => {
                         gone.insert(key);
                     }
                 }
             }
-            if let Some(histogram) = other {
-                family.series.push(Series { labels: of.other(), value: histogram });
-            }
+            // A container's cgroups add up into its series.
+            scrape.family(name, Kind::Histogram, help).add_histograms(labelled);
             // What is gone counts no more: its place goes to the next one.
             self.maps.remove_keys(&gone);
             for key in &gone {
