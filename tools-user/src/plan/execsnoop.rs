@@ -95,7 +95,9 @@ fn kprobe_rung(options: &Options, btf: BtfSource<'_>, build: Build, config: &mut
     let execve = functions("execve");
     let execveat = functions("execveat");
     let mut unusable = None;
-    if !loader::kallsyms_find_all(std::slice::from_ref(&execve[0])).is_empty() {
+    // The modern build never takes this rung: /proc/kallsyms (tens of
+    // milliseconds to read) is read for the legacy build's only.
+    if build == Build::Legacy && !loader::kallsyms_find_all(std::slice::from_ref(&execve[0])).is_empty() {
         match btf.as_ref().map_err(|err| anyhow::anyhow!("{err}")).and_then(offsets::syscall_args) {
             Ok(args) => {
                 config.syscall_regs = 1;
