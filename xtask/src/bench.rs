@@ -233,7 +233,8 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     fs::write(&path, &report)?;
     // A full run of every benchmark is the docs' table.
     if !options.quick && options.tool.is_none() {
-        crate::docs::write("benchmarks.md", "bench", &report)?;
+        // The docs page has its own title.
+        crate::docs::write("benchmarks.md", "bench", report.strip_prefix("# Benchmarks\n\n").unwrap_or(&report))?;
     }
     println!("\n{report}\nbench: written to {}", path.display());
     Ok(())
