@@ -79,6 +79,48 @@ pub fn root_filesystem() -> &'static Path {
     })
 }
 
+/// The process that runs a container (`podman run`, `runc run`), holding
+/// the workload's go byte; killed when dropped.
+struct Held {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    what: String,
+}
+
+impl Held {
+    fn go(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin.write_all(b"g").expect("start the container's workload");
+        }
+    }
+
+    fn wait(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "container {} still running after {limit:?}", self.what);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `pid` (a container's workload, as the host sees it) blocks
+/// reading its go byte (see [`crate::Workload::wait_until_waiting`]).
+fn wait_until_waiting(pid: u32, what: &str) {
+    let path = format!("/proc/{pid}/syscall");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read(&path).starts_with("0 0x0 ") {
+        assert!(Instant::now() < deadline, "container {what} never waited for its go byte");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A unique name for a test's container.
 pub fn name(what: &str) -> String {
     format!("ebpf-tools-test-{what}-{}", std::process::id())
@@ -89,8 +131,7 @@ pub fn name(what: &str) -> String {
 pub struct Container {
     pub name: String,
     pub id: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
+    held: Held,
 }
 
 impl Container {
@@ -116,7 +157,7 @@ impl Container {
             assert!(Instant::now() < deadline, "container {name} did not start: {text}");
             thread::sleep(Duration::from_millis(100));
         };
-        Container { name: name.to_owned(), id, child, stdin }
+        Container { name: name.to_owned(), id, held: Held { child, stdin, what: name.to_owned() } }
     }
 
     /// The host's PID of the container's first process.
@@ -129,35 +170,22 @@ impl Container {
     /// Waits until the workload blocks reading its go byte (see
     /// [`crate::Workload::wait_until_waiting`]).
     pub fn wait_until_waiting(&self) {
-        let path = format!("/proc/{}/syscall", self.host_pid());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !read(&path).starts_with("0 0x0 ") {
-            assert!(Instant::now() < deadline, "container {} never waited for its go byte", self.name);
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_waiting(self.host_pid(), &self.name);
     }
 
     pub fn go(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            stdin.write_all(b"g").expect("start the container's workload");
-        }
+        self.held.go();
     }
 
     /// Waits for the workload to end by itself.
     pub fn wait(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "container {} still running after {limit:?}", self.name);
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.held.wait(limit);
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = podman().args(["rm", "-f", "-t", "0", &self.name]).output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -167,8 +195,9 @@ impl Drop for Container {
 pub struct KubernetesContainer {
     pub id: String,
     bundle: PathBuf,
-    child: Child,
-    stdin: Option<ChildStdin>,
+    /// The pod's slices runc made above the container's scope, innermost first.
+    slices: Vec<String>,
+    held: Held,
 }
 
 impl KubernetesContainer {
@@ -191,8 +220,12 @@ impl KubernetesContainer {
         config["process"]["terminal"] = false.into();
         config["process"]["args"] = std::iter::once("/bin/workload").chain(args.iter().copied()).collect();
         config["process"].as_object_mut().unwrap().remove("rlimits");
-        config["linux"]["cgroupsPath"] =
-            format!("/kubepods.slice/kubepods-besteffort.slice/{slice}/cri-containerd-{id}.scope").into();
+        let slices = vec![
+            format!("kubepods.slice/kubepods-besteffort.slice/{slice}"),
+            "kubepods.slice/kubepods-besteffort.slice".to_owned(),
+            "kubepods.slice".to_owned(),
+        ];
+        config["linux"]["cgroupsPath"] = format!("/{}/cri-containerd-{id}.scope", slices[0]).into();
         config["annotations"] = serde_json::json!({
             "io.kubernetes.cri.container-type": "container",
             "io.kubernetes.cri.container-name": name,
@@ -204,7 +237,8 @@ impl KubernetesContainer {
         command.args(["run", "--bundle"]).arg(&bundle).arg(&id);
         let mut child = command.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("runc run");
         let stdin = child.stdin.take();
-        let container = KubernetesContainer { id, bundle, child, stdin };
+        let held = Held { child, stdin, what: name.to_owned() };
+        let container = KubernetesContainer { id, bundle, slices, held };
         let deadline = Instant::now() + Duration::from_secs(30);
         while container.host_pid().is_none() {
             assert!(Instant::now() < deadline, "runc did not start {name}");
@@ -221,34 +255,29 @@ impl KubernetesContainer {
     }
 
     pub fn wait_until_waiting(&self) {
-        let path = format!("/proc/{}/syscall", self.host_pid().expect("running"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !read(&path).starts_with("0 0x0 ") {
-            assert!(Instant::now() < deadline, "container {} never waited for its go byte", self.id);
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_waiting(self.host_pid().expect("running"), &self.id);
     }
 
     pub fn go(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            stdin.write_all(b"g").expect("start the container's workload");
-        }
+        self.held.go();
     }
 
     pub fn wait(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "container {} still running after {limit:?}", self.id);
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.held.wait(limit);
     }
 }
 
 impl Drop for KubernetesContainer {
     fn drop(&mut self) {
         let _ = Command::new("runc").args(["delete", "-f", &self.id]).output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.bundle);
+        // runc leaves the pod's slices it made, in every hierarchy; the
+        // outer ones go too where nothing else is in them.
+        let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
+        for hierarchy in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]) {
+            for slice in &self.slices {
+                let _ = std::fs::remove_dir(hierarchy.join(slice));
+            }
+        }
     }
 }

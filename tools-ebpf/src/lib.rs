@@ -137,22 +137,18 @@ pub fn task_cgroup_ino(task: *const u8, walk: &CgroupFilter) -> Option<u32> {
 
 /// An event's `cgroup` field: the current task's cgroup v2 inode (the low
 /// 32 bits, as [`task_cgroup_ino`]) when `walk.report` asks for it
-/// (`--containers`), else 0. The legacy build cannot read the current task
-/// (`bpf_get_current_task` is 4.8): 0 there, and user space refuses
-/// `--containers` on its rungs.
+/// (`--containers`), else 0. `READS_TASK`: whether the program may read
+/// the current task, as for `-c` (`bpf_get_current_task` is 4.8: the legacy
+/// build's programs for Linux 4.4 may not, and user space refuses
+/// `--containers` on their rungs).
 #[inline(always)]
-pub fn reported_cgroup(walk: &CgroupFilter) -> u32 {
-    if walk.report == 0 {
+pub fn reported_cgroup<const READS_TASK: bool>(walk: &CgroupFilter) -> u32 {
+    if !READS_TASK || walk.report == 0 {
         return 0;
     }
-    #[cfg(not(feature = "legacy"))]
-    {
-        // SAFETY: a helper without arguments.
-        let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
-        task_cgroup_ino(task, walk).unwrap_or(0)
-    }
-    #[cfg(feature = "legacy")]
-    0
+    // SAFETY: a helper without arguments.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    task_cgroup_ino(task, walk).unwrap_or(0)
 }
 
 /// Whether an item's identifier is `name` (its shared constant): checked

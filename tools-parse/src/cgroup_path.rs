@@ -28,11 +28,11 @@ impl ContainerRef {
 }
 
 /// The container whose cgroup `path` (below the cgroup v2 mount, `/` first)
-/// is or is below; None for a host process. A container inside a
-/// container's cgroup is the one named.
+/// is or is below; None for a host process. The outermost container is the
+/// one named: the host's runtime made it, while what looks like a container
+/// below it may be any name its processes chose for a cgroup of their own.
 pub fn container_of(path: &str) -> Option<ContainerRef> {
     let parts: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
-    let mut found = None;
     let mut pod_uid = None;
     for (i, part) in parts.iter().enumerate() {
         let parent = i.checked_sub(1).map(|p| parts[p]);
@@ -41,17 +41,22 @@ pub fn container_of(path: &str) -> Option<ContainerRef> {
             continue;
         }
         if let Some((runtime, id)) = named_by(part, parent, pod_uid.is_some()) {
-            found = Some(ContainerRef { runtime, id, pod_uid: pod_uid.clone() });
+            return Some(ContainerRef { runtime, id, pod_uid });
         }
     }
-    found
+    None
 }
 
 /// The runtime and ID a cgroup directory's name gives, if any. `parent` is
 /// the directory above it; `in_pod` says a pod's directory is above it.
 fn named_by(part: &str, parent: Option<&str>, in_pod: bool) -> Option<(&'static str, String)> {
-    const SCOPES: [(&str, &str); 4] =
-        [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "cri-o"), ("libpod-", "podman")];
+    const SCOPES: [(&str, &str); 5] = [
+        ("docker-", "docker"),
+        ("cri-containerd-", "containerd"),
+        ("nerdctl-", "containerd"),
+        ("crio-", "cri-o"),
+        ("libpod-", "podman"),
+    ];
     if let Some(scope) = part.strip_suffix(".scope") {
         for (prefix, runtime) in SCOPES {
             // `crio-conmon-<id>` and `libpod-conmon-<id>` are the runtimes' monitors, on the host.
@@ -75,8 +80,15 @@ fn named_by(part: &str, parent: Option<&str>, in_pod: bool) -> Option<(&'static 
         Some("docker") if is_hex_id(part) => Some(("docker", part.to_owned())),
         // LXC before 4.0: /lxc/<name>.
         Some("lxc") => Some(("lxc", part.to_owned())),
-        // The kubelet's cgroupfs driver: /kubepods/<qos>/pod<uid>/<id>.
-        _ if in_pod && is_hex_id(part) => Some(("kubernetes", part.to_owned())),
+        // The kubelet's cgroupfs driver: /kubepods/<qos>/pod<uid>/<id>, or
+        // with the runtime's prefix (CRI-O's crio-<id>, cri-dockerd's docker-<id>).
+        _ if in_pod => {
+            let prefixed = SCOPES.iter().find_map(|(prefix, runtime)| Some((*runtime, part.strip_prefix(prefix)?)));
+            match prefixed.filter(|(_, id)| is_hex_id(id)) {
+                Some((runtime, id)) => Some((runtime, id.to_owned())),
+                None => is_hex_id(part).then(|| ("kubernetes", part.to_owned())),
+            }
+        }
         _ => None,
     }
 }
@@ -94,7 +106,7 @@ fn pod_uid_of(part: &str) -> Option<String> {
 }
 
 /// 64 lowercase hex digits: the IDs Docker, containerd, CRI-O and Podman give.
-fn is_hex_id(id: &str) -> bool {
+pub fn is_hex_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -153,6 +165,8 @@ mod tests {
         assert_eq!(of(&guaranteed), Some(("cri-o", ID.to_owned(), Some(UID.to_owned()))));
         let cgroupfs = format!("/kubepods/burstable/pod{UID}/{ID}");
         assert_eq!(of(&cgroupfs), Some(("kubernetes", ID.to_owned(), Some(UID.to_owned()))));
+        let crio_cgroupfs = format!("/kubepods/besteffort/pod{UID}/crio-{ID}");
+        assert_eq!(of(&crio_cgroupfs), Some(("cri-o", ID.to_owned(), Some(UID.to_owned()))));
     }
 
     #[test]
@@ -181,10 +195,11 @@ mod tests {
     }
 
     #[test]
-    fn the_innermost_container_is_named_and_ids_shorten_as_ps_shows_them() {
+    fn the_outermost_container_is_named_and_ids_shorten_as_ps_shows_them() {
+        // A container's processes may name a cgroup of their own after any other container.
         let other = "a".repeat(64);
         let nested = container_of(&format!("/system.slice/docker-{ID}.scope/docker/{other}")).unwrap();
-        assert_eq!(nested.id, other);
+        assert_eq!(nested.id, ID);
         assert_eq!(container_of(&format!("/docker/{ID}")).unwrap().short_id(), "3f2a1b0c9d8e");
         assert_eq!(container_of("/lxc.payload.web").unwrap().short_id(), "web");
     }

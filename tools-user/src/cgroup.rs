@@ -73,12 +73,16 @@ pub fn v2_root() -> Result<PathBuf> {
         .map(|(mount, _)| mount.split(' ').collect::<Vec<_>>())
         .collect();
     let wholes = mounts.iter().filter(|fields| fields.get(3) == Some(&"/")).filter_map(|fields| fields.get(4));
-    // A whole tree mounted over (by a container runtime's own /sys/fs/cgroup) is listed but not reached.
-    let reachable = wholes.map(|point| PathBuf::from(unescape_octal(point))).find(|point| check_dir(point).is_ok());
+    // A whole tree mounted over (by a container runtime's own /sys/fs/cgroup)
+    // is listed but not reached; in a cgroup namespace of its own, a
+    // container's mount of its subtree reads as `/` too. The hierarchy's
+    // own top is inode 1.
+    let is_top = |dir: &PathBuf| check_dir(dir).is_ok() && std::fs::metadata(dir).is_ok_and(|meta| meta.ino() == 1);
+    let reachable = wholes.map(|point| PathBuf::from(unescape_octal(point))).find(is_top);
     let host_root = crate::procfs::host_root();
     let below_host = || {
         let candidates = ["sys/fs/cgroup/unified", "sys/fs/cgroup"].map(|dir| host_root.join(dir));
-        candidates.into_iter().find(|dir| host_root != Path::new("/") && check_dir(dir).is_ok())
+        candidates.into_iter().find(|dir| host_root != Path::new("/") && is_top(dir))
     };
     match (reachable.or_else(below_host), mounts.is_empty()) {
         (Some(point), _) => Ok(point),

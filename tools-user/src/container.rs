@@ -104,18 +104,23 @@ impl Containers {
     /// Walks the cgroup tree and names the containers of directories not
     /// seen before.
     pub fn look(&mut self) {
-        let directories = crate::cgroup::directories(&self.root);
-        if self.by_cgroup.len() + directories.len() > MAX_CACHED {
-            // Keeps the bound: what is gone is forgotten, what exists is named again below.
-            self.by_cgroup.clear();
-            self.by_id.clear();
+        // The kernel side keys cgroups by the low 32 bits of their inode number.
+        let directories: HashMap<u64, PathBuf> =
+            crate::cgroup::directories(&self.root).into_iter().map(|(ino, path)| (ino & 0xffff_ffff, path)).collect();
+        if self.by_cgroup.len() > MAX_CACHED {
+            // Keeps the bound: what is gone is forgotten.
+            self.by_cgroup.retain(|ino, _| directories.contains_key(ino));
+            self.by_id.retain(|_, container| Rc::strong_count(container) > 1);
         }
         if self.missed.len() > MAX_CACHED {
             self.missed.clear();
         }
         self.present = directories.keys().copied().collect();
         for (ino, path) in directories {
-            if self.by_cgroup.contains_key(&ino) {
+            // A container its runtime had not named yet (its records were
+            // being written) is looked up again.
+            let named = |seen: &Option<Rc<Container>>| seen.as_ref().is_none_or(|c| c.name.is_some());
+            if self.by_cgroup.get(&ino).is_some_and(named) {
                 continue;
             }
             let Ok(below) = path.strip_prefix(&self.root) else { continue };
@@ -128,6 +133,7 @@ impl Containers {
     /// The container of cgroup `ino`: None for a host process; Err for a
     /// cgroup removed before it was seen.
     pub fn of_cgroup(&mut self, ino: u64) -> Result<Option<Rc<Container>>, Removed> {
+        let ino = ino & 0xffff_ffff;
         if !self.by_cgroup.contains_key(&ino) && !self.missed.contains(&ino) {
             self.look();
             if !self.by_cgroup.contains_key(&ino) {
@@ -139,7 +145,7 @@ impl Containers {
 
     /// Whether cgroup `ino` was there at the last look.
     pub fn exists(&self, ino: u64) -> bool {
-        self.present.contains(&ino)
+        self.present.contains(&(ino & 0xffff_ffff))
     }
 
     fn describe(&mut self, reference: ContainerRef) -> Rc<Container> {
@@ -147,7 +153,9 @@ impl Containers {
             return known.clone();
         }
         let container = Rc::new(names_on_disk(&self.host_root, reference));
-        self.by_id.insert(container.reference.id.clone(), container.clone());
+        if container.name.is_some() {
+            self.by_id.insert(container.reference.id.clone(), container.clone());
+        }
         container
     }
 }
@@ -160,14 +168,16 @@ pub struct Removed;
 enum Seen {
     Host,
     In(Rc<Container>),
-    /// The cgroup went before it was seen, or the kernel could not read it (0).
-    Unknown,
+    /// The cgroup went before it was seen.
+    Removed,
+    /// The kernel side could not read it (0), or tcplife's session had no owner.
+    Unread,
 }
 
 /// `--containers` on an event tool: its columns, placed after the command
 /// name (COMM). In text and CSV `CONTAINER`: the
 /// container's name or short ID, `-` (empty in CSV) for a host process,
-/// `?` for a cgroup gone before it was seen. In JSON `container` (null for
+/// `?` for a cgroup gone before it was seen or not read. In JSON `container` (null for
 /// a host process), `container_id`, `runtime`, and `pod` and `namespace`
 /// where known; `cgroup_removed: true` for the unknown. `cgroup` is the
 /// event's cgroup field.
@@ -175,11 +185,11 @@ pub fn add_columns<'a, E: 'a>(columns: &mut Vec<Column<'a, E>>, cgroup: fn(&E) -
     let containers = Rc::new(RefCell::new(Containers::new()?));
     let seen = move |event: &E| -> Seen {
         match cgroup(event) {
-            0 => Seen::Unknown,
+            0 => Seen::Unread,
             ino => match containers.borrow_mut().of_cgroup(ino.into()) {
                 Ok(Some(container)) => Seen::In(container),
                 Ok(None) => Seen::Host,
-                Err(Removed) => Seen::Unknown,
+                Err(Removed) => Seen::Removed,
             },
         }
     };
@@ -192,7 +202,7 @@ pub fn add_columns<'a, E: 'a>(columns: &mut Vec<Column<'a, E>>, cgroup: fn(&E) -
         column(|seen| match seen {
             Seen::In(container) => Cell::Untrusted(container.display_name().to_owned()),
             Seen::Host => Cell::Unknown,
-            Seen::Unknown => Cell::Text("?".into()),
+            Seen::Removed | Seen::Unread => Cell::Text("?".into()),
         })
         .text_csv("CONTAINER", 16),
         column(|seen| match seen {
@@ -221,7 +231,7 @@ pub fn add_columns<'a, E: 'a>(columns: &mut Vec<Column<'a, E>>, cgroup: fn(&E) -
         })
         .json("namespace"),
         column(|seen| match seen {
-            Seen::Unknown => Cell::Bool(true),
+            Seen::Removed => Cell::Bool(true),
             _ => Cell::Absent,
         })
         .json("cgroup_removed"),
@@ -290,7 +300,7 @@ impl Groups {
 /// The names the runtime's records give `reference`, read from the host's files.
 fn names_on_disk(root: &Path, reference: ContainerRef) -> Container {
     let mut container = Container { name: None, pod: None, namespace: None, reference };
-    if !container.reference.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !tools_parse::cgroup_path::is_hex_id(&container.reference.id) {
         // Machines and LXC containers are named by their cgroup.
         container.name = Some(container.reference.id.clone());
         return container;

@@ -42,10 +42,8 @@ pub fn host_root() -> std::path::PathBuf {
     use std::os::unix::fs::MetadataExt as _;
     let identity = |path: &str| fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()));
     let ours = identity("/");
-    match identity("/proc/1/root/") {
-        Some(init) if Some(init) == ours => return "/".into(),
-        Some(_) => return "/proc/1/root".into(),
-        None => {}
+    if identity("/proc/1/root/").is_some_and(|init| Some(init) != ours) {
+        return "/proc/1/root".into();
     }
     if fs::metadata("/host/sys/fs/cgroup").is_ok_and(|meta| meta.is_dir()) {
         return "/host".into();

@@ -65,7 +65,8 @@ pub struct Start {
     /// Where it starts in the file, in bytes.
     pub offset: i64,
     pub op: u32,
-    pub _pad: u32,
+    /// The caller's cgroup v2 inode with `--containers` (else 0).
+    pub cgroup: u32,
 }
 
 /// One operation slower than the threshold. Only the first

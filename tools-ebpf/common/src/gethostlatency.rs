@@ -72,7 +72,8 @@ pub struct Call {
     pub depth: u32,
     pub function: u32,
     pub library: u32,
-    pub _pad: u32,
+    /// The caller's cgroup v2 inode with `--containers` (else 0).
+    pub cgroup: u32,
 }
 
 /// One lookup that returned. Only the first

@@ -86,7 +86,7 @@ mod bpf {
         ev.args_len = 0;
         ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
         ev.pcomm = read_field(parent, config.task.comm).unwrap_or([0; 16]);
-        ev.cgroup = tools_ebpf::reported_cgroup(&config.cgroup);
+        ev.cgroup = tools_ebpf::reported_cgroup::<true>(&config.cgroup);
         ev.filename[0] = 0;
         Some(ev)
     }

@@ -84,8 +84,9 @@ mod bpf {
     }
 
     #[inline(always)]
-    fn start(key: u64, file: Ptr, offset: i64, op: u32) {
-        let start = Start { ts_ns: unsafe { bpf_ktime_get_ns() }, file: file as u64, offset, op, _pad: 0 };
+    fn start<const CGROUP: bool>(config: &Config, key: u64, file: Ptr, offset: i64, op: u32) {
+        let cgroup = tools_ebpf::reported_cgroup::<CGROUP>(&config.cgroup);
+        let start = Start { ts_ns: unsafe { bpf_ktime_get_ns() }, file: file as u64, offset, op, cgroup };
         STARTS.begin(&DROPS, &key, &start);
     }
 
@@ -116,7 +117,7 @@ mod bpf {
             ev.comm = bpf_get_current_comm().unwrap_or_default();
             ev.ino = read_field(inode, config.file.inode_ino).unwrap_or(0);
             ev.dev = read_field(sb, config.file.sb_dev).unwrap_or(0);
-            ev.cgroup = tools_ebpf::reported_cgroup(&config.cgroup);
+            ev.cgroup = started.cgroup;
         };
         // The modern build sends the name's bytes, up to NAME_MAX, from a
         // per-CPU event; the legacy build a fixed-size read of the name's
@@ -154,8 +155,8 @@ mod bpf {
 
     #[inline(always)]
     fn start_call<const CGROUP: bool>(op: u32, file: Ptr, offset: i64) {
-        if CONFIG.get().is_some_and(wanted_task::<CGROUP>) {
-            start(tid() | (op as u64) << 32, file, offset, op);
+        if let Some(config) = CONFIG.get().filter(|config| wanted_task::<CGROUP>(config)) {
+            start::<CGROUP>(config, tid() | (op as u64) << 32, file, offset, op);
         }
     }
 
@@ -318,7 +319,7 @@ mod bpf {
             (_, op::SYNC) => 0,
             _ => read_field(file, config.file.f_pos).unwrap_or(0),
         };
-        start(tid(), file, offset, op);
+        start::<true>(config, tid(), file, offset, op);
     }
 
     #[named(programs::SYS_READ)]
@@ -360,8 +361,8 @@ mod bpf {
     #[named(programs::SYS_OPEN)]
     #[tracepoint]
     pub fn fsslower_sys_open(_ctx: TracePointContext) -> u32 {
-        if CONFIG.get().is_some_and(wanted_task::<true>) {
-            start(tid(), core::ptr::null(), 0, op::OPEN);
+        if let Some(config) = CONFIG.get().filter(|config| wanted_task::<true>(config)) {
+            start::<true>(config, tid(), core::ptr::null(), 0, op::OPEN);
         }
         0
     }

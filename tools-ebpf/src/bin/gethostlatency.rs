@@ -121,7 +121,7 @@ mod bpf {
             depth: 1,
             function,
             library,
-            _pad: 0,
+            cgroup: tools_ebpf::reported_cgroup::<CGROUP>(&config.cgroup),
         };
         CALLS.begin(&DROPS, &tid, &call);
     }
@@ -193,7 +193,7 @@ mod bpf {
             ev.function = call.function;
             ev.library = call.library;
             ev.comm = bpf_get_current_comm().unwrap_or_default();
-            ev.cgroup = tools_ebpf::reported_cgroup(&config.cgroup);
+            ev.cgroup = call.cgroup;
         };
         let host = call.host as Ptr;
         // The modern build sends the host's bytes, up to DNS's 253, from a

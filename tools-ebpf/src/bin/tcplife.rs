@@ -79,7 +79,7 @@ mod bpf {
                 if CGROUP {
                     let task = bpf_get_current_task() as Ptr;
                     (*session).owner_in_cgroup = tools_ebpf::task_in_cgroup(task, &config.cgroup) as u32;
-                    (*session).owner_cgroup = tools_ebpf::reported_cgroup(&config.cgroup);
+                    (*session).owner_cgroup = tools_ebpf::reported_cgroup::<true>(&config.cgroup);
                 }
             }
         }

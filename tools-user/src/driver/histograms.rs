@@ -35,8 +35,9 @@ pub struct HistogramTool<'a> {
     /// Keys added up into groups before they are printed (cgroups into
     /// their containers); `key_fields` then names a group.
     pub regroup: Option<&'a dyn Fn(u64) -> u64>,
-    /// Work done once a second while an interval runs (naming the
-    /// containers that started, while their cgroups exist).
+    /// Work done once a second while an interval runs, and before each
+    /// interval is read (naming the containers that started, while their
+    /// cgroups exist).
     pub each_second: Option<&'a dyn Fn()>,
     /// The flag that enlarges the keyed table, named when it was full.
     pub table_flag: Option<&'static str>,
@@ -129,13 +130,18 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
         let mut remaining = tool.hist.count;
         let mut interval_no = 0u64;
         loop {
-            let interval_ends = tokio::time::Instant::now() + Duration::from_secs(tool.hist.interval);
+            let now = tokio::time::Instant::now();
+            // An interval beyond what a clock holds (BCC takes any number) is a century.
+            let century = Duration::from_secs(100 * 365 * 86400);
+            let interval_ends = now + Duration::from_secs(tool.hist.interval).min(century);
             let one_second = Duration::from_secs(1);
-            let mut second = tokio::time::interval_at(tokio::time::Instant::now() + one_second, one_second);
+            let mut second = tokio::time::interval_at(now + one_second, one_second);
+            second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let exiting = loop {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(interval_ends) => break false,
+                    biased;
                     _ = shutdown.requested() => break true,
+                    _ = tokio::time::sleep_until(interval_ends) => break false,
                     _ = second.tick(), if tool.each_second.is_some() => {
                         if let Some(work) = tool.each_second {
                             work();
@@ -143,6 +149,11 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
                     }
                 }
             };
+            // And once more just before the read, so what is reclaimed and
+            // how keys are named agree with the machine as it is now.
+            if let Some(work) = tool.each_second {
+                work();
+            }
             interval_no += 1;
             let mut interval = maps.read_interval(tool.key_alive)?;
             if let Some(group) = tool.regroup {

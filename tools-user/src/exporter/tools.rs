@@ -3,7 +3,7 @@
 //! nanosecond histograms, their sums and the exporter's keys. Read whole
 //! at every scrape; nothing is reset.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -300,6 +300,13 @@ struct Runqlat {
     /// they are (with a key only).
     series: Option<(BpfHashMap<MapData, u64, u8>, SeriesOf)>,
     cap: u32,
+    /// Each key's labels at the last scrape: when the key goes, its last
+    /// counts stay in a series that other keys still add up to.
+    labels_of: HashMap<u64, Labels>,
+    /// The counts of keys gone from a series that lives on (a container's
+    /// cgroup removed; a host service stopped), so that its counters never
+    /// go down, which Prometheus would take for a reset.
+    retired: BTreeMap<Labels, Histogram>,
 }
 
 impl Runqlat {
@@ -313,7 +320,8 @@ impl Runqlat {
                 Some((table, series_of))
             }
         };
-        Ok(Runqlat { _ebpf: loaded.ebpf, maps, series, cap: config.series_cap })
+        let (labels_of, retired) = Default::default();
+        Ok(Runqlat { _ebpf: loaded.ebpf, maps, series, cap: config.series_cap, labels_of, retired })
     }
 }
 
@@ -335,6 +343,7 @@ impl Collector for Runqlat {
             let [name, help, limit, limit_help] = of.names();
             let mut gone = BTreeSet::new();
             let mut labelled = Vec::new();
+            let mut living = BTreeSet::new();
             for (key, (counts, sum_ns)) in self.maps.keyed_total()? {
                 let histogram = Histogram { counts, sum_ns };
                 let labels = match key {
@@ -342,12 +351,24 @@ impl Collector for Runqlat {
                     _ => of.labels(key),
                 };
                 match labels {
-                    Some(labels) => labelled.push((labels, histogram)),
+                    Some(labels) => {
+                        living.insert(labels.clone());
+                        self.labels_of.insert(key, labels.clone());
+                        labelled.push((labels, histogram));
+                    }
                     None => {
                         gone.insert(key);
+                        if let Some(labels) = self.labels_of.remove(&key) {
+                            let retired = self.retired.entry(labels).or_default();
+                            retired.counts.add(&histogram.counts);
+                            retired.sum_ns += histogram.sum_ns;
+                        }
                     }
                 }
             }
+            // A series no key adds up to any more is gone, its retired counts with it.
+            self.retired.retain(|labels, _| living.contains(labels));
+            labelled.extend(self.retired.iter().map(|(labels, histogram)| (labels.clone(), histogram.clone())));
             // A container's cgroups add up into its series.
             scrape.family(name, Kind::Histogram, help).add_histograms(labelled);
             // What is gone counts no more: its place goes to the next one.
