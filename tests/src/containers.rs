@@ -271,6 +271,9 @@ impl Drop for KubernetesContainer {
     fn drop(&mut self) {
         let _ = Command::new("runc").args(["delete", "-f", &self.id]).output();
         let _ = std::fs::remove_dir_all(&self.bundle);
+        // `runc run` removes the container's own cgroup as it exits.
+        let _ = self.held.child.kill();
+        let _ = self.held.child.wait();
         // runc leaves the pod's slices it made, in every hierarchy; the
         // outer ones go too where nothing else is in them.
         let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
