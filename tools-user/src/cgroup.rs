@@ -79,8 +79,8 @@ pub fn v2_root() -> Result<PathBuf> {
     // own top is inode 1.
     let is_top = |dir: &PathBuf| check_dir(dir).is_ok() && std::fs::metadata(dir).is_ok_and(|meta| meta.ino() == 1);
     let reachable = wholes.map(|point| PathBuf::from(unescape_octal(point))).find(is_top);
-    let host_root = crate::procfs::host_root();
     let below_host = || {
+        let host_root = crate::procfs::host_root();
         let candidates = ["sys/fs/cgroup/unified", "sys/fs/cgroup"].map(|dir| host_root.join(dir));
         candidates.into_iter().find(|dir| host_root != Path::new("/") && is_top(dir))
     };

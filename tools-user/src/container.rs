@@ -42,23 +42,28 @@ impl Container {
         self.name.as_deref().unwrap_or(self.reference.short_id())
     }
 
-    /// Its JSON keys: `container`, `container_id`, `runtime`, and `pod`
-    /// and `namespace` where known.
+    /// Its field `key` (one of [`FIELDS`]); None where unknown (a pod
+    /// and namespace outside Kubernetes).
+    pub fn field(&self, key: &str) -> Option<&str> {
+        match key {
+            "container" => Some(self.display_name()),
+            "container_id" => Some(&self.reference.id),
+            "runtime" => Some(self.reference.runtime),
+            "pod" => self.pod.as_deref(),
+            "namespace" => self.namespace.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Its JSON keys, those of [`FIELDS`] it has.
     pub fn json_fields(&self) -> Vec<(&'static str, Value)> {
-        let mut fields = vec![
-            ("container", self.display_name().into()),
-            ("container_id", self.reference.id.clone().into()),
-            ("runtime", self.reference.runtime.into()),
-        ];
-        if let Some(pod) = &self.pod {
-            fields.push(("pod", pod.clone().into()));
-        }
-        if let Some(namespace) = &self.namespace {
-            fields.push(("namespace", namespace.clone().into()));
-        }
-        fields
+        FIELDS.iter().filter_map(|key| Some((*key, self.field(key)?.into()))).collect()
     }
 }
+
+/// What the tools say of a container: `container` (its name, else its
+/// short ID), `container_id`, `runtime`, `pod`, `namespace`.
+pub const FIELDS: [&str; 5] = ["container", "container_id", "runtime", "pod", "namespace"];
 
 /// Cgroups remembered, beyond which the cache starts again: cgroups and
 /// containers come and go all day on a busy node.
@@ -165,6 +170,7 @@ impl Containers {
 pub struct Removed;
 
 /// What an event's cgroup says of its container.
+#[derive(Clone)]
 enum Seen {
     Host,
     In(Rc<Container>),
@@ -182,60 +188,57 @@ enum Seen {
 /// where known; `cgroup_removed: true` for the unknown. `cgroup` is the
 /// event's cgroup field.
 pub fn add_columns<'a, E: 'a>(columns: &mut Vec<Column<'a, E>>, cgroup: fn(&E) -> u32) -> Result<()> {
-    let containers = Rc::new(RefCell::new(Containers::new()?));
-    let seen = move |event: &E| -> Seen {
-        match cgroup(event) {
+    let containers = RefCell::new(Containers::new()?);
+    // Each column asks for the event's container: one lookup per cgroup in a row.
+    let last: RefCell<Option<(u32, Seen)>> = RefCell::new(None);
+    let seen = Rc::new(move |event: &E| -> Seen {
+        let ino = cgroup(event);
+        if let Some((_, seen)) = last.borrow().as_ref().filter(|(last, _)| *last == ino) {
+            return seen.clone();
+        }
+        let seen = match ino {
             0 => Seen::Unread,
             ino => match containers.borrow_mut().of_cgroup(ino.into()) {
                 Ok(Some(container)) => Seen::In(container),
                 Ok(None) => Seen::Host,
                 Err(Removed) => Seen::Removed,
             },
-        }
-    };
-    let seen = Rc::new(seen);
-    let column = |value: fn(Seen) -> Cell<'static>| {
+        };
+        *last.borrow_mut() = Some((ino, seen.clone()));
+        seen
+    });
+    let column = |value: Box<dyn Fn(Seen) -> Cell<'static>>| {
         let seen = seen.clone();
         Column::new(move |event: &E| value(seen(event)))
     };
-    let added = vec![
-        column(|seen| match seen {
-            Seen::In(container) => Cell::Untrusted(container.display_name().to_owned()),
-            Seen::Host => Cell::Unknown,
-            Seen::Removed | Seen::Unread => Cell::Text("?".into()),
-        })
-        .text_csv("CONTAINER", 16),
-        column(|seen| match seen {
-            Seen::In(container) => Cell::Untrusted(container.display_name().to_owned()),
-            _ => Cell::Json(Value::Null),
-        })
-        .json("container"),
-        column(|seen| match seen {
-            Seen::In(container) => Cell::Text(container.reference.id.clone()),
-            _ => Cell::Absent,
-        })
-        .json("container_id"),
-        column(|seen| match seen {
-            Seen::In(container) => Cell::Text(container.reference.runtime.into()),
-            _ => Cell::Absent,
-        })
-        .json("runtime"),
-        column(|seen| match seen {
-            Seen::In(container) => container.pod.clone().map_or(Cell::Absent, Cell::Untrusted),
-            _ => Cell::Absent,
-        })
-        .json("pod"),
-        column(|seen| match seen {
-            Seen::In(container) => container.namespace.clone().map_or(Cell::Absent, Cell::Untrusted),
-            _ => Cell::Absent,
-        })
-        .json("namespace"),
-        column(|seen| match seen {
+    let mut added = vec![column(Box::new(|seen| match seen {
+        Seen::In(container) => Cell::Untrusted(container.display_name().to_owned()),
+        Seen::Host => Cell::Unknown,
+        Seen::Removed | Seen::Unread => Cell::Text("?".into()),
+    }))
+    .text_csv("CONTAINER", 16)];
+    // JSON: the container's own fields; `container: null` for the rest.
+    for key in FIELDS {
+        added.push(
+            column(Box::new(move |seen| match seen {
+                Seen::In(container) => container
+                    .json_fields()
+                    .into_iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or(Cell::Absent, |(_, v)| Cell::Json(v)),
+                _ if key == "container" => Cell::Json(Value::Null),
+                _ => Cell::Absent,
+            }))
+            .json(key),
+        );
+    }
+    added.push(
+        column(Box::new(|seen| match seen {
             Seen::Removed => Cell::Bool(true),
             _ => Cell::Absent,
-        })
+        }))
         .json("cgroup_removed"),
-    ];
+    );
     let after_command = columns.iter().position(|c| c.text.as_ref().is_some_and(|t| t.header == "COMM"));
     let at = after_command.map_or(columns.len(), |i| i + 1);
     columns.splice(at..at, added);

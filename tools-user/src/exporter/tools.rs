@@ -221,6 +221,10 @@ const CGROUP_SERIES_LIMIT: &str = "ebpf_tools_cgroup_series_limit";
 const CGROUP_SERIES_LIMIT_HELP: &str =
     "Cgroups that can have a run-queue latency series of their own (--runqlat.max-cgroups).";
 
+/// The per-container series' labels: the container's fields but its
+/// runtime (which its ID already tells apart).
+const CONTAINER_LABELS: [&str; 4] = ["container", "container_id", "pod", "namespace"];
+
 /// What runqlat's series of their own are of: processes, cgroups, or
 /// containers (cgroups added up).
 enum SeriesOf {
@@ -247,13 +251,9 @@ impl SeriesOf {
                     return None;
                 }
                 let container = containers.of_cgroup(key).ok()?;
-                let field = |value: Option<&str>| value.unwrap_or_default().to_owned();
-                Some(vec![
-                    ("container", field(container.as_ref().map(|c| c.display_name()))),
-                    ("container_id", field(container.as_ref().map(|c| c.reference.id.as_str()))),
-                    ("pod", field(container.as_ref().and_then(|c| c.pod.as_deref()))),
-                    ("namespace", field(container.as_ref().and_then(|c| c.namespace.as_deref()))),
-                ])
+                // The host's processes: every label empty.
+                let field = |key| container.as_ref().and_then(|c| c.field(key)).unwrap_or_default().to_owned();
+                Some(CONTAINER_LABELS.map(|key| (key, field(key))).to_vec())
             }
         }
     }
@@ -262,12 +262,9 @@ impl SeriesOf {
         match self {
             SeriesOf::Processes => vec![("pid", "other".into()), ("comm", String::new())],
             SeriesOf::Cgroups(_) => vec![("cgroup", "other".into()), ("cgroup_id", String::new())],
-            SeriesOf::Containers(_) => vec![
-                ("container", "other".into()),
-                ("container_id", String::new()),
-                ("pod", String::new()),
-                ("namespace", String::new()),
-            ],
+            SeriesOf::Containers(_) => {
+                CONTAINER_LABELS.map(|key| (key, if key == "container" { "other" } else { "" }.to_owned())).to_vec()
+            }
         }
     }
 
@@ -344,6 +341,8 @@ impl Collector for Runqlat {
             let mut gone = BTreeSet::new();
             let mut labelled = Vec::new();
             let mut living = BTreeSet::new();
+            // Only containers' series add several keys up: the others end with their one key.
+            let shared = matches!(of, SeriesOf::Containers(_));
             for (key, (counts, sum_ns)) in self.maps.keyed_total()? {
                 let histogram = Histogram { counts, sum_ns };
                 let labels = match key {
@@ -352,8 +351,10 @@ impl Collector for Runqlat {
                 };
                 match labels {
                     Some(labels) => {
-                        living.insert(labels.clone());
-                        self.labels_of.insert(key, labels.clone());
+                        if shared {
+                            living.insert(labels.clone());
+                            self.labels_of.insert(key, labels.clone());
+                        }
                         labelled.push((labels, histogram));
                     }
                     None => {
