@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integration_tests::{
     containers::{self, Container, KubernetesContainer},
-    json_lines, serial, tool_path, Mounted, Running, Workload,
+    json_lines, serial, tool_path, LoopDevice, Mounted, Running, Workload,
 };
 use serde_json::Value;
 
@@ -208,4 +208,33 @@ fn gethostlatency_names_the_container_of_each_lookup() {
     let records = records_around("gethostlatency", &[], "Tracing host name lookups", &mut container);
     let hosts: Vec<&str> = of_container(&records, &container).iter().filter_map(|r| r["host"].as_str()).collect();
     assert_eq!(hosts, ["in-a-container.test"], "{records:?}");
+}
+
+#[test]
+fn biolatency_gives_each_container_the_reads_it_issued_on_each_rung() {
+    let _serial = serial();
+    let dev = LoopDevice::new();
+    let device = format!("{}:/dev/traced", dev.path);
+    let args = ["direct-reads", "/dev/traced", "200"];
+    let mut container = Container::workload(&containers::name("reads"), &["--device", &device], &args);
+    container.wait_until_waiting();
+    // Each rung that reads the starting task, at once, around the same I/O.
+    let rungs = [&[][..], &["--rung", "tracepoint"], &["--config-map"]];
+    let running: Vec<Running> = rungs
+        .iter()
+        .map(|rung| {
+            let args: Vec<&str> = ["--containers", "--json", "-d", dev.name()].iter().chain(*rung).copied().collect();
+            Running::start("biolatency", &args, "Tracing block device I/O")
+        })
+        .collect();
+    container.go();
+    container.wait(Duration::from_secs(60));
+    dev.direct_io(0, 50);
+    for (rung, running) in rungs.iter().zip(running) {
+        let out = running.interrupt();
+        out.assert_complete("biolatency");
+        let counts = counts_by_key(&out.stdout);
+        let host: u64 = counts.iter().filter(|(key, _)| key["container"].is_null()).map(|(_, count)| count).sum();
+        assert_eq!((count_of(&counts, &container.name), host), (200, 50), "{rung:?}: {counts:?}");
+    }
 }

@@ -38,7 +38,7 @@ pub fn filter(path: &Path, btf: Option<&Btf>) -> Result<CgroupFilter> {
     Ok(CgroupFilter { ino, ..crate::offsets::cgroup_walk(btf)? })
 }
 
-/// What an event tool's kernel side is given for `-c PATH` and
+/// What a tool's kernel side is given for `-c PATH` and
 /// `--containers`: the filter (none without `-c`), the walk's offsets
 /// (with either), and whether events carry the task's cgroup.
 pub fn events_walk(path: Option<&Path>, containers: bool, btf: Option<&Btf>) -> Result<CgroupFilter> {

@@ -28,6 +28,10 @@ pub mod key_mode {
     pub const DISK: u32 = 1;
     /// Per flag set: the key's low 32 bits are the request's `cmd_flags`.
     pub const FLAGS: u32 = 2;
+    /// Per cgroup (`--containers`, not with `FLAGS`): the key's low 32 bits
+    /// are the cgroup of the task that started the request (see
+    /// `CgroupFilter::report`).
+    pub const CGROUP: u32 = 4;
 }
 
 /// `struct request` and its disk. `rq_disk` exists before 5.17; from 5.15

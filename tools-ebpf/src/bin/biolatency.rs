@@ -31,10 +31,19 @@ mod bpf {
     // DROPS, HIST, KEYED_HIST (-P, -L, -D, the exporter's labels) and TOTALS.
     histogram_maps!();
 
+    /// When a request started and, with `--containers`, the cgroup of the
+    /// task that started it (0 otherwise).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Started {
+        ns: u64,
+        cgroup: u64,
+    }
+
     /// Request (pointer) → when it started. Entries live from start to
     /// completion; a full table is counted, not ignored.
     #[map]
-    static START: Starts<u64, u64> = Starts::with_max_entries(10240);
+    static START: Starts<u64, Started> = Starts::with_max_entries(10240);
 
     /// Plain-tracepoint rung: (dev, sector) → when it started.
     #[repr(C)]
@@ -45,7 +54,7 @@ mod bpf {
     }
 
     #[map]
-    static START_BY_SECTOR: Starts<DevSector, u64> = Starts::with_max_entries(10240);
+    static START_BY_SECTOR: Starts<DevSector, Started> = Starts::with_max_entries(10240);
 
     type Ptr = *const u8;
 
@@ -87,22 +96,29 @@ mod bpf {
         if !wanted::<CGROUP>(config, || rq_dev(config, rq)) {
             return;
         }
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = started::<CGROUP>(config);
         match first_wins {
             true => START.begin_once(&DROPS, &(rq as u64), &now),
             false => START.begin(&DROPS, &(rq as u64), &now),
         }
     }
 
+    /// Now, and the starting task's cgroup where it is asked for and can be read.
+    #[inline(always)]
+    fn started<const CGROUP: bool>(config: &Config) -> Started {
+        let cgroup = tools_ebpf::reported_cgroup::<CGROUP>(&config.cgroup) as u64;
+        Started { ns: unsafe { bpf_ktime_get_ns() }, cgroup }
+    }
+
     /// Records a latency under the key the flags ask for; `dev` and
     /// `cmd_flags` are read only for the keys that use them.
     #[inline(always)]
-    fn record_latency(config: &Config, started: u64, dev: impl FnOnce() -> u32, cmd_flags: impl FnOnce() -> u32) {
+    fn record_latency(config: &Config, started: Started, dev: impl FnOnce() -> u32, cmd_flags: impl FnOnce() -> u32) {
         let now = unsafe { bpf_ktime_get_ns() };
-        if now < started {
+        if now < started.ns {
             return;
         }
-        let ns = now - started;
+        let ns = now - started.ns;
         let Some(value) = ns.checked_div(config.unit_ns) else { return };
         TOTALS.add(|t| &mut t.sum_ns, ns);
         TOTALS.add(|t| &mut t.count, 1);
@@ -116,6 +132,9 @@ mod bpf {
         }
         if mode & key_mode::FLAGS != 0 {
             key |= (cmd_flags() & config.flags_mask) as u64;
+        }
+        if mode & key_mode::CGROUP != 0 {
+            key |= started.cgroup;
         }
         KEYED_HIST.record(&DROPS, key, value);
         if config.totals != 0 {
@@ -245,7 +264,7 @@ mod bpf {
         if !wanted::<true>(config, || key.dev as u32) {
             return;
         }
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = started::<true>(config);
         match first_wins {
             true => START_BY_SECTOR.begin_once(&DROPS, &key, &now),
             false => START_BY_SECTOR.begin(&DROPS, &key, &now),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tools_user::{
     btf::Btf,
     cli::{CgroupArg, HistogramArgs, RuntimeArgs},
-    diag,
+    container, diag,
     driver::histograms::{self, HistogramTool},
     lifetime,
     loader::Build,
@@ -31,6 +31,11 @@ struct Args {
     /// Print a histogram per set of I/O flags.
     #[arg(short = 'F', long = "flags", visible_alias = "flag")]
     flags: bool,
+    /// Print a histogram per container that started the I/O (issued it,
+    /// or with -Q queued it), and one for the host's processes; I/O the
+    /// kernel issues on its own (writeback, flushes) is the host's.
+    #[arg(long = "containers", conflicts_with_all = ["disks", "flags"])]
+    containers: bool,
     /// Trace this disk only.
     #[arg(short = 'd', long = "disk", value_name = "DISK")]
     disk: Option<String>,
@@ -53,6 +58,7 @@ const EXAMPLES: &str = "examples:
     ./biolatency -Q                 # include OS queued time in I/O time
     ./biolatency -D                 # show each disk device separately
     ./biolatency -F                 # show I/O flags separately
+    ./biolatency --containers       # show each container separately
     ./biolatency -d sdc             # trace sdc only
     ./biolatency -e                 # show extension summary (average/total/count)
     ./biolatency -j                 # print JSON Lines";
@@ -63,12 +69,15 @@ fn main() -> ExitCode {
         args.runtime.json |= args.j;
         diag::init_logging(args.runtime.verbose);
         let disks = Disks::read()?;
+        // Named before anything is attached: a host without cgroup v2 is refused at once.
+        let containers = args.containers.then(container::Groups::new).transpose()?;
         let options = biolatency::Options {
             queued: args.queued,
             per_disk: args.disks,
             per_flags: args.flags,
             disk_dev: args.disk.as_deref().map(|name| disks.dev(name)).transpose()?,
             cgroup: args.cgroup.cgroup.clone(),
+            per_cgroup: args.containers,
             unit_ns: args.hist.unit().1,
             ..Default::default()
         };
@@ -94,8 +103,7 @@ fn main() -> ExitCode {
             key_fields: (key_mode != 0).then_some(&key_fields as _),
             totals: args.extension,
             key_alive: None,
-            regroup: None,
-            each_second: None,
+            containers,
             table_flag: None,
             hist: &args.hist,
             runtime: &args.runtime,

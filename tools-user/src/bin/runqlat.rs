@@ -2,7 +2,7 @@
 //! runqlat does: time from a task becoming runnable (woken, new, or
 //! preempted) to it running on a CPU.
 
-use std::{cell::RefCell, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use tools_common::runqlat::key_mode;
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
             .into());
         }
         // Named before anything is attached: a host without cgroup v2 is refused at once.
-        let containers = args.containers.then(container::Groups::new).transpose()?.map(RefCell::new);
+        let containers = args.containers.then(container::Groups::new).transpose()?;
         let load_options = args.runtime.load_options();
         let btf = Btf::for_tool(&load_options)?;
         let plan = runqlat::plan(&options, &btf, Build::choose(&load_options))?;
@@ -95,29 +95,17 @@ fn main() -> ExitCode {
             key_mode::PIDNS => "pidns",
             _ => "",
         };
-        let key_fields = |key: u64| match &containers {
-            Some(groups) => groups.borrow().fields(key),
-            None => vec![(section, key.into())],
-        };
-        // Cgroups add up into their containers, each named while it exists:
-        // the tree is looked at once a second.
-        let regroup = |cgroup: u64| containers.as_ref().map_or(cgroup, |groups| groups.borrow_mut().of_cgroup(cgroup));
-        let look = || containers.iter().for_each(|groups| groups.borrow_mut().look());
-        let cgroup_exists =
-            |cgroup: u64| containers.as_ref().is_some_and(|groups| groups.borrow().cgroup_exists(cgroup));
+        let key_fields = |key: u64| vec![(section, key.into())];
         let tool = HistogramTool {
             banner: "Tracing run queue latency... Hit Ctrl-C to end.",
             key_fields: (key_mode != key_mode::NONE).then_some(&key_fields as _),
             totals: false,
-            // -P and -L key by PID or TID: /proc/N exists while it does;
-            // --containers by cgroup, which is there while it exists.
+            // -P and -L key by PID or TID: /proc/N exists while it does.
             key_alive: match key_mode {
                 key_mode::PID | key_mode::TID => Some(&runqlat::process_exists as _),
-                key_mode::CGROUP => Some(&cgroup_exists as _),
                 _ => None,
             },
-            regroup: containers.is_some().then_some(&regroup as _),
-            each_second: containers.is_some().then_some(&look as _),
+            containers,
             table_flag: Some("--table-entries"),
             hist: &args.hist,
             runtime: &args.runtime,

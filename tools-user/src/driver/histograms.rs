@@ -2,7 +2,7 @@
 //! histograms (text or JSON), repeat `count` times or until a signal, which
 //! prints the partial interval.
 
-use std::{io::Write as _, process::ExitCode, time::Duration};
+use std::{cell::RefCell, io::Write as _, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -10,6 +10,7 @@ use tools_heatmap::Live;
 
 use crate::{
     cli::{HistogramArgs, RuntimeArgs},
+    container::Groups,
     diag::{note, tool_name},
     histogram::{self, Counts, HistogramMaps, Interval},
     lifetime::{runtime, Shutdown, EXIT_LOST},
@@ -32,13 +33,12 @@ pub struct HistogramTool<'a> {
     /// For keys naming processes or threads: whether one still exists (see
     /// [`HistogramMaps::read_interval`]).
     pub key_alive: Option<&'a dyn Fn(u64) -> bool>,
-    /// Keys added up into groups before they are printed (cgroups into
-    /// their containers); `key_fields` then names a group.
-    pub regroup: Option<&'a dyn Fn(u64) -> u64>,
-    /// Work done once a second while an interval runs, and before each
-    /// interval is read (naming the containers that started, while their
-    /// cgroups exist).
-    pub each_second: Option<&'a dyn Fn()>,
+    /// `--containers`: the keys are cgroups, added up into their
+    /// containers before they are printed, and named and kept by them
+    /// (in place of `key_fields` and `key_alive`). The cgroup tree is
+    /// looked at once a second while an interval runs and just before it
+    /// is read, to name containers while their cgroups exist.
+    pub containers: Option<Groups>,
     /// The flag that enlarges the keyed table, named when it was full.
     pub table_flag: Option<&'static str>,
     pub hist: &'a HistogramArgs,
@@ -105,7 +105,16 @@ fn histogram_record(
 
 /// BCC's interval loop: sleep, print the interval's histograms, repeat
 /// `count` times or until a signal, which prints the partial interval.
-pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
+pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
+    let containers = tool.containers.take().map(RefCell::new);
+    let containers = containers.as_ref();
+    let container_fields = |key: u64| containers.map_or_else(Vec::new, |groups| groups.borrow().fields(key));
+    let cgroup_exists = |cgroup: u64| containers.is_some_and(|groups| groups.borrow().cgroup_exists(cgroup));
+    let tool = match containers {
+        Some(_) => HistogramTool { key_fields: Some(&container_fields), key_alive: Some(&cgroup_exists), ..tool },
+        None => tool,
+    };
+    let look = || containers.iter().for_each(|groups| groups.borrow_mut().look());
     let Loaded { mut ebpf, mut skipped, .. } = loaded;
     let mut maps = HistogramMaps::take(&mut ebpf, tool.key_fields.is_some(), tool.totals)?;
     let rt = runtime()?;
@@ -142,22 +151,16 @@ pub fn run(tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
                     biased;
                     _ = shutdown.requested() => break true,
                     _ = tokio::time::sleep_until(interval_ends) => break false,
-                    _ = second.tick(), if tool.each_second.is_some() => {
-                        if let Some(work) = tool.each_second {
-                            work();
-                        }
-                    }
+                    _ = second.tick(), if containers.is_some() => look(),
                 }
             };
             // And once more just before the read, so what is reclaimed and
             // how keys are named agree with the machine as it is now.
-            if let Some(work) = tool.each_second {
-                work();
-            }
+            look();
             interval_no += 1;
             let mut interval = maps.read_interval(tool.key_alive)?;
-            if let Some(group) = tool.regroup {
-                interval.regroup(group);
+            if let Some(groups) = containers {
+                interval.regroup(&|cgroup| groups.borrow_mut().of_cgroup(cgroup));
             }
             let skipped_runs = skipped.since_last();
             let lost = interval.dropped.total() + skipped_runs;

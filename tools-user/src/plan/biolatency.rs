@@ -35,6 +35,9 @@ pub struct Options {
     pub disk_dev: Option<u32>,
     /// Only I/O started by tasks of this cgroup v2 directory (`-c`).
     pub cgroup: Option<std::path::PathBuf>,
+    /// One histogram per cgroup of the task that started the I/O
+    /// (`--containers`, which adds them up by container); not with flags.
+    pub per_cgroup: bool,
     /// Nanoseconds per histogram unit.
     pub unit_ns: u64,
     /// Keyed: sums beside the histograms (what the exporter exposes).
@@ -50,7 +53,9 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
     let keyed_by_flags = options.per_flags || options.per_operation;
     let mut config = Config {
         unit_ns: options.unit_ns,
-        key_mode: if options.per_disk { key_mode::DISK } else { 0 } | if keyed_by_flags { key_mode::FLAGS } else { 0 },
+        key_mode: if options.per_disk { key_mode::DISK } else { 0 }
+            | if keyed_by_flags { key_mode::FLAGS } else { 0 }
+            | if options.per_cgroup { key_mode::CGROUP } else { 0 },
         disk_dev: options.disk_dev.unwrap_or(0),
         flags_mask: u32::MAX,
         totals: options.totals as u32,
@@ -59,9 +64,10 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
     if options.per_operation && !options.per_flags {
         config.flags_mask = FlagNames::from_btf(btf.as_ref().ok()).map_or(0, |names| names.op_mask);
     }
-    if let Some(path) = &options.cgroup {
-        config.cgroup = crate::cgroup::filter(path, btf.as_ref().ok())?;
+    if keyed_by_flags && options.per_cgroup {
+        bail!("a key holds the request's flags or its cgroup, not both");
     }
+    config.cgroup = crate::cgroup::events_walk(options.cgroup.as_deref(), options.per_cgroup, btf.as_ref().ok())?;
 
     let no_request_offsets = no_btf_reason("struct request", btf, |btf| {
         config.rq = offsets::request(btf)?;
@@ -118,9 +124,10 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
         raw_rung.unusable_if(no_request_offsets.clone()),
         io_rung.unusable_if(no_tracepoint_fields.clone()).unusable_if(flags_need_request.clone()),
         tp_rung.unusable_if(no_tracepoint_fields).unusable_if(flags_need_request),
-        kp_rung
-            .unusable_if(no_request_offsets)
-            .unusable_if(super::current_task_refused(build, options.cgroup.as_ref().map(|_| "-c"))),
+        kp_rung.unusable_if(no_request_offsets).unusable_if(super::current_task_refused(
+            build,
+            crate::cgroup::task_flag(options.cgroup.as_deref(), options.per_cgroup),
+        )),
     ];
     let mut plan = Plan::new(ebpf_object!("biolatency"), build, config, rungs);
     plan.map_sizes = crate::histogram::map_sizes(config.key_mode != 0);

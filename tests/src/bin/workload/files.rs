@@ -48,6 +48,26 @@ pub fn osync_write(args: &[String]) {
     std::io::Write::write_all(&mut file, &[b's'; 4096]).unwrap();
 }
 
+/// `direct-reads PATH N`: N reads of the first 4 KiB of PATH (a block
+/// device) with O_DIRECT, so each is one request to the device, issued by
+/// this process.
+pub fn direct_reads(args: &[String]) {
+    let (path, n): (&str, u64) = (&args[0], args[1].parse().unwrap());
+    const BLOCK: usize = 4096;
+    let layout = std::alloc::Layout::from_size_align(BLOCK, BLOCK).unwrap();
+    let fd = open(path, libc::O_RDONLY | libc::O_DIRECT);
+    // SAFETY: an aligned buffer of BLOCK bytes, freed after the reads, on a descriptor of ours.
+    unsafe {
+        let buf = std::alloc::alloc(layout);
+        assert!(!buf.is_null());
+        for _ in 0..n {
+            check("pread O_DIRECT", libc::pread(fd, buf.cast(), BLOCK, 0), BLOCK);
+        }
+        std::alloc::dealloc(buf, layout);
+        libc::close(fd);
+    }
+}
+
 // userfaultfd(2) ioctls (linux/userfaultfd.h): _IOWR(0xAA, nr, struct).
 const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
 const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;

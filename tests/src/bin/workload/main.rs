@@ -16,6 +16,7 @@
 //!   workload file-ops PATH N K        open, write, read, fsync, open again (see files.rs)
 //!   workload slow-read PATH MS        a read held up MS milliseconds by userfaultfd (see files.rs)
 //!   workload osync-write PATH         one O_SYNC write (see files.rs)
+//!   workload direct-reads PATH N      N reads of 4 KiB with O_DIRECT (see files.rs)
 //!   workload resolve MS HOSTS CALL... host-name lookups against a DNS server of its own (see resolve.rs)
 //!   workload v6only-network CMD ARG... exec CMD at once, in a network namespace of its own (loopback up)
 //!                                     where net.ipv6.bindv6only is 1
@@ -115,6 +116,7 @@ fn main() {
         "file-ops" => files::ops(&args[1..]),
         "slow-read" => files::slow_read(&args[1..]),
         "osync-write" => files::osync_write(&args[1..]),
+        "direct-reads" => files::direct_reads(&args[1..]),
         "exec-storm" => {
             // Two threads, each forking and exec'ing N times: every child has
             // this process as its parent, so a tool can filter on it (-P).
