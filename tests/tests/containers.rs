@@ -238,3 +238,33 @@ fn biolatency_gives_each_container_the_reads_it_issued_on_each_rung() {
         assert_eq!((count_of(&counts, &container.name), host), (200, 50), "{rung:?}: {counts:?}");
     }
 }
+
+#[test]
+fn runqlat_in_a_private_pid_namespace_takes_its_pids_and_says_whose_it_prints() {
+    let _serial = serial();
+    let runqlat = format!("{}:/bin/runqlat:ro", tool_path("runqlat").display());
+    // The workload is the container's PID 1; the host's root (and /proc) at /host.
+    let extra = ["--privileged", "-v", "/sys:/sys", "-v", "/:/host:ro", "-v", &runqlat];
+    let mut container = Container::workload(&containers::name("pidns"), &extra, &["sleep", "0", "100000", "2"]);
+    container.go();
+    let mut exec = containers::podman();
+    exec.args(["exec", &container.name, "/bin/runqlat", "-p", "1", "--json", "2", "1"]);
+    let out = exec.output().expect("podman exec");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let said = format!(
+        "the PIDs it prints are the host's (as /host/proc shows them); -p 1 is the host's {}",
+        container.host_pid()
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+    let count: u64 = counts_by_key(&stdout).iter().map(|(_, count)| count).sum();
+    assert!(count > 100, "PID 1 of the container woke every 2 ms for 2 s: {count} samples\n{stdout}");
+
+    // Without the host's /proc, its PIDs cannot be told: refused, saying why.
+    let mut alone = containers::podman();
+    alone.args(["run", "--rm", "--privileged", "-v", &runqlat, containers::IMAGE, "/bin/runqlat", "-p", "1", "1", "1"]);
+    let out = alone.output().expect("podman run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("this PID namespace's") && stderr.contains("--pid=host"), "{stderr}");
+}

@@ -1,6 +1,9 @@
 //! `/proc/PID/maps`: which files a process maps.
 
-use std::{collections::HashSet, path::PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 /// A file mapped into a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,10 +17,10 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    /// The path that reaches it from here, through the process's root
-    /// (a container's files are in its own mount namespace).
-    pub fn reachable(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root{}", self.pid, self.path))
+    /// The path that reaches it from here, through the process's root in
+    /// `proc` (a container's files are in its own mount namespace).
+    pub fn reachable(&self, proc: &Path) -> PathBuf {
+        PathBuf::from(format!("{}/{}/root{}", proc.display(), self.pid, self.path))
     }
 }
 

@@ -39,7 +39,8 @@ impl HistogramArgs {
     }
 }
 
-/// `-p PID`: a process that must exist when the tool starts.
+/// `-p PID`: a process that must exist when the tool starts, as the tool's
+/// own PID namespace numbers it; held as the host's PID, the kernel's.
 #[derive(Args, Debug, Clone)]
 pub struct PidArg {
     /// Trace this PID only.
@@ -52,10 +53,7 @@ fn parse_pid(s: &str) -> Result<u32, String> {
     if pid == 0 {
         return Err("PID 0 is the idle task, not a process".into());
     }
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(format!("no process with PID {pid}"));
-    }
-    Ok(pid)
+    crate::procfs::kernel_pids().from_ours(pid)
 }
 
 /// Output format, diagnostics, and the hidden switch that forces a rung.

@@ -51,4 +51,7 @@ pub fn init_logging(verbose: bool) {
     static LOGGER: Stderr = Stderr;
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(if verbose { log::LevelFilter::Info } else { log::LevelFilter::Warn });
+    if let Some(line) = crate::procfs::kernel_pids().note() {
+        note(&format!("{}: {line}", tool_name()));
+    }
 }

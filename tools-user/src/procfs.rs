@@ -1,7 +1,13 @@
 //! /proc (and /sys) readers, bounded: what processes exist, which files
 //! they map, and the small files the tools size their tables from.
 
-use std::{fs, io::Read as _};
+use std::{
+    fs,
+    io::Read as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use anyhow::{Context as _, Result};
 pub use tools_parse::maps::{parse_maps, Mapped};
@@ -21,16 +27,139 @@ pub fn read(path: &str) -> Result<String> {
     Ok(text)
 }
 
-/// The processes that exist now.
+/// The processes that exist now, by the kernel's PIDs (none where they
+/// cannot be read: see [`Pids`]).
 pub fn pids() -> Vec<u32> {
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let Some(Ok(dir)) = kernel_pids().proc().map(fs::read_dir) else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
-/// The files `pid` maps, each once, whose name passes `wanted`.
+/// The files process `pid` (a kernel's PID) maps, each once, whose name passes `wanted`.
 pub fn mapped_files(pid: u32, wanted: impl Fn(&str) -> bool) -> Result<Vec<Mapped>> {
-    let maps = read(&format!("/proc/{pid}/maps"))?;
+    let dir = kernel_pids().process(pid).with_context(|| format!("process {pid}: {}", NO_HOST_PROC))?;
+    let maps = read(&dir.join("maps").to_string_lossy())?;
     Ok(parse_maps(&maps, pid, wanted))
+}
+
+/// The inode of the initial PID namespace (the kernel's `PROC_PID_INIT_INO`,
+/// fixed since Linux 3.8): the namespace of every PID the kernel programs
+/// report (`bpf_get_current_pid_tgid`, a task's `tgid`).
+const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
+const NO_HOST_PROC: &str = "the kernel reports the host's PIDs and this tool runs in a PID namespace of its own \
+     without the host's /proc: run it with --pid=host, or mount the host's /proc at /host/proc";
+
+/// Where the processes the kernel names by PID can be read: the kernel's
+/// programs see the host's PID namespace, a tool run in a container may not.
+pub struct Pids {
+    /// This process's PID namespace (its inode).
+    namespace: u64,
+    /// A /proc of the host's PID namespace: `/proc` itself, else the
+    /// host's, mounted below the host's root (`-v /:/host`) or at `/host/proc`.
+    proc: Option<PathBuf>,
+    /// `-p`'s PID, as given and as the host's, once translated.
+    translated: std::sync::Mutex<Option<(u32, u32)>>,
+}
+
+/// How this process sees the kernel's PIDs, found once.
+pub fn kernel_pids() -> &'static Pids {
+    static PIDS: OnceLock<Pids> = OnceLock::new();
+    PIDS.get_or_init(|| {
+        let namespace_of = |path: &Path| fs::metadata(path).ok().map(|meta| meta.ino());
+        let namespace = namespace_of(Path::new("/proc/self/ns/pid")).unwrap_or(HOST_PID_NAMESPACE);
+        let proc = match namespace {
+            HOST_PID_NAMESPACE => Some(PathBuf::from("/proc")),
+            _ => [host_root().join("proc"), PathBuf::from("/host/proc")].into_iter().find(|proc| is_hosts(proc)),
+        };
+        Pids { namespace, proc, translated: Default::default() }
+    })
+}
+
+/// Whether `proc` is a /proc of the host's PID namespace: only there is
+/// PID 2 the kernel's thread maker, kthreadd, with no parent. (Its
+/// `ns/pid` would say so at once, but reading that needs the right to
+/// trace PID 1, which a confined host's init may refuse.)
+fn is_hosts(proc: &Path) -> bool {
+    let Ok(status) = read(&proc.join("2/status").to_string_lossy()) else { return false };
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    field("Name:") == Some("kthreadd") && field("PPid:") == Some("0")
+}
+
+impl Pids {
+    /// The /proc that names processes by the kernel's PIDs, where there is one.
+    pub fn proc(&self) -> Option<&Path> {
+        self.proc.as_deref()
+    }
+
+    /// The /proc directory of the kernel's PID `pid`: None where no /proc
+    /// here names them (whether the process exists is not known).
+    pub fn process(&self, pid: u32) -> Option<PathBuf> {
+        Some(self.proc()?.join(pid.to_string()))
+    }
+
+    /// Whether the kernel's PID `pid` is a process (or thread) that exists
+    /// now; true where that cannot be known, so that nothing of a living
+    /// process is forgotten.
+    pub fn exists(&self, pid: u64) -> bool {
+        let Ok(pid) = u32::try_from(pid) else { return false };
+        self.process(pid).is_none_or(|dir| dir.exists())
+    }
+
+    /// The host's PID of process `pid` as this tool's PID namespace numbers
+    /// it (`-p` given inside a container): the process whose own namespace
+    /// and TGID there are the same, found in the host's /proc.
+    pub fn from_ours(&self, pid: u32) -> Result<u32, String> {
+        let ours = Path::new("/proc").join(pid.to_string());
+        if !ours.exists() {
+            return Err(format!("no process with PID {pid}"));
+        }
+        if self.namespace == HOST_PID_NAMESPACE {
+            return Ok(pid);
+        }
+        let Some(host) = self.proc() else {
+            return Err(format!("PID {pid} is this PID namespace's (pid:[{}]), and {NO_HOST_PROC}", self.namespace));
+        };
+        let identity = |dir: &Path| -> Option<(u64, u32)> {
+            let namespace = fs::metadata(dir.join("ns/pid")).ok()?.ino();
+            let status = read(&dir.join("status").to_string_lossy()).ok()?;
+            let innermost = status.lines().find_map(|l| l.strip_prefix("NStgid:"))?.split_whitespace().last()?;
+            Some((namespace, innermost.parse().ok()?))
+        };
+        let wanted = identity(&ours).ok_or_else(|| format!("PID {pid} exited"))?;
+        let found = fs::read_dir(host).into_iter().flatten().filter_map(|entry| {
+            let host_pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            (identity(&host.join(host_pid.to_string()))? == wanted).then_some(host_pid)
+        });
+        let host_pid = found.into_iter().next();
+        let host_pid =
+            host_pid.ok_or_else(|| format!("PID {pid} of pid:[{}] is not in {}", self.namespace, host.display()))?;
+        *self.translated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((pid, host_pid));
+        Ok(host_pid)
+    }
+
+    /// What to tell the user where the PIDs printed are not those of the
+    /// tool's own PID namespace.
+    pub fn note(&self) -> Option<String> {
+        if self.namespace == HOST_PID_NAMESPACE {
+            return None;
+        }
+        let translated = *self.translated.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(match self.proc() {
+            Some(host) => format!(
+                "this tool runs in PID namespace pid:[{}]: the PIDs it prints are the host's (as {} shows them); {}",
+                self.namespace,
+                host.display(),
+                match translated {
+                    Some((ours, host)) => format!("-p {ours} is the host's {host}"),
+                    None => "-p takes this namespace's".to_owned(),
+                }
+            ),
+            None => format!(
+                "this tool runs in PID namespace pid:[{}]: the PIDs it prints are the host's, and {NO_HOST_PROC}",
+                self.namespace
+            ),
+        })
+    }
 }
 
 /// Where the host's files are, for a tool run from a container: `/proc/1/root`
@@ -38,8 +167,7 @@ pub fn mapped_files(pid: u32, wanted: impl Fn(&str) -> bool) -> Result<Vec<Mappe
 /// the way) and is not our own root, else `/host` where the host's root is
 /// mounted there (`kubectl debug node/...` mounts it there; `docker run -v
 /// /:/host` alike), else `/`.
-pub fn host_root() -> std::path::PathBuf {
-    use std::os::unix::fs::MetadataExt as _;
+pub fn host_root() -> PathBuf {
     let identity = |path: &str| fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()));
     let ours = identity("/");
     if identity("/proc/1/root/").is_some_and(|init| Some(init) != ours) {
@@ -53,9 +181,20 @@ pub fn host_root() -> std::path::PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::{fs::MetadataExt as _, io::AsRawFd as _};
+    use std::os::unix::io::AsRawFd as _;
 
     use super::*;
+
+    /// In the host's PID namespace (where the tests run) PIDs are taken as
+    /// given and read from /proc, which is the host's.
+    #[test]
+    fn the_hosts_pids_are_taken_as_given() {
+        let pids = kernel_pids();
+        assert!(pids.note().is_none(), "the tests run in the host's PID namespace");
+        assert!(is_hosts(Path::new("/proc")));
+        assert_eq!(pids.from_ours(std::process::id()), Ok(std::process::id()));
+        assert!(pids.exists(std::process::id().into()) && !pids.exists(u64::from(u32::MAX)));
+    }
 
     /// A file this test maps twice (as a loader maps a library's segments)
     /// is named once, with its device and inode, and reachable through the
@@ -74,7 +213,8 @@ mod tests {
         let mappings = [map(), map()];
         let name = path.to_str().unwrap().to_owned();
         let files = mapped_files(std::process::id(), |p| p == name);
-        let reachable = files.as_ref().is_ok_and(|files| files.iter().all(|f| f.reachable().exists()));
+        let reachable =
+            files.as_ref().is_ok_and(|files| files.iter().all(|f| f.reachable(Path::new("/proc")).exists()));
         for mapping in mappings.into_iter().filter(|&m| m != libc::MAP_FAILED) {
             // SAFETY: a mapping made above, of that length.
             unsafe { libc::munmap(mapping, 4096) };

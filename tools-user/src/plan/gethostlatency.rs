@@ -321,7 +321,7 @@ impl Libraries {
 fn probe_path(file: &procfs::Mapped) -> PathBuf {
     match std::fs::metadata(&file.path) {
         Ok(meta) if (meta.dev(), meta.ino()) == (file.dev, file.ino) => PathBuf::from(&file.path),
-        _ => file.reachable(),
+        _ => procfs::kernel_pids().proc().map_or_else(|| PathBuf::from(&file.path), |proc| file.reachable(proc)),
     }
 }
 
@@ -329,7 +329,8 @@ fn probe_path(file: &procfs::Mapped) -> PathBuf {
 /// (the root's PID is not the point), unless it is a container's.
 fn shown_path(path: &Path) -> String {
     let text = path.display().to_string();
-    match text.strip_prefix("/proc/").and_then(|rest| rest.split_once("/root/")) {
+    let proc = procfs::kernel_pids().proc().map(|proc| format!("{}/", proc.display()));
+    match proc.and_then(|proc| text.strip_prefix(&proc)?.split_once("/root/")) {
         Some((_, inside)) => format!("/{inside}"),
         None => text,
     }
@@ -367,8 +368,8 @@ fn take_execs(ebpf: &mut Ebpf) -> Result<Option<Vec<u32>>> {
 fn forget_calls_of_exited_threads(ebpf: &mut Ebpf) -> Result<()> {
     let mut calls: aya::maps::HashMap<_, u32, Call> =
         aya::maps::HashMap::try_from(ebpf.map_mut(maps::CALLS).context("no CALLS map")?)?;
-    let gone: Vec<u32> =
-        calls.keys().filter_map(Result::ok).filter(|tid| !Path::new(&format!("/proc/{tid}")).exists()).collect();
+    let pids = procfs::kernel_pids();
+    let gone: Vec<u32> = calls.keys().filter_map(Result::ok).filter(|&tid| !pids.exists(tid.into())).collect();
     for tid in gone {
         let _ = calls.remove(&tid);
     }

@@ -131,7 +131,7 @@ fn start_table_size() -> u32 {
 
 /// Whether process (or thread) `id` still exists: /proc/N exists while it does.
 pub fn process_exists(id: u64) -> bool {
-    std::path::Path::new(&format!("/proc/{id}")).exists()
+    crate::procfs::kernel_pids().exists(id)
 }
 
 fn task_offsets(btf: &Btf, config: &mut Config, pidnss: bool) -> Result<()> {
