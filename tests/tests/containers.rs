@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integration_tests::{
     containers::{self, Container, KubernetesContainer},
-    json_lines, serial, tool_path, LoopDevice, Mounted, Running, Workload,
+    json_lines, serial, tool_path, LoopDevice, Lost, Mounted, Running, Workload,
 };
 use serde_json::Value;
 
@@ -218,8 +218,9 @@ fn biolatency_gives_each_container_the_reads_it_issued_on_each_rung() {
     let args = ["direct-reads", "/dev/traced", "200"];
     let mut container = Container::workload(&containers::name("reads"), &["--device", &device], &args);
     container.wait_until_waiting();
-    // Each rung that reads the starting task, at once, around the same I/O.
-    let rungs = [&[][..], &["--rung", "tracepoint"], &["--config-map"]];
+    // Each rung that reads the starting task, at once, around the same I/O
+    // (and -Q, whose start is the first of insertion and issue).
+    let rungs = [&[][..], &["--rung", "tracepoint"], &["--config-map"], &["-Q"]];
     let running: Vec<Running> = rungs
         .iter()
         .map(|rung| {
@@ -235,7 +236,13 @@ fn biolatency_gives_each_container_the_reads_it_issued_on_each_rung() {
         out.assert_complete("biolatency");
         let counts = counts_by_key(&out.stdout);
         let host: u64 = counts.iter().filter(|(key, _)| key["container"].is_null()).map(|(_, count)| count).sum();
-        assert_eq!((count_of(&counts, &container.name), host), (200, 50), "{rung:?}: {counts:?}");
+        let of_container = count_of(&counts, &container.name);
+        // Exact, but for runs the kernel skipped (four tools' programs nest on
+        // one CPU at times), which are counted as lost.
+        let lost = Lost::from_stderr("biolatency", &out.stderr);
+        lost.assert_accounts_for(of_container + host, 250, &format!("{rung:?}: {counts:?}"));
+        assert!(of_container <= 200 && of_container + lost.total >= 200, "{rung:?}: {counts:?}, {lost:?}");
+        assert!(host <= 50 && host + lost.total >= 50, "{rung:?}: {counts:?}, {lost:?}");
     }
 }
 
@@ -248,16 +255,17 @@ fn runqlat_in_a_private_pid_namespace_takes_its_pids_and_says_whose_it_prints() 
     let mut container = Container::workload(&containers::name("pidns"), &extra, &["sleep", "0", "100000", "2"]);
     container.go();
     let mut exec = containers::podman();
-    exec.args(["exec", &container.name, "/bin/runqlat", "-p", "1", "--json", "2", "1"]);
+    exec.args(["exec", &container.name, "/bin/runqlat", "-P", "-p", "1", "--json", "2", "1"]);
     let out = exec.output().expect("podman exec");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
-    let said = format!(
-        "the PIDs it prints are the host's (as /host/proc shows them); -p 1 is the host's {}",
-        container.host_pid()
-    );
+    let host_pid = container.host_pid();
+    let said = format!("the PIDs it prints are the host's (as /host/proc shows them); -p 1 is the host's {host_pid}");
     assert!(stderr.contains(&said), "{stderr}");
-    let count: u64 = counts_by_key(&stdout).iter().map(|(_, count)| count).sum();
+    // -P keys by the host's PID: the workload's, and only its.
+    let counts = counts_by_key(&stdout);
+    assert!(counts.iter().all(|(key, _)| key["pid"] == host_pid), "{counts:?}");
+    let count: u64 = counts.iter().map(|(_, count)| count).sum();
     assert!(count > 100, "PID 1 of the container woke every 2 ms for 2 s: {count} samples\n{stdout}");
 
     // Without the host's /proc, its PIDs cannot be told: refused, saying why.
@@ -266,5 +274,5 @@ fn runqlat_in_a_private_pid_namespace_takes_its_pids_and_says_whose_it_prints() 
     let out = alone.output().expect("podman run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("this PID namespace's") && stderr.contains("--pid=host"), "{stderr}");
+    assert!(stderr.contains("as this PID namespace (pid:[") && stderr.contains("--pid=host"), "{stderr}");
 }

@@ -27,17 +27,16 @@ pub fn read(path: &str) -> Result<String> {
     Ok(text)
 }
 
-/// The processes that exist now, by the kernel's PIDs (none where they
-/// cannot be read: see [`Pids`]).
+/// The processes that exist now, as [`Pids::listing`] numbers them.
 pub fn pids() -> Vec<u32> {
-    let Some(Ok(dir)) = kernel_pids().proc().map(fs::read_dir) else { return Vec::new() };
+    let Ok(dir) = fs::read_dir(kernel_pids().listing()) else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
-/// The files process `pid` (a kernel's PID) maps, each once, whose name passes `wanted`.
+/// The files process `pid` (as [`Pids::listing`] numbers it) maps, each
+/// once, whose name passes `wanted`.
 pub fn mapped_files(pid: u32, wanted: impl Fn(&str) -> bool) -> Result<Vec<Mapped>> {
-    let dir = kernel_pids().process(pid).with_context(|| format!("process {pid}: {}", NO_HOST_PROC))?;
-    let maps = read(&dir.join("maps").to_string_lossy())?;
+    let maps = read(&kernel_pids().listing().join(format!("{pid}/maps")).to_string_lossy())?;
     Ok(parse_maps(&maps, pid, wanted))
 }
 
@@ -46,8 +45,8 @@ pub fn mapped_files(pid: u32, wanted: impl Fn(&str) -> bool) -> Result<Vec<Mappe
 /// report (`bpf_get_current_pid_tgid`, a task's `tgid`).
 const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 
-const NO_HOST_PROC: &str = "the kernel reports the host's PIDs and this tool runs in a PID namespace of its own \
-     without the host's /proc: run it with --pid=host, or mount the host's /proc at /host/proc";
+const NO_HOST_PROC: &str =
+    "the host's /proc is not here (run with --pid=host, or mount the host's /proc at /host/proc)";
 
 /// Where the processes the kernel names by PID can be read: the kernel's
 /// programs see the host's PID namespace, a tool run in a container may not.
@@ -91,6 +90,13 @@ impl Pids {
         self.proc.as_deref()
     }
 
+    /// Where processes are listed (and their files found): the /proc of the
+    /// kernel's PIDs, else this namespace's own, whose PIDs the kernel does
+    /// not use but whose processes' files are the same.
+    pub fn listing(&self) -> &Path {
+        self.proc().unwrap_or(Path::new("/proc"))
+    }
+
     /// The /proc directory of the kernel's PID `pid`: None where no /proc
     /// here names them (whether the process exists is not known).
     pub fn process(&self, pid: u32) -> Option<PathBuf> {
@@ -107,28 +113,41 @@ impl Pids {
 
     /// The host's PID of process `pid` as this tool's PID namespace numbers
     /// it (`-p` given inside a container): the process whose own namespace
-    /// and TGID there are the same, found in the host's /proc.
+    /// and TGID there are the same, found in the host's /proc. A thread's
+    /// ID is refused: the kernel side matches processes.
     pub fn from_ours(&self, pid: u32) -> Result<u32, String> {
         let ours = Path::new("/proc").join(pid.to_string());
-        if !ours.exists() {
+        let Ok(status) = read(&ours.join("status").to_string_lossy()) else {
             return Err(format!("no process with PID {pid}"));
+        };
+        let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|t| t.trim().parse::<u32>().ok());
+        if let Some(tgid) = tgid.filter(|&tgid| tgid != pid) {
+            return Err(format!("{pid} is a thread of process {tgid}: -p takes a process"));
         }
         if self.namespace == HOST_PID_NAMESPACE {
             return Ok(pid);
         }
         let Some(host) = self.proc() else {
-            return Err(format!("PID {pid} is this PID namespace's (pid:[{}]), and {NO_HOST_PROC}", self.namespace));
+            return Err(format!(
+                "PID {pid} is as this PID namespace (pid:[{}]) numbers it, the kernel numbers processes as the \
+                 host does, and {NO_HOST_PROC} to translate it",
+                self.namespace
+            ));
         };
-        let identity = |dir: &Path| -> Option<(u64, u32)> {
-            let namespace = fs::metadata(dir.join("ns/pid")).ok()?.ino();
-            let status = read(&dir.join("status").to_string_lossy()).ok()?;
-            let innermost = status.lines().find_map(|l| l.strip_prefix("NStgid:"))?.split_whitespace().last()?;
-            Some((namespace, innermost.parse().ok()?))
+        // A process is its innermost PID namespace and its TGID there: the
+        // TGID first (a plain read), the namespace (which needs the right to
+        // trace the process) only where that matches.
+        let innermost = |status: &str| -> Option<u32> {
+            status.lines().find_map(|l| l.strip_prefix("NStgid:"))?.split_whitespace().last()?.parse().ok()
         };
-        let wanted = identity(&ours).ok_or_else(|| format!("PID {pid} exited"))?;
+        let namespace = |dir: &Path| fs::metadata(dir.join("ns/pid")).map(|meta| meta.ino());
+        let wanted_tgid = innermost(&status).ok_or_else(|| format!("PID {pid}: no NStgid in its status"))?;
+        let wanted_namespace = namespace(&ours).map_err(|err| format!("PID {pid}: its PID namespace: {err}"))?;
         let found = fs::read_dir(host).into_iter().flatten().filter_map(|entry| {
             let host_pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            (identity(&host.join(host_pid.to_string()))? == wanted).then_some(host_pid)
+            let dir = host.join(host_pid.to_string());
+            let status = read(&dir.join("status").to_string_lossy()).ok()?;
+            (innermost(&status)? == wanted_tgid && namespace(&dir).ok()? == wanted_namespace).then_some(host_pid)
         });
         let host_pid = found.into_iter().next();
         let host_pid =
@@ -151,7 +170,7 @@ impl Pids {
                 host.display(),
                 match translated {
                     Some((ours, host)) => format!("-p {ours} is the host's {host}"),
-                    None => "-p takes this namespace's".to_owned(),
+                    None => "-p, where a tool has it, takes this namespace's".to_owned(),
                 }
             ),
             None => format!(

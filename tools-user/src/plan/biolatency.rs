@@ -64,8 +64,8 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, build: Build) -> Result<Plan<
     if options.per_operation && !options.per_flags {
         config.flags_mask = FlagNames::from_btf(btf.as_ref().ok()).map_or(0, |names| names.op_mask);
     }
-    if keyed_by_flags && options.per_cgroup {
-        bail!("a key holds the request's flags or its cgroup, not both");
+    if (keyed_by_flags || options.per_disk) && options.per_cgroup {
+        bail!("a key holds the request's disk and flags or its cgroup, not both");
     }
     config.cgroup = crate::cgroup::events_walk(options.cgroup.as_deref(), options.per_cgroup, btf.as_ref().ok())?;
 

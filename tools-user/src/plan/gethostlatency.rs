@@ -304,7 +304,10 @@ impl Libraries {
         self.found.get(index).map(|(_, lib)| shown_path(&lib.path))
     }
 
+    /// The library of an event's process (a kernel's PID): processes were
+    /// listed by those PIDs only where the kernel's /proc is here.
     fn library_of_pid(&self, pid: u32) -> Option<usize> {
+        procfs::kernel_pids().proc()?;
         if let Some(&index) = self.by_pid.get(&pid) {
             return Some(index);
         }
@@ -321,7 +324,7 @@ impl Libraries {
 fn probe_path(file: &procfs::Mapped) -> PathBuf {
     match std::fs::metadata(&file.path) {
         Ok(meta) if (meta.dev(), meta.ino()) == (file.dev, file.ino) => PathBuf::from(&file.path),
-        _ => procfs::kernel_pids().proc().map_or_else(|| PathBuf::from(&file.path), |proc| file.reachable(proc)),
+        _ => file.reachable(procfs::kernel_pids().listing()),
     }
 }
 
@@ -329,8 +332,8 @@ fn probe_path(file: &procfs::Mapped) -> PathBuf {
 /// (the root's PID is not the point), unless it is a container's.
 fn shown_path(path: &Path) -> String {
     let text = path.display().to_string();
-    let proc = procfs::kernel_pids().proc().map(|proc| format!("{}/", proc.display()));
-    match proc.and_then(|proc| text.strip_prefix(&proc)?.split_once("/root/")) {
+    let proc = format!("{}/", procfs::kernel_pids().listing().display());
+    match text.strip_prefix(&proc).and_then(|rest| rest.split_once("/root/")) {
         Some((_, inside)) => format!("/{inside}"),
         None => text,
     }
