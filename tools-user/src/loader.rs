@@ -15,7 +15,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
-        OnceLock,
+        Mutex, OnceLock,
     },
     time::Instant,
 };
@@ -24,7 +24,15 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, MapType},
     programs::{
+        fentry::FEntryLinkId,
+        fexit::FExitLinkId,
+        kprobe::KProbeLinkId,
+        perf_event::PerfEventLinkId,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        raw_trace_point::RawTracePointLinkId,
+        tp_btf::BtfTracePointLinkId,
+        trace_point::TracePointLinkId,
+        uprobe::UProbeLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         BtfTracePoint, FEntry, FExit, KProbe, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
     },
@@ -702,6 +710,9 @@ fn unload(program: &mut Program) -> Result<(), ProgramError> {
     if program.fd().is_err() {
         return Ok(());
     }
+    if let Ok(info) = program.info() {
+        links().retain(|(id, _)| *id != info.id());
+    }
     match program {
         Program::RawTracePoint(p) => p.unload(),
         Program::TracePoint(p) => p.unload(),
@@ -723,13 +734,13 @@ fn unload(program: &mut Program) -> Result<(), ProgramError> {
 pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
     let program = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
     let loaded = program.fd().is_ok();
-    match attach {
+    let link = match attach {
         Attach::RawTracepoint(tp) => {
             let p: &mut RawTracePoint = program.try_into()?;
             if !loaded {
                 p.load()?;
             }
-            p.attach(tp)?;
+            LinkId::RawTracePoint(p.attach(tp)?)
         }
         Attach::Tracepoint { category, name } => {
             tracefs::root()?;
@@ -737,14 +748,14 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
             if !loaded {
                 p.load()?;
             }
-            p.attach(category, name)?;
+            LinkId::TracePoint(p.attach(category, name)?)
         }
         Attach::Kprobe(funcs) | Attach::Kretprobe(funcs) => {
             let p: &mut KProbe = program.try_into()?;
             if !loaded {
                 p.load()?;
             }
-            attach_kprobe(p, funcs)?;
+            LinkId::KProbe(attach_kprobe(p, funcs)?)
         }
         Attach::Uprobe(u) | Attach::Uretprobe(u) => {
             let p: &mut UProbe = program.try_into()?;
@@ -759,28 +770,28 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
                 Some(pid) => UProbeScope::OneProcess(pid),
                 None => UProbeScope::AllProcesses,
             };
-            p.attach(UProbeAttachPoint { location, cookie: u.cookie }, &u.binary, scope)?;
+            LinkId::UProbe(p.attach(UProbeAttachPoint { location, cookie: u.cookie }, &u.binary, scope)?)
         }
         Attach::Fentry(function) => {
             let p: &mut FEntry = program.try_into()?;
             if !loaded {
                 p.load(function, fentry_btf()?)?;
             }
-            p.attach()?;
+            LinkId::FEntry(p.attach()?)
         }
         Attach::Fexit(function) => {
             let p: &mut FExit = program.try_into()?;
             if !loaded {
                 p.load(function, fentry_btf()?)?;
             }
-            p.attach()?;
+            LinkId::FExit(p.attach()?)
         }
         Attach::TpBtf(tracepoint) => {
             let p: &mut BtfTracePoint = program.try_into()?;
             if !loaded {
                 p.load(tracepoint, fentry_btf()?)?;
             }
-            p.attach()?;
+            LinkId::BtfTracePoint(p.attach()?)
         }
         Attach::CpuClock(clock) => {
             let p: &mut PerfEvent = program.try_into()?;
@@ -789,15 +800,82 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
             }
             let config = PerfEventConfig::Software(SoftwareEvent::CpuClock);
             let scope = PerfEventScope::AllProcessesOneCpu { cpu: clock.cpu };
-            p.attach(config, scope, SamplePolicy::Frequency(clock.frequency_hz), false)?;
+            LinkId::PerfEvent(p.attach(config, scope, SamplePolicy::Frequency(clock.frequency_hz), false)?)
+        }
+    };
+    let id = program.info().map(|info| info.id()).unwrap_or(0);
+    links().push((id, link));
+    Ok(id)
+}
+
+/// A link's id, of the program type that made it.
+enum LinkId {
+    RawTracePoint(RawTracePointLinkId),
+    TracePoint(TracePointLinkId),
+    KProbe(KProbeLinkId),
+    UProbe(UProbeLinkId),
+    FEntry(FEntryLinkId),
+    FExit(FExitLinkId),
+    BtfTracePoint(BtfTracePointLinkId),
+    PerfEvent(PerfEventLinkId),
+}
+
+/// The links [`attach`] made, by their program's id. aya keeps a
+/// program's links inside it and detaches them one after another when the
+/// program goes; taken out by these ids, they can go all at once
+/// ([`detach_all`]).
+fn links() -> std::sync::MutexGuard<'static, Vec<(u32, LinkId)>> {
+    static LINKS: Mutex<Vec<(u32, LinkId)>> = Mutex::new(Vec::new());
+    LINKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Link `link` of `program`, taken out of it (None if it is not there):
+/// dropping it detaches it.
+fn take_link(program: &mut Program, link: LinkId) -> Option<Box<dyn Send>> {
+    fn boxed<T: Send + 'static>(link: Result<T, ProgramError>) -> Option<Box<dyn Send>> {
+        Some(Box::new(link.ok()?))
+    }
+    match (program, link) {
+        (Program::RawTracePoint(p), LinkId::RawTracePoint(id)) => boxed(p.take_link(id)),
+        (Program::TracePoint(p), LinkId::TracePoint(id)) => boxed(p.take_link(id)),
+        (Program::KProbe(p), LinkId::KProbe(id)) => boxed(p.take_link(id)),
+        (Program::UProbe(p), LinkId::UProbe(id)) => boxed(p.take_link(id)),
+        (Program::FEntry(p), LinkId::FEntry(id)) => boxed(p.take_link(id)),
+        (Program::FExit(p), LinkId::FExit(id)) => boxed(p.take_link(id)),
+        (Program::BtfTracePoint(p), LinkId::BtfTracePoint(id)) => boxed(p.take_link(id)),
+        (Program::PerfEvent(p), LinkId::PerfEvent(id)) => boxed(p.take_link(id)),
+        _ => None,
+    }
+}
+
+/// Detaches every program of `objects`, all at once. Each detach waits
+/// for the kernel to be done with the program (grace periods of RCU,
+/// tasks RCU and SRCU: tens to hundreds of milliseconds each on a 6.x
+/// kernel); one after another, as dropping an object does, a tool with
+/// dozens of hooks took seconds to stop. Grace periods waited for at the
+/// same time are shared, so every link is dropped on a thread of its own.
+/// The programs themselves go when their objects are dropped.
+pub fn detach_all<'a>(objects: impl IntoIterator<Item = &'a mut Ebpf>) {
+    let mut taken = Vec::new();
+    {
+        let mut links = links();
+        for (_, program) in objects.into_iter().flat_map(Ebpf::programs_mut) {
+            let Ok(id) = program.info().map(|info| info.id()) else { continue };
+            let (of_program, others) = links.drain(..).partition(|(program_id, _)| *program_id == id);
+            *links = others;
+            taken.extend(of_program.into_iter().filter_map(|(_, link)| take_link(program, link)));
         }
     }
-    Ok(program.info().map(|info| info.id()).unwrap_or(0))
+    std::thread::scope(|scope| {
+        for link in taken {
+            scope.spawn(move || drop(link));
+        }
+    });
 }
 
 /// The first candidate the kernel lets us probe: a symbol can be listed
 /// yet refuse a kprobe (blacklisted, notrace, mid-function).
-fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<()> {
+fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<KProbeLinkId> {
     // Without kprobes (CONFIG_KPROBES=n) no candidate can attach: say so
     // before reading the kernel's symbols. aya makes them through the
     // kprobe PMU (4.17+) or, before, tracefs' kprobe_events.
@@ -809,9 +887,9 @@ fn attach_kprobe(p: &mut KProbe, funcs: &[String]) -> Result<()> {
     let mut refused = Vec::new();
     for func in kallsyms_find_all(funcs) {
         match p.attach(&func, 0) {
-            Ok(_) => {
+            Ok(link) => {
                 log::info!("  kprobe on {func}");
-                return Ok(());
+                return Ok(link);
             }
             Err(err) => refused.push(format!("{func}: {:#}", anyhow::Error::from(err))),
         }

@@ -206,9 +206,10 @@ fn main() -> ExitCode {
                 _ = shutdown.requested() => Ok(()),
             }
         })?;
-        // Every connection's task goes with the set; the last reference to
-        // the exporter then detaches every program.
+        // Every connection's task goes with the set; then every program is
+        // detached, and the last reference to the exporter closes the rest.
         drop(local);
+        exporter.borrow_mut().detach_all();
         drop(exporter);
         Ok(ExitCode::SUCCESS)
     })

@@ -77,6 +77,7 @@ pub fn run<T: Event>(mut tool: EventTool<'_, T>, mut loaded: Loaded, path: &Even
         rt.block_on(pump(&mut tool, &mut stream, &mut loaded))?
     };
     // Detach everything before the summary, so it is the last word.
+    crate::loader::detach_all([&mut loaded.ebpf]);
     drop(loaded);
     if lost > 0 {
         note(&format!("{}: lost {lost} events in total", tool_name()));

@@ -234,6 +234,7 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
     })?;
     // Detach everything before reporting, so the summary is the last word.
     drop(maps);
+    crate::loader::detach_all([&mut ebpf]);
     drop(ebpf);
     drop(skipped);
     if lost_total > 0 {

@@ -24,6 +24,15 @@ pub struct Exporter {
 const LOST_SAMPLES: &str = "ebpf_tools_lost_samples_total";
 
 impl Exporter {
+    /// Detaches every tool's programs, all at once (see [`crate::loader::detach_all`]).
+    pub fn detach_all(&mut self) {
+        let attached = self.tools.iter_mut().filter_map(|tool| match &mut tool.state {
+            State::Attached { collector, .. } => Some(collector.ebpf()),
+            State::Failed(_) => None,
+        });
+        crate::loader::detach_all(attached);
+    }
+
     /// Reads every tool's maps and the exporter's own health into one scrape.
     pub fn scrape(&mut self) -> Scrape {
         let mut scrape = Scrape::default();

@@ -41,6 +41,9 @@ pub trait Collector {
     /// Adds the tool's families to the scrape; returns what its kernel side
     /// could not record since it was loaded.
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops>;
+
+    /// Its object, to detach when the exporter stops.
+    fn ebpf(&mut self) -> &mut Ebpf;
 }
 
 /// A tool as the exporter holds it: attached, or the reason it is not.
@@ -145,7 +148,7 @@ fn load_tool(
                     Ok(names) if RUNGS_WITH_FLAGS.contains(&loaded.rung) => Some(names),
                     _ => None,
                 };
-                Ok(Biolatency { _ebpf: loaded.ebpf, maps, disks: Disks::read()?, operations })
+                Ok(Biolatency { ebpf: loaded.ebpf, maps, disks: Disks::read()?, operations })
             })
         }
         "ext4slower" => {
@@ -292,7 +295,7 @@ impl SeriesOf {
 }
 
 struct Runqlat {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     maps: HistogramMaps,
     /// The kernel's table of keys with a series of their own, and what
     /// they are (with a key only).
@@ -319,11 +322,15 @@ impl Runqlat {
             }
         };
         let (labels_of, retired) = Default::default();
-        Ok(Runqlat { _ebpf: loaded.ebpf, maps, series, cap: config.series_cap, labels_of, retired })
+        Ok(Runqlat { ebpf: loaded.ebpf, maps, series, cap: config.series_cap, labels_of, retired })
     }
 }
 
 impl Collector for Runqlat {
+    fn ebpf(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
         let counts = self.maps.unkeyed_total()?;
         let sum_ns = self.maps.totals_total()?.unwrap_or_default().sum_ns;
@@ -389,7 +396,7 @@ const BLOCK_IO_LATENCY_HELP: &str = "Block I/O latency from issue to the device 
                                      from queueing) to completion, by disk and operation (biolatency).";
 
 struct Biolatency {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     maps: HistogramMaps,
     disks: Disks,
     /// Names of operations, where the rung taken reads the request.
@@ -397,6 +404,10 @@ struct Biolatency {
 }
 
 impl Collector for Biolatency {
+    fn ebpf(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
         let keyed = self.maps.keyed_total()?;
         // A disk attached since the last look (a new loop device) is named.
@@ -436,7 +447,7 @@ const TCP_SESSION_RECEIVED_HELP: &str =
 
 /// tcplife counting every session in the kernel as it closes.
 struct Tcplife {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     maps: HistogramMaps,
     /// The kernel's BTF gives the byte counters' offsets.
     bytes_known: bool,
@@ -445,11 +456,15 @@ struct Tcplife {
 impl Tcplife {
     fn new(mut loaded: Loaded, bytes_known: bool) -> Result<Tcplife> {
         let maps = HistogramMaps::take_keyed(&mut loaded.ebpf)?;
-        Ok(Tcplife { _ebpf: loaded.ebpf, maps, bytes_known })
+        Ok(Tcplife { ebpf: loaded.ebpf, maps, bytes_known })
     }
 }
 
 impl Collector for Tcplife {
+    fn ebpf(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
         let keyed = self.maps.keyed_total()?;
         let family_label = |key: u64| match (key & 0xff) as i32 {
@@ -510,6 +525,10 @@ impl KeyedFamily {
 }
 
 impl Collector for KeyedFamily {
+    fn ebpf(&mut self) -> &mut Ebpf {
+        &mut self.loaded.ebpf
+    }
+
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
         self.loaded.tick()?;
         // gethostlatency's results beyond EAI_OVERFLOW are all "EAI_?": their keys add up.
