@@ -18,15 +18,11 @@ use tools_common::{
 
 use crate::kernel_maps;
 
-/// Counts per fine slot of one histogram over one interval.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Counts(Vec<u64>);
-
-impl Default for Counts {
-    fn default() -> Self {
-        Counts(vec![0; SLOTS])
-    }
-}
+/// Counts per fine slot of one histogram over one interval: only the
+/// slots that counted anything (a histogram of thousands of slots uses a
+/// few dozen of them; an exporter scrape holds thousands of histograms).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Counts(BTreeMap<u32, u64>);
 
 /// BCC's log2 row of a value: row k ≥ 1 covers [2^(k-1), 2^k - 1]; row 1 also holds 0.
 fn log2_row(value: u64) -> usize {
@@ -51,29 +47,44 @@ impl Counts {
     /// Counts from one number per slot (`SLOTS` of them).
     pub fn from_slots(per_slot: Vec<u64>) -> Counts {
         assert_eq!(per_slot.len(), SLOTS, "one count per slot");
-        Counts(per_slot)
+        let mut counts = Counts::default();
+        for (slot, n) in per_slot.into_iter().enumerate() {
+            counts.add_at(slot as u32, n);
+        }
+        counts
+    }
+
+    /// Counts `n` more in `slot` (a slot beyond the histogram's is ignored).
+    pub fn add_at(&mut self, slot: u32, n: u64) {
+        if n > 0 && (slot as usize) < SLOTS {
+            *self.0.entry(slot).or_insert(0) += n;
+        }
     }
 
     /// Adds another histogram's counts to these.
     pub fn add(&mut self, other: &Counts) {
-        for (sum, n) in self.0.iter_mut().zip(&other.0) {
-            *sum += n;
+        for (&slot, &n) in &other.0 {
+            self.add_at(slot, n);
         }
     }
 
-    /// The count of every slot, by slot number (see `tools_common::histogram`).
-    pub fn per_slot(&self) -> &[u64] {
-        &self.0
+    /// What these counts (all since a start) add to `earlier` (since the same start).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        let mut delta = Counts::default();
+        for (&slot, &n) in &self.0 {
+            delta.add_at(slot, n.saturating_sub(earlier.0.get(&slot).copied().unwrap_or(0)));
+        }
+        delta
     }
 
     pub fn total(&self) -> u64 {
-        self.0.iter().sum()
+        self.0.values().sum()
     }
 
     /// The non-empty slots as (low, high, count), lowest first.
     pub fn slots(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.0.iter().enumerate().filter(|(_, &n)| n > 0).map(|(slot, &n)| {
-            let (low, high) = slot_bounds(slot as u32);
+        self.0.iter().map(|(&slot, &n)| {
+            let (low, high) = slot_bounds(slot);
             (low, high, n)
         })
     }
@@ -81,10 +92,8 @@ impl Counts {
     /// Counts per BCC log2 row, index = row (index 0 unused, as in BCC).
     pub fn log2_rows(&self) -> Vec<u64> {
         let mut rows = vec![0u64; 66];
-        for (slot, &count) in self.0.iter().enumerate() {
-            if count > 0 {
-                rows[log2_row(slot_bounds(slot as u32).0)] += count;
-            }
+        for (low, _, count) in self.slots() {
+            rows[log2_row(low)] += count;
         }
         rows
     }
@@ -212,12 +221,12 @@ impl HistogramMaps {
         if dead.is_empty() {
             return;
         }
+        let dead: std::collections::BTreeSet<u64> = dead.into_iter().collect();
         let gone: Vec<HistKey> = self.seen_keyed.keys().filter(|k| dead.contains(&k.key)).copied().collect();
-        for key in gone {
-            // Its samples were all read above; a failed removal only keeps the entry.
-            if self.keyed.remove(&key) {
-                self.seen_keyed.remove(&key);
-            }
+        // Their samples were all read above; a failed removal only keeps the
+        // entry (and what was seen of it, so nothing is counted twice).
+        for key in self.keyed.remove(&gone) {
+            self.seen_keyed.remove(key);
         }
     }
 }
@@ -244,6 +253,8 @@ pub struct HistogramMaps {
     keyed_mode: bool,
     seen: Counts,
     seen_keyed: BTreeMap<HistKey, u64>,
+    /// The keyed table's entries as [`HistogramMaps::keyed_total`] last read them.
+    last_keys: Vec<HistKey>,
     seen_drops: Drops,
     seen_totals: Totals,
 }
@@ -268,6 +279,7 @@ impl HistogramMaps {
             keyed_mode,
             seen: Counts::default(),
             seen_keyed: BTreeMap::new(),
+            last_keys: Vec::new(),
             seen_drops: Drops::default(),
             seen_totals: Totals::default(),
         })
@@ -290,7 +302,7 @@ impl HistogramMaps {
             for (key, now) in self.keyed.entries()? {
                 let before = self.seen_keyed.insert(key, now).unwrap_or(0);
                 if now > before && (key.slot as usize) < SLOTS {
-                    by_key.entry(key.key).or_default().0[key.slot as usize] += now - before;
+                    by_key.entry(key.key).or_default().add_at(key.slot, now - before);
                 }
             }
             histograms.extend(by_key.into_iter().map(|(k, c)| (Some(k), c)));
@@ -299,7 +311,7 @@ impl HistogramMaps {
             }
         } else {
             let now = self.unkeyed_total()?;
-            let delta = Counts(now.0.iter().zip(&self.seen.0).map(|(n, s)| n - s).collect());
+            let delta = now.since(&self.seen);
             self.seen = now;
             histograms.push((None, delta));
         }
@@ -322,29 +334,32 @@ impl HistogramMaps {
     /// loaded, every CPU's counts added up.
     pub fn unkeyed_total(&self) -> Result<Counts> {
         let hist = self.hist.as_ref().context("this tool keeps no unkeyed histogram")?;
-        Ok(Counts(hist.per_slot()?))
+        Ok(Counts::from_slots(hist.per_slot()?))
     }
 
     /// Every key's histogram and sum of values (its `SUM_SLOT` entry, in
     /// nanoseconds; 0 where the tool keeps none), since the programs were loaded.
-    pub fn keyed_total(&self) -> Result<BTreeMap<u64, (Counts, u64)>> {
+    pub fn keyed_total(&mut self) -> Result<BTreeMap<u64, (Counts, u64)>> {
         let mut by_key: BTreeMap<u64, (Counts, u64)> = BTreeMap::new();
-        for (key, n) in self.keyed.entries()? {
+        let entries = self.keyed.entries()?;
+        self.last_keys = entries.keys().copied().collect();
+        for (key, n) in entries {
             let (counts, sum) = by_key.entry(key.key).or_default();
             match key.slot {
                 SUM_SLOT => *sum += n,
-                slot if (slot as usize) < SLOTS => counts.0[slot as usize] += n,
-                _ => {}
+                slot => counts.add_at(slot, n),
             }
         }
         Ok(by_key)
     }
 
     /// Removes every entry of `keys` from the keyed table (processes that
-    /// exited); returns how many entries went.
+    /// exited), as [`HistogramMaps::keyed_total`] last read it; returns how
+    /// many entries went. (One made since, a last sample of a key that
+    /// goes, is removed the next time the key is named gone.)
     pub fn remove_keys(&mut self, keys: &std::collections::BTreeSet<u64>) -> usize {
-        let gone: Vec<HistKey> = self.keyed.keys().into_iter().filter(|k| keys.contains(&k.key)).collect();
-        gone.iter().filter(|key| self.keyed.remove(key)).count()
+        let gone: Vec<HistKey> = self.last_keys.iter().filter(|k| keys.contains(&k.key)).copied().collect();
+        self.keyed.remove(&gone).len()
     }
 
     /// What the kernel side could not record, since the programs were loaded.
@@ -369,7 +384,7 @@ mod tests {
     fn counts(values: &[(u64, u64)]) -> Counts {
         let mut c = Counts::default();
         for &(v, n) in values {
-            c.0[slot(v) as usize] += n;
+            c.add_at(slot(v), n);
         }
         c
     }

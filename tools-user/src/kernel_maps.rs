@@ -3,7 +3,11 @@
 //! plain maps added to atomically in the legacy one. The map's own type
 //! says which.
 
-use std::collections::BTreeMap;
+use std::{
+    cell::Cell,
+    collections::BTreeMap,
+    os::fd::{AsFd as _, OwnedFd},
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -78,30 +82,60 @@ impl Hist {
 }
 
 /// Histograms by key (`tools_ebpf::maps::KeyedHist`).
-pub enum KeyedHist {
+pub struct KeyedHist {
+    map: Keyed,
+    /// A copy of the map's descriptor, for the batch commands (see [`batch`]).
+    fd: OwnedFd,
+    /// Values per entry: one per possible CPU (per-CPU), else one.
+    copies: usize,
+    /// Whether to ask for batches: until the kernel refuses one (before 5.6).
+    batches: Cell<bool>,
+}
+
+enum Keyed {
     PerCpu(PerCpuHashMap<MapData, HistKey, u64>),
     Shared(HashMap<MapData, HistKey, u64>),
 }
 
 impl KeyedHist {
     pub fn take(ebpf: &mut Ebpf, name: &str) -> Result<Self> {
-        Ok(match take(ebpf, name)? {
-            map @ Map::PerCpuHashMap(_) => KeyedHist::PerCpu(PerCpuHashMap::try_from(map)?),
-            map => KeyedHist::Shared(HashMap::try_from(map)?),
+        let map = take(ebpf, name)?;
+        let data = match &map {
+            Map::PerCpuHashMap(data) | Map::HashMap(data) => data,
+            _ => anyhow::bail!("map {name} is not a hash map"),
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned().context("duplicating the keyed histogram's descriptor")?;
+        Ok(match map {
+            map @ Map::PerCpuHashMap(_) => {
+                let copies = aya::util::nr_cpus().map_err(|(path, err)| anyhow::anyhow!("reading {path}: {err}"))?;
+                KeyedHist { map: Keyed::PerCpu(PerCpuHashMap::try_from(map)?), fd, copies, batches: Cell::new(true) }
+            }
+            map => KeyedHist { map: Keyed::Shared(HashMap::try_from(map)?), fd, copies: 1, batches: Cell::new(true) },
         })
     }
 
-    /// Every entry, every CPU's counts added up.
+    /// Every entry, every CPU's counts added up: in batches where the
+    /// kernel has them, else entry by entry.
     pub fn entries(&self) -> Result<BTreeMap<HistKey, u64>> {
+        if self.batches.get() {
+            match batch::lookup(self.fd.as_fd(), self.copies) {
+                Ok(all) => return Ok(all),
+                Err(err) if batch::unsupported(&err) => {
+                    log::info!("keyed histograms read entry by entry: no batch lookup here ({err})");
+                    self.batches.set(false);
+                }
+                Err(err) => return Err(err).context("reading the keyed histogram"),
+            }
+        }
         let mut all = BTreeMap::new();
-        match self {
-            KeyedHist::PerCpu(map) => {
+        match &self.map {
+            Keyed::PerCpu(map) => {
                 for entry in map.iter() {
                     let (key, per_cpu) = entry.context("reading the keyed histogram")?;
                     all.insert(key, per_cpu.iter().sum());
                 }
             }
-            KeyedHist::Shared(map) => {
+            Keyed::Shared(map) => {
                 for entry in map.iter() {
                     let (key, n) = entry.context("reading the keyed histogram")?;
                     all.insert(key, n);
@@ -111,19 +145,132 @@ impl KeyedHist {
         Ok(all)
     }
 
-    /// Every key in the table.
-    pub fn keys(&self) -> Vec<HistKey> {
-        match self {
-            KeyedHist::PerCpu(map) => map.keys().filter_map(Result::ok).collect(),
-            KeyedHist::Shared(map) => map.keys().filter_map(Result::ok).collect(),
+    /// Removes the entries of `keys`; returns those that went. In one
+    /// batch where the kernel has them (a batch stops at a key that is
+    /// not there: the rest are removed one by one).
+    pub fn remove<'k>(&mut self, keys: &'k [HistKey]) -> Vec<&'k HistKey> {
+        let in_batch = match self.batches.get() {
+            true => batch::delete(self.fd.as_fd(), keys),
+            false => 0,
+        };
+        let (batched, rest) = keys.split_at(in_batch.min(keys.len()));
+        let one_by_one = rest.iter().filter(|key| match &mut self.map {
+            Keyed::PerCpu(map) => map.remove(key).is_ok(),
+            Keyed::Shared(map) => map.remove(key).is_ok(),
+        });
+        batched.iter().chain(one_by_one).collect()
+    }
+}
+
+/// BPF_MAP_LOOKUP_BATCH and BPF_MAP_DELETE_BATCH (Linux 5.6), which aya
+/// 0.14 lacks: it reads a hash map with two system calls per entry (the
+/// next key, then its value). A keyed histogram holds an entry per key and
+/// latency slot seen, tens of thousands at a thousand series; a batch
+/// reads thousands of them in one call.
+mod batch {
+    use std::{
+        collections::BTreeMap,
+        io,
+        os::fd::{AsRawFd as _, BorrowedFd},
+    };
+
+    use tools_common::histogram::HistKey;
+
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+    /// The kernel's ENOTSUPP, which it returns for a map without batches.
+    const ENOTSUPP: i32 = 524;
+
+    /// The batch commands' member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Attr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+
+    fn bpf(command: libc::c_long, attr: &mut Attr) -> io::Result<()> {
+        // SAFETY: `attr` is the command's member of bpf_attr (the kernel
+        // zero-fills the rest), and its pointers lead to buffers of `count`
+        // keys and values, which outlive the call.
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, command, attr as *mut Attr, std::mem::size_of::<Attr>()) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A kernel or map that has no batches (before 5.6): read otherwise.
+    pub fn unsupported(err: &io::Error) -> bool {
+        matches!(err.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | ENOTSUPP))
+    }
+
+    const NO_KEY: HistKey = HistKey { key: 0, slot: 0, _pad: 0 };
+
+    /// Every entry of hash map `fd`, its `copies` values added up.
+    pub fn lookup(fd: BorrowedFd<'_>, copies: usize) -> io::Result<BTreeMap<HistKey, u64>> {
+        let mut all = BTreeMap::new();
+        let mut chunk = 4096usize;
+        // Where the next batch starts: a bucket number for hash maps (u32),
+        // given room for any map's.
+        let (mut at, mut next) = ([0u64; 1], [0u64; 1]);
+        let mut first = true;
+        loop {
+            let mut keys = vec![NO_KEY; chunk];
+            let mut values = vec![0u64; chunk * copies];
+            let mut attr = Attr {
+                in_batch: if first { 0 } else { at.as_ptr() as u64 },
+                out_batch: next.as_mut_ptr() as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: chunk as u32,
+                map_fd: fd.as_raw_fd() as u32,
+                ..Attr::default()
+            };
+            let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+            let done = match result {
+                Ok(()) => false,
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => true,
+                // One bucket holds more entries than a batch has room for.
+                Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && attr.count == 0 => {
+                    chunk *= 2;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let n = (attr.count as usize).min(chunk);
+            for (key, counts) in keys[..n].iter().zip(values.chunks_exact(copies)) {
+                *all.entry(*key).or_insert(0) += counts.iter().sum::<u64>();
+            }
+            if done {
+                return Ok(all);
+            }
+            at = next;
+            first = false;
         }
     }
 
-    /// Removes `key`'s entry; false if it could not be.
-    pub fn remove(&mut self, key: &HistKey) -> bool {
-        match self {
-            KeyedHist::PerCpu(map) => map.remove(key).is_ok(),
-            KeyedHist::Shared(map) => map.remove(key).is_ok(),
+    /// Deletes `keys` from map `fd`, in order, until one is not there (or
+    /// the kernel has no batches); returns how many went.
+    pub fn delete(fd: BorrowedFd<'_>, keys: &[HistKey]) -> usize {
+        if keys.is_empty() {
+            return 0;
+        }
+        let mut attr = Attr {
+            keys: keys.as_ptr() as u64,
+            count: keys.len() as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Attr::default()
+        };
+        match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+            Ok(()) => keys.len(),
+            Err(_) => (attr.count as usize).min(keys.len()),
         }
     }
 }

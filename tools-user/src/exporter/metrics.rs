@@ -20,8 +20,6 @@
 
 use std::fmt::Write as _;
 
-use tools_common::histogram::{slot_bounds, SLOTS};
-
 use crate::histogram::Counts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,15 +127,13 @@ impl Histogram {
 
     /// (upper bound in seconds, cumulative count), lowest first, without `+Inf`.
     pub fn classic_buckets(&self) -> Vec<(f64, u64)> {
-        let per_slot = self.counts.per_slot();
+        let mut slots = self.counts.slots().peekable();
         let mut buckets = Vec::with_capacity(CLASSIC_OCTAVES.count());
-        let mut slot = 0usize;
         let mut cumulative = 0u64;
         for k in CLASSIC_OCTAVES {
             let bound_ns = (1u64 << k) - 1;
-            while slot < SLOTS && slot_bounds(slot as u32).1 <= bound_ns {
-                cumulative += per_slot[slot];
-                slot += 1;
+            while let Some((_, _, n)) = slots.next_if(|&(_, high, _)| high <= bound_ns) {
+                cumulative += n;
             }
             buckets.push((bound_ns as f64 / 1e9, cumulative));
         }
@@ -431,11 +427,11 @@ mod tests {
     use super::*;
 
     fn histogram(samples_ns: &[u64]) -> Histogram {
-        let mut counts = vec![0u64; SLOTS];
+        let mut counts = Counts::default();
         for &ns in samples_ns {
-            counts[slot(ns) as usize] += 1;
+            counts.add_at(slot(ns), 1);
         }
-        Histogram { counts: Counts::from_slots(counts), sum_ns: samples_ns.iter().sum() }
+        Histogram { counts, sum_ns: samples_ns.iter().sum() }
     }
 
     #[test]
