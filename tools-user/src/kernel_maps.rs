@@ -217,13 +217,15 @@ mod batch {
     pub fn lookup(fd: BorrowedFd<'_>, copies: usize) -> io::Result<BTreeMap<HistKey, u64>> {
         let mut all = BTreeMap::new();
         let mut chunk = 4096usize;
+        // Buffers for `chunk` entries, reused from batch to batch.
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
         // Where the next batch starts: a bucket number for hash maps (u32),
         // given room for any map's.
         let (mut at, mut next) = ([0u64; 1], [0u64; 1]);
         let mut first = true;
         loop {
-            let mut keys = vec![NO_KEY; chunk];
-            let mut values = vec![0u64; chunk * copies];
+            keys.resize(chunk, NO_KEY);
+            values.resize(chunk * copies, 0u64);
             let mut attr = Attr {
                 in_batch: if first { 0 } else { at.as_ptr() as u64 },
                 out_batch: next.as_mut_ptr() as u64,
@@ -237,8 +239,9 @@ mod batch {
             let done = match result {
                 Ok(()) => false,
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => true,
-                // One bucket holds more entries than a batch has room for.
-                Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && attr.count == 0 => {
+                // One bucket holds more entries than a batch has room for
+                // (no bucket holds more than the table: the doubling ends).
+                Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && attr.count == 0 && chunk < 1 << 24 => {
                     chunk *= 2;
                     continue;
                 }
@@ -270,7 +273,10 @@ mod batch {
         };
         match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
             Ok(()) => keys.len(),
-            Err(_) => (attr.count as usize).min(keys.len()),
+            // The kernel writes how many went only once it has begun: a
+            // refusal before that leaves the count as it was given.
+            Err(_) if (attr.count as usize) < keys.len() => attr.count as usize,
+            Err(_) => 0,
         }
     }
 }

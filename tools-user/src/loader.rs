@@ -868,7 +868,9 @@ pub fn detach_all<'a>(objects: impl IntoIterator<Item = &'a mut Ebpf>) {
     }
     std::thread::scope(|scope| {
         for link in taken {
-            scope.spawn(move || drop(link));
+            // Where no thread can be made (a task limit), the link goes
+            // with the refused closure, here, one after another as before.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(link));
         }
     });
 }
