@@ -215,13 +215,11 @@ impl Interval {
 
 impl HistogramMaps {
     fn reclaim(&mut self, alive: &dyn Fn(u64) -> bool) {
-        let mut dead: Vec<u64> = self.seen_keyed.keys().map(|k| k.key).collect();
-        dead.dedup();
-        dead.retain(|&key| !alive(key));
+        let keys: std::collections::BTreeSet<u64> = self.seen_keyed.keys().map(|k| k.key).collect();
+        let dead: std::collections::BTreeSet<u64> = keys.into_iter().filter(|&key| !alive(key)).collect();
         if dead.is_empty() {
             return;
         }
-        let dead: std::collections::BTreeSet<u64> = dead.into_iter().collect();
         let gone: Vec<HistKey> = self.seen_keyed.keys().filter(|k| dead.contains(&k.key)).copied().collect();
         // Their samples were all read above; a failed removal only keeps the
         // entry (and what was seen of it, so nothing is counted twice).

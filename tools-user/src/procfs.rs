@@ -57,7 +57,7 @@ pub struct Pids {
     /// host's, mounted below the host's root (`-v /:/host`) or at `/host/proc`.
     proc: Option<PathBuf>,
     /// `-p`'s PID, as given and as the host's, once translated.
-    translated: std::sync::Mutex<Option<(u32, u32)>>,
+    translated: OnceLock<(u32, u32)>,
 }
 
 /// How this process sees the kernel's PIDs, found once.
@@ -143,16 +143,16 @@ impl Pids {
         let namespace = |dir: &Path| fs::metadata(dir.join("ns/pid")).map(|meta| meta.ino());
         let wanted_tgid = innermost(&status).ok_or_else(|| format!("PID {pid}: no NStgid in its status"))?;
         let wanted_namespace = namespace(&ours).map_err(|err| format!("PID {pid}: its PID namespace: {err}"))?;
-        let found = fs::read_dir(host).into_iter().flatten().filter_map(|entry| {
+        let mut found = fs::read_dir(host).into_iter().flatten().filter_map(|entry| {
             let host_pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
             let dir = host.join(host_pid.to_string());
             let status = read(&dir.join("status").to_string_lossy()).ok()?;
             (innermost(&status)? == wanted_tgid && namespace(&dir).ok()? == wanted_namespace).then_some(host_pid)
         });
-        let host_pid = found.into_iter().next();
-        let host_pid =
-            host_pid.ok_or_else(|| format!("PID {pid} of pid:[{}] is not in {}", self.namespace, host.display()))?;
-        *self.translated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((pid, host_pid));
+        let host_pid = found
+            .next()
+            .ok_or_else(|| format!("PID {pid} of pid:[{}] is not in {}", self.namespace, host.display()))?;
+        let _ = self.translated.set((pid, host_pid));
         Ok(host_pid)
     }
 
@@ -162,13 +162,12 @@ impl Pids {
         if self.namespace == HOST_PID_NAMESPACE {
             return None;
         }
-        let translated = *self.translated.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Some(match self.proc() {
             Some(host) => format!(
                 "this tool runs in PID namespace pid:[{}]: the PIDs it prints are the host's (as {} shows them); {}",
                 self.namespace,
                 host.display(),
-                match translated {
+                match self.translated.get() {
                     Some((ours, host)) => format!("-p {ours} is the host's {host}"),
                     None => "-p, where a tool has it, takes this namespace's".to_owned(),
                 }
