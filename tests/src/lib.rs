@@ -5,8 +5,9 @@
 //! fail with the tool's stderr, never pass by returning early.
 
 use std::{
+    fs,
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::{mpsc, Mutex, MutexGuard},
     thread,
@@ -831,4 +832,71 @@ fn rand_suffix() -> u64 {
 /// find a workload's own events among the machine's.
 pub fn unique_tag(prefix: &str) -> String {
     format!("{prefix}{:x}{:x}", std::process::id(), rand_suffix())
+}
+
+/// A copy of the machine's C library in a directory of its own, and the
+/// `env` that makes a program load it.
+pub fn libc_copy() -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("ebpf-tools-libc-{}", unique_tag("h")));
+    fs::create_dir_all(&dir).unwrap();
+    let libc = format!("/lib/{}-linux-gnu/libc.so.6", std::env::consts::ARCH);
+    fs::copy(libc, dir.join("libc.so.6")).unwrap();
+    let env = format!("LD_LIBRARY_PATH={}", dir.display());
+    (dir, env)
+}
+
+/// A musl program built in `dir` that reads a byte from stdin, then looks
+/// its first argument up with getaddrinfo and gethostbyname.
+pub fn musl_lookup(dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let source = dir.join("lookup.c");
+    fs::write(
+        &source,
+        "#include <netdb.h>\n#include <unistd.h>\n\
+         int main(int c, char **v) { char b; read(0, &b, 1); struct addrinfo *r;\n\
+         if (getaddrinfo(v[1], 0, 0, &r) == 0) freeaddrinfo(r); gethostbyname(v[1]); return 0; }\n",
+    )
+    .unwrap();
+    let program = dir.join("musl-lookup");
+    let built = Command::new("musl-gcc")
+        .arg("-o")
+        .arg(&program)
+        .arg(&source)
+        .output()
+        .expect("musl-gcc (setup installs musl-tools)");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    program
+}
+
+/// Two processes that keep C libraries other than the machine's mapped (a
+/// copy of it, musl's), so that gethostlatency probes three; gone on drop.
+pub struct CLibraryUsers {
+    dir: PathBuf,
+    users: [Child; 2],
+}
+
+impl CLibraryUsers {
+    pub fn start() -> Self {
+        let (dir, env) = libc_copy();
+        let copy = Command::new("env").args([env.as_str(), "sleep", "600"]).spawn().unwrap();
+        let musl = Command::new(musl_lookup(&dir))
+            .arg("localhost")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Both have mapped their library once they run their first line.
+        thread::sleep(Duration::from_millis(300));
+        CLibraryUsers { dir, users: [copy, musl] }
+    }
+}
+
+impl Drop for CLibraryUsers {
+    fn drop(&mut self) {
+        for user in &mut self.users {
+            let _ = user.kill();
+            let _ = user.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }

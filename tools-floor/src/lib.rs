@@ -93,6 +93,8 @@ pub enum Error {
     UnknownProgram { name: String, known: String },
     #[error("no programs asked about")]
     NoPrograms,
+    #[error("link type `{0}` is not in the version table")]
+    UnknownLinkType(String),
     #[error("program `{program}` is in section `{section}`, not a tracing program type the version table covers")]
     UnsupportedProgramType { program: String, section: String },
     #[error("program `{program}` calls helper id {id}, which the version table does not have")]
@@ -262,11 +264,23 @@ impl Analysis {
 
     /// The oldest kernel that can load `programs` of this object together.
     pub fn floor(&self, programs: &[&str]) -> Result<Floor, Error> {
+        self.floor_linked(programs, &[])
+    }
+
+    /// As [`Analysis::floor`], with `links`: (program, link type) for the
+    /// programs the loader attaches with a link of a later kernel than
+    /// their program type (`uprobe_multi`).
+    pub fn floor_linked(&self, programs: &[&str], links: &[(&str, &'static str)]) -> Result<Floor, Error> {
         if programs.is_empty() {
             return Err(Error::NoPrograms);
         }
         // what → (version, programs needing it)
         let mut needs: BTreeMap<String, (KernelVersion, BTreeSet<String>)> = BTreeMap::new();
+        for &(program, link) in links {
+            let row = lookup(Feature::LinkType(link)).ok_or_else(|| Error::UnknownLinkType(link.to_owned()))?;
+            let need = needs.entry(format!("link type {link}")).or_insert_with(|| (row.version, BTreeSet::new()));
+            need.1.insert(program.to_owned());
+        }
         let (mut instructions, mut stack) = (0, 0);
         for &name in programs {
             let linked = self.programs.get(name).ok_or_else(|| Error::UnknownProgram {

@@ -40,6 +40,10 @@ pub enum Feature {
     ProgramType(&'static str),
     /// Something in the instructions themselves.
     Insn(Insn),
+    /// A kind of link a program is attached with, beyond the perf events
+    /// and raw tracepoints its program type comes with (`uprobe_multi`):
+    /// what the loader does, not what the object says.
+    LinkType(&'static str),
 }
 
 /// Instruction-level features.
@@ -98,6 +102,10 @@ const fn p(section: &'static str, major: u32, minor: u32, source: &'static str) 
     Row { feature: Feature::ProgramType(section), name: section, version: KernelVersion(major, minor), source }
 }
 
+const fn l(link: &'static str, major: u32, minor: u32, source: &'static str) -> Row {
+    Row { feature: Feature::LinkType(link), name: link, version: KernelVersion(major, minor), source }
+}
+
 const fn i(insn: Insn, name: &'static str, major: u32, minor: u32, source: &'static str) -> Row {
     Row { feature: Feature::Insn(insn), name, version: KernelVersion(major, minor), source }
 }
@@ -132,6 +140,8 @@ pub const TABLE: &[Row] = &[
     // support in 2022-06, in the merge window of 6.0.
     p("uprobe.s", 6, 0, "libbpf history, \"libbpf: add support for sleepable uprobe programs\" (2022-06, 6.0)"),
     p("uretprobe.s", 6, 0, "libbpf history, \"libbpf: add support for sleepable uprobe programs\" (2022-06, 6.0)"),
+    // Links.
+    l("uprobe_multi", 6, 6, "uapi bpf.h: BPF_TRACE_UPROBE_MULTI, \"bpf: Add multi uprobe link\" (2023-08, 6.6)"),
     // Instructions.
     i(Insn::BpfToBpfCall, "bpf-to-bpf call", 4, 16, "bcc docs/kernel-versions.md, \"Main features\": bpf2bpf function calls"),
     i(Insn::GlobalData, "global data", 5, 2, "uapi bpf.h: BPF_PSEUDO_MAP_VALUE, \"bpf: implement lookup-free direct value access for maps\" (2019-04, 5.2)"),

@@ -4,7 +4,7 @@
 //! runs it as the floor: what attaching anything to a tool's hooks costs.
 //! Not a tool: never installed.
 //!
-//! The hooks attach as one rung of the loader's ladder (`loader::attach_rung`):
+//! The hooks attach as one rung of the loader's ladder (`loader::try_rung`):
 //! if one fails, every program the rung loaded is unloaded, and bench-floor
 //! exits non-zero naming that hook. `--or HOOK...` adds a rung tried after
 //! the ones before it failed, as a tool's ladder steps down. Each program
@@ -21,7 +21,8 @@ use tools_user::{
 };
 
 const USAGE: &str = "usage: bench-floor HOOK... [--or HOOK...]... \
-                     (HOOK: raw_tp/NAME, tracepoint/CATEGORY/NAME, uprobe/PATH:0xOFFSET)";
+                     (HOOK: raw_tp/NAME, tracepoint/CATEGORY/NAME, uprobe/PATH:0xOFFSET, \
+                     uprobe_multi/PATH:0xOFFSET,...)";
 
 fn main() -> ExitCode {
     lifetime::main_with("bench-floor", || {
@@ -33,12 +34,11 @@ fn main() -> ExitCode {
         let rungs = rungs.into_iter().map(floor_rung).collect::<anyhow::Result<Vec<_>>>()?;
         diag::init_logging(true);
         let signals = block_termination_signals();
-        let mut ebpf = loader::loader_without_kernel_btf()
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")))
-            .context("loading the floor object")?;
+        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
+        let mut ebpf = loader::loader_without_kernel_btf().load(object).context("loading the floor object")?;
         let mut kept = None;
         for (i, (rung, hooks)) in rungs.iter().enumerate() {
-            match loader::attach_rung(&mut ebpf, rung) {
+            match loader::try_rung(&mut ebpf, object, rung) {
                 Ok(()) => {
                     kept = Some(hooks);
                     break;
@@ -67,8 +67,15 @@ fn floor_rung(hooks: &[String]) -> anyhow::Result<(Rung, &[String])> {
             Attach::Tracepoint { .. } => "floor_tp",
             Attach::Uprobe(_) => "floor_uprobe",
             Attach::Uretprobe(_) => "floor_uretprobe",
+            Attach::UprobeMulti(_) => "floor_uprobe",
+            Attach::UretprobeMulti(_) => "floor_uretprobe",
             other => bail!("the floor has no program for {other}"),
         };
+        if matches!(target, Attach::UprobeMulti(_) | Attach::UretprobeMulti(_))
+            && !rung.multi_uprobe.iter().any(|p| p == program)
+        {
+            rung = rung.multi_uprobe(program);
+        }
         rung = rung.program(program, target);
     }
     Ok((rung, hooks))

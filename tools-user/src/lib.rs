@@ -25,6 +25,7 @@ pub mod output;
 pub mod plan;
 pub mod procfs;
 pub mod tracefs;
+pub mod uprobe_multi;
 
 pub use tools_parse::elf;
 

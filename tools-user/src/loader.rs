@@ -12,6 +12,7 @@
 use std::{
     fmt::Write as _,
     fs, io,
+    os::fd::AsFd as _,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -40,7 +41,8 @@ use aya::{
 };
 use tools_common::map_names;
 
-use crate::{loss::SkippedRuns, tracefs};
+pub use crate::uprobe_multi::UprobeMulti;
+use crate::{loss::SkippedRuns, tracefs, uprobe_multi};
 
 /// How the user asked for the kernel to be used: what the command line's
 /// `--btf` and the hidden test switches say (see `cli::RuntimeArgs`).
@@ -130,6 +132,12 @@ pub enum Attach {
     Uprobe(Uprobe),
     /// As `Uprobe`, at the function's return.
     Uretprobe(Uprobe),
+    /// Every offset of one file through one multi-uprobe link (6.6+),
+    /// which detaches at once; the program is loaded for it
+    /// ([`Rung::multi_uprobe`]).
+    UprobeMulti(UprobeMulti),
+    /// As `UprobeMulti`, at the functions' returns.
+    UretprobeMulti(UprobeMulti),
     /// A kernel function's entry through its BTF (5.5+).
     Fentry(String),
     Fexit(String),
@@ -213,6 +221,11 @@ impl Attach {
             };
             Some(Uprobe { binary: binary.into(), at, pid: None, cookie: None })
         };
+        let multi = || {
+            let (binary, at) = rest.rsplit_once(':')?;
+            let offsets = at.split(',').map(|o| u64::from_str_radix(o.strip_prefix("0x")?, 16).ok());
+            Some(UprobeMulti { binary: binary.into(), offsets: offsets.collect::<Option<_>>()?, cookies: Vec::new() })
+        };
         Some(match kind {
             "raw_tp" => Attach::raw_tp(rest),
             "tracepoint" => {
@@ -230,6 +243,8 @@ impl Attach {
             }
             "uprobe" => Attach::Uprobe(uprobe()?),
             "uretprobe" => Attach::Uretprobe(uprobe()?),
+            "uprobe_multi" => Attach::UprobeMulti(multi()?),
+            "uretprobe_multi" => Attach::UretprobeMulti(multi()?),
             _ => return None,
         })
     }
@@ -251,6 +266,14 @@ impl std::fmt::Display for Attach {
                 None => Ok(()),
             }
         };
+        let multi = |f: &mut std::fmt::Formatter<'_>, kind: &str, u: &UprobeMulti| {
+            let hex = |values: &[u64]| values.iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>().join(",");
+            write!(f, "{kind}/{}:{}", u.binary.display(), hex(&u.offsets))?;
+            match u.cookies.is_empty() {
+                true => Ok(()),
+                false => write!(f, " (cookies {})", hex(&u.cookies)),
+            }
+        };
         match self {
             Attach::RawTracepoint(tp) => write!(f, "raw_tp/{tp}"),
             Attach::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
@@ -258,6 +281,8 @@ impl std::fmt::Display for Attach {
             Attach::Kretprobe(funcs) => write!(f, "kretprobe/{}", funcs.join("|")),
             Attach::Uprobe(u) => uprobe(f, "uprobe", u),
             Attach::Uretprobe(u) => uprobe(f, "uretprobe", u),
+            Attach::UprobeMulti(u) => multi(f, "uprobe_multi", u),
+            Attach::UretprobeMulti(u) => multi(f, "uretprobe_multi", u),
             Attach::Fentry(func) => write!(f, "fentry/{func}"),
             Attach::Fexit(func) => write!(f, "fexit/{func}"),
             Attach::TpBtf(tp) => write!(f, "tp_btf/{tp}"),
@@ -277,6 +302,9 @@ pub struct Rung {
     pub unusable: Option<String>,
     /// Parts the rung can do without, each tried once its programs attached.
     pub optional: Vec<Optional>,
+    /// Uprobe programs loaded for multi-uprobe links before any attaches
+    /// (even with nothing to attach yet: a keeper attaches them later).
+    pub multi_uprobe: Vec<String>,
 }
 
 /// A part of a rung the tool can do without, with a ladder of its own: the
@@ -294,7 +322,7 @@ pub struct Optional {
 
 impl Rung {
     pub fn new(name: &'static str) -> Self {
-        Rung { name, programs: Vec::new(), unusable: None, optional: Vec::new() }
+        Rung { name, programs: Vec::new(), unusable: None, optional: Vec::new(), multi_uprobe: Vec::new() }
     }
 
     /// Adds a part the rung can do without, and its ladder. Its paths
@@ -311,6 +339,20 @@ impl Rung {
     pub fn program(mut self, name: impl Into<String>, attach: Attach) -> Self {
         self.programs.push((name.into(), attach));
         self
+    }
+
+    /// Loads uprobe program `name` for multi-uprobe links
+    /// ([`Attach::UprobeMulti`]), which the rung needs the kernel to have.
+    pub fn multi_uprobe(mut self, name: impl Into<String>) -> Self {
+        self.multi_uprobe.push(name.into());
+        self
+    }
+
+    /// The programs of `programs` attached through links of a later kernel
+    /// than their program type, with the link's type (see tools-floor).
+    fn links<'a>(&self, programs: &[&'a str]) -> Vec<(&'a str, &'static str)> {
+        let multi = programs.iter().filter(|p| self.multi_uprobe.iter().any(|m| m == *p));
+        multi.map(|p| (*p, "uprobe_multi")).collect()
     }
 
     /// Marks the rung unusable for `reason` unless it already is.
@@ -494,7 +536,7 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
             let _ = write!(tried, "\n  {}: {reason}", rung.name);
             continue;
         }
-        match attach_rung(&mut ebpf, &rung) {
+        match try_rung(&mut ebpf, object, &rung) {
             Ok(()) => {
                 log::info!("rung {}: all {} programs attached", rung.name, rung.programs.len());
                 if log::log_enabled!(log::Level::Info) {
@@ -535,8 +577,11 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
 /// The oldest kernel a rung's programs of this object load on (see
 /// tools-floor): `4.4 (program type kprobe; ...)`.
 fn floor(object: &[u8], rung: &Rung) -> Result<tools_floor::Floor> {
-    let programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
-    Ok(tools_floor::Analysis::parse(object)?.floor(&programs)?)
+    let mut programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
+    programs.extend(rung.multi_uprobe.iter().map(String::as_str));
+    programs.sort_unstable();
+    programs.dedup();
+    Ok(tools_floor::Analysis::parse(object)?.floor_linked(&programs, &rung.links(&programs))?)
 }
 
 /// For `cargo xtask kernel-floor`: one JSON line per build and rung, with
@@ -550,11 +595,16 @@ fn print_kernel_floors(objects: &Objects, rungs: &[Rung]) -> Result<()> {
         for rung in rungs {
             let mut programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
             programs.dedup();
+            for multi in &rung.multi_uprobe {
+                if !programs.contains(&multi.as_str()) {
+                    programs.push(multi);
+                }
+            }
             // A rung of the other build only (execsnoop's kprobes are the legacy one's).
             if !programs.iter().all(|p| in_object.iter().any(|name| name == p)) {
                 continue;
             }
-            let floor = analysis.floor(&programs)?;
+            let floor = analysis.floor_linked(&programs, &rung.links(&programs))?;
             let why: Vec<String> = floor.why.iter().map(|r| r.what.clone()).collect();
             let line = serde_json::json!({
                 "tool": tool,
@@ -651,6 +701,24 @@ fn single_threaded() -> bool {
 fn first_line(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
     text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Loads a rung's programs for multi-uprobe links, then attaches it
+/// ([`attach_rung`]), `object` being `ebpf`'s; on any failure, unloads
+/// them too.
+pub fn try_rung(ebpf: &mut Ebpf, object: &[u8], rung: &Rung) -> Result<()> {
+    let result = match rung.multi_uprobe.is_empty() {
+        true => attach_rung(ebpf, rung),
+        false => uprobe_multi::load(ebpf, object, &rung.multi_uprobe).and_then(|()| attach_rung(ebpf, rung)),
+    };
+    if result.is_err() {
+        for name in &rung.multi_uprobe {
+            if let Some(Err(err)) = ebpf.program_mut(name).map(unload) {
+                log::warn!("unloading {name}: {err}");
+            }
+        }
+    }
+    result
 }
 
 /// Loads and attaches every program of a rung; on any failure, detaches
@@ -772,6 +840,14 @@ pub fn attach(ebpf: &mut Ebpf, name: &str, attach: &Attach) -> Result<u32> {
             };
             LinkId::UProbe(p.attach(UProbeAttachPoint { location, cookie: u.cookie }, &u.binary, scope)?)
         }
+        Attach::UprobeMulti(u) | Attach::UretprobeMulti(u) => {
+            let p: &mut UProbe = program.try_into()?;
+            let fd =
+                p.fd().map_err(|_| anyhow!("{name} was not loaded for multi-uprobe links (Rung::multi_uprobe)"))?;
+            let ret = matches!(attach, Attach::UretprobeMulti(_));
+            let link = uprobe_multi::attach(fd.as_fd(), u, ret).context("creating a multi-uprobe link")?;
+            LinkId::Multi(link)
+        }
         Attach::Fentry(function) => {
             let p: &mut FEntry = program.try_into()?;
             if !loaded {
@@ -818,6 +894,8 @@ enum LinkId {
     FExit(FExitLinkId),
     BtfTracePoint(BtfTracePointLinkId),
     PerfEvent(PerfEventLinkId),
+    /// A link made here, not by aya ([`uprobe_multi`]): its descriptor.
+    Multi(std::os::fd::OwnedFd),
 }
 
 /// The links [`attach`] made, by their program's id. aya keeps a
@@ -844,6 +922,7 @@ fn take_link(program: &mut Program, link: LinkId) -> Option<Box<dyn Send>> {
         (Program::FExit(p), LinkId::FExit(id)) => boxed(p.take_link(id)),
         (Program::BtfTracePoint(p), LinkId::BtfTracePoint(id)) => boxed(p.take_link(id)),
         (Program::PerfEvent(p), LinkId::PerfEvent(id)) => boxed(p.take_link(id)),
+        (_, LinkId::Multi(fd)) => Some(Box::new(fd)),
         _ => None,
     }
 }
