@@ -184,6 +184,7 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     let mut report = header(&bench.settings)?;
     let mut startup = String::new();
     let mut memory = String::new();
+    let mut stops = String::new();
     let mut sections = String::new();
     let mut timed_startup = Vec::new();
     for b in &benchmarks {
@@ -194,6 +195,7 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
         println!("{section}");
         sections += &section;
         memory += &overhead.memory_row(b.name);
+        stops += &overhead.stop_row(b.name);
         // Start-up is the tool's, whatever the workload (the exporter prints no first line).
         if !timed_startup.contains(&b.tool) && b.tool != EXPORTER {
             startup += &bench.startup_row(b)?;
@@ -220,6 +222,10 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     report += "For the exporter's rows, the libbpf-tools column is our command-line tool's.\n\n";
     report += "| tool | ours | libbpf-tools | floor | ours / libbpf-tools |\n|---|---|---|---|---|\n";
     report += &memory;
+    report += "\n## Stop: SIGINT to exit, after the same runs (ms)\n\n";
+    report += "Printing what is left, detaching every hook, exiting.\n\n";
+    report += "| tool | ours | libbpf-tools | floor | ours / libbpf-tools |\n|---|---|---|---|---|\n";
+    report += &stops;
     if benchmarks.iter().any(|b| b.tool == "execsnoop") {
         println!("bench: execsnoop loss");
         report += &bench.loss()?;
@@ -302,6 +308,8 @@ struct Stopped {
     max_rss_kb: u64,
     /// User plus system CPU time of the tracer process.
     cpu_secs: f64,
+    /// From SIGINT until the tracer was reaped: printing, detaching, exit.
+    stop_secs: f64,
     stdout: String,
     stderr: String,
 }
@@ -447,6 +455,7 @@ impl Bench {
                 result.per_sec[contender.index()].push(done.per_sec());
                 if let Some(stopped) = stopped {
                     result.rss_mb[contender.index()].push(stopped.max_rss_kb as f64 / 1024.0);
+                    result.stop_ms[contender.index()].push(stopped.stop_secs * 1e3);
                     result.cpu_ns[contender.index()].push(stopped.cpu_secs * 1e9 / done.ops.max(1) as f64);
                 }
                 println!("  round {} {contender:?}: {:.0} ns/op", round + 1, done.ns_per_op());
@@ -620,7 +629,8 @@ impl Tracer {
         let pid = self.child.0.id() as libc::pid_t;
         let max_rss_kb = peak_rss_kb(pid).with_context(|| format!("the peak RSS of {}", self.label))?;
         signal(&self.child.0, libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let interrupted = Instant::now();
+        let deadline = interrupted + Duration::from_secs(10);
         let (status, usage) = loop {
             let mut status = 0;
             // SAFETY: zeroed rusage is a valid out value.
@@ -639,6 +649,8 @@ impl Tracer {
                 _ => bail!("wait4 {}: {}", self.label, std::io::Error::last_os_error()),
             }
         };
+        // To within the 10 ms poll above.
+        let stop_secs = interrupted.elapsed().as_secs_f64();
         let stderr = fs::read_to_string(&self.err)?;
         if !libc::WIFEXITED(status) {
             bail!("{} was killed (wait status {status:#x}): {stderr}", self.label);
@@ -651,7 +663,7 @@ impl Tracer {
         let stdout = fs::read_to_string(&self.out).unwrap_or_default();
         let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         let cpu_secs = secs(usage.ru_utime) + secs(usage.ru_stime);
-        Ok(Stopped { code, max_rss_kb, cpu_secs, stdout, stderr })
+        Ok(Stopped { code, max_rss_kb, cpu_secs, stop_secs, stdout, stderr })
     }
 }
 
@@ -698,6 +710,7 @@ struct Overhead {
     added: [Vec<f64>; 4],
     per_sec: [Vec<f64>; 4],
     rss_mb: [Vec<f64>; 4],
+    stop_ms: [Vec<f64>; 4],
     /// The tracer process's own CPU time per operation.
     cpu_ns: [Vec<f64>; 4],
     /// Per tracer: its programs' bpf_stats over a run, and the run's operations.
@@ -763,12 +776,21 @@ impl Overhead {
     }
 
     fn memory_row(&self, name: &str) -> String {
-        let [_, floor, ours, c] = &self.rss_mb;
+        Self::row(name, &self.rss_mb, 1)
+    }
+
+    fn stop_row(&self, name: &str) -> String {
+        Self::row(name, &self.stop_ms, 0)
+    }
+
+    /// A row of ours, libbpf-tools', the floor's, and ours / libbpf-tools.
+    fn row(name: &str, values: &[Vec<f64>; 4], decimals: usize) -> String {
+        let [_, floor, ours, c] = values;
         format!(
             "| {name} | {} | {} | {} | {} |\n",
-            stat(ours, 1),
-            stat(c, 1),
-            stat(floor, 1),
+            stat(ours, decimals),
+            stat(c, decimals),
+            stat(floor, decimals),
             ratio(median(ours), median(c))
         )
     }
