@@ -92,8 +92,9 @@ pub enum Versus {
     /// Nothing runs on this kernel (libbpf-tools' ext4slower has only kprobe
     /// and fentry paths).
     Nothing,
-    /// Our command-line tool of this name (for the exporter).
-    OurTool(&'static str),
+    /// Our command-line tools of these names, run side by side: what the
+    /// exporter replaces.
+    OurTools(&'static [&'static str]),
 }
 
 /// The benchmark workloads (`xtask/src/bench/workload.rs`).
@@ -397,13 +398,13 @@ pub const TOOLS: &[Tool] = &[
             Bench {
                 name: Some("exporter under runqlat's workload"),
                 args: EXPORTER_ARGS,
-                versus: Versus::OurTool("runqlat"),
+                versus: Versus::OurTools(EXPORTED_BY_THE_BENCH),
                 workload: Workload::PingPong,
             },
             Bench {
                 name: Some("exporter under biolatency's workload"),
                 args: EXPORTER_ARGS,
-                versus: Versus::OurTool("biolatency"),
+                versus: Versus::OurTools(EXPORTED_BY_THE_BENCH),
                 workload: Workload::DirectReads,
             },
         ],
@@ -414,8 +415,11 @@ pub const TOOLS: &[Tool] = &[
     },
 ];
 
-/// The exporter's benchmark loads the tools its command-line rows compare with.
+/// The exporter's benchmark loads the tools its command-line rows compare
+/// with, all of them under each workload (as the command-line tools they
+/// replace would run side by side).
 const EXPORTER_ARGS: &[&str] = &["--web.listen-address", "127.0.0.1:0", "--tools", "runqlat,biolatency"];
+const EXPORTED_BY_THE_BENCH: &[&str] = &["runqlat", "biolatency"];
 
 /// The tool named `name` (or one of its aliases).
 pub fn tool(name: &str) -> Option<&'static Tool> {

@@ -54,6 +54,12 @@ impl Counts {
         counts
     }
 
+    /// Counts from (slot, count) pairs in slot order, each slot once
+    /// (slots beyond the histogram's ignored).
+    pub fn from_ordered(slots: impl Iterator<Item = (u32, u64)>) -> Counts {
+        Counts(slots.filter(|&(slot, n)| n > 0 && (slot as usize) < SLOTS).collect())
+    }
+
     /// Counts `n` more in `slot` (a slot beyond the histogram's is ignored).
     pub fn add_at(&mut self, slot: u32, n: u64) {
         if n > 0 && (slot as usize) < SLOTS {
@@ -338,17 +344,16 @@ impl HistogramMaps {
     /// Every key's histogram and sum of values (its `SUM_SLOT` entry, in
     /// nanoseconds; 0 where the tool keeps none), since the programs were loaded.
     pub fn keyed_total(&mut self) -> Result<BTreeMap<u64, (Counts, u64)>> {
-        let mut by_key: BTreeMap<u64, (Counts, u64)> = BTreeMap::new();
         let entries = self.keyed.entries()?;
-        self.last_keys = entries.keys().copied().collect();
-        for (key, n) in entries {
-            let (counts, sum) = by_key.entry(key.key).or_default();
-            match key.slot {
-                SUM_SLOT => *sum += n,
-                slot => counts.add_at(slot, n),
-            }
-        }
-        Ok(by_key)
+        self.last_keys = entries.iter().map(|(key, _)| *key).collect();
+        // In key order, each key's slots together and in order: every
+        // histogram is built whole, in one pass.
+        let by_key = entries.chunk_by(|a, b| a.0.key == b.0.key).map(|entries| {
+            let sum = entries.iter().filter(|(key, _)| key.slot == SUM_SLOT).map(|(_, n)| n).sum();
+            let slots = entries.iter().map(|(key, n)| (key.slot, *n));
+            (entries[0].0.key, (Counts::from_ordered(slots), sum))
+        });
+        Ok(by_key.collect())
     }
 
     /// Removes every entry of `keys` from the keyed table (processes that

@@ -5,7 +5,6 @@
 
 use std::{
     cell::Cell,
-    collections::BTreeMap,
     os::fd::{AsFd as _, OwnedFd},
 };
 
@@ -114,9 +113,24 @@ impl KeyedHist {
         })
     }
 
-    /// Every entry, every CPU's counts added up: in batches where the
-    /// kernel has them, else entry by entry.
-    pub fn entries(&self) -> Result<BTreeMap<HistKey, u64>> {
+    /// Every entry, every CPU's counts added up, in key order: in batches
+    /// where the kernel has them, else entry by entry.
+    pub fn entries(&self) -> Result<Vec<(HistKey, u64)>> {
+        let mut all = self.unordered_entries()?;
+        all.sort_unstable_by_key(|(key, _)| *key);
+        // A key met twice (deleted and made again between two batches) is
+        // one counter read twice: the later, larger read stands.
+        all.dedup_by(|again, kept| {
+            let same = again.0 == kept.0;
+            if same {
+                kept.1 = kept.1.max(again.1);
+            }
+            same
+        });
+        Ok(all)
+    }
+
+    fn unordered_entries(&self) -> Result<Vec<(HistKey, u64)>> {
         if self.batches.get() {
             match batch::lookup(self.fd.as_fd(), self.copies) {
                 Ok(all) => return Ok(all),
@@ -127,18 +141,18 @@ impl KeyedHist {
                 Err(err) => return Err(err).context("reading the keyed histogram"),
             }
         }
-        let mut all = BTreeMap::new();
+        let mut all = Vec::new();
         match &self.map {
             Keyed::PerCpu(map) => {
                 for entry in map.iter() {
                     let (key, per_cpu) = entry.context("reading the keyed histogram")?;
-                    all.insert(key, per_cpu.iter().sum());
+                    all.push((key, per_cpu.iter().sum()));
                 }
             }
             Keyed::Shared(map) => {
                 for entry in map.iter() {
                     let (key, n) = entry.context("reading the keyed histogram")?;
-                    all.insert(key, n);
+                    all.push((key, n));
                 }
             }
         }
@@ -169,7 +183,6 @@ impl KeyedHist {
 /// reads thousands of them in one call.
 mod batch {
     use std::{
-        collections::BTreeMap,
         io,
         os::fd::{AsRawFd as _, BorrowedFd},
     };
@@ -213,9 +226,10 @@ mod batch {
 
     const NO_KEY: HistKey = HistKey { key: 0, slot: 0, _pad: 0 };
 
-    /// Every entry of hash map `fd`, its `copies` values added up.
-    pub fn lookup(fd: BorrowedFd<'_>, copies: usize) -> io::Result<BTreeMap<HistKey, u64>> {
-        let mut all = BTreeMap::new();
+    /// Every entry of hash map `fd`, its `copies` values added up, in the
+    /// table's order.
+    pub fn lookup(fd: BorrowedFd<'_>, copies: usize) -> io::Result<Vec<(HistKey, u64)>> {
+        let mut all = Vec::new();
         let mut chunk = 4096usize;
         // Buffers for `chunk` entries, reused from batch to batch.
         let (mut keys, mut values) = (Vec::new(), Vec::new());
@@ -248,9 +262,9 @@ mod batch {
                 Err(err) => return Err(err),
             };
             let n = (attr.count as usize).min(chunk);
-            for (key, counts) in keys[..n].iter().zip(values.chunks_exact(copies)) {
-                *all.entry(*key).or_insert(0) += counts.iter().sum::<u64>();
-            }
+            all.extend(
+                keys[..n].iter().zip(values.chunks_exact(copies)).map(|(key, counts)| (*key, counts.iter().sum())),
+            );
             if done {
                 return Ok(all);
             }

@@ -103,6 +103,16 @@ impl Pids {
         Some(self.proc()?.join(pid.to_string()))
     }
 
+    /// The name of the kernel's PID `pid` (/proc's `comm`, up to 15 bytes,
+    /// without its newline); None if it is gone or no /proc names it. In
+    /// one read: the exporter asks it for each series at each scrape.
+    pub fn comm(&self, pid: u32) -> Option<Vec<u8>> {
+        let mut buffer = [0u8; 64];
+        let n = fs::File::open(self.process(pid)?.join("comm")).ok()?.read(&mut buffer).ok()?;
+        let name = &buffer[..n];
+        Some(name.strip_suffix(b"\n").unwrap_or(name).to_vec())
+    }
+
     /// Whether the kernel's PID `pid` is a process (or thread) that exists
     /// now; true where that cannot be known, so that nothing of a living
     /// process is forgotten.

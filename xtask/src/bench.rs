@@ -44,8 +44,9 @@ struct Benchmark {
     /// The tool's arguments.
     args: &'static [&'static str],
     /// The contender beside ours when it is not libbpf-tools' tool of the
-    /// same name: our command-line tool of this name (for the exporter).
-    versus_cli: Option<&'static str>,
+    /// same name: our command-line tools of these names, side by side (for
+    /// the exporter).
+    versus_cli: Option<&'static [&'static str]>,
     title: &'static str,
     ops: &'static str,
     run: fn(&Bench, f64) -> Result<Done>,
@@ -62,7 +63,7 @@ fn benchmarks() -> Vec<Benchmark> {
                 c_tool: row.versus != Versus::Nothing,
                 args: row.args,
                 versus_cli: match row.versus {
-                    Versus::OurTool(name) => Some(name),
+                    Versus::OurTools(names) => Some(names),
                     _ => None,
                 },
                 title: row.workload.title(),
@@ -93,7 +94,7 @@ impl Benchmark {
     /// How tables name the contender beside ours.
     fn versus_label(&self) -> String {
         match self.versus_cli {
-            Some(cli) => format!("{cli} (command line)"),
+            Some(cli) => format!("{} (command line)", cli.join(" + ")),
             None => "libbpf-tools".to_owned(),
         }
     }
@@ -294,7 +295,13 @@ struct Bench {
 }
 
 /// A tracer running in the background, its output going to files.
+/// A contender's processes: one tool, or our command-line tools side by
+/// side (what the exporter replaces), measured together.
 struct Tracer {
+    processes: Vec<Process>,
+}
+
+struct Process {
     /// Killed if left running on any way out (an error, a failed row).
     child: KillOnDrop,
     label: String,
@@ -306,7 +313,7 @@ struct Tracer {
 struct Stopped {
     code: i32,
     max_rss_kb: u64,
-    /// User plus system CPU time of the tracer process.
+    /// User plus system CPU time of the tracer's processes.
     cpu_secs: f64,
     /// From SIGINT until the tracer was reaped: printing, detaching, exit.
     stop_secs: f64,
@@ -315,29 +322,36 @@ struct Stopped {
 }
 
 impl Bench {
-    fn command(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Option<Command> {
-        let mut cmd = self.bare_command(b, contender, hooks)?;
-        default_signals(&mut cmd);
-        Some(cmd)
+    /// The contender's commands: none for the untraced run, several for
+    /// our command-line tools side by side.
+    fn commands(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Vec<Command> {
+        let mut commands = self.bare_commands(b, contender, hooks);
+        commands.iter_mut().for_each(default_signals);
+        commands
     }
 
-    fn bare_command(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Option<Command> {
+    /// The contender's one command (start-up and loss rows).
+    fn command(&self, b: &Benchmark, contender: Contender) -> Option<Command> {
+        self.commands(b, contender, &[]).into_iter().next()
+    }
+
+    fn bare_commands(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Vec<Command> {
         let tool = b.tool;
         match contender {
-            Contender::Untraced => None,
+            Contender::Untraced => Vec::new(),
             Contender::Floor => {
                 let mut cmd = Command::new(self.bin_dir.join("bench-floor"));
                 cmd.args(hooks);
-                Some(cmd)
+                vec![cmd]
             }
             Contender::Ours => {
                 let mut cmd = Command::new(self.bin_dir.join(tool));
                 cmd.args(b.args);
-                Some(cmd)
+                vec![cmd]
             }
             Contender::C => match b.versus_cli {
-                Some(cli) => Some(Command::new(self.bin_dir.join(cli))),
-                None => Some(Command::new(Path::new(C_TOOLS).join(tool))),
+                Some(cli) => cli.iter().map(|cli| Command::new(self.bin_dir.join(cli))).collect(),
+                None => vec![Command::new(Path::new(C_TOOLS).join(tool))],
             },
         }
     }
@@ -350,23 +364,36 @@ impl Bench {
 
     /// Starts `contender` (None for the untraced run) and lets it attach.
     fn start(&self, b: &Benchmark, contender: Contender, hooks: &[String]) -> Result<Option<Tracer>> {
-        let tool = b.tool;
-        let Some(mut cmd) = self.command(b, contender, hooks) else { return Ok(None) };
-        let label = format!("{tool}-{contender:?}").to_lowercase();
-        let out = self.work.join(format!("{label}.out"));
-        let err = self.work.join(format!("{label}.err"));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out)?)
-            .stderr(fs::File::create(&err)?)
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?;
-        let mut tracer = Tracer { child: KillOnDrop::new(child), label, out, err };
-        std::thread::sleep(self.settings.settle);
-        if let Some(status) = tracer.child.0.try_wait()? {
-            bail!("{} exited while starting ({status}): {}", tracer.label, fs::read_to_string(&tracer.err)?);
+        let commands = self.commands(b, contender, hooks);
+        if commands.is_empty() {
+            return Ok(None);
         }
-        Ok(Some(tracer))
+        self.start_commands(&format!("{}-{contender:?}", b.tool).to_lowercase(), commands).map(Some)
+    }
+
+    /// Starts `commands` as one tracer and lets them attach.
+    fn start_commands(&self, label: &str, commands: Vec<Command>) -> Result<Tracer> {
+        let mut processes = Vec::new();
+        for (n, mut cmd) in commands.into_iter().enumerate() {
+            let label = format!("{label}-{n}");
+            let out = self.work.join(format!("{label}.out"));
+            let err = self.work.join(format!("{label}.err"));
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(&out)?)
+                .stderr(fs::File::create(&err)?)
+                .spawn()
+                .with_context(|| format!("starting {cmd:?}"))?;
+            processes.push(Process { child: KillOnDrop::new(child), label, out, err });
+        }
+        let mut tracer = Tracer { processes };
+        std::thread::sleep(self.settings.settle);
+        for p in &mut tracer.processes {
+            if let Some(status) = p.child.0.try_wait()? {
+                bail!("{} exited while starting ({status}): {}", p.label, fs::read_to_string(&p.err)?);
+            }
+        }
+        Ok(tracer)
     }
 
     /// Our tool's rung and hooks on this kernel, from its `--verbose`
@@ -501,7 +528,7 @@ impl Bench {
                 // fails: a slow moment of a loaded machine is not a result.
                 let mut tries = 0;
                 let elapsed = loop {
-                    let cmd = self.command(b, contender, &[]).context("no command")?;
+                    let cmd = self.command(b, contender).context("no command")?;
                     match time_to_first_line(cmd) {
                         Ok(elapsed) => break elapsed,
                         Err(err) if tries < 2 && format!("{err:#}").contains(PTY_SILENT) => {
@@ -619,19 +646,66 @@ fn reported_loss(contender: Contender, stderr: &str) -> u64 {
 }
 
 impl Tracer {
-    /// SIGINT (the tools print their summary and detach), then the exit
-    /// status from wait4. The max RSS is the process's own peak (VmHWM),
-    /// read just before: wait4's `ru_maxrss` also counts, at exec, the
-    /// memory the child shared with this process when it was forked, so
-    /// every tracer started after the harness had grown showed the
-    /// harness's size (46.5 MB for every contender) instead of its own.
+    /// SIGINT to every process (the tools print their summary and detach),
+    /// then each exit status from wait4; CPU times and peak RSS added up,
+    /// the stop the last process's. The max RSS is each process's own
+    /// peak (VmHWM), read just before: wait4's `ru_maxrss` also counts, at
+    /// exec, the memory the child shared with this process when it was
+    /// forked, so every tracer started after the harness had grown showed
+    /// the harness's size (46.5 MB for every contender) instead of its own.
     fn stop(mut self) -> Result<Stopped> {
-        let pid = self.child.0.id() as libc::pid_t;
-        let max_rss_kb = peak_rss_kb(pid).with_context(|| format!("the peak RSS of {}", self.label))?;
-        signal(&self.child.0, libc::SIGINT);
+        let mut max_rss_kb = 0;
+        for p in &self.processes {
+            let pid = p.child.0.id() as libc::pid_t;
+            max_rss_kb += peak_rss_kb(pid).with_context(|| format!("the peak RSS of {}", p.label))?;
+        }
+        for p in &self.processes {
+            signal(&p.child.0, libc::SIGINT);
+        }
         let interrupted = Instant::now();
         let deadline = interrupted + Duration::from_secs(10);
-        let (status, usage) = loop {
+        let mut stopped = Stopped {
+            code: 0,
+            max_rss_kb,
+            cpu_secs: 0.0,
+            stop_secs: 0.0,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        for p in &mut self.processes {
+            let (status, usage) = p.reap(deadline)?;
+            // To within the 10 ms poll of `reap`.
+            stopped.stop_secs = interrupted.elapsed().as_secs_f64();
+            let stderr = fs::read_to_string(&p.err)?;
+            if !libc::WIFEXITED(status) {
+                bail!("{} was killed (wait status {status:#x}): {stderr}", p.label);
+            }
+            let code = libc::WEXITSTATUS(status);
+            // 3: ours, when the kernel side lost events (counted by the loss table).
+            if code != 0 && code != 3 {
+                bail!("{} exited with {code}: {stderr}", p.label);
+            }
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            stopped.cpu_secs += secs(usage.ru_utime) + secs(usage.ru_stime);
+            stopped.code = stopped.code.max(code);
+            stopped.stdout += &fs::read_to_string(&p.out).unwrap_or_default();
+            stopped.stderr += &stderr;
+        }
+        Ok(stopped)
+    }
+
+    /// The first process: the tool itself, where it is one.
+    fn first(&self) -> &Process {
+        &self.processes[0]
+    }
+}
+
+impl Process {
+    /// Its wait status and resource usage once it exits, by `deadline`
+    /// (else it is killed).
+    fn reap(&mut self, deadline: Instant) -> Result<(i32, libc::rusage)> {
+        let pid = self.child.0.id() as libc::pid_t;
+        loop {
             let mut status = 0;
             // SAFETY: zeroed rusage is a valid out value.
             let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -644,26 +718,11 @@ impl Tracer {
                 }
                 p if p == pid => {
                     self.child.reaped();
-                    break (status, usage);
+                    return Ok((status, usage));
                 }
                 _ => bail!("wait4 {}: {}", self.label, std::io::Error::last_os_error()),
             }
-        };
-        // To within the 10 ms poll above.
-        let stop_secs = interrupted.elapsed().as_secs_f64();
-        let stderr = fs::read_to_string(&self.err)?;
-        if !libc::WIFEXITED(status) {
-            bail!("{} was killed (wait status {status:#x}): {stderr}", self.label);
         }
-        let code = libc::WEXITSTATUS(status);
-        // 3: ours, when the kernel side lost events (counted by the loss table).
-        if code != 0 && code != 3 {
-            bail!("{} exited with {code}: {stderr}", self.label);
-        }
-        let stdout = fs::read_to_string(&self.out).unwrap_or_default();
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        let cpu_secs = secs(usage.ru_utime) + secs(usage.ru_stime);
-        Ok(Stopped { code, max_rss_kb, cpu_secs, stop_secs, stdout, stderr })
     }
 }
 

@@ -70,9 +70,17 @@ impl Family {
     pub fn add_histograms(&mut self, histograms: impl IntoIterator<Item = (Labels, Histogram)>) {
         let mut by_labels: std::collections::BTreeMap<Labels, Histogram> = Default::default();
         for (labels, histogram) in histograms {
-            let entry = by_labels.entry(labels).or_default();
-            entry.counts.add(&histogram.counts);
-            entry.sum_ns += histogram.sum_ns;
+            match by_labels.entry(labels) {
+                // The first of its labels, most often the only one: taken whole.
+                std::collections::btree_map::Entry::Vacant(vacant) => {
+                    vacant.insert(histogram);
+                }
+                std::collections::btree_map::Entry::Occupied(mut added) => {
+                    let added = added.get_mut();
+                    added.counts.add(&histogram.counts);
+                    added.sum_ns += histogram.sum_ns;
+                }
+            }
         }
         self.series.extend(by_labels.into_iter().map(|(labels, h)| Series { labels, value: Value::Histogram(h) }));
     }
@@ -199,20 +207,30 @@ fn number(value: f64) -> String {
     }
 }
 
-fn labels(out: &mut String, labels: &[(&'static str, String)], extra: Option<(&str, &str)>) {
-    if labels.is_empty() && extra.is_none() {
-        return;
+/// `{name="value",...}`, or nothing for no labels.
+fn labels(out: &mut String, labels: &[(&'static str, String)]) {
+    if !labels.is_empty() {
+        let _ = write!(out, "{{{}}}", label_pairs(labels));
     }
-    out.push('{');
-    let mut first = true;
-    for (name, value) in labels.iter().map(|(n, v)| (*n, v.as_str())).chain(extra) {
-        if !first {
+}
+
+/// `name="value",...`, escaped: written once per series, whose histogram
+/// repeats it on each of its 33 lines.
+fn label_pairs(labels: &[(&'static str, String)]) -> String {
+    let mut out = String::new();
+    for (n, (name, value)) in labels.iter().enumerate() {
+        if n > 0 {
             out.push(',');
         }
-        first = false;
         let _ = write!(out, "{name}=\"{}\"", escape(value, true));
     }
-    out.push('}');
+    out
+}
+
+/// The classic buckets' `le` values as the text spells them, made once.
+fn classic_le() -> &'static [String] {
+    static LE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    LE.get_or_init(|| CLASSIC_OCTAVES.map(|k| number(((1u64 << k) - 1) as f64 / 1e9)).collect())
 }
 
 /// Which text exposition.
@@ -245,24 +263,22 @@ impl Scrape {
                 match &series.value {
                     Value::Number(value) => {
                         out.push_str(family.name);
-                        labels(&mut out, &series.labels, None);
+                        labels(&mut out, &series.labels);
                         let _ = writeln!(out, " {}", number(*value));
                     }
                     Value::Histogram(h) => {
-                        for (bound, count) in h.classic_buckets() {
-                            let _ = write!(out, "{}_bucket", family.name);
-                            labels(&mut out, &series.labels, Some(("le", &number(bound))));
-                            let _ = writeln!(out, " {count}");
+                        let name = family.name;
+                        let pairs = label_pairs(&series.labels);
+                        let comma = if pairs.is_empty() { "" } else { "," };
+                        let buckets = h.classic_buckets().into_iter().map(|(_, count)| count);
+                        for (le, count) in
+                            classic_le().iter().map(String::as_str).chain(["+Inf"]).zip(buckets.chain([h.count()]))
+                        {
+                            let _ = writeln!(out, "{name}_bucket{{{pairs}{comma}le=\"{le}\"}} {count}");
                         }
-                        let _ = write!(out, "{}_bucket", family.name);
-                        labels(&mut out, &series.labels, Some(("le", "+Inf")));
-                        let _ = writeln!(out, " {}", h.count());
-                        let _ = write!(out, "{}_sum", family.name);
-                        labels(&mut out, &series.labels, None);
-                        let _ = writeln!(out, " {}", number(h.sum_seconds()));
-                        let _ = write!(out, "{}_count", family.name);
-                        labels(&mut out, &series.labels, None);
-                        let _ = writeln!(out, " {}", h.count());
+                        let braced = if pairs.is_empty() { String::new() } else { format!("{{{pairs}}}") };
+                        let _ = writeln!(out, "{name}_sum{braced} {}", number(h.sum_seconds()));
+                        let _ = writeln!(out, "{name}_count{braced} {}", h.count());
                     }
                 }
             }

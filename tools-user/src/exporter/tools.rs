@@ -242,9 +242,8 @@ impl SeriesOf {
         match self {
             SeriesOf::Processes => {
                 // Read before /proc is: a process that exits in between is still seen whole.
-                let process = crate::procfs::kernel_pids().process(u32::try_from(key).ok()?);
-                let comm = std::fs::read_to_string(process?.join("comm")).ok()?;
-                let comm = String::from_utf8_lossy(comm.trim_end_matches('\n').as_bytes()).into_owned();
+                let comm = crate::procfs::kernel_pids().comm(u32::try_from(key).ok()?)?;
+                let comm = String::from_utf8_lossy(&comm).into_owned();
                 Some(vec![("pid", key.to_string()), ("comm", comm)])
             }
             // The id too: a service restarted gets a new cgroup at the same

@@ -218,9 +218,8 @@ fn parent_of(pid: u32) -> Option<(u32, [u8; 16])> {
     // After the name in parentheses (which may hold anything): state, then ppid.
     let after_name = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
     let ppid: u32 = std::str::from_utf8(after_name).ok()?.split_whitespace().nth(1)?.parse().ok()?;
-    let comm = std::fs::read(pids.process(ppid)?.join("comm")).ok()?;
+    let name = pids.comm(ppid)?;
     let mut pcomm = [0u8; 16];
-    let name = comm.strip_suffix(b"\n").unwrap_or(&comm);
     pcomm[..name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
     Some((ppid, pcomm))
 }

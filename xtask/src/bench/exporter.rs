@@ -5,6 +5,7 @@
 use std::{
     fmt::Write as _,
     fs,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -27,7 +28,7 @@ impl Bench {
         let every_tool =
             Benchmark { args: &["--web.listen-address", "127.0.0.1:0", "--ext4slower.allow-syscall-rung"], ..*b };
         let tracer = self.start(&every_tool, Contender::Ours, &[])?.context("no exporter")?;
-        let address = wait_for_address(&tracer.err)?;
+        let address = wait_for_address(&tracer.first().err)?;
         // Something in every tool's maps: run-queue latency of a busy pair,
         // a disk's reads and writes, ext4 reads, TCP sessions, lookups.
         workload::ping_pong(self.cpu, 0.5)?;
@@ -36,7 +37,7 @@ impl Bench {
         workload::tcp_cycles(0.5)?;
         workload::lookups(0.5)?;
 
-        let pid = tracer.child.0.id();
+        let pid = tracer.first().child.0.id();
         let idle_ms = cpu_while(pid, || std::thread::sleep(Duration::from_secs(idle_secs)))? / idle_secs as f64;
         let mut rows = String::new();
         for (format, accept) in
@@ -82,7 +83,59 @@ impl Bench {
         let _ = writeln!(s, "| CPU idle, {idle_secs} s without scrapes (ms of CPU per s) | {idle_ms:.3} |");
         let _ = writeln!(s, "| CPU scraped every second for {scraped_secs} s (ms of CPU per s) | {scraped_ms:.3} |");
         let _ = writeln!(s, "| max RSS over the run (MB) | {:.1} |", stopped.max_rss_kb as f64 / 1024.0);
+        s += &self.scrapes_against_series(quick)?;
         println!("{s}");
+        Ok(s)
+    }
+
+    /// One scrape against the number of series: runqlat's per-process
+    /// family with that many processes waking every 50 ms, each a series.
+    fn scrapes_against_series(&self, quick: bool) -> Result<String> {
+        let (counts, scrapes): (&[usize], usize) = if quick { (&[1, 100], 5) } else { (&[1, 100, 1000, 10000], 15) };
+        let mut s = String::from("\n### Scrape against series\n\n");
+        let _ = writeln!(
+            s,
+            "runqlat's per-process series only (`--tools runqlat --runqlat.per-process`), N sleeping processes each \
+             waking every 50 ms for 2 s before the first scrape; the median of {scrapes} scrapes of the classic text. \
+             Target: 1000 series under 10 ms.\n"
+        );
+        s += "| processes | series | scrape (ms) | per series (µs) | text (KiB) | exporter RSS (MB) |\n|---|---|---|---|---|---|\n";
+        for &n in counts {
+            println!("bench: exporter scrapes with {n} sleeping processes");
+            let sleepers = workload::Sleepers::start(n, Duration::from_millis(50))?;
+            let mut exporter = Command::new(self.bin_dir.join(EXPORTER));
+            exporter.args(["--web.listen-address", "127.0.0.1:0", "--tools", "runqlat", "--runqlat.per-process"]);
+            // Room for every sleeper and what else runs.
+            exporter.args(["--runqlat.max-processes", &(n + 100).to_string()]);
+            super::default_signals(&mut exporter);
+            let tracer = self.start_commands(&format!("exporter-{n}-series"), vec![exporter])?;
+            let address = wait_for_address(&tracer.first().err)?;
+            std::thread::sleep(Duration::from_secs(2));
+            let (mut ms, mut bytes, mut series) = (Vec::new(), 0, 0);
+            for _ in 0..scrapes {
+                let started = Instant::now();
+                let (status, _, body) =
+                    http_request(&address, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                ms.push(started.elapsed().as_secs_f64() * 1e3);
+                if status != 200 {
+                    bail!("scraping the exporter: status {status}");
+                }
+                bytes = body.len();
+                let count_line = |l: &&str| l.starts_with("ebpf_tools_process_run_queue_latency_seconds_count");
+                series = String::from_utf8_lossy(&body).lines().filter(count_line).count();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let stopped = tracer.stop()?;
+            drop(sleepers);
+            let per_series = super::median(&ms) * 1e3 / series.max(1) as f64;
+            let _ = writeln!(
+                s,
+                "| {n} | {series} | {} | {per_series:.0} | {:.0} | {:.1} |",
+                stat(&ms, 1),
+                bytes as f64 / 1024.0,
+                stopped.max_rss_kb as f64 / 1024.0
+            );
+        }
         Ok(s)
     }
 }

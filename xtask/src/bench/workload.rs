@@ -370,3 +370,38 @@ pub fn lookups(secs: f64) -> Result<Done> {
     }
     Ok(Done { ops, secs: started.elapsed().as_secs_f64() })
 }
+
+/// Processes that each sleep `every` in a loop, for a series each in the
+/// exporter's per-process family; killed on drop (or when xtask dies).
+pub struct Sleepers(Vec<libc::pid_t>);
+
+impl Sleepers {
+    pub fn start(n: usize, every: Duration) -> Result<Sleepers> {
+        let mut sleepers = Sleepers(Vec::with_capacity(n));
+        let nap = libc::timespec { tv_sec: every.as_secs() as libc::time_t, tv_nsec: every.subsec_nanos() as _ };
+        for _ in 0..n {
+            sleepers.0.push(fork(|| {
+                // SAFETY: async-signal-safe calls only, in the forked child.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    loop {
+                        libc::nanosleep(&nap, std::ptr::null_mut());
+                    }
+                }
+            })?);
+        }
+        Ok(sleepers)
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: signals and reaps our own children.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
