@@ -868,6 +868,13 @@ pub fn musl_lookup(dir: &Path) -> PathBuf {
     program
 }
 
+/// How many C libraries gethostlatency (or the exporter's) says it probes:
+/// its `probing PATH` lines, not those of a library that failed
+/// (`probing PATH: why`).
+pub fn libraries_probed(stderr: &str) -> usize {
+    stderr.lines().filter(|l| l.split_once(": probing ").is_some_and(|(_, path)| !path.contains(": "))).count()
+}
+
 /// Two processes that keep C libraries other than the machine's mapped (a
 /// copy of it, musl's), so that gethostlatency probes three; gone on drop.
 pub struct CLibraryUsers {

@@ -288,8 +288,7 @@ fn sigterm_with_every_tool_loaded_returns_at_once() {
     let _serial = serial();
     let _users = CLibraryUsers::start();
     let mut exporter = Exporter::start(&["--verbose"]);
-    let libraries = |err: &str| err.lines().filter(|l| l.contains(": probing ")).count();
-    let probed = exporter.running.wait_until(|_, err| libraries(err) >= 3, Duration::from_secs(10));
+    let probed = exporter.running.wait_until(|_, err| libraries_probed(err) >= 3, Duration::from_secs(10));
     assert!(probed, "{}", exporter.running.stderr_so_far());
     let started = Instant::now();
     let out = exporter.running.signal(libc::SIGTERM);

@@ -550,6 +550,7 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
                 for part in &rung.optional {
                     let taken = attach_optional(&mut ebpf, rung.name, part, forced_path);
                     if let (Some(path), None) = (forced_path, taken) {
+                        drop_links(&program_ids(&ebpf));
                         bail!(
                             "rung {}: {}: path {path} (asked for) did not attach (--verbose says why)",
                             rung.name,
@@ -705,18 +706,21 @@ fn first_line(err: &anyhow::Error) -> String {
 
 /// Loads a rung's programs for multi-uprobe links, then attaches it
 /// ([`attach_rung`]), `object` being `ebpf`'s; on any failure, unloads
-/// them too.
+/// them too and puts aya's back, for the rungs below.
 pub fn try_rung(ebpf: &mut Ebpf, object: &[u8], rung: &Rung) -> Result<()> {
-    let result = match rung.multi_uprobe.is_empty() {
-        true => attach_rung(ebpf, rung),
-        false => uprobe_multi::load(ebpf, object, &rung.multi_uprobe).and_then(|()| attach_rung(ebpf, rung)),
-    };
+    if rung.multi_uprobe.is_empty() {
+        return attach_rung(ebpf, rung);
+    }
+    let replaced = uprobe_multi::load(ebpf, object, &rung.multi_uprobe)?;
+    let result = attach_rung(ebpf, rung);
     if result.is_err() {
+        // The rungs below load the same programs as aya made them.
         for name in &rung.multi_uprobe {
             if let Some(Err(err)) = ebpf.program_mut(name).map(unload) {
                 log::warn!("unloading {name}: {err}");
             }
         }
+        uprobe_multi::restore(ebpf, replaced);
     }
     result
 }
@@ -925,6 +929,24 @@ fn take_link(program: &mut Program, link: LinkId) -> Option<Box<dyn Send>> {
         (_, LinkId::Multi(fd)) => Some(Box::new(fd)),
         _ => None,
     }
+}
+
+/// The ids of `ebpf`'s loaded programs.
+pub fn program_ids(ebpf: &Ebpf) -> Vec<u32> {
+    ebpf.programs().filter_map(|(_, program)| Some(program.info().ok()?.id())).collect()
+}
+
+/// Drops the links kept for programs `ids`, whose object goes without
+/// [`detach_all`]: aya's own links go with their programs, but a
+/// multi-uprobe link made here would keep its program attached.
+pub fn drop_links(ids: &[u32]) {
+    let gone: Vec<(u32, LinkId)> = {
+        let mut links = links();
+        let (gone, kept) = links.drain(..).partition(|(id, _)| ids.contains(id));
+        *links = kept;
+        gone
+    };
+    drop(gone);
 }
 
 /// Detaches every program of `objects`, all at once. Each detach waits

@@ -51,9 +51,12 @@ pub struct UprobeMulti {
 }
 
 /// Loads `programs` of `object` (whose maps `ebpf` holds) for multi-uprobe
-/// links, in the place of aya's. Fails on a kernel that has no such links,
-/// which the kernel says when asked for one on a file it cannot probe.
-pub fn load(ebpf: &mut Ebpf, object: &[u8], programs: &[String]) -> Result<()> {
+/// links, and puts them in the place of aya's, which it returns (unloaded,
+/// as aya made them: [`restore`] puts them back for the rungs below).
+/// Nothing is put in place unless every program loads. Fails on a kernel
+/// that has no such links, which the kernel says when asked for one on a
+/// file it cannot probe.
+pub fn load(ebpf: &mut Ebpf, object: &[u8], programs: &[String]) -> Result<Vec<(String, Program)>> {
     let mut obj = aya_obj::Object::parse(object).context("reading the eBPF object")?;
     let definitions = obj.maps.clone();
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
@@ -62,6 +65,7 @@ pub fn load(ebpf: &mut Ebpf, object: &[u8], programs: &[String]) -> Result<()> {
     obj.relocate_calls(&text_sections).context("linking the object's functions")?;
     // Not sanitized: the helpers aya rewrites for old kernels are all older
     // than multi-uprobes.
+    let mut loaded = Vec::new();
     for name in programs {
         let program = obj.programs.get(name).with_context(|| format!("eBPF object has no program {name}"))?;
         let kind = match program.section {
@@ -79,18 +83,34 @@ pub fn load(ebpf: &mut Ebpf, object: &[u8], programs: &[String]) -> Result<()> {
                 bail!("this kernel has no multi-uprobe links (6.6+): {err}");
             }
         }
+        // aya 0.14 takes a program it did not load only through its id,
+        // which the kernel lists to CAP_SYS_ADMIN alone.
         let id = program_id(fd.as_fd())?;
         let info = loaded_programs()
-            .filter_map(Result::ok)
-            .find(|info| info.id() == id)
-            .ok_or_else(|| anyhow!("{name}: program {id}, just loaded, is not listed"))?;
+            .find(|info| info.as_ref().map_or(true, |info| info.id() == id))
+            .ok_or_else(|| anyhow!("{name}: program {id}, just loaded, is not listed"))?
+            .with_context(|| format!("{name}: listing the kernel's programs (CAP_SYS_ADMIN)"))?;
         // SAFETY: the program is of type kprobe (a uprobe's) and was made
         // from a uprobe section of kind `kind`.
         let uprobe = unsafe { UProbe::from_program_info(info, name.clone().into(), kind) }?;
-        *ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))? =
-            Program::UProbe(uprobe);
+        loaded.push((name.clone(), Program::UProbe(uprobe)));
     }
-    Ok(())
+    let mut replaced = Vec::new();
+    for (name, program) in loaded {
+        let place = ebpf.program_mut(&name).with_context(|| format!("eBPF object has no program {name}"))?;
+        replaced.push((name, std::mem::replace(place, program)));
+    }
+    Ok(replaced)
+}
+
+/// Puts back the programs [`load`] replaced, dropping (and so unloading)
+/// its own.
+pub fn restore(ebpf: &mut Ebpf, replaced: Vec<(String, Program)>) {
+    for (name, program) in replaced {
+        if let Some(place) = ebpf.program_mut(&name) {
+            *place = program;
+        }
+    }
 }
 
 /// A multi-uprobe link of program `program` at `at`'s offsets (at their

@@ -22,7 +22,7 @@ use crate::{
     btf::Btf,
     events::EventPath,
     histogram::HistogramMaps,
-    loader::{Build, LoadOptions, Loaded},
+    loader::{self, Build, LoadOptions, Loaded},
     loss::SkippedRuns,
     plan::{
         biolatency::{self, Disks, FlagNames, RUNGS_WITH_FLAGS},
@@ -199,7 +199,15 @@ fn load_tool(
 /// and skipped runs as `loaded` says, and the collector made from it.
 fn attached<C: Collector + 'static>(mut loaded: Loaded, collector: impl FnOnce(Loaded) -> Result<C>) -> Result<State> {
     let (rung, programs, skipped) = (loaded.rung, loaded.hooks.clone(), std::mem::take(&mut loaded.skipped));
-    Ok(State::Attached { rung, programs, skipped, collector: Box::new(collector(loaded)?) })
+    let ids = loader::program_ids(&loaded.ebpf);
+    match collector(loaded) {
+        Ok(collector) => Ok(State::Attached { rung, programs, skipped, collector: Box::new(collector) }),
+        Err(err) => {
+            // Nothing of the tool stays attached.
+            loader::drop_links(&ids);
+            Err(err)
+        }
+    }
 }
 
 const RUN_QUEUE_LATENCY: &str = "ebpf_tools_run_queue_latency_seconds";
