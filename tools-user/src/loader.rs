@@ -348,6 +348,18 @@ impl Rung {
         self
     }
 
+    /// Every program the rung loads, each once, in the order it attaches
+    /// them (those loaded for multi-uprobe links but not attached yet last).
+    fn program_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in self.programs.iter().map(|(name, _)| name).chain(&self.multi_uprobe) {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// The programs of `programs` attached through links of a later kernel
     /// than their program type, with the link's type (see tools-floor).
     fn links<'a>(&self, programs: &[&'a str]) -> Vec<(&'a str, &'static str)> {
@@ -578,10 +590,7 @@ pub fn load<C: Pod>(what: Load<'_, C>, options: &LoadOptions) -> Result<Loaded> 
 /// The oldest kernel a rung's programs of this object load on (see
 /// tools-floor): `4.4 (program type kprobe; ...)`.
 fn floor(object: &[u8], rung: &Rung) -> Result<tools_floor::Floor> {
-    let mut programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
-    programs.extend(rung.multi_uprobe.iter().map(String::as_str));
-    programs.sort_unstable();
-    programs.dedup();
+    let programs = rung.program_names();
     Ok(tools_floor::Analysis::parse(object)?.floor_linked(&programs, &rung.links(&programs))?)
 }
 
@@ -594,13 +603,7 @@ fn print_kernel_floors(objects: &Objects, rungs: &[Rung]) -> Result<()> {
         let analysis = tools_floor::Analysis::parse(build.object(objects))?;
         let in_object = analysis.program_names();
         for rung in rungs {
-            let mut programs: Vec<&str> = rung.programs.iter().map(|(name, _)| name.as_str()).collect();
-            programs.dedup();
-            for multi in &rung.multi_uprobe {
-                if !programs.contains(&multi.as_str()) {
-                    programs.push(multi);
-                }
-            }
+            let programs = rung.program_names();
             // A rung of the other build only (execsnoop's kprobes are the legacy one's).
             if !programs.iter().all(|p| in_object.iter().any(|name| name == p)) {
                 continue;
@@ -940,13 +943,7 @@ pub fn program_ids(ebpf: &Ebpf) -> Vec<u32> {
 /// [`detach_all`]: aya's own links go with their programs, but a
 /// multi-uprobe link made here would keep its program attached.
 pub fn drop_links(ids: &[u32]) {
-    let gone: Vec<(u32, LinkId)> = {
-        let mut links = links();
-        let (gone, kept) = links.drain(..).partition(|(id, _)| ids.contains(id));
-        *links = kept;
-        gone
-    };
-    drop(gone);
+    links().retain(|(id, _)| !ids.contains(id));
 }
 
 /// Detaches every program of `objects`, all at once. Each detach waits

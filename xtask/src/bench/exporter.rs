@@ -46,16 +46,8 @@ impl Bench {
             let mut ms = Vec::new();
             let mut bytes = 0;
             for _ in 0..scrapes {
-                let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-                let started = Instant::now();
-                let (status, _, body) = http_request(
-                    &address,
-                    &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n"),
-                )?;
-                ms.push(started.elapsed().as_secs_f64() * 1e3);
-                if status != 200 {
-                    bail!("scraping the exporter: status {status}");
-                }
+                let (took, body) = timed_scrape(&address, accept)?;
+                ms.push(took);
                 bytes = body.len();
             }
             let _ =
@@ -113,13 +105,8 @@ impl Bench {
             std::thread::sleep(Duration::from_secs(2));
             let (mut ms, mut bytes, mut series) = (Vec::new(), 0, 0);
             for _ in 0..scrapes {
-                let started = Instant::now();
-                let (status, _, body) =
-                    http_request(&address, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                ms.push(started.elapsed().as_secs_f64() * 1e3);
-                if status != 200 {
-                    bail!("scraping the exporter: status {status}");
-                }
+                let (took, body) = timed_scrape(&address, None)?;
+                ms.push(took);
                 bytes = body.len();
                 let count_line = |l: &&str| l.starts_with("ebpf_tools_process_run_queue_latency_seconds_count");
                 series = String::from_utf8_lossy(&body).lines().filter(count_line).count();
@@ -138,6 +125,20 @@ impl Bench {
         }
         Ok(s)
     }
+}
+
+/// One scrape of `/metrics` (as `accept`, else the classic text), on a
+/// connection of its own: its time in ms, connecting included, and the body.
+fn timed_scrape(address: &str, accept: Option<&str>) -> Result<(f64, Vec<u8>)> {
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let started = Instant::now();
+    let (status, _, body) =
+        http_request(address, &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n"))?;
+    let took = started.elapsed().as_secs_f64() * 1e3;
+    if status != 200 {
+        bail!("scraping the exporter: status {status}");
+    }
+    Ok((took, body))
 }
 
 /// The exporter's address, from its `serving ... on ADDRESS` line.
