@@ -11,6 +11,7 @@
 //!   workload fexecve PATH ARG...      fexecve(open(PATH), [PATH, ARG...])
 //!   workload exec-storm N PATH ARG... two threads fork and exec PATH ARG... W-I N times each, at full speed;
 //!                                     prints `made M`, the execs that happened (PATH exited 0)
+//!   workload fork-storm N             the same with children that exit at once, without an exec
 //!   workload tcp-session ...          a TCP client and server (see tcp.rs)
 //!   workload tcp-storm COUNT          COUNT short TCP connections (see tcp.rs)
 //!   workload file-ops PATH N K        open, write, read, fsync, open again (see files.rs)
@@ -117,50 +118,60 @@ fn main() {
         "slow-read" => files::slow_read(&args[1..]),
         "osync-write" => files::osync_write(&args[1..]),
         "direct-reads" => files::direct_reads(&args[1..]),
-        "exec-storm" => {
-            // Two threads, each forking and exec'ing N times: every child has
-            // this process as its parent, so a tool can filter on it (-P).
-            let n = num(1);
-            let argv: Vec<String> = args[2..].to_vec();
-            let workers: Vec<_> = (0..2)
-                .map(|w| {
-                    let argv = argv.clone();
-                    std::thread::spawn(move || {
-                        let mut made = 0u64;
-                        for i in 0..n {
-                            let mut argv = argv.clone();
-                            argv.push(format!("{w}-{i}"));
-                            let argv = cstrings(&argv);
-                            let ptrs = pointers(&argv);
-                            let env: [*const libc::c_char; 1] = [std::ptr::null()];
-                            // SAFETY: fork then only async-signal-safe calls in the child.
-                            unsafe {
-                                let pid = libc::fork();
-                                if pid == 0 {
+        "exec-storm" => storm(num(1), Some(&args[2..])),
+        "fork-storm" => storm(num(1), None),
+        other => panic!("unknown workload {other}"),
+    }
+}
+
+/// Two threads, each forking N children at full speed: every child has
+/// this process as its parent, so a tool can filter on it (-P). A child
+/// execs `exec` with `W-I` appended, or exits at once without it (new
+/// processes at the lowest cost under emulation). Prints `made M`: the
+/// children that exited 0, so the execs that happened.
+fn storm(n: u64, exec: Option<&[String]>) {
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let exec = exec.map(<[String]>::to_vec);
+            std::thread::spawn(move || {
+                let mut made = 0u64;
+                for i in 0..n {
+                    let argv = exec.as_ref().map(|exec| {
+                        let mut argv = exec.clone();
+                        argv.push(format!("{w}-{i}"));
+                        cstrings(&argv)
+                    });
+                    let ptrs = argv.as_deref().map(pointers);
+                    let env: [*const libc::c_char; 1] = [std::ptr::null()];
+                    // SAFETY: fork then only async-signal-safe calls in the child.
+                    unsafe {
+                        let pid = libc::fork();
+                        if pid == 0 {
+                            match &ptrs {
+                                Some(ptrs) => {
                                     libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
                                     libc::_exit(127);
                                 }
-                                if pid < 0 {
-                                    eprintln!("exec-storm: fork: {}", std::io::Error::last_os_error());
-                                    continue;
-                                }
-                                // The program exits 0 only if the exec happened.
-                                let mut status = 0;
-                                if libc::waitpid(pid, &mut status, 0) == pid && status == 0 {
-                                    made += 1;
-                                }
+                                None => libc::_exit(0),
                             }
                         }
-                        made
-                    })
-                })
-                .collect();
-            // What the tests count against: the execs that happened.
-            let made: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-            println!("made {made}");
-        }
-        other => panic!("unknown workload {other}"),
-    }
+                        if pid < 0 {
+                            eprintln!("storm: fork: {}", std::io::Error::last_os_error());
+                            continue;
+                        }
+                        let mut status = 0;
+                        if libc::waitpid(pid, &mut status, 0) == pid && status == 0 {
+                            made += 1;
+                        }
+                    }
+                }
+                made
+            })
+        })
+        .collect();
+    // What the tests count against: the children that did their work.
+    let made: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    println!("made {made}");
 }
 
 /// Looks up the one entry of an array map of its own, forever: each lookup
