@@ -44,7 +44,7 @@ const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
 pub struct Btf {
-    data: Vec<u8>,
+    data: Data,
     types: usize,
     strings: usize,
     strings_len: usize,
@@ -55,6 +55,26 @@ pub struct Btf {
     /// structs' members one by one.
     /// Keyed by (a bit per kind asked for, name).
     found: RefCell<HashMap<(u32, String), Option<u32>>>,
+}
+
+/// The bytes of a BTF: the running kernel's mapped where it allows it
+/// (Linux 6.16+), else read. A read of /sys/kernel/btf/vmlinux goes 4 KiB
+/// at a time: about 6 ms of a tool's start-up for a 5 MB BTF, and 5 MB of
+/// its memory; the mapping costs a fraction of a millisecond and no copy.
+enum Data {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Mapped(map) => map,
+            Data::Read(data) => data,
+        }
+    }
 }
 
 /// Where a member lies in its struct.
@@ -79,9 +99,17 @@ struct Type {
 }
 
 impl Btf {
-    /// The running kernel's BTF, if it has one.
+    /// The running kernel's BTF, if it has one: mapped where the kernel
+    /// allows it, else read.
     pub fn from_sys_fs() -> Result<Self> {
-        Self::from_file(Path::new(VMLINUX))
+        let path = Path::new(VMLINUX);
+        let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: a private, read-only mapping of the kernel's own BTF,
+        // which never changes while it runs (no file under us to shrink).
+        match unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) } {
+            Ok(map) if map.len() as u64 <= MAX_SIZE => Self::from_data(Data::Mapped(map)).context("not a BTF file"),
+            _ => Self::from_file(path),
+        }
     }
 
     /// Reads a BTF file: a regular file of at most [`MAX_SIZE`] bytes (so
@@ -105,6 +133,10 @@ impl Btf {
     }
 
     pub fn parse(data: Vec<u8>) -> Result<Self> {
+        Self::from_data(Data::Read(data))
+    }
+
+    fn from_data(data: Data) -> Result<Self> {
         let u16_at = |off: usize| data.get(off..off + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if u16_at(0) != Some(0xeb9f) {
             bail!("not little-endian BTF (bad magic)");

@@ -32,7 +32,7 @@ impl From<Parsed> for Btf {
 impl Btf {
     /// The running kernel's BTF, if it has one.
     pub fn from_sys_fs() -> Result<Self> {
-        Ok(Btf(Parsed::from_file(Path::new(VMLINUX))?))
+        Ok(Btf(Parsed::from_sys_fs()?))
     }
 
     /// Where the tools take struct offsets from: `--btf FILE`, else the
