@@ -106,8 +106,11 @@ impl Btf {
         let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: a private, read-only mapping of the kernel's own BTF,
         // which never changes while it runs (no file under us to shrink).
-        match unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) } {
-            Ok(map) if map.len() as u64 <= MAX_SIZE => Self::from_data(Data::Mapped(map)).context("not a BTF file"),
+        let mapped = unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) };
+        // Anything short of a whole BTF (a kernel that maps it not, or
+        // reports a size of its own) is read instead.
+        match mapped.ok().filter(|map| map.len() as u64 <= MAX_SIZE).map(|map| Self::from_data(Data::Mapped(map))) {
+            Some(Ok(btf)) => Ok(btf),
             _ => Self::from_file(path),
         }
     }
