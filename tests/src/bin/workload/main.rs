@@ -128,7 +128,7 @@ fn main() {
 /// this process as its parent, so a tool can filter on it (-P). A child
 /// execs `exec` with `W-I` appended, or exits at once without it (new
 /// processes at the lowest cost under emulation). Prints `made M`: the
-/// children that exited 0, so the execs that happened.
+/// children that exited 0 (with `exec`, the execs that happened).
 fn storm(n: u64, exec: Option<&[String]>) {
     let workers: Vec<_> = (0..2)
         .map(|w| {
