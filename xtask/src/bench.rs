@@ -14,6 +14,7 @@
 
 mod bpf_stats;
 mod exporter;
+mod growth;
 mod workload;
 
 use std::{
@@ -230,6 +231,11 @@ pub fn bench(bin_dir: &Path, options: &Options) -> Result<()> {
     if benchmarks.iter().any(|b| b.tool == "execsnoop") {
         println!("bench: execsnoop loss");
         report += &bench.loss()?;
+    }
+    let (runqlat, gethostlatency) =
+        (benchmarks.iter().any(|b| b.tool == "runqlat"), benchmarks.iter().any(|b| b.tool == "gethostlatency"));
+    if runqlat || gethostlatency {
+        report += &bench.cost_growth(runqlat, gethostlatency)?;
     }
     if benchmarks.iter().any(|b| b.tool == EXPORTER) {
         println!("bench: exporter scrapes");
@@ -517,6 +523,18 @@ impl Bench {
     }
 
     fn startup_row(&self, b: &Benchmark) -> Result<String> {
+        let ms = self.startup_ms(b)?;
+        Ok(format!(
+            "| {} | {} | {} | {} |\n",
+            b.tool,
+            stat(&ms[0], 1),
+            stat(&ms[1], 1),
+            ratio(median(&ms[0]), median(&ms[1]))
+        ))
+    }
+
+    /// Start-ups of ours and of the C tool (ms), interleaved.
+    fn startup_ms(&self, b: &Benchmark) -> Result<[Vec<f64>; 2]> {
         let tool = b.tool;
         let mut ms = [Vec::new(), Vec::new()];
         for round in 0..self.settings.rounds.max(5) {
@@ -541,12 +559,7 @@ impl Bench {
                 ms[i].push(elapsed.as_secs_f64() * 1e3);
             }
         }
-        Ok(format!(
-            "| {tool} | {} | {} | {} |\n",
-            stat(&ms[0], 1),
-            stat(&ms[1], 1),
-            ratio(median(&ms[0]), median(&ms[1]))
-        ))
+        Ok(ms)
     }
 
     /// execsnoop at rising rates with 1, 2 and 4 workers: the highest rate

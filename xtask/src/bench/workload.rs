@@ -91,65 +91,101 @@ pub fn last_cpu() -> usize {
 /// Two processes pinned to one CPU pass a byte back and forth over pipes:
 /// every round trip is two wakeups and two context switches.
 pub fn ping_pong(cpu: usize, secs: f64) -> Result<Done> {
-    let (ping_r, ping_w) = pipe()?;
-    let (pong_r, pong_w) = pipe()?;
-    let (result_r, result_w) = pipe()?;
-    let one_byte = |fd: &OwnedFd, read: bool, byte: &mut u8| -> bool {
-        let p: *mut u8 = byte;
-        // SAFETY: one byte to or from a live local.
-        let n = unsafe {
-            if read {
-                libc::read(fd.as_raw_fd(), p.cast(), 1)
-            } else {
-                libc::write(fd.as_raw_fd(), p.cast(), 1)
-            }
+    ping_pongs(&[cpu], secs)
+}
+
+/// A ping-pong pair pinned to each of `cpus`, all at once: their round
+/// trips added up, over the longest run times the CPUs they kept busy (a
+/// pair keeps its CPU busy), so `ns_per_op` is CPU time per round trip
+/// however many pairs share a CPU.
+pub fn ping_pongs(cpus: &[usize], secs: f64) -> Result<Done> {
+    let pairs: Vec<PingPong> = cpus.iter().map(|&cpu| PingPong::start(cpu, secs)).collect::<Result<_>>()?;
+    let mut done = Done { ops: 0, secs: 0.0 };
+    for pair in pairs {
+        let pair = pair.finish()?;
+        done.ops += pair.ops;
+        done.secs = done.secs.max(pair.secs);
+    }
+    let mut busy = cpus.to_vec();
+    busy.sort_unstable();
+    busy.dedup();
+    done.secs *= busy.len() as f64;
+    Ok(done)
+}
+
+/// One ping-pong pair, running.
+struct PingPong {
+    pinger: libc::pid_t,
+    ponger: libc::pid_t,
+    result: OwnedFd,
+}
+
+impl PingPong {
+    fn start(cpu: usize, secs: f64) -> Result<PingPong> {
+        let (ping_r, ping_w) = pipe()?;
+        let (pong_r, pong_w) = pipe()?;
+        let (result_r, result_w) = pipe()?;
+        let one_byte = |fd: &OwnedFd, read: bool, byte: &mut u8| -> bool {
+            let p: *mut u8 = byte;
+            // SAFETY: one byte to or from a live local.
+            let n = unsafe {
+                if read {
+                    libc::read(fd.as_raw_fd(), p.cast(), 1)
+                } else {
+                    libc::write(fd.as_raw_fd(), p.cast(), 1)
+                }
+            };
+            n == 1
         };
-        n == 1
-    };
-    let ponger = fork(|| {
-        if !integration_tests::pin_to_cpu(cpu) {
-            return 2;
-        }
-        let mut byte = 0u8;
-        while one_byte(&ping_r, true, &mut byte) && byte != 0 {
-            if !one_byte(&pong_w, false, &mut byte) {
-                return 1;
+        let ponger = fork(|| {
+            if !integration_tests::pin_to_cpu(cpu) {
+                return 2;
             }
-        }
-        0
-    })?;
-    let pinger = fork(|| {
-        if !integration_tests::pin_to_cpu(cpu) {
-            return 2;
-        }
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs_f64(secs);
-        let mut trips = 0u64;
-        let mut byte = 1u8;
-        loop {
-            for _ in 0..256 {
-                if !one_byte(&ping_w, false, &mut byte) || !one_byte(&pong_r, true, &mut byte) {
+            let mut byte = 0u8;
+            while one_byte(&ping_r, true, &mut byte) && byte != 0 {
+                if !one_byte(&pong_w, false, &mut byte) {
                     return 1;
                 }
             }
-            trips += 256;
-            if Instant::now() >= deadline {
-                break;
+            0
+        })?;
+        let pinger = fork(|| {
+            if !integration_tests::pin_to_cpu(cpu) {
+                return 2;
             }
-        }
-        let elapsed = started.elapsed();
-        byte = 0;
-        one_byte(&ping_w, false, &mut byte);
-        write_u64(&result_w, trips);
-        write_u64(&result_w, elapsed.as_nanos() as u64);
-        0
-    })?;
-    drop(result_w);
-    let result = read_u64s(result_r, 2);
-    wait_ok(pinger, "ping")?;
-    wait_ok(ponger, "pong")?;
-    let result = result?;
-    Ok(Done { ops: result[0], secs: result[1] as f64 / 1e9 })
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs_f64(secs);
+            let mut trips = 0u64;
+            let mut byte = 1u8;
+            loop {
+                for _ in 0..256 {
+                    if !one_byte(&ping_w, false, &mut byte) || !one_byte(&pong_r, true, &mut byte) {
+                        return 1;
+                    }
+                }
+                trips += 256;
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            let elapsed = started.elapsed();
+            byte = 0;
+            one_byte(&ping_w, false, &mut byte);
+            write_u64(&result_w, trips);
+            write_u64(&result_w, elapsed.as_nanos() as u64);
+            0
+        })?;
+        Ok(PingPong { pinger, ponger, result: result_r })
+    }
+
+    /// Waits for the pair: its round trips and how long it ran.
+    fn finish(self) -> Result<Done> {
+        let result = read_u64s(self.result, 2);
+        wait_ok(self.pinger, "ping")?;
+        wait_ok(self.ponger, "pong")?;
+        let result = result?;
+        Ok(Done { ops: result[0], secs: result[1] as f64 / 1e9 })
+    }
 }
 
 /// `workers` processes each fork and exec `/bin/true MARKER` in a loop,
