@@ -1,6 +1,6 @@
 //! How costs grow with the work: runqlat's added time per round trip as
 //! ping-pong pairs are added (the event rate of the whole machine rising,
-//! then CPUs shared), and gethostlatency's start-up as processes are added
+//! then, with more pairs than CPUs, CPUs shared), and gethostlatency's start-up as processes are added
 //! (it reads each one's maps for the C libraries to probe).
 
 use std::{collections::BTreeSet, fmt::Write as _, time::Duration};
@@ -15,7 +15,7 @@ const PAIRS: [usize; 3] = [1, 2, 4];
 impl Bench {
     /// The section, with the rows of whichever of the two tools is benchmarked.
     pub(super) fn cost_growth(&self, runqlat: bool, gethostlatency: bool) -> Result<String> {
-        let mut s = String::from("## Cost growth\n\n");
+        let mut s = String::from("\n## Cost growth\n\n");
         if runqlat {
             s += &self.event_rate_rows()?;
         }
@@ -26,17 +26,17 @@ impl Bench {
     }
 
     /// runqlat, ours and libbpf-tools', with 1, 2 and 4 ping-pong pairs,
-    /// pair i on CPU i modulo the CPUs: CPU time per round trip, untraced
-    /// and added by each.
+    /// the first on the last CPU (as the ping-pong rows') and each next on
+    /// the next CPU, round: CPU time per round trip, untraced and added by each.
     fn event_rate_rows(&self) -> Result<String> {
         let all = benchmarks();
         let b = all.iter().find(|b| b.name == "runqlat").context("no runqlat benchmark")?;
         let cpus = workload::last_cpu() + 1;
         let mut s = String::from(
-            "### runqlat as the event rate rises: ping-pong pairs, pair *i* pinned to CPU *i* mod CPUs\n\n\
+            "### runqlat as the event rate rises: ping-pong pairs, each pinned to a CPU, the CPUs taken in turn\n\n\
              CPU time per round trip (the pairs keep their CPUs busy): untraced, and added by each tracer \
              (the ping-pong rows' *added ns per op*, measured the same way).\n\n\
-             | pairs | round trips per second | untraced ns | ours: added ns | libbpf-tools: added ns |\n\
+             | pairs | round trips per second, untraced | untraced ns | ours: added ns | libbpf-tools: added ns |\n\
              |---|---|---|---|---|\n",
         );
         for pairs in PAIRS {

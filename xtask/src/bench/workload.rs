@@ -137,7 +137,16 @@ impl PingPong {
             };
             n == 1
         };
+        // Each child closes the ends it does not use (fork has no exec to
+        // close them), so the other's exit is an end of file, never a hang.
+        let close = |fds: [&OwnedFd; 3]| {
+            // SAFETY: closes this child's copies only.
+            fds.iter().for_each(|fd| unsafe {
+                libc::close(fd.as_raw_fd());
+            });
+        };
         let ponger = fork(|| {
+            close([&ping_w, &pong_r, &result_w]);
             if !integration_tests::pin_to_cpu(cpu) {
                 return 2;
             }
@@ -150,6 +159,7 @@ impl PingPong {
             0
         })?;
         let pinger = fork(|| {
+            close([&ping_r, &pong_w, &result_r]);
             if !integration_tests::pin_to_cpu(cpu) {
                 return 2;
             }
