@@ -319,3 +319,25 @@ fn duration_ends_the_trace() {
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     assert_eq!(out.stdout.lines().nth(1), Some(HEADER));
 }
+
+/// `--histogram`, BCC's ext4dist view: every operation of the workload
+/// counted in the kernel, whatever its latency, in a table per operation.
+#[test]
+fn histograms_count_every_operation_by_operation() {
+    let mount = Mounted::new("ext4");
+    let path = mount.path(&unique_tag("f"));
+    let banner = "Tracing ext4 operation latency... Hit Ctrl-C to end.";
+    let workload = ["file-ops", &path, "8192", &(1 << 20).to_string()];
+    let (out, _) = trace("ext4slower", &["--histogram", "-p", "PID"], banner, &workload);
+    assert_eq!(out.stdout.lines().next(), Some(banner));
+    let counts: Vec<(String, u64)> = parse_tables(&out.stdout)
+        .into_iter()
+        .map(|(section, table)| {
+            table.assert_summary_consistent();
+            assert_eq!(table.unit, "usecs");
+            (section.unwrap_or_default(), table.total())
+        })
+        .collect();
+    let want = [("operation = read", 1), ("operation = write", 1), ("operation = open", 2), ("operation = fsync", 1)];
+    assert_eq!(counts, want.map(|(s, n)| (s.to_owned(), n)), "{}", out.stdout);
+}

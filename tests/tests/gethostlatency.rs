@@ -335,3 +335,37 @@ fn without_cookies_on_the_perf_array_with_the_config_map() {
         records[0]
     );
 }
+
+/// `--histogram`: every lookup counted in the kernel by function and
+/// result, as histogram records; the DNS server's delay is in the slow ones.
+#[test]
+fn histograms_by_function_and_result() {
+    let id = unique_tag("h");
+    let local = format!("local-{id}");
+    let calls = [
+        format!("getaddrinfo:nx-{id}.test"),
+        format!("getaddrinfo:{local}"),
+        format!("getaddrinfo:{local}"),
+        format!("gethostbyname:a-{id}.test"),
+    ];
+    let ready = "Tracing host name lookup latency";
+    let (out, _) = trace(&["--histogram", "--json", "-p", "PID"], ready, &local, &calls);
+    let histograms: Vec<Value> = json_lines(&out.stdout).into_iter().filter(|r| r["type"] == "histogram").collect();
+    let got: Vec<(String, String, u64, bool)> = histograms
+        .iter()
+        .map(|r| {
+            assert_eq!((r["tool"].as_str(), r["unit"].as_str()), (Some("gethostlatency"), Some("usecs")), "{r}");
+            let slow = r["max"].as_u64().unwrap() >= DELAY * 1000;
+            let key = &r["key"];
+            (
+                key["function"].as_str().unwrap().into(),
+                key["result"].as_str().unwrap().into(),
+                r["count"].as_u64().unwrap(),
+                slow,
+            )
+        })
+        .collect();
+    let want =
+        [("getaddrinfo", "ok", 2, false), ("getaddrinfo", "EAI_NONAME", 1, true), ("gethostbyname", "ok", 1, true)];
+    assert_eq!(got, want.map(|(f, r, n, slow)| (f.to_owned(), r.to_owned(), n, slow)), "{}", out.stdout);
+}

@@ -401,3 +401,23 @@ fn loss_is_counted_exactly_when_the_reader_stalls() {
     let lost = storm(&["--buffer-pages", "1"], true);
     assert!(lost.counted_by_programs() > 0, "nothing was lost: the test did not stall the reader");
 }
+
+/// `--histogram`: every session counted in the kernel as it closes, by
+/// family; `-D` keeps the client's end only.
+#[test]
+fn histograms_of_session_durations_by_family() {
+    let _serial = serial();
+    let (mut w, s) = start_session(&args(&sizes("client")));
+    let port = s.port.to_string();
+    let tool_args = ["--histogram", "--milliseconds", "--json", "-D", &port];
+    let out = w.traced_by(Running::start("tcplife", &tool_args, "Tracing TCP session durations"));
+    out.assert_complete("tcplife");
+    let histograms: Vec<Value> = json_lines(&out.stdout).into_iter().filter(|r| r["type"] == "histogram").collect();
+    assert_eq!(histograms.len(), 1, "{}", out.stdout);
+    let h = &histograms[0];
+    assert_eq!(
+        (h["key"]["family"].as_str(), h["count"].as_u64(), h["unit"].as_str()),
+        (Some("ipv4"), Some(1), Some("msecs")),
+        "{h}"
+    );
+}

@@ -65,6 +65,14 @@ const BAD_INPUT: &[(&str, &[&str], &str)] = &[
     ("ext4slower", &["-p", "999999999"], "no process"),
     ("ext4slower", &["-t", "nosuchfs"], "invalid value"),
     ("ext4slower", &["-d", "0"], "invalid value"),
+    // --histogram on the event tools
+    ("ext4slower", &["--histogram", "5"], "cannot be used with"),
+    ("ext4slower", &["--histogram", "-j"], "cannot be used with"),
+    ("ext4slower", &["--interval", "2"], "--histogram"),
+    ("gethostlatency", &["--histogram", "--containers"], "cannot be used with"),
+    ("gethostlatency", &["--milliseconds"], "--histogram"),
+    ("tcplife", &["--histogram", "-s"], "cannot be used with"),
+    ("tcplife", &["--histogram", "--interval", "0"], "invalid value '0'"),
     // The renderer
     ("ebpf-tools-heatmap", &["/nonexistent/capture.jsonl"], "/nonexistent/capture.jsonl"),
 ];

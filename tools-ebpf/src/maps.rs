@@ -195,11 +195,14 @@ impl KeyedHist {
         self.add(drops, HistKey { key, slot: SUM_SLOT, _pad: 0 }, n);
     }
 
-    /// Counts `ns` in `key`'s histogram and adds it to the key's sum: what
-    /// an event tool does instead of sending an event, for the exporter.
+    /// Counts `ns` in `key`'s histogram in units of `unit_ns` and adds it
+    /// to the key's sum in nanoseconds: what an event tool does instead of
+    /// sending an event, for the exporter (unit 1) and `--histogram`.
     #[inline(always)]
-    pub fn record_with_sum(&self, drops: &Counters<Drops>, key: u64, ns: u64) {
-        self.record(drops, key, ns);
+    pub fn record_with_sum(&self, drops: &Counters<Drops>, key: u64, ns: u64, unit_ns: u32) {
+        if let Some(value) = ns.checked_div(unit_ns as u64) {
+            self.record(drops, key, value);
+        }
         self.add_sum(drops, key, ns);
     }
 

@@ -39,6 +39,48 @@ impl HistogramArgs {
     }
 }
 
+/// `--histogram` on the event tools (BCC's ext4dist view and its kin):
+/// every call counted in the kernel by key, printed as latency histograms.
+#[derive(Args, Debug, Clone)]
+pub struct EventHistogramArgs {
+    /// Count every call in the kernel and print a latency histogram per
+    /// kind of call (operation; function and result; address family) in
+    /// place of a line per event, when the trace ends (-d, Ctrl-C, SIGTERM)
+    /// or every --interval seconds. --json prints histogram records.
+    #[arg(long, conflicts_with_all = ["csv", "containers", "buffer_pages"])]
+    pub histogram: bool,
+
+    /// With --histogram: print the histograms every SECONDS.
+    #[arg(long, value_name = "SECONDS", requires = "histogram", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+
+    /// With --histogram: histograms in milliseconds instead of microseconds.
+    #[arg(long, requires = "histogram")]
+    pub milliseconds: bool,
+}
+
+impl EventHistogramArgs {
+    /// With --histogram, the nanoseconds of its unit, which the kernel
+    /// counts in.
+    pub fn unit_ns(&self) -> Option<u32> {
+        self.histogram.then_some(if self.milliseconds { 1_000_000 } else { 1000 })
+    }
+
+    /// The histogram tools' arguments these amount to: one interval for the
+    /// whole trace unless --interval splits it; with a duration, as many
+    /// intervals as cover it (the last one whole).
+    pub fn as_histogram_args(&self, duration: Option<u64>) -> HistogramArgs {
+        let forever = 99_999_999;
+        let (interval, count) = match (self.interval, duration) {
+            (Some(interval), Some(duration)) => (interval, duration.div_ceil(interval)),
+            (Some(interval), None) => (interval, forever),
+            (None, Some(duration)) => (duration, 1),
+            (None, None) => (forever, forever),
+        };
+        HistogramArgs { timestamp: false, milliseconds: self.milliseconds, interval, count, heatmap: None }
+    }
+}
+
 /// `-p PID`: a process that must exist when the tool starts, as the tool's
 /// own PID namespace numbers it; held as the host's PID, the kernel's.
 #[derive(Args, Debug, Clone)]

@@ -20,7 +20,11 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tools_common::{map_names, Drops, Event};
 
-use crate::{cli::EventArgs, kernel_maps, loader::Build};
+use crate::{
+    cli::{EventArgs, EventHistogramArgs},
+    kernel_maps,
+    loader::Build,
+};
 
 /// The event path a tool takes: its build (ring buffer or perf event
 /// array) and the buffers' size.
@@ -38,6 +42,15 @@ impl EventPath {
     /// The path of a command-line event tool.
     pub fn new(build: Build, events: &EventArgs) -> EventPath {
         EventPath { build, pages_per_cpu: events.buffer_pages as usize, counting: false }
+    }
+
+    /// The path of a command-line event tool that may be asked for
+    /// `--histogram`: then it counts in the kernel, as the exporter's do.
+    pub fn of_event_tool(build: Build, events: &EventArgs, histogram: &EventHistogramArgs) -> EventPath {
+        match histogram.histogram {
+            true => EventPath::counting_in_kernel(build),
+            false => EventPath::new(build, events),
+        }
     }
 
     /// The path of a tool that counts in the kernel and sends no events

@@ -264,15 +264,14 @@ pub struct HistogramMaps {
 }
 
 impl HistogramMaps {
+    /// A tool's maps: the unkeyed histogram where its object has one (an
+    /// event tool's has none), the keyed table, the drop counters, and the
+    /// totals (`-e`, the exporter's sums) if asked for.
     pub fn take(ebpf: &mut Ebpf, keyed_mode: bool, totals: bool) -> Result<Self> {
-        Self::take_maps(ebpf, true, keyed_mode, totals)
-    }
-
-    fn take_maps(ebpf: &mut Ebpf, unkeyed: bool, keyed_mode: bool, totals: bool) -> Result<Self> {
         Ok(HistogramMaps {
-            hist: match unkeyed {
-                true => Some(kernel_maps::Hist::take(ebpf, map_names::HIST)?),
-                false => None,
+            hist: match ebpf.map(map_names::HIST) {
+                Some(_) => Some(kernel_maps::Hist::take(ebpf, map_names::HIST)?),
+                None => None,
             },
             keyed: kernel_maps::KeyedHist::take(ebpf, map_names::KEYED_HIST)?,
             drops: kernel_maps::Counters::take(ebpf, map_names::DROPS)?,
@@ -292,7 +291,7 @@ impl HistogramMaps {
     /// An event tool's maps, counting in the kernel for the exporter: its
     /// keyed table and drop counters (it has no unkeyed histogram).
     pub fn take_keyed(ebpf: &mut Ebpf) -> Result<Self> {
-        Self::take_maps(ebpf, false, true, false)
+        Self::take(ebpf, true, false)
     }
 
     /// Reads what was counted since the last call. `key_alive` (for keys

@@ -122,9 +122,11 @@ pub struct Config {
     pub tp_fd: u32,
     pub tp_pos: u32,
     pub tp_ret: u32,
-    /// Non-zero for the exporter: every operation is counted in the keyed
-    /// histogram under its `op`, with its sum, and no event is sent.
-    pub histograms: u32,
+    /// Non-zero: every operation is counted in the keyed histogram under
+    /// its `op`, in units of this many nanoseconds (the exporter's 1,
+    /// `--histogram`'s 1000 or 1000000), its sum in nanoseconds, and no
+    /// event is sent.
+    pub histogram_unit_ns: u32,
     /// The tool's own process, left out: its output may go to a file on the
     /// very filesystem traced (`ext4slower > log`), as BCC leaves out its own.
     pub own_tgid: u32,

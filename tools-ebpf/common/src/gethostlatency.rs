@@ -109,9 +109,11 @@ pub struct LookupEventOf<const HOST: usize> {
 pub struct Config {
     /// `-p`: only this process; 0 = all.
     pub target_tgid: u32,
-    /// Non-zero for the exporter: each lookup is counted in the keyed
-    /// histogram under [`hist_key`] and no event is sent.
-    pub histograms: u32,
+    /// Non-zero: each lookup is counted in the keyed histogram under
+    /// [`hist_key`], in units of this many nanoseconds (the exporter's 1,
+    /// `--histogram`'s 1000 or 1000000), its sum in nanoseconds, and no
+    /// event is sent.
+    pub histogram_unit_ns: u32,
     pub cgroup: crate::CgroupFilter,
 }
 

@@ -145,9 +145,11 @@ pub struct Config {
     pub tp_daddr_v6: u32,
     /// `sys_exit_accept(4)`: `ret`, the new descriptor.
     pub tp_exit_ret: u32,
-    /// Non-zero for the exporter: each session is counted in the keyed
-    /// histogram (see [`hist_key`]) and no event is sent.
-    pub histograms: u32,
+    /// Non-zero: each session is counted in the keyed histogram (see
+    /// [`hist_key`]), its duration in units of this many nanoseconds (the
+    /// exporter's 1, `--histogram`'s 1000 or 1000000), its sums in
+    /// nanoseconds and bytes, and no event is sent.
+    pub histogram_unit_ns: u32,
     pub _pad: u32,
 }
 

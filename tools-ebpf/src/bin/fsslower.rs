@@ -45,8 +45,8 @@ mod bpf {
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    // DROPS, EVENTS, and KEYED_HIST: the exporter's histograms by operation
-    // (`Config::histograms`).
+    // DROPS, EVENTS, and KEYED_HIST: the histograms by operation of the
+    // exporter and --histogram (`Config::histogram_unit_ns`).
     event_maps!();
 
     /// Operations in flight: by thread and operation on the function rungs
@@ -95,8 +95,8 @@ mod bpf {
     fn finish<C: EbpfContext>(ctx: &C, config: &Config, started: &Start, file: Ptr, ret: i64) {
         let now = unsafe { bpf_ktime_get_ns() };
         let latency = now.saturating_sub(started.ts_ns);
-        if config.histograms != 0 {
-            return KEYED_HIST.record_with_sum(&DROPS, started.op as u64, latency);
+        if config.histogram_unit_ns != 0 {
+            return KEYED_HIST.record_with_sum(&DROPS, started.op as u64, latency, config.histogram_unit_ns);
         }
         if latency <= config.min_ns {
             return;

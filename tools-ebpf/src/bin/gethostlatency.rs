@@ -52,8 +52,8 @@ mod bpf {
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    // DROPS, EVENTS, and KEYED_HIST: the exporter's histograms by function
-    // and result (`Config::histograms`).
+    // DROPS, EVENTS, and KEYED_HIST: the histograms by function and result
+    // of the exporter and --histogram (`Config::histogram_unit_ns`).
     event_maps!();
 
     /// Thread → its outermost resolver call in flight.
@@ -181,8 +181,9 @@ mod bpf {
         let ret = ctx.ret::<i64>();
         // getaddrinfo returns an int: the upper half of the register is not the result's.
         let ret = if call.function == function::GETADDRINFO { ret as i32 as i64 } else { ret };
-        if config.histograms != 0 {
-            return KEYED_HIST.record_with_sum(&DROPS, hist_key(call.function, ret), latency);
+        if config.histogram_unit_ns != 0 {
+            let key = hist_key(call.function, ret);
+            return KEYED_HIST.record_with_sum(&DROPS, key, latency, config.histogram_unit_ns);
         }
         let fill = |ev: &mut LookupEventOf<_>| {
             ev.ts_ns = now;

@@ -41,8 +41,8 @@ mod bpf {
     #[config]
     static CONFIG: Configuration<Config> = Configuration::new();
 
-    // DROPS, EVENTS, and KEYED_HIST: the exporter's histograms and byte sums
-    // by family (`Config::histograms`).
+    // DROPS, EVENTS, and KEYED_HIST: the histograms and byte sums by family
+    // of the exporter and --histogram (`Config::histogram_unit_ns`).
     event_maps!();
 
     /// Socket → its session, from birth to CLOSE (removed there). User
@@ -172,9 +172,10 @@ mod bpf {
                 ev.flags |= session_flags::BYTES_KNOWN;
             }
         }
-        if config.histograms != 0 {
+        if config.histogram_unit_ns != 0 {
             let family = ev.family as u64;
-            KEYED_HIST.record_with_sum(&DROPS, hist_key::DURATION | family, ev.duration_ns);
+            let unit_ns = config.histogram_unit_ns;
+            KEYED_HIST.record_with_sum(&DROPS, hist_key::DURATION | family, ev.duration_ns, unit_ns);
             KEYED_HIST.add_sum(&DROPS, hist_key::TX_BYTES | family, ev.tx_bytes);
             KEYED_HIST.add_sum(&DROPS, hist_key::RX_BYTES | family, ev.rx_bytes);
             return;

@@ -10,10 +10,13 @@ use clap::Parser;
 use tools_common::fsslower::{op, FileOpEvent};
 use tools_user::{
     btf::Btf,
-    cli::{CgroupArg, ContainersArg, EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, ContainersArg, EventArgs, EventHistogramArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
     container, diag,
-    driver::events::{self, EventTool},
+    driver::{
+        events::{self, EventTool},
+        histograms,
+    },
     events::EventPath,
     lifetime::{self, BadInput},
     loader::Build,
@@ -27,15 +30,15 @@ use tools_user::{
 #[command(name = "ext4slower", after_help = EXAMPLES)]
 struct Args {
     /// Output in CSV (BCC's ENDTIME_us,TASK,PID,TYPE,BYTES,OFFSET_b,LATENCY_us,FILE).
-    #[arg(short = 'j')]
+    #[arg(short = 'j', conflicts_with = "histogram")]
     j: bool,
     #[command(flatten)]
     pid: PidArg,
     /// Minimum I/O duration to trace, in ms (default 10; 0 traces every operation).
-    #[arg(value_name = "min_ms", conflicts_with = "min")]
+    #[arg(value_name = "min_ms", conflicts_with_all = ["min", "histogram"])]
     min_ms: Option<u64>,
     /// Minimum I/O duration to trace, in ms (libbpf-tools' spelling of min_ms).
-    #[arg(short = 'm', long = "min", value_name = "MIN")]
+    #[arg(short = 'm', long = "min", value_name = "MIN", conflicts_with = "histogram")]
     min: Option<u64>,
     /// Total duration of the trace, in seconds.
     #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -54,6 +57,8 @@ struct Args {
     #[arg(long = "allow-syscall-rung")]
     allow_syscall_rung: bool,
     #[command(flatten)]
+    histogram: EventHistogramArgs,
+    #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -67,6 +72,7 @@ const EXAMPLES: &str = "examples:
     ./ext4slower -p 185      # trace PID 185 only
     ./ext4slower -d 10       # trace for 10 seconds only
     ./ext4slower --json 0    # JSON Lines, with the file's device and inode
+    ./ext4slower --histogram # latency histograms of every operation, as ext4dist
     ./xfsslower              # the same for XFS (btrfsslower for Btrfs)";
 
 fn filesystem_names() -> clap::builder::PossibleValuesParser {
@@ -88,7 +94,7 @@ fn main() -> ExitCode {
         };
         let min_ms = args.min_ms.or(args.min).unwrap_or(10);
         let load_options = args.runtime.load_options();
-        let path = EventPath::new(Build::choose(&load_options), &args.events);
+        let path = EventPath::of_event_tool(Build::choose(&load_options), &args.events, &args.histogram);
         let btf = Btf::for_tool(&load_options)?;
         let cgroup = args.cgroup.cgroup.as_deref();
         let allow_syscall_rung = args.allow_syscall_rung;
@@ -99,7 +105,7 @@ fn main() -> ExitCode {
             pid: args.pid.pid,
             cgroup,
             containers,
-            histograms: false,
+            histograms: args.histogram.unit_ns(),
             allow_syscall_rung,
         };
         let loaded = fsslower::plan(&options, &btf, &load_options, &path)?.load(&load_options)?;
@@ -108,6 +114,12 @@ fn main() -> ExitCode {
                 "{name}: tracing through syscall tracepoints (this kernel has neither kprobes nor fentry): every \
                  read, write, open and fsync on the host pays about 300 ns while this runs"
             ));
+        }
+        if args.histogram.histogram {
+            let banner = format!("Tracing {} operation latency... Hit Ctrl-C to end.", fs.name);
+            let operation = |op: u64| vec![("operation", fsslower::operation_name(op).into())];
+            let hist = args.histogram.as_histogram_args(args.duration);
+            return histograms::run_event_histograms(loaded, &banner, &operation, &hist, &args.runtime);
         }
         let format = args.events.format(&args.runtime);
         let tracing = match min_ms {

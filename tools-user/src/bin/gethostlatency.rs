@@ -15,10 +15,13 @@ use serde_json::Value;
 use tools_common::gethostlatency::LookupEvent;
 use tools_user::{
     btf::Btf,
-    cli::{CgroupArg, ContainersArg, EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, ContainersArg, EventArgs, EventHistogramArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
     container, diag,
-    driver::events::{self, EventTool},
+    driver::{
+        events::{self, EventTool},
+        histograms,
+    },
     events::EventPath,
     lifetime,
     loader::Build,
@@ -42,6 +45,8 @@ struct Args {
     #[command(flatten)]
     containers: ContainersArg,
     #[command(flatten)]
+    histogram: EventHistogramArgs,
+    #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -51,20 +56,21 @@ const EXAMPLES: &str = "examples:
     ./gethostlatency           # time every host name lookup
     ./gethostlatency -p 181    # only trace PID 181
     ./gethostlatency -l /lib/x86_64-linux-gnu/libc.so.6    # only this C library
-    ./gethostlatency --json    # JSON Lines: function, result, the library";
+    ./gethostlatency --json    # JSON Lines: function, result, the library
+    ./gethostlatency --histogram   # latency histograms by function and result";
 
 fn main() -> ExitCode {
     lifetime::main_with("gethostlatency", || {
         let args = manual::parse::<Args>(tools_user::man_page!("gethostlatency.8"));
         diag::init_logging(args.runtime.verbose);
         let load_options = args.runtime.load_options();
-        let path = EventPath::new(Build::choose(&load_options), &args.events);
+        let path = EventPath::of_event_tool(Build::choose(&load_options), &args.events, &args.histogram);
         let options = gethostlatency::Options {
             pid: args.pid.pid,
             libc: &args.libc,
             cgroup: args.cgroup.cgroup.as_deref(),
             containers: args.containers.containers,
-            histograms: false,
+            histograms: args.histogram.unit_ns(),
         };
         // Only -c and --containers read a struct; a --btf file is checked all the same (used or refused).
         let reads_task = args.cgroup.cgroup.is_some() || args.containers.containers;
@@ -76,6 +82,15 @@ fn main() -> ExitCode {
         // container started after the tool), about once a second.
         let (plan, libraries) = gethostlatency::plan(&options, &btf, &path)?;
         let loaded = plan.load(&load_options)?;
+        if args.histogram.histogram {
+            let labels = |key: u64| {
+                let (function, result) = gethostlatency::labels_of(key);
+                vec![("function", function.into()), ("result", result.into())]
+            };
+            let hist = args.histogram.as_histogram_args(None);
+            let banner = "Tracing host name lookup latency... Hit Ctrl-C to end.";
+            return histograms::run_event_histograms(loaded, banner, &labels, &hist, &args.runtime);
+        }
         let format = args.events.format(&args.runtime);
         let mut columns = columns(format, libraries);
         if args.containers.containers {

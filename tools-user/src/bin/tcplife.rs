@@ -16,10 +16,13 @@ use clap::Parser;
 use tools_common::tcplife::{owner_from, session_flags, SessionEvent};
 use tools_user::{
     btf::Btf,
-    cli::{CgroupArg, ContainersArg, EventArgs, PidArg, RuntimeArgs},
+    cli::{CgroupArg, ContainersArg, EventArgs, EventHistogramArgs, PidArg, RuntimeArgs},
     columns::{Cell, Column, Columns},
     container, diag,
-    driver::events::{self, EventTool},
+    driver::{
+        events::{self, EventTool},
+        histograms,
+    },
     events::EventPath,
     lifetime,
     loader::Build,
@@ -42,7 +45,7 @@ struct Args {
     #[arg(short = 'w', long = "wide")]
     wide: bool,
     /// Comma separated values output (BCC's spelling of --csv).
-    #[arg(short = 's')]
+    #[arg(short = 's', conflicts_with = "histogram")]
     s: bool,
     #[command(flatten)]
     pid: PidArg,
@@ -63,6 +66,8 @@ struct Args {
     #[command(flatten)]
     containers: ContainersArg,
     #[command(flatten)]
+    histogram: EventHistogramArgs,
+    #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -79,7 +84,8 @@ const EXAMPLES: &str = "examples:
     ./tcplife -D 80     # only trace remote port 80
     ./tcplife -4        # only trace IPv4 family
     ./tcplife -6        # only trace IPv6 family
-    ./tcplife --json    # JSON Lines, exact byte counts";
+    ./tcplife --json    # JSON Lines, exact byte counts
+    ./tcplife --histogram --milliseconds   # session durations by family";
 
 fn parse_port(s: &str) -> Result<u16, String> {
     match s.trim().parse::<u16>() {
@@ -94,7 +100,7 @@ fn main() -> ExitCode {
         args.events.csv |= args.s;
         diag::init_logging(args.runtime.verbose);
         let load_options = args.runtime.load_options();
-        let path = EventPath::new(Build::choose(&load_options), &args.events);
+        let path = EventPath::of_event_tool(Build::choose(&load_options), &args.events, &args.histogram);
         let btf = Btf::for_tool(&load_options)?;
         let options = tcplife::Options {
             pid: args.pid.pid,
@@ -107,11 +113,18 @@ fn main() -> ExitCode {
             remote_ports: args.remoteport.clone(),
             cgroup: args.cgroup.cgroup.as_deref(),
             containers: args.containers.containers,
-            histograms: false,
+            histograms: args.histogram.unit_ns(),
         };
         let loaded = tcplife::plan(&options, &btf, &path)?.load(&load_options)?;
         if loaded.parts.contains(&(tcplife::ACCEPT, Some(tcplife::SYSCALL_ACCEPT))) {
             diag::note(&format!("tcplife: {}", tcplife::ACCEPT_SYSCALL_TAX));
+        }
+        if args.histogram.histogram {
+            // The keys of byte sums hold no histogram: only durations show.
+            let family = |key: u64| vec![("family", tcplife::family_name(key).into())];
+            let hist = args.histogram.as_histogram_args(None);
+            let banner = "Tracing TCP session durations... Hit Ctrl-C to end.";
+            return histograms::run_event_histograms(loaded, banner, &family, &hist, &args.runtime);
         }
         let format = args.events.format(&args.runtime);
         let mut columns = columns(&args, format);

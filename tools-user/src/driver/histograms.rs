@@ -115,7 +115,7 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
         None => tool,
     };
     let look = || containers.iter().for_each(|groups| groups.borrow_mut().look());
-    let Loaded { mut ebpf, mut skipped, .. } = loaded;
+    let Loaded { mut ebpf, mut skipped, mut keeper, .. } = loaded;
     let mut maps = HistogramMaps::take(&mut ebpf, tool.key_fields.is_some(), tool.totals)?;
     let rt = runtime()?;
     let name = tool_name();
@@ -146,12 +146,19 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
             let one_second = Duration::from_secs(1);
             let mut second = tokio::time::interval_at(now + one_second, one_second);
             second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let every_second = containers.is_some() || keeper.is_some();
             let exiting = loop {
                 tokio::select! {
                     biased;
                     _ = shutdown.requested() => break true,
                     _ = tokio::time::sleep_until(interval_ends) => break false,
-                    _ = second.tick(), if containers.is_some() => look(),
+                    _ = second.tick(), if every_second => {
+                        look();
+                        // gethostlatency --histogram: probe the C libraries that appeared.
+                        if let Some(keeper) = &mut keeper {
+                            keeper.tick(&mut ebpf)?;
+                        }
+                    }
                 }
             };
             // And once more just before the read, so what is reclaimed and
@@ -235,6 +242,7 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
     // Detach everything before reporting, so the summary is the last word.
     drop(maps);
     crate::loader::detach_all([&mut ebpf]);
+    drop(keeper);
     drop(ebpf);
     drop(skipped);
     if lost_total > 0 {
@@ -242,4 +250,27 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_LOST));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--histogram` on an event tool: its programs count every call in the
+/// kernel by key (the exporter's tables), printed as a histogram tool's
+/// intervals with each key's section header (`operation = read`).
+pub fn run_event_histograms(
+    loaded: Loaded,
+    banner: &str,
+    key_fields: KeyFields<'_>,
+    hist: &HistogramArgs,
+    runtime: &RuntimeArgs,
+) -> Result<ExitCode> {
+    let tool = HistogramTool {
+        banner,
+        key_fields: Some(key_fields),
+        totals: false,
+        key_alive: None,
+        containers: None,
+        table_flag: None,
+        hist,
+        runtime,
+    };
+    run(tool, loaded)
 }

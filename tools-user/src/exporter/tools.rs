@@ -159,26 +159,25 @@ fn load_tool(
                 pid: None,
                 cgroup: None,
                 containers: false,
-                histograms: true,
+                histograms: Some(1),
                 allow_syscall_rung: options.ext4slower_allow_syscall_rung,
             };
             let path = EventPath::counting_in_kernel(build);
             let loaded = fsslower::plan(&plan_options, btf, load_options, &path)?.load(load_options)?;
-            let operation =
-                |op: u64| vec![("operation", fsslower::OPERATIONS.get(op as usize).unwrap_or(&"unknown").to_string())];
+            let operation = |op: u64| vec![("operation", fsslower::operation_name(op).to_owned())];
             attached(loaded, |loaded| {
                 KeyedFamily::new(loaded, EXT4_OPERATION_LATENCY, EXT4_OPERATION_LATENCY_HELP, operation)
             })
         }
         "tcplife" => {
-            let plan_options = tcplife::Options { histograms: true, ..Default::default() };
+            let plan_options = tcplife::Options { histograms: Some(1), ..Default::default() };
             let path = EventPath::counting_in_kernel(build);
             let plan = tcplife::plan(&plan_options, btf, &path)?;
             let bytes_known = plan.config.has_bytes != 0;
             attached(plan.load(load_options)?, |loaded| Tcplife::new(loaded, bytes_known))
         }
         "gethostlatency" => {
-            let plan_options = gethostlatency::Options { histograms: true, ..Default::default() };
+            let plan_options = gethostlatency::Options { histograms: Some(1), ..Default::default() };
             let path = EventPath::counting_in_kernel(build);
             // The plan's keeper probes new C libraries at each scrape, so
             // the exporter does nothing between scrapes.
@@ -474,11 +473,7 @@ impl Collector for Tcplife {
 
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
         let keyed = self.maps.keyed_total()?;
-        let family_label = |key: u64| match (key & 0xff) as i32 {
-            libc::AF_INET => "ipv4".to_owned(),
-            libc::AF_INET6 => "ipv6".to_owned(),
-            other => other.to_string(),
-        };
+        let family_label = tcplife::family_name;
         let durations = scrape.family(TCP_SESSION_DURATION, Kind::Histogram, TCP_SESSION_DURATION_HELP);
         for (key, (counts, sum_ns)) in keyed.iter().filter(|(key, _)| *key & !0xff == hist_key::DURATION) {
             durations.series.push(Series {

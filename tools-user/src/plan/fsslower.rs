@@ -75,9 +75,10 @@ pub struct Options<'a> {
     pub cgroup: Option<&'a Path>,
     /// `--containers`: events carry the task's cgroup.
     pub containers: bool,
-    /// Count every operation in the kernel, by operation; send no events
-    /// (the exporter).
-    pub histograms: bool,
+    /// Count every operation in the kernel, by operation, in units of this
+    /// many nanoseconds; send no events (the exporter: 1 ns; `--histogram`:
+    /// its unit).
+    pub histograms: Option<u32>,
     /// The syscall rung may be taken though it was not asked for by
     /// `--rung syscall` (`--allow-syscall-rung`): it taxes every process.
     pub allow_syscall_rung: bool,
@@ -90,6 +91,12 @@ const SYSCALL_TAX: &str = "syscall tracepoints slow every read, write, open and 
 
 /// Operations by `op::*`, as the exporter and `--json` name them.
 pub const OPERATIONS: [&str; 4] = ["read", "write", "open", "fsync"];
+
+/// The name of an operation counted in the kernel (a key of its keyed
+/// histograms).
+pub fn operation_name(op: u64) -> &'static str {
+    OPERATIONS.get(op as usize).copied().unwrap_or("unknown")
+}
 
 /// The configuration, the rungs best first, and the map sizes.
 pub fn plan(
@@ -106,7 +113,7 @@ pub fn plan(
     let mut config = Config {
         min_ns: options.min_ms.saturating_mul(1_000_000),
         target_tgid: options.pid.unwrap_or(0),
-        histograms: options.histograms as u32,
+        histogram_unit_ns: options.histograms.unwrap_or(0),
         own_tgid: std::process::id(),
         magic: fs.magic,
         task: offsets::task(btf)?,

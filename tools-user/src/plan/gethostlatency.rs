@@ -46,9 +46,10 @@ pub struct Options<'a> {
     pub cgroup: Option<&'a Path>,
     /// `--containers`: events carry the task's cgroup.
     pub containers: bool,
-    /// Count every lookup in the kernel, by function and result; send no
-    /// events (the exporter).
-    pub histograms: bool,
+    /// Count every lookup in the kernel, by function and result, in units
+    /// of this many nanoseconds; send no events (the exporter: 1 ns;
+    /// `--histogram`: its unit).
+    pub histograms: Option<u32>,
 }
 
 /// The probes as they follow the machine's C libraries: the plan's keeper.
@@ -70,7 +71,7 @@ struct Resolvers {
 pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(Plan<Config>, Rc<RefCell<Libraries>>)> {
     let config = Config {
         target_tgid: options.pid.unwrap_or(0),
-        histograms: options.histograms as u32,
+        histogram_unit_ns: options.histograms.unwrap_or(0),
         cgroup: crate::cgroup::events_walk(options.cgroup, options.containers, btf.as_ref().ok())?,
     };
     let mut libraries = Libraries::default();

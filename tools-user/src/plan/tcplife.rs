@@ -30,8 +30,20 @@ pub struct Options<'a> {
     pub cgroup: Option<&'a Path>,
     /// `--containers`: events carry the task's cgroup.
     pub containers: bool,
-    /// Count every session in the kernel; send no events (the exporter).
-    pub histograms: bool,
+    /// Count every session in the kernel, its duration in units of this
+    /// many nanoseconds; send no events (the exporter: 1 ns;
+    /// `--histogram`: its unit).
+    pub histograms: Option<u32>,
+}
+
+/// The address family of a key of the keyed histograms (its low byte),
+/// as the exporter's label and `--histogram` name it.
+pub fn family_name(key: u64) -> String {
+    match (key & 0xff) as i32 {
+        libc::AF_INET => "ipv4".to_owned(),
+        libc::AF_INET6 => "ipv6".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// The configuration, the rungs best first, the map sizes, and the port
@@ -42,7 +54,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
         family: options.family,
         filter_lports: !options.local_ports.is_empty() as u32,
         filter_dports: !options.remote_ports.is_empty() as u32,
-        histograms: options.histograms as u32,
+        histogram_unit_ns: options.histograms.unwrap_or(0),
         ..Config::default()
     };
     config.cgroup = crate::cgroup::events_walk(options.cgroup, options.containers, btf.as_ref().ok())?;
@@ -82,7 +94,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     // they close. The exporter's counts name no owner: it takes none.
     let cgroup_refused =
         super::current_task_refused(path.build, crate::cgroup::task_flag(options.cgroup, options.containers));
-    let accept = (!options.histograms).then(|| {
+    let accept = options.histograms.is_none().then(|| {
         vec![
             Rung::new("kretprobe")
                 .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
