@@ -20,12 +20,14 @@ mod bpf {
     #[cfg(not(feature = "legacy"))]
     use core::mem::offset_of;
 
+    #[cfg(feature = "legacy")]
+    use aya_ebpf::helpers::bpf_probe_read_user;
     #[cfg(not(feature = "legacy"))]
     use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
     use aya_ebpf::{
         helpers::{
             bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-            bpf_ktime_get_ns, bpf_probe_read_user,
+            bpf_ktime_get_ns,
         },
         macros::{map, tracepoint, uprobe, uretprobe},
         maps::HashMap,
