@@ -318,6 +318,10 @@ fn duration_ends_the_trace() {
     // qemu TCG start-up alone took over 10 s once, two guests at a time).
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     assert_eq!(out.stdout.lines().nth(1), Some(HEADER));
+    // And with --histogram: the tables of the one interval the duration makes.
+    let out = run("ext4slower", &[ALLOW, "--histogram", "-d", "1"]);
+    out.assert_complete("ext4slower");
+    assert_eq!(out.stdout.lines().next(), Some("Tracing ext4 operation latency... Hit Ctrl-C to end."));
 }
 
 /// `--histogram`, BCC's ext4dist view: every operation of the workload

@@ -355,7 +355,10 @@ fn histograms_by_function_and_result() {
         .iter()
         .map(|r| {
             assert_eq!((r["tool"].as_str(), r["unit"].as_str()), (Some("gethostlatency"), Some("usecs")), "{r}");
-            let slow = r["max"].as_u64().unwrap() >= DELAY * 1000;
+            // In microseconds: the server's answers within the bound the events test allows.
+            let max = r["max"].as_u64().unwrap();
+            assert!(max < (DELAY + 900) * 1000, "{r}");
+            let slow = max >= DELAY * 1000;
             let key = &r["key"];
             (
                 key["function"].as_str().unwrap().into(),

@@ -420,4 +420,6 @@ fn histograms_of_session_durations_by_family() {
         (Some("ipv4"), Some(1), Some("msecs")),
         "{h}"
     );
+    // Milliseconds: the session lived less than the test's minute, not 10^6 times longer.
+    assert!(h["max"].as_u64().unwrap() < 60_000, "{h}");
 }

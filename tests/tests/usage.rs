@@ -72,6 +72,7 @@ const BAD_INPUT: &[(&str, &[&str], &str)] = &[
     ("gethostlatency", &["--histogram", "--containers"], "cannot be used with"),
     ("gethostlatency", &["--milliseconds"], "--histogram"),
     ("tcplife", &["--histogram", "-s"], "cannot be used with"),
+    ("tcplife", &["--histogram", "-w"], "cannot be used with"),
     ("tcplife", &["--histogram", "--interval", "0"], "invalid value '0'"),
     // The renderer
     ("ebpf-tools-heatmap", &["/nonexistent/capture.jsonl"], "/nonexistent/capture.jsonl"),

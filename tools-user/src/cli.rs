@@ -4,6 +4,9 @@ use clap::Args;
 
 use crate::{loader::LoadOptions, output::Format};
 
+/// BCC's default interval and count: in effect, until Ctrl-C.
+pub const FOREVER: u64 = 99_999_999;
+
 /// `[interval] [count]`, `-T`, `-m` of the histogram tools.
 #[derive(Args, Debug, Clone)]
 pub struct HistogramArgs {
@@ -16,11 +19,11 @@ pub struct HistogramArgs {
     pub milliseconds: bool,
 
     /// Output interval, in seconds.
-    #[arg(default_value_t = 99_999_999)]
+    #[arg(default_value_t = FOREVER)]
     pub interval: u64,
 
     /// Number of outputs.
-    #[arg(default_value_t = 99_999_999)]
+    #[arg(default_value_t = FOREVER)]
     pub count: u64,
 
     /// Also draw the latency heatmap of every interval so far into this
@@ -45,8 +48,9 @@ impl HistogramArgs {
 pub struct EventHistogramArgs {
     /// Count every call in the kernel and print a latency histogram per
     /// kind of call (operation; function and result; address family) in
-    /// place of a line per event, when the trace ends (-d, Ctrl-C, SIGTERM)
-    /// or every --interval seconds. --json prints histogram records.
+    /// place of a line per event, when the trace ends (Ctrl-C, SIGTERM, the
+    /// end of a duration) and every --interval seconds. --json prints
+    /// histogram records.
     #[arg(long, conflicts_with_all = ["csv", "containers", "buffer_pages"])]
     pub histogram: bool,
 
@@ -63,21 +67,14 @@ impl EventHistogramArgs {
     /// With --histogram, the nanoseconds of its unit, which the kernel
     /// counts in.
     pub fn unit_ns(&self) -> Option<u32> {
-        self.histogram.then_some(if self.milliseconds { 1_000_000 } else { 1000 })
+        self.histogram.then(|| self.as_histogram_args().unit().1 as u32)
     }
 
-    /// The histogram tools' arguments these amount to: one interval for the
-    /// whole trace unless --interval splits it; with a duration, as many
-    /// intervals as cover it (the last one whole).
-    pub fn as_histogram_args(&self, duration: Option<u64>) -> HistogramArgs {
-        let forever = 99_999_999;
-        let (interval, count) = match (self.interval, duration) {
-            (Some(interval), Some(duration)) => (interval, duration.div_ceil(interval)),
-            (Some(interval), None) => (interval, forever),
-            (None, Some(duration)) => (duration, 1),
-            (None, None) => (forever, forever),
-        };
-        HistogramArgs { timestamp: false, milliseconds: self.milliseconds, interval, count, heatmap: None }
+    /// The histogram tools' arguments these amount to: intervals of
+    /// --interval seconds, else one for the whole trace.
+    pub fn as_histogram_args(&self) -> HistogramArgs {
+        let interval = self.interval.unwrap_or(FOREVER);
+        HistogramArgs { timestamp: false, milliseconds: self.milliseconds, interval, count: FOREVER, heatmap: None }
     }
 }
 

@@ -264,14 +264,14 @@ pub struct HistogramMaps {
 }
 
 impl HistogramMaps {
-    /// A tool's maps: the unkeyed histogram where its object has one (an
-    /// event tool's has none), the keyed table, the drop counters, and the
-    /// totals (`-e`, the exporter's sums) if asked for.
+    /// A tool's maps: the unkeyed histogram (keyed, only where its object
+    /// has one: an event tool's has none), the keyed table, the drop
+    /// counters, and the totals (`-e`, the exporter's sums) if asked for.
     pub fn take(ebpf: &mut Ebpf, keyed_mode: bool, totals: bool) -> Result<Self> {
         Ok(HistogramMaps {
-            hist: match ebpf.map(map_names::HIST) {
-                Some(_) => Some(kernel_maps::Hist::take(ebpf, map_names::HIST)?),
-                None => None,
+            hist: match !keyed_mode || ebpf.map(map_names::HIST).is_some() {
+                true => Some(kernel_maps::Hist::take(ebpf, map_names::HIST)?),
+                false => None,
             },
             keyed: kernel_maps::KeyedHist::take(ebpf, map_names::KEYED_HIST)?,
             drops: kernel_maps::Counters::take(ebpf, map_names::DROPS)?,

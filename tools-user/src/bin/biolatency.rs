@@ -105,6 +105,7 @@ fn main() -> ExitCode {
             key_alive: None,
             containers,
             table_flag: None,
+            duration: None,
             hist: &args.hist,
             runtime: &args.runtime,
         };

@@ -105,7 +105,7 @@ fn main() -> ExitCode {
             pid: args.pid.pid,
             cgroup,
             containers,
-            histograms: args.histogram.unit_ns(),
+            histogram_unit_ns: args.histogram.unit_ns(),
             allow_syscall_rung,
         };
         let loaded = fsslower::plan(&options, &btf, &load_options, &path)?.load(&load_options)?;
@@ -118,8 +118,15 @@ fn main() -> ExitCode {
         if args.histogram.histogram {
             let banner = format!("Tracing {} operation latency... Hit Ctrl-C to end.", fs.name);
             let operation = |op: u64| vec![("operation", fsslower::operation_name(op).into())];
-            let hist = args.histogram.as_histogram_args(args.duration);
-            return histograms::run_event_histograms(loaded, &banner, &operation, &hist, &args.runtime);
+            let duration = args.duration.map(Duration::from_secs);
+            return histograms::run_event_histograms(
+                loaded,
+                &banner,
+                &operation,
+                &args.histogram,
+                duration,
+                &args.runtime,
+            );
         }
         let format = args.events.format(&args.runtime);
         let tracing = match min_ms {

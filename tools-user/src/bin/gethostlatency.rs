@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             libc: &args.libc,
             cgroup: args.cgroup.cgroup.as_deref(),
             containers: args.containers.containers,
-            histograms: args.histogram.unit_ns(),
+            histogram_unit_ns: args.histogram.unit_ns(),
         };
         // Only -c and --containers read a struct; a --btf file is checked all the same (used or refused).
         let reads_task = args.cgroup.cgroup.is_some() || args.containers.containers;
@@ -87,9 +87,8 @@ fn main() -> ExitCode {
                 let (function, result) = gethostlatency::labels_of(key);
                 vec![("function", function.into()), ("result", result.into())]
             };
-            let hist = args.histogram.as_histogram_args(None);
             let banner = "Tracing host name lookup latency... Hit Ctrl-C to end.";
-            return histograms::run_event_histograms(loaded, banner, &labels, &hist, &args.runtime);
+            return histograms::run_event_histograms(loaded, banner, &labels, &args.histogram, None, &args.runtime);
         }
         let format = args.events.format(&args.runtime);
         let mut columns = columns(format, libraries);

@@ -107,6 +107,7 @@ fn main() -> ExitCode {
             },
             containers,
             table_flag: Some("--table-entries"),
+            duration: None,
             hist: &args.hist,
             runtime: &args.runtime,
         };

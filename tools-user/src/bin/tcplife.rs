@@ -36,13 +36,13 @@ use tools_user::{
 #[command(name = "tcplife", after_help = EXAMPLES)]
 struct Args {
     /// Include a time column on output (HH:MM:SS).
-    #[arg(short = 'T', long = "time")]
+    #[arg(short = 'T', long = "time", conflicts_with = "histogram")]
     time: bool,
     /// Include a timestamp column (seconds since the first session closed).
-    #[arg(short = 't', long = "timestamp")]
+    #[arg(short = 't', long = "timestamp", conflicts_with = "histogram")]
     timestamp: bool,
     /// Wide column output (fits IPv6 addresses).
-    #[arg(short = 'w', long = "wide")]
+    #[arg(short = 'w', long = "wide", conflicts_with = "histogram")]
     wide: bool,
     /// Comma separated values output (BCC's spelling of --csv).
     #[arg(short = 's', conflicts_with = "histogram")]
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
             remote_ports: args.remoteport.clone(),
             cgroup: args.cgroup.cgroup.as_deref(),
             containers: args.containers.containers,
-            histograms: args.histogram.unit_ns(),
+            histogram_unit_ns: args.histogram.unit_ns(),
         };
         let loaded = tcplife::plan(&options, &btf, &path)?.load(&load_options)?;
         if loaded.parts.contains(&(tcplife::ACCEPT, Some(tcplife::SYSCALL_ACCEPT))) {
@@ -122,9 +122,8 @@ fn main() -> ExitCode {
         if args.histogram.histogram {
             // The keys of byte sums hold no histogram: only durations show.
             let family = |key: u64| vec![("family", tcplife::family_name(key).into())];
-            let hist = args.histogram.as_histogram_args(None);
             let banner = "Tracing TCP session durations... Hit Ctrl-C to end.";
-            return histograms::run_event_histograms(loaded, banner, &family, &hist, &args.runtime);
+            return histograms::run_event_histograms(loaded, banner, &family, &args.histogram, None, &args.runtime);
         }
         let format = args.events.format(&args.runtime);
         let mut columns = columns(&args, format);

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tools_heatmap::Live;
 
 use crate::{
-    cli::{HistogramArgs, RuntimeArgs},
+    cli::{EventHistogramArgs, HistogramArgs, RuntimeArgs},
     container::Groups,
     diag::{note, tool_name},
     histogram::{self, Counts, HistogramMaps, Interval},
@@ -41,6 +41,9 @@ pub struct HistogramTool<'a> {
     pub containers: Option<Groups>,
     /// The flag that enlarges the keyed table, named when it was full.
     pub table_flag: Option<&'static str>,
+    /// The whole trace's duration (ext4slower's `-d`): its last interval
+    /// ends with it.
+    pub duration: Option<Duration>,
     pub hist: &'a HistogramArgs,
     pub runtime: &'a RuntimeArgs,
 }
@@ -138,20 +141,26 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
         }
         let mut remaining = tool.hist.count;
         let mut interval_no = 0u64;
+        let started = tokio::time::Instant::now();
+        // An interval or duration beyond what a clock holds (BCC takes any number) is a century.
+        let century = Duration::from_secs(100 * 365 * 86400);
+        let ends = tool.duration.map(|d| started + d.min(century));
+        // Across intervals, so that one as short as a second does not starve it.
+        let one_second = Duration::from_secs(1);
+        let mut second = tokio::time::interval_at(started + one_second, one_second);
+        second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let every_second = containers.is_some() || keeper.is_some();
         loop {
             let now = tokio::time::Instant::now();
-            // An interval beyond what a clock holds (BCC takes any number) is a century.
-            let century = Duration::from_secs(100 * 365 * 86400);
-            let interval_ends = now + Duration::from_secs(tool.hist.interval).min(century);
-            let one_second = Duration::from_secs(1);
-            let mut second = tokio::time::interval_at(now + one_second, one_second);
-            second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let every_second = containers.is_some() || keeper.is_some();
+            let mut interval_ends = now + Duration::from_secs(tool.hist.interval).min(century);
+            if let Some(ends) = ends {
+                interval_ends = interval_ends.min(ends);
+            }
             let exiting = loop {
                 tokio::select! {
                     biased;
                     _ = shutdown.requested() => break true,
-                    _ = tokio::time::sleep_until(interval_ends) => break false,
+                    _ = tokio::time::sleep_until(interval_ends) => break Some(interval_ends) == ends,
                     _ = second.tick(), if every_second => {
                         look();
                         // gethostlatency --histogram: probe the C libraries that appeared.
@@ -254,14 +263,17 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
 
 /// `--histogram` on an event tool: its programs count every call in the
 /// kernel by key (the exporter's tables), printed as a histogram tool's
-/// intervals with each key's section header (`operation = read`).
+/// intervals with each key's section header (`operation = read`), until
+/// a signal or the end of `duration`.
 pub fn run_event_histograms(
     loaded: Loaded,
     banner: &str,
     key_fields: KeyFields<'_>,
-    hist: &HistogramArgs,
+    args: &EventHistogramArgs,
+    duration: Option<Duration>,
     runtime: &RuntimeArgs,
 ) -> Result<ExitCode> {
+    let hist = &args.as_histogram_args();
     let tool = HistogramTool {
         banner,
         key_fields: Some(key_fields),
@@ -269,6 +281,7 @@ pub fn run_event_histograms(
         key_alive: None,
         containers: None,
         table_flag: None,
+        duration,
         hist,
         runtime,
     };

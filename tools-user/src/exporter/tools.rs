@@ -159,7 +159,7 @@ fn load_tool(
                 pid: None,
                 cgroup: None,
                 containers: false,
-                histograms: Some(1),
+                histogram_unit_ns: Some(1),
                 allow_syscall_rung: options.ext4slower_allow_syscall_rung,
             };
             let path = EventPath::counting_in_kernel(build);
@@ -170,14 +170,14 @@ fn load_tool(
             })
         }
         "tcplife" => {
-            let plan_options = tcplife::Options { histograms: Some(1), ..Default::default() };
+            let plan_options = tcplife::Options { histogram_unit_ns: Some(1), ..Default::default() };
             let path = EventPath::counting_in_kernel(build);
             let plan = tcplife::plan(&plan_options, btf, &path)?;
             let bytes_known = plan.config.has_bytes != 0;
             attached(plan.load(load_options)?, |loaded| Tcplife::new(loaded, bytes_known))
         }
         "gethostlatency" => {
-            let plan_options = gethostlatency::Options { histograms: Some(1), ..Default::default() };
+            let plan_options = gethostlatency::Options { histogram_unit_ns: Some(1), ..Default::default() };
             let path = EventPath::counting_in_kernel(build);
             // The plan's keeper probes new C libraries at each scrape, so
             // the exporter does nothing between scrapes.

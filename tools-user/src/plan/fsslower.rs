@@ -78,7 +78,7 @@ pub struct Options<'a> {
     /// Count every operation in the kernel, by operation, in units of this
     /// many nanoseconds; send no events (the exporter: 1 ns; `--histogram`:
     /// its unit).
-    pub histograms: Option<u32>,
+    pub histogram_unit_ns: Option<u32>,
     /// The syscall rung may be taken though it was not asked for by
     /// `--rung syscall` (`--allow-syscall-rung`): it taxes every process.
     pub allow_syscall_rung: bool,
@@ -113,7 +113,7 @@ pub fn plan(
     let mut config = Config {
         min_ns: options.min_ms.saturating_mul(1_000_000),
         target_tgid: options.pid.unwrap_or(0),
-        histogram_unit_ns: options.histograms.unwrap_or(0),
+        histogram_unit_ns: options.histogram_unit_ns.unwrap_or(0),
         own_tgid: std::process::id(),
         magic: fs.magic,
         task: offsets::task(btf)?,

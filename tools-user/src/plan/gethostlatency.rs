@@ -49,7 +49,7 @@ pub struct Options<'a> {
     /// Count every lookup in the kernel, by function and result, in units
     /// of this many nanoseconds; send no events (the exporter: 1 ns;
     /// `--histogram`: its unit).
-    pub histograms: Option<u32>,
+    pub histogram_unit_ns: Option<u32>,
 }
 
 /// The probes as they follow the machine's C libraries: the plan's keeper.
@@ -71,7 +71,7 @@ struct Resolvers {
 pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<(Plan<Config>, Rc<RefCell<Libraries>>)> {
     let config = Config {
         target_tgid: options.pid.unwrap_or(0),
-        histogram_unit_ns: options.histograms.unwrap_or(0),
+        histogram_unit_ns: options.histogram_unit_ns.unwrap_or(0),
         cgroup: crate::cgroup::events_walk(options.cgroup, options.containers, btf.as_ref().ok())?,
     };
     let mut libraries = Libraries::default();

@@ -33,7 +33,7 @@ pub struct Options<'a> {
     /// Count every session in the kernel, its duration in units of this
     /// many nanoseconds; send no events (the exporter: 1 ns;
     /// `--histogram`: its unit).
-    pub histograms: Option<u32>,
+    pub histogram_unit_ns: Option<u32>,
 }
 
 /// The address family of a key of the keyed histograms (its low byte),
@@ -54,7 +54,7 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
         family: options.family,
         filter_lports: !options.local_ports.is_empty() as u32,
         filter_dports: !options.remote_ports.is_empty() as u32,
-        histogram_unit_ns: options.histograms.unwrap_or(0),
+        histogram_unit_ns: options.histogram_unit_ns.unwrap_or(0),
         ..Config::default()
     };
     config.cgroup = crate::cgroup::events_walk(options.cgroup, options.containers, btf.as_ref().ok())?;
@@ -91,10 +91,12 @@ pub fn plan(options: &Options, btf: BtfSource<'_>, path: &EventPath) -> Result<P
     // start-up); else the accept syscalls' exit tracepoints, which put
     // every system call of every process on the slow path (see
     // ACCEPT_SYSCALL_TAX); else owners of accepted sockets are known when
-    // they close. The exporter's counts name no owner: it takes none.
+    // they close. Counts name no owner (the exporter's, --histogram's):
+    // they take none unless -p or -c asks for one.
     let cgroup_refused =
         super::current_task_refused(path.build, crate::cgroup::task_flag(options.cgroup, options.containers));
-    let accept = options.histograms.is_none().then(|| {
+    let owners = options.histogram_unit_ns.is_none() || options.pid.is_some() || options.cgroup.is_some();
+    let accept = owners.then(|| {
         vec![
             Rung::new("kretprobe")
                 .program(programs::KRET_ACCEPT, Attach::kretprobe(&["inet_csk_accept"]))
