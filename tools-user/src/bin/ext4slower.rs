@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         if loaded.rung == "syscall" {
             diag::note(&format!(
                 "{name}: tracing through syscall tracepoints (this kernel has neither kprobes nor fentry): every \
-                 read, write, open and fsync on the host pays hundreds of ns while this runs"
+                 read, write, open and fsync on the host pays about a microsecond while this runs"
             ));
         }
         if args.histogram.histogram {

@@ -86,8 +86,8 @@ pub struct Options<'a> {
 
 /// Why the syscall rung is not taken unless allowed: what it costs the host.
 const SYSCALL_TAX: &str = "syscall tracepoints slow every read, write, open and fsync of every process on the \
-                           host (hundreds of ns each: see OVERHEAD in ext4slower(8)); --allow-syscall-rung takes them \
-                           (the exporter's --ext4slower.allow-syscall-rung)";
+                           host (about a microsecond each: see OVERHEAD in ext4slower(8)); --allow-syscall-rung \
+                           takes them (the exporter's --ext4slower.allow-syscall-rung)";
 
 /// Operations by `op::*`, as the exporter and `--json` name them.
 pub const OPERATIONS: [&str; 4] = ["read", "write", "open", "fsync"];
