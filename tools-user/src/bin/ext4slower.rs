@@ -117,16 +117,8 @@ fn main() -> ExitCode {
         }
         if args.histogram.histogram {
             let banner = format!("Tracing {} operation latency... Hit Ctrl-C to end.", fs.name);
-            let operation = |op: u64| vec![("operation", fsslower::operation_name(op).into())];
-            let duration = args.duration.map(Duration::from_secs);
-            return histograms::run_event_histograms(
-                loaded,
-                &banner,
-                &operation,
-                &args.histogram,
-                duration,
-                &args.runtime,
-            );
+            let (labels, duration) = (fsslower::key_labels, args.duration.map(Duration::from_secs));
+            return histograms::run_event_histograms(loaded, &banner, labels, &args.histogram, duration, &args.runtime);
         }
         let format = args.events.format(&args.runtime);
         let tracing = match min_ms {

@@ -83,12 +83,9 @@ fn main() -> ExitCode {
         let (plan, libraries) = gethostlatency::plan(&options, &btf, &path)?;
         let loaded = plan.load(&load_options)?;
         if args.histogram.histogram {
-            let labels = |key: u64| {
-                let (function, result) = gethostlatency::labels_of(key);
-                vec![("function", function.into()), ("result", result.into())]
-            };
-            let banner = "Tracing host name lookup latency... Hit Ctrl-C to end.";
-            return histograms::run_event_histograms(loaded, banner, &labels, &args.histogram, None, &args.runtime);
+            let (banner, labels) =
+                ("Tracing host name lookup latency... Hit Ctrl-C to end.", gethostlatency::key_labels);
+            return histograms::run_event_histograms(loaded, banner, labels, &args.histogram, None, &args.runtime);
         }
         let format = args.events.format(&args.runtime);
         let mut columns = columns(format, libraries);

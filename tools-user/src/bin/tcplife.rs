@@ -121,9 +121,8 @@ fn main() -> ExitCode {
         }
         if args.histogram.histogram {
             // The keys of byte sums hold no histogram: only durations show.
-            let family = |key: u64| vec![("family", tcplife::family_name(key).into())];
-            let banner = "Tracing TCP session durations... Hit Ctrl-C to end.";
-            return histograms::run_event_histograms(loaded, banner, &family, &args.histogram, None, &args.runtime);
+            let (banner, labels) = ("Tracing TCP session durations... Hit Ctrl-C to end.", tcplife::key_labels);
+            return histograms::run_event_histograms(loaded, banner, labels, &args.histogram, None, &args.runtime);
         }
         let format = args.events.format(&args.runtime);
         let mut columns = columns(&args, format);

@@ -263,20 +263,22 @@ pub fn run(mut tool: HistogramTool<'_>, loaded: Loaded) -> Result<ExitCode> {
 
 /// `--histogram` on an event tool: its programs count every call in the
 /// kernel by key (the exporter's tables), printed as a histogram tool's
-/// intervals with each key's section header (`operation = read`), until
-/// a signal or the end of `duration`.
+/// intervals with each key's section header (`operation = read`), its
+/// labels as the exporter's (`key_labels`), until a signal or the end of
+/// `duration`.
 pub fn run_event_histograms(
     loaded: Loaded,
     banner: &str,
-    key_fields: KeyFields<'_>,
+    key_labels: fn(u64) -> Vec<(&'static str, String)>,
     args: &EventHistogramArgs,
     duration: Option<Duration>,
     runtime: &RuntimeArgs,
 ) -> Result<ExitCode> {
     let hist = &args.as_histogram_args();
+    let key_fields = |key: u64| key_labels(key).into_iter().map(|(name, value)| (name, Value::from(value))).collect();
     let tool = HistogramTool {
         banner,
-        key_fields: Some(key_fields),
+        key_fields: Some(&key_fields),
         totals: false,
         key_alive: None,
         containers: None,

@@ -164,9 +164,8 @@ fn load_tool(
             };
             let path = EventPath::counting_in_kernel(build);
             let loaded = fsslower::plan(&plan_options, btf, load_options, &path)?.load(load_options)?;
-            let operation = |op: u64| vec![("operation", fsslower::operation_name(op).to_owned())];
             attached(loaded, |loaded| {
-                KeyedFamily::new(loaded, EXT4_OPERATION_LATENCY, EXT4_OPERATION_LATENCY_HELP, operation)
+                KeyedFamily::new(loaded, EXT4_OPERATION_LATENCY, EXT4_OPERATION_LATENCY_HELP, fsslower::key_labels)
             })
         }
         "tcplife" => {
@@ -182,12 +181,13 @@ fn load_tool(
             // The plan's keeper probes new C libraries at each scrape, so
             // the exporter does nothing between scrapes.
             let (plan, _) = gethostlatency::plan(&plan_options, btf, &path)?;
-            let labels = |key: u64| {
-                let (function, result) = gethostlatency::labels_of(key);
-                vec![("function", function.to_owned()), ("result", result.to_owned())]
-            };
             attached(plan.load(load_options)?, |loaded| {
-                KeyedFamily::new(loaded, NAME_RESOLUTION_LATENCY, NAME_RESOLUTION_LATENCY_HELP, labels)
+                KeyedFamily::new(
+                    loaded,
+                    NAME_RESOLUTION_LATENCY,
+                    NAME_RESOLUTION_LATENCY_HELP,
+                    gethostlatency::key_labels,
+                )
             })
         }
         other => anyhow::bail!("no tool named {other}"),
@@ -473,11 +473,10 @@ impl Collector for Tcplife {
 
     fn collect(&mut self, scrape: &mut Scrape) -> Result<Drops> {
         let keyed = self.maps.keyed_total()?;
-        let family_label = tcplife::family_name;
         let durations = scrape.family(TCP_SESSION_DURATION, Kind::Histogram, TCP_SESSION_DURATION_HELP);
         for (key, (counts, sum_ns)) in keyed.iter().filter(|(key, _)| *key & !0xff == hist_key::DURATION) {
             durations.series.push(Series {
-                labels: vec![("family", family_label(*key))],
+                labels: tcplife::key_labels(*key),
                 value: Value::Histogram(Histogram { counts: counts.clone(), sum_ns: *sum_ns }),
             });
         }
@@ -488,10 +487,9 @@ impl Collector for Tcplife {
             ] {
                 let family = scrape.family(name, Kind::Counter, help);
                 for (key, (_, bytes)) in keyed.iter().filter(|(key, _)| *key & !0xff == which) {
-                    family.series.push(Series {
-                        labels: vec![("family", family_label(*key))],
-                        value: Value::Number(*bytes as f64),
-                    });
+                    family
+                        .series
+                        .push(Series { labels: tcplife::key_labels(*key), value: Value::Number(*bytes as f64) });
                 }
             }
         }

@@ -92,10 +92,10 @@ const SYSCALL_TAX: &str = "syscall tracepoints slow every read, write, open and 
 /// Operations by `op::*`, as the exporter and `--json` name them.
 pub const OPERATIONS: [&str; 4] = ["read", "write", "open", "fsync"];
 
-/// The name of an operation counted in the kernel (a key of its keyed
-/// histograms).
-pub fn operation_name(op: u64) -> &'static str {
-    OPERATIONS.get(op as usize).copied().unwrap_or("unknown")
+/// The labels of a key of the keyed histograms, an operation, as the
+/// exporter and `--histogram` name it.
+pub fn key_labels(op: u64) -> Vec<(&'static str, String)> {
+    vec![("operation", OPERATIONS.get(op as usize).copied().unwrap_or("unknown").to_owned())]
 }
 
 /// The configuration, the rungs best first, and the map sizes.

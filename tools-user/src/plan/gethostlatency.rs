@@ -170,6 +170,13 @@ pub fn labels_of(key: u64) -> (&'static str, &'static str) {
     (name, failure(function, ret).unwrap_or("ok"))
 }
 
+/// The labels of a key of the keyed histograms, as the exporter and
+/// `--histogram` name them.
+pub fn key_labels(key: u64) -> Vec<(&'static str, String)> {
+    let (function, result) = labels_of(key);
+    vec![("function", function.to_owned()), ("result", result.to_owned())]
+}
+
 /// What a failed lookup's result means: getaddrinfo's EAI_* (the same
 /// numbers in glibc and musl); gethostbyname's NULL (its h_errno is
 /// thread-local and not read). None for a lookup that succeeded.

@@ -36,14 +36,15 @@ pub struct Options<'a> {
     pub histogram_unit_ns: Option<u32>,
 }
 
-/// The address family of a key of the keyed histograms (its low byte),
-/// as the exporter's label and `--histogram` name it.
-pub fn family_name(key: u64) -> String {
-    match (key & 0xff) as i32 {
+/// The labels of a key of the keyed histograms, its address family (the
+/// low byte), as the exporter and `--histogram` name it.
+pub fn key_labels(key: u64) -> Vec<(&'static str, String)> {
+    let family = match (key & 0xff) as i32 {
         libc::AF_INET => "ipv4".to_owned(),
         libc::AF_INET6 => "ipv6".to_owned(),
         other => other.to_string(),
-    }
+    };
+    vec![("family", family)]
 }
 
 /// The configuration, the rungs best first, the map sizes, and the port
