@@ -463,6 +463,8 @@ fn steps<'a>(boot: &'a Boot, build: &Build) -> Vec<(&'a str, &'a str)> {
 /// output, and returns (tool, rung, passed) per cell.
 fn boot_and_test(cache: &Path, boot: &Boot, build: &Build) -> Result<Vec<(String, String, bool)>> {
     let guest = &boot.guest;
+    let steps = steps(boot, build);
+    let (with_package, with_floor) = (steps.contains(&PACKAGE_ROW), steps.contains(&FLOOR_ROW));
     let kernel = guest.kernel.as_str();
     // Not under /tmp: the guest mounts its own tmpfs there.
     let job =
@@ -497,7 +499,7 @@ fn boot_and_test(cache: &Path, boot: &Boot, build: &Build) -> Result<Vec<(String
     // (named in /usr/bin: the host's libbpf-tools are in /usr/sbin, before
     // it in PATH), purged without a trace.
     let (package, step) = PACKAGE_ROW;
-    if let Some(deb) = build.deb.as_ref().filter(|_| boot.last) {
+    if let Some(deb) = build.deb.as_ref().filter(|_| with_package) {
         let programs: Vec<&str> = tools_catalog::TOOLS.iter().map(|program| program.name).collect();
         let _ = writeln!(
             cmd,
@@ -508,7 +510,7 @@ fn boot_and_test(cache: &Path, boot: &Boot, build: &Build) -> Result<Vec<(String
             programs.join(" "),
         );
     }
-    if boot.last && guest.arch != Arch::HOST {
+    if with_floor {
         let (floor, step) = FLOOR_ROW;
         let tools: Vec<&str> = crate::floor::tools().collect();
         let _ = writeln!(
@@ -521,13 +523,12 @@ fn boot_and_test(cache: &Path, boot: &Boot, build: &Build) -> Result<Vec<(String
     fs::write(job.join("cmd.sh"), cmd)?;
     let mut tools: Vec<&str> = boot.cells.iter().map(|(tool, _)| *tool).collect();
     tools.dedup();
-    if boot.last && guest.arch != Arch::HOST {
-        tools.push("the package and the kernel floor");
-    }
+    tools.extend(with_package.then_some("the package"));
+    tools.extend(with_floor.then_some("the kernel floor"));
     println!("vm-test: {}: a boot for {}", guest.label(), tools.join(", "));
     let output = run_in_qemu(cache, guest, &job)?;
-    let floor_ok = !boot.last || guest.arch == Arch::HOST || floor_kept(guest, &job);
-    let verdicts = steps(boot, build)
+    let floor_ok = !with_floor || floor_kept(guest, &job);
+    let verdicts = steps
         .into_iter()
         .map(|(tool, rung)| {
             let ok = output.contains(&format!("=== END {tool} {rung} rc=0")) && ((tool, rung) != FLOOR_ROW || floor_ok);

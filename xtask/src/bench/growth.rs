@@ -1,7 +1,8 @@
 //! How costs grow with the work: runqlat's added time per round trip as
 //! ping-pong pairs are added (the event rate of the whole machine rising,
-//! then, with more pairs than CPUs, CPUs shared), and gethostlatency's start-up as processes are added
-//! (it reads each one's maps for the C libraries to probe).
+//! then, with more pairs than CPUs, CPUs shared), and gethostlatency's
+//! start-up as processes are added (it reads each one's maps for the C
+//! libraries to probe).
 
 use std::{collections::BTreeSet, fmt::Write as _, time::Duration};
 
